@@ -1,0 +1,15 @@
+/* cli.h: the subcommands; each takes the arguments after its name and returns the exit code. */
+#ifndef K22_CLI_H
+#define K22_CLI_H
+
+typedef int (*k22_cmd_fn)(int argc, char **argv);
+
+typedef struct {
+    const char *name;
+    k22_cmd_fn fn;
+    const char *summary;
+} k22_cmd;
+
+int k22_cmd_version(int argc, char **argv);
+
+#endif

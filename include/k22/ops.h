@@ -1,0 +1,223 @@
+/* ops.h: the op interface every model is written against (DESIGN.md 2.1).
+ *
+ * A backend is a table of function pointers plus an opaque context. Pointers are host memory
+ * for the CPU backend and device memory for CUDA. All tensors are f32, contiguous, row-major;
+ * shapes are given in comments as (dims) and as explicit int arguments.
+ *
+ * Conventions every backend keeps (tests/ops checks them):
+ *  - Forward ops overwrite their outputs. Outputs never alias inputs unless the op says so.
+ *  - Backward ops ACCUMULATE (+=) into every gradient they produce, so residual branches and
+ *    gradient accumulation across micro-batches need no extra adds; callers zero gradients
+ *    once. A NULL gradient pointer means "not needed" and is skipped.
+ *  - Ops are asynchronous on the backend's stream; the host sees results only after
+ *    k22_backend.to_host (or sync).
+ *  - A NULL entry means the backend lacks the op; k22_ops_* wrappers in backend.c then fall back
+ *    to the CPU reference when the memory is host memory, and die otherwise.
+ */
+#ifndef K22_OPS_H
+#define K22_OPS_H
+
+#include "k22/tensor.h"
+
+/* conv2d geometry: input (B, C, H, W), weight (O, C, KH, KW), output (B, O, OH, OW) with
+ * OH = (H + PT + PB - KH) / SH + 1, OW = (W + PL + PR - KW) / SW + 1. Padding may be asymmetric
+ * (diffusers pads (0,1,0,1) before some stride-2 convs). Groups and dilation are 1. */
+typedef struct {
+    int B, C, H, W;
+    int O, KH, KW;
+    int SH, SW;
+    int PT, PB, PL, PR; /* padding top, bottom, left, right */
+} k22_conv2d_desc;
+int k22_conv2d_out_h(const k22_conv2d_desc *d);
+int k22_conv2d_out_w(const k22_conv2d_desc *d);
+
+/* Scaled-dot-product attention geometry.
+ * q: (B, NH, TQ, D), k: (B, NH, TK, D), v: (B, NH, TK, DV), out: (B, NH, TQ, DV),
+ * lse: (B, NH, TQ) log-sum-exp of the masked, scaled logits per query row (saved for backward).
+ * logits[b,h,i,j] = scale * q.k + mask[b*mask_bstride + i*TK + j] (when mask != NULL; a
+ * mask_bstride of 0 broadcasts one (TQ, TK) mask over the batch; heads always share it),
+ * minus infinity where causal && j > i, and minus infinity where key_keep != NULL &&
+ * key_keep[b*TK + j] == 0 (padding). A row whose every key is excluded gives out = 0 and
+ * lse = -inf, and no gradient. */
+typedef struct {
+    int B, NH, TQ, TK, D, DV;
+    float scale;
+    const float *mask;     /* additive, (B or 1, TQ, TK), may be NULL */
+    int64_t mask_bstride;  /* TQ*TK, or 0 to broadcast */
+    int causal;
+    const uint8_t *key_keep; /* (B, TK), 1 = attend, 0 = padding; may be NULL */
+} k22_attn_desc;
+
+/* AdamW hyper-parameters for one step, torch.optim.AdamW semantics (single-tensor path):
+ *   p *= 1 - lr*wd;  m = lerp(m, g, 1-b1);  v = b2*v + (1-b2)*g*g;
+ *   bc1 = 1 - b1^step;  bc2 = 1 - b2^step;
+ *   p -= (lr/bc1) * m / (sqrt(v)/sqrt(bc2) + eps)
+ * step counts from 1. The scalar bias corrections are computed in double on the host. */
+typedef struct {
+    float lr, beta1, beta2, eps, weight_decay;
+    int64_t step;
+} k22_adamw_hparams;
+
+typedef struct k22_backend k22_backend;
+struct k22_backend {
+    const char *name; /* "cpu-ref", "cpu", "cuda" */
+    k22_device dev;
+    void *ctx;
+
+    /* ---- memory ---- */
+    void *(*alloc)(void *ctx, size_t bytes); /* dies on failure; zero-filled */
+    void (*free)(void *ctx, void *p);
+    void (*to_device)(void *ctx, void *dst, const void *host_src, size_t bytes);
+    void (*to_host)(void *ctx, void *host_dst, const void *src, size_t bytes); /* synchronizes */
+    void (*copy)(void *ctx, void *dst, const void *src, size_t bytes);        /* same device */
+    void (*zero)(void *ctx, void *p, size_t bytes);
+    void (*sync)(void *ctx);
+    void (*destroy)(k22_backend *self);
+
+    /* ---- matmul ----
+     * For each b < batch: C_b = alpha * op(A_b) @ op(B_b) + beta * C_b, with op(A_b) (M, K),
+     * op(B_b) (K, N), C_b (M, N); A_b = A + b*sA and so on. A_b is stored (M, K), or (K, M) when
+     * ta; B_b is stored (K, N), or (N, K) when tb. beta = 0 ignores C's old contents (NaN too).
+     * This one entry is its own backward: dA = dC @ B^T, dB = A^T @ dC with beta = 1. */
+    void (*matmul)(void *ctx, int ta, int tb, int M, int N, int K, float alpha, const float *A,
+                   int64_t sA, const float *Bm, int64_t sB, float beta, float *C, int64_t sC,
+                   int batch);
+
+    /* ---- linear (torch nn.Linear layout) ----
+     * x: (N, I), w: (O, I), b: (O) or NULL, y: (N, O); y = x w^T + b. */
+    void (*linear_fwd)(void *ctx, float *y, const float *x, const float *w, const float *b, int N,
+                       int I, int O);
+    void (*linear_bwd)(void *ctx, float *dx, float *dw, float *db, const float *dy, const float *x,
+                       const float *w, int N, int I, int O);
+
+    /* ---- conv2d ---- x: (B,C,H,W), w: (O,C,KH,KW), bias: (O) or NULL, y: (B,O,OH,OW). */
+    void (*conv2d_fwd)(void *ctx, float *y, const float *x, const float *w, const float *bias,
+                       const k22_conv2d_desc *d);
+    void (*conv2d_bwd)(void *ctx, float *dx, float *dw, float *dbias, const float *dy,
+                       const float *x, const float *w, const k22_conv2d_desc *d);
+
+    /* ---- group norm ---- x, y: (B, C, S) with S = spatial size; G groups (C % G == 0);
+     * gamma, beta: (C) or NULL (no affine). mean, rstd: (B, G) saved for backward.
+     * Variance is biased (divide by count), as torch. */
+    void (*group_norm_fwd)(void *ctx, float *y, float *mean, float *rstd, const float *x,
+                           const float *gamma, const float *beta, int B, int C, int S, int G,
+                           float eps);
+    void (*group_norm_bwd)(void *ctx, float *dx, float *dgamma, float *dbeta, const float *dy,
+                           const float *x, const float *mean, const float *rstd,
+                           const float *gamma, int B, int C, int S, int G);
+
+    /* ---- layer norm over the last dim ---- x, y: (N, C); gamma, beta: (C) or NULL;
+     * mean, rstd: (N). */
+    void (*layer_norm_fwd)(void *ctx, float *y, float *mean, float *rstd, const float *x,
+                           const float *gamma, const float *beta, int N, int C, float eps);
+    void (*layer_norm_bwd)(void *ctx, float *dx, float *dgamma, float *dbeta, const float *dy,
+                           const float *x, const float *mean, const float *rstd,
+                           const float *gamma, int N, int C);
+
+    /* ---- activations, elementwise over n values; y may alias x in forward ----
+     * act: one of k22_act. Backward takes the forward input x. */
+    void (*act_fwd)(void *ctx, int act, float *y, const float *x, int64_t n);
+    void (*act_bwd)(void *ctx, int act, float *dx, const float *dy, const float *x, int64_t n);
+
+    /* ---- softmax over the last dim ---- x, y: (rows, cols); backward uses y. */
+    void (*softmax_fwd)(void *ctx, float *y, const float *x, int64_t rows, int cols);
+    void (*softmax_bwd)(void *ctx, float *dx, const float *dy, const float *y, int64_t rows,
+                        int cols);
+
+    /* ---- attention ---- see k22_attn_desc. */
+    void (*attention_fwd)(void *ctx, float *out, float *lse, const float *q, const float *k,
+                          const float *v, const k22_attn_desc *d);
+    void (*attention_bwd)(void *ctx, float *dq, float *dk, float *dv, const float *dout,
+                          const float *q, const float *k, const float *v, const float *out,
+                          const float *lse, const k22_attn_desc *d);
+
+    /* ---- elementwise binary, n values; y may alias a or b ----
+     * y = a + b, y = a * b, y = s * a. Broadcast add of a per-row vector: see add_rows. */
+    void (*add)(void *ctx, float *y, const float *a, const float *b, int64_t n);
+    void (*mul)(void *ctx, float *y, const float *a, const float *b, int64_t n);
+    void (*scale)(void *ctx, float *y, const float *a, float s, int64_t n);
+    /* da += dy, db += dy (either may be NULL). */
+    void (*add_bwd)(void *ctx, float *da, float *db, const float *dy, int64_t n);
+    /* da += dy*b, db += dy*a. */
+    void (*mul_bwd)(void *ctx, float *da, float *db, const float *dy, const float *a,
+                    const float *b, int64_t n);
+    /* da += s*dy. */
+    void (*scale_bwd)(void *ctx, float *da, const float *dy, float s, int64_t n);
+
+    /* ---- concat along one axis ----
+     * Views: a (outer, na, inner), b (outer, nb, inner), y (outer, na+nb, inner).
+     * Backward splits dy and accumulates into da, db. Split is this backward's forward. */
+    void (*concat_fwd)(void *ctx, float *y, const float *a, const float *b, int64_t outer,
+                       int64_t na, int64_t nb, int64_t inner);
+    void (*concat_bwd)(void *ctx, float *da, float *db, const float *dy, int64_t outer,
+                       int64_t na, int64_t nb, int64_t inner);
+
+    /* ---- permute of a tensor of ndim <= 4 ----
+     * x has shape in_shape[0..ndim); y[perm-indexed] so that y's dim i is x's dim perm[i].
+     * Backward: dx += inverse permutation of dy. */
+    void (*permute_fwd)(void *ctx, float *y, const float *x, int ndim, const int64_t *in_shape,
+                        const int *perm);
+    void (*permute_bwd)(void *ctx, float *dx, const float *dy, int ndim, const int64_t *in_shape,
+                        const int *perm);
+
+    /* ---- nearest 2x upsample ---- x: (B, C, H, W) -> y: (B, C, 2H, 2W). */
+    void (*upsample2x_fwd)(void *ctx, float *y, const float *x, int B, int C, int H, int W);
+    void (*upsample2x_bwd)(void *ctx, float *dx, const float *dy, int B, int C, int H, int W);
+
+    /* ---- sinusoidal timestep embedding (diffusers get_timestep_embedding) ----
+     * t: (N) float timesteps, y: (N, dim). half = dim/2;
+     * exponent_i = -ln(max_period) * i / (half - shift); emb = t * exp(exponent_i) * scale;
+     * y = [sin(emb), cos(emb)], swapped to [cos, sin] when flip_sin_to_cos; zero-padded when
+     * dim is odd. Backward accumulates dt (N). */
+    void (*timestep_embed_fwd)(void *ctx, float *y, const float *t, int N, int dim,
+                               int flip_sin_to_cos, float shift, float scale, float max_period);
+    void (*timestep_embed_bwd)(void *ctx, float *dt, const float *dy, const float *t, int N,
+                               int dim, int flip_sin_to_cos, float shift, float scale,
+                               float max_period);
+
+    /* ---- per-sample weighted MSE ----
+     * pred, target: (B, N); w: (B) or NULL (all 1).
+     * per_sample[b] = mean_n (pred - target)^2 (may be NULL);
+     * loss[0] = (1/B) * sum_b w[b] * per_sample[b].
+     * Backward: dpred += dloss * w[b] * 2 (pred - target) / (B * N); dloss is a host scalar. */
+    void (*mse_fwd)(void *ctx, float *loss, float *per_sample, const float *pred,
+                    const float *target, const float *w, int B, int64_t N);
+    void (*mse_bwd)(void *ctx, float *dpred, float dloss, const float *pred, const float *target,
+                    const float *w, int B, int64_t N);
+
+    /* ---- optimizer ----
+     * One AdamW step over n values (see k22_adamw_hparams). */
+    void (*adamw_step)(void *ctx, float *p, const float *g, float *m, float *v, int64_t n,
+                       const k22_adamw_hparams *h);
+    /* out[0] (host) += sum of g[i]^2, accumulated in double. */
+    void (*sumsq)(void *ctx, double *out, const float *g, int64_t n);
+};
+
+/* Activation ids for act_fwd/act_bwd. */
+typedef enum {
+    K22_ACT_SILU = 0,   /* x * sigmoid(x) */
+    K22_ACT_GELU,       /* exact: 0.5 x (1 + erf(x / sqrt 2)) */
+    K22_ACT_GELU_TANH,  /* 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
+    K22_ACT_QUICK_GELU, /* x * sigmoid(1.702 x) */
+    K22_ACT_COUNT
+} k22_act;
+
+/* Global gradient-norm clipping over a list of buffers, torch clip_grad_norm_ semantics:
+ * total = sqrt(sum over all values of g^2); coef = max_norm / (total + 1e-6), clamped to 1;
+ * every buffer is multiplied by coef (always, as torch does). Returns total. */
+float k22_clip_grad_norm(const k22_backend *be, float *const *bufs, const int64_t *lens, int nbufs,
+                         float max_norm);
+
+/* CPU backend. reference != 0 gives the plain-loop oracle ("cpu-ref"); 0 gives the fast mode
+ * ("cpu": OpenBLAS GEMM, OpenMP loops). */
+k22_backend *k22_backend_cpu_new(int reference);
+
+/* CUDA backend (src/backend/cuda); NULL with a message in err when built without CUDA or no
+ * device is usable. */
+k22_backend *k22_backend_cuda_new(int device, k22_err *err);
+
+/* By name: "cpu-ref", "cpu", "cuda", "cuda:N". NULL with err set when unknown/unavailable. */
+k22_backend *k22_backend_by_name(const char *name, k22_err *err);
+void k22_backend_free(k22_backend *be);
+
+#endif

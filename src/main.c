@@ -1,0 +1,34 @@
+/* main.c: the k22 dispatcher. Every subcommand lives in src/cli/cmd_<name>.c. */
+#include "k22/cli.h"
+#include "k22/k22.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const k22_cmd k22_cmds[] = {
+    {"version", k22_cmd_version, "print the k22 version and build features"},
+};
+static const int k22_ncmds = (int)(sizeof k22_cmds / sizeof k22_cmds[0]);
+
+static void usage(FILE *out)
+{
+    fprintf(out, "k22 %s: a distributed trainer for Kandinsky 2.2 (prior and decoder)\n\n"
+                 "usage: k22 <command> [options]    (k22 <command> --help for its options)\n\n"
+                 "commands:\n", K22_VERSION);
+    for (int i = 0; i < k22_ncmds; i++)
+        fprintf(out, "  %-14s %s\n", k22_cmds[i].name, k22_cmds[i].summary);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "--version")) return k22_cmd_version(argc - 1, argv + 1);
+    for (int i = 0; i < k22_ncmds; i++)
+        if (!strcmp(argv[1], k22_cmds[i].name)) return k22_cmds[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "k22: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}
