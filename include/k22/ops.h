@@ -52,9 +52,10 @@ typedef struct {
  *   p *= 1 - lr*wd;  m = lerp(m, g, 1-b1);  v = b2*v + (1-b2)*g*g;
  *   bc1 = 1 - b1^step;  bc2 = 1 - b2^step;
  *   p -= (lr/bc1) * m / (sqrt(v)/sqrt(bc2) + eps)
- * step counts from 1. The scalar bias corrections are computed in double on the host. */
+ * step counts from 1. Hyper-parameters are doubles, as torch's Python floats are: the scalars
+ * (1 - lr*wd, 1 - b1, the bias corrections) are formed in double on the host, then rounded. */
 typedef struct {
-    float lr, beta1, beta2, eps, weight_decay;
+    double lr, beta1, beta2, eps, weight_decay;
     int64_t step;
 } k22_adamw_hparams;
 

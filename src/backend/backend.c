@@ -1,0 +1,80 @@
+/* backend.c: choosing a backend by name, freeing it, conv2d output geometry, and global
+ * gradient-norm clipping written once over the op table (torch clip_grad_norm_ semantics). */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "k22/ops.h"
+
+int k22_conv2d_out_h(const k22_conv2d_desc *d)
+{
+    return (d->H + d->PT + d->PB - d->KH) / d->SH + 1;
+}
+int k22_conv2d_out_w(const k22_conv2d_desc *d)
+{
+    return (d->W + d->PL + d->PR - d->KW) / d->SW + 1;
+}
+
+#ifndef K22_HAVE_CUDA
+k22_backend *k22_backend_cuda_new(int device, k22_err *err)
+{
+    k22_err_set(err, K22_ERR_UNSUPPORTED, "this k22 was built without CUDA; build with make cuda");
+    return NULL;
+}
+#endif
+
+/* "cuda" is device 0; "cuda:N" needs N a plain non-negative decimal integer. */
+static int backend_cuda_index(const char *name, int *dev)
+{
+    if (strcmp(name, "cuda") == 0) {
+        *dev = 0;
+        return 0;
+    }
+    if (strncmp(name, "cuda:", 5) != 0) return -1;
+    const char *s = name + 5;
+    if (*s < '0' || *s > '9') return -1;
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || v > 4096) return -1;
+    *dev = (int)v;
+    return 0;
+}
+
+k22_backend *k22_backend_by_name(const char *name, k22_err *err)
+{
+    int dev;
+    if (!name) name = "";
+    if (strcmp(name, "cpu-ref") == 0) return k22_backend_cpu_new(1);
+    if (strcmp(name, "cpu") == 0) return k22_backend_cpu_new(0);
+    if (backend_cuda_index(name, &dev) == 0) {
+        k22_backend *be = k22_backend_cuda_new(dev, err);
+        if (!be) k22_err_prefix(err, "device %s", name);
+        return be;
+    }
+    k22_err_set(err, K22_ERR_ARG, "unknown device '%s': expected cpu, cpu-ref, cuda or cuda:N",
+                name);
+    return NULL;
+}
+
+void k22_backend_free(k22_backend *be)
+{
+    if (be && be->destroy) be->destroy(be);
+}
+
+/* total = sqrt(sum g^2) over all buffers (double on the host), coef = max_norm / (total + 1e-6)
+ * in float as torch, clamped to 1, and every buffer scaled by it even when coef is 1. */
+float k22_clip_grad_norm(const k22_backend *be, float *const *bufs, const int64_t *lens, int nbufs,
+                         float max_norm)
+{
+    double ss = 0;
+    for (int i = 0; i < nbufs; i++)
+        if (lens[i] > 0) be->sumsq(be->ctx, &ss, bufs[i], lens[i]);
+    float total = (float)sqrt(ss);
+    float coef = max_norm / (total + 1e-6f);
+    if (coef > 1.0f) coef = 1.0f;
+    for (int i = 0; i < nbufs; i++)
+        if (lens[i] > 0) be->scale(be->ctx, bufs[i], bufs[i], coef, lens[i]);
+    return total;
+}
