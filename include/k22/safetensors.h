@@ -1,8 +1,9 @@
 /* safetensors.h: the safetensors format (an 8-byte little-endian header length, a JSON header
  * naming each tensor's dtype, shape and [begin, end) byte range in the data section, then the
  * data). The reader mmaps and checks every bound before any pointer is handed out; the writer is
- * deterministic (tensors sorted by name, fixed JSON spelling, 8-byte aligned data) so writing the
- * same tensors twice gives the same bytes. */
+ * deterministic (tensors laid out as the reference writer does: widest dtype first, then by name;
+ * fixed JSON spelling; 8-byte aligned data) so writing the same tensors twice gives the same bytes,
+ * equal to what the Python safetensors library writes. */
 #ifndef K22_SAFETENSORS_H
 #define K22_SAFETENSORS_H
 
