@@ -96,8 +96,12 @@ k22_status k22_config_read(const char *path, k22_model_config *cfg, k22_err *err
 /* Same over a NUL-terminated JSON text (fuzz targets); name is used in messages. */
 k22_status k22_config_parse(const char *json, size_t len, const char *name, k22_model_config *cfg,
                             k22_err *err);
-/* Writes config.json for cfg in the format the upstream library writes. */
+/* Writes config.json for cfg in the format the upstream library writes. K22_ERR_ARG when cfg
+ * holds a value the reader would refuse (a struct filled by hand), so k22 never writes a file
+ * it cannot read back. */
 k22_status k22_config_write(const char *path, const k22_model_config *cfg, k22_err *err);
+/* The text k22_config_write writes, malloc'd (caller frees); NULL where write would fail. */
+char *k22_config_dumps(const k22_model_config *cfg);
 /* The configs `k22 init` uses: size "tiny" (tests; the diffusers test-suite dummies) or "full"
  * (the published Kandinsky 2.2 configs). Returns K22_ERR_ARG for an unknown size. */
 k22_status k22_config_preset(k22_model_kind kind, const char *size, k22_model_config *cfg,
@@ -126,6 +130,10 @@ k22_status k22_sched_config_read(const char *path, k22_sched_config *cfg, k22_er
 k22_status k22_sched_config_parse(const char *json, size_t len, const char *name,
                                   k22_sched_config *cfg, k22_err *err);
 k22_status k22_sched_config_write(const char *path, const k22_sched_config *cfg, k22_err *err);
+/* The text k22_sched_config_write writes, malloc'd (caller frees); NULL where write would fail. */
+char *k22_sched_config_dumps(const k22_sched_config *cfg);
+/* "DDPMScheduler", "DDIMScheduler", "UnCLIPScheduler". */
+const char *k22_sched_class_name(k22_sched_kind k);
 /* The scheduler each pipeline ships: "prior" (UnCLIPScheduler) or "decoder" (DDPMScheduler for
  * training; the decoder pipeline's own config). */
 k22_status k22_sched_preset(const char *pipeline, k22_sched_config *cfg, k22_err *err);
