@@ -7,6 +7,9 @@
 
 static const k22_cmd k22_cmds[] = {
     {"version", k22_cmd_version, "print the k22 version and build features"},
+    {"init", k22_cmd_init, "write a tiny or full-size random prior or decoder pipeline folder"},
+    {"inspect", k22_cmd_inspect, "describe and strictly check a pipeline, component or weights file"},
+    {"tokenize", k22_cmd_tokenize, "CLIP-tokenize captions from stdin into JSON lines (77 ids + mask)"},
 };
 static const int k22_ncmds = (int)(sizeof k22_cmds / sizeof k22_cmds[0]);
 

@@ -11,5 +11,8 @@ typedef struct {
 } k22_cmd;
 
 int k22_cmd_version(int argc, char **argv);
+int k22_cmd_init(int argc, char **argv);
+int k22_cmd_inspect(int argc, char **argv);
+int k22_cmd_tokenize(int argc, char **argv);
 
 #endif
