@@ -28,7 +28,7 @@ build: deps
 
 test: build
 	@$(MAKE) --no-print-directory asan-build
-	@cd build && ctest --output-on-failure -j $(JOBS) --timeout 900
+	@cd build && ctest --output-on-failure -j $(JOBS) -LE cuda --timeout 900
 	@cd build-asan && ctest --output-on-failure -j $(JOBS) -L 'unit|fuzz|ops' --timeout 900
 
 asan-build: deps
@@ -51,7 +51,7 @@ cuda: deps
 	@cmake --build build-cuda -j $(JOBS)
 
 test-cuda: cuda
-	@cd build-cuda && ctest --output-on-failure -L cuda
+	@cd build-cuda && K22_REQUIRE_CUDA=1 ctest --output-on-failure -L cuda
 
 demo: build
 	@scripts/demo

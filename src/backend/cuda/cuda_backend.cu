@@ -1,0 +1,229 @@
+/* cuda_backend.cu: the CUDA backend's context (device, stream, cuBLASLt handle, workspace), its
+ * memory entries, the fatal-error checks, and the op table (include/k22/ops.h). Entries left NULL
+ * are ops this backend does not have yet. */
+#include "common.cuh"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* 32 MiB: what NVIDIA suggests for cuBLASLt on Hopper; enough for every split-K algorithm. */
+#define K22_CUDA_WORKSPACE_BYTES ((size_t)32 << 20)
+
+void k22_cuda_die(const char *what, const char *why, const char *file, int line)
+{
+    int dev = -1;
+    cudaGetDevice(&dev); /* best effort: the error may have broken the context */
+    k22_fatal_at(file, line, "%s failed: %s (device %d)", what, why, dev);
+}
+
+void k22_cuda_check_at(cudaError_t e, const char *what, const char *file, int line)
+{
+    if (e == cudaSuccess) return;
+    char why[256];
+    snprintf(why, sizeof why, "%s (%s)", cudaGetErrorString(e), cudaGetErrorName(e));
+    k22_cuda_die(what, why, file, line);
+}
+
+void k22_cublas_check_at(cublasStatus_t s, const char *what, const char *file, int line)
+{
+    if (s == CUBLAS_STATUS_SUCCESS) return;
+    char why[256];
+    snprintf(why, sizeof why, "cuBLAS status %d (%s)", (int)s, cublasLtGetStatusString(s));
+    k22_cuda_die(what, why, file, line);
+}
+
+/* ---- memory ---- */
+
+/* Zero-filled device memory, stream-ordered where the device allows it. Dies on failure; a
+ * 0-byte request still returns a distinct pointer, so callers never mistake it for failure. */
+static void *k22_cuda_alloc(void *vctx, size_t bytes)
+{
+    k22_cuda_ctx *ctx = K22_CUDA_CTX(vctx);
+    size_t n = bytes ? bytes : 1;
+    void *p = NULL;
+    cudaError_t e = ctx->async_alloc ? cudaMallocAsync(&p, n, ctx->stream) : cudaMalloc(&p, n);
+    if (e != cudaSuccess) {
+        char what[96];
+        snprintf(what, sizeof what, "cudaMalloc%s(%zu bytes)", ctx->async_alloc ? "Async" : "",
+                 bytes);
+        k22_cuda_check_at(e, what, __FILE__, __LINE__);
+    }
+    CUDA_CHECK(cudaMemsetAsync(p, 0, n, ctx->stream));
+    return p;
+}
+
+static void k22_cuda_free(void *vctx, void *p)
+{
+    k22_cuda_ctx *ctx = K22_CUDA_CTX(vctx);
+    if (!p) return;
+    if (ctx->async_alloc) {
+        CUDA_CHECK(cudaFreeAsync(p, ctx->stream));
+    } else {
+        /* cudaFree synchronizes the device, so work queued on p finishes first. */
+        CUDA_CHECK(cudaFree(p));
+    }
+}
+
+/* Returns when host_src may be reused or freed: CUDA only promises that for pageable memory
+ * loosely, so wait for the copy. Uploads are rare (weights once, one batch per step). */
+static void k22_cuda_to_device(void *vctx, void *dst, const void *host_src, size_t bytes)
+{
+    k22_cuda_ctx *ctx = K22_CUDA_CTX(vctx);
+    if (!bytes) return;
+    CUDA_CHECK(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, ctx->stream));
+    CUDA_CHECK(cudaStreamSynchronize(ctx->stream));
+}
+
+static void k22_cuda_to_host(void *vctx, void *host_dst, const void *src, size_t bytes)
+{
+    k22_cuda_ctx *ctx = K22_CUDA_CTX(vctx);
+    if (bytes)
+        CUDA_CHECK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, ctx->stream));
+    CUDA_CHECK(cudaStreamSynchronize(ctx->stream));
+}
+
+static void k22_cuda_copy(void *vctx, void *dst, const void *src, size_t bytes)
+{
+    k22_cuda_ctx *ctx = K22_CUDA_CTX(vctx);
+    if (!bytes || dst == src) return;
+    CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, ctx->stream));
+}
+
+static void k22_cuda_zero(void *vctx, void *p, size_t bytes)
+{
+    k22_cuda_ctx *ctx = K22_CUDA_CTX(vctx);
+    if (!bytes) return;
+    CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, ctx->stream));
+}
+
+static void k22_cuda_sync(void *vctx)
+{
+    CUDA_CHECK(cudaStreamSynchronize(K22_CUDA_CTX(vctx)->stream));
+}
+
+/* Releases what k22_cuda_ctx_init made; safe on a partly built context. */
+static void k22_cuda_ctx_release(k22_cuda_ctx *ctx)
+{
+    if (ctx->stream) cudaStreamSynchronize(ctx->stream);
+    if (ctx->partials) cudaFree(ctx->partials);
+    if (ctx->workspace) cudaFree(ctx->workspace);
+    if (ctx->lt) cublasLtDestroy(ctx->lt);
+    if (ctx->stream) cudaStreamDestroy(ctx->stream);
+    memset(ctx, 0, sizeof *ctx);
+}
+
+static void k22_cuda_destroy(k22_backend *self)
+{
+    if (!self) return;
+    k22_cuda_ctx *ctx = K22_CUDA_CTX(self->ctx);
+    /* Surface any asynchronous error of the last ops before tearing down. */
+    CUDA_CHECK(cudaStreamSynchronize(ctx->stream));
+    k22_cuda_ctx_release(ctx);
+    free(ctx);
+    free(self);
+}
+
+/* ---- construction ---- */
+
+/* Recoverable: no driver, no device, or the device refuses the context are user-facing
+ * conditions (the caller may fall back to the CPU), so they fill err instead of dying. */
+static k22_status k22_cuda_ctx_init(k22_cuda_ctx *ctx, int device, k22_err *err)
+{
+    int count = 0, pools = 0;
+    const char *step = "cudaSetDevice";
+    cudaError_t e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess)
+        return k22_err_set(err, K22_ERR_UNSUPPORTED, "no usable CUDA device: %s (%s)",
+                           cudaGetErrorString(e), cudaGetErrorName(e));
+    if (device < 0 || device >= count)
+        return k22_err_set(err, K22_ERR_ARG, "CUDA device %d requested but %d device%s visible",
+                           device, count, count == 1 ? " is" : "s are");
+    ctx->device = device;
+    if ((e = cudaSetDevice(device)) != cudaSuccess) goto cuda_fail;
+    step = "cudaDeviceGetAttribute(cudaDevAttrMemoryPoolsSupported)";
+    e = cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, device);
+    if (e != cudaSuccess) goto cuda_fail;
+    ctx->async_alloc = pools != 0;
+    if (ctx->async_alloc) {
+        /* Keep freed blocks in the pool instead of returning them to the driver at every sync. */
+        cudaMemPool_t pool;
+        uint64_t keep = UINT64_MAX;
+        step = "cudaDeviceGetDefaultMemPool";
+        if ((e = cudaDeviceGetDefaultMemPool(&pool, device)) != cudaSuccess) goto cuda_fail;
+        step = "cudaMemPoolSetAttribute(cudaMemPoolAttrReleaseThreshold)";
+        e = cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep);
+        if (e != cudaSuccess) goto cuda_fail;
+    }
+    step = "cudaStreamCreateWithFlags";
+    if ((e = cudaStreamCreateWithFlags(&ctx->stream, cudaStreamNonBlocking)) != cudaSuccess)
+        goto cuda_fail;
+    step = "cudaMalloc(workspace)";
+    ctx->workspace_bytes = K22_CUDA_WORKSPACE_BYTES;
+    if ((e = cudaMalloc(&ctx->workspace, ctx->workspace_bytes)) != cudaSuccess) goto cuda_fail;
+    step = "cudaMalloc(reduction scratch)";
+    if ((e = cudaMalloc((void **)&ctx->partials, (K22_CUDA_REDUCE_BLOCKS + 1) * sizeof(double))) !=
+        cudaSuccess)
+        goto cuda_fail;
+    {
+        cublasStatus_t s = cublasLtCreate(&ctx->lt);
+        if (s != CUBLAS_STATUS_SUCCESS) {
+            ctx->lt = NULL;
+            k22_cuda_ctx_release(ctx);
+            return k22_err_set(err, K22_ERR_UNSUPPORTED, "cublasLtCreate on CUDA device %d: %s",
+                               device, cublasLtGetStatusString(s));
+        }
+    }
+    return K22_OK;
+cuda_fail:
+    k22_cuda_ctx_release(ctx);
+    return k22_err_set(err, K22_ERR_UNSUPPORTED, "%s on CUDA device %d: %s (%s)", step, device,
+                       cudaGetErrorString(e), cudaGetErrorName(e));
+}
+
+static void k22_cuda_table_fill(k22_backend *be)
+{
+    be->alloc = k22_cuda_alloc;
+    be->free = k22_cuda_free;
+    be->to_device = k22_cuda_to_device;
+    be->to_host = k22_cuda_to_host;
+    be->copy = k22_cuda_copy;
+    be->zero = k22_cuda_zero;
+    be->sync = k22_cuda_sync;
+    be->destroy = k22_cuda_destroy;
+
+    be->matmul = k22_cuda_matmul;
+    be->linear_fwd = k22_cuda_linear_fwd;
+    be->linear_bwd = k22_cuda_linear_bwd;
+
+    be->act_fwd = k22_cuda_act_fwd;
+    be->act_bwd = k22_cuda_act_bwd;
+    be->add = k22_cuda_add;
+    be->mul = k22_cuda_mul;
+    be->scale = k22_cuda_scale;
+    be->add_bwd = k22_cuda_add_bwd;
+    be->mul_bwd = k22_cuda_mul_bwd;
+    be->scale_bwd = k22_cuda_scale_bwd;
+
+    be->adamw_step = k22_cuda_adamw_step;
+    be->sumsq = k22_cuda_sumsq;
+    /* conv2d, norms, softmax, attention, concat, permute, upsample, timestep embedding and mse
+     * stay NULL until their kernels land. */
+}
+
+/* Returns a backend on `device` (owned by the caller; release with k22_backend_free), or NULL
+ * with err filled when no CUDA device can be used. */
+extern "C" k22_backend *k22_backend_cuda_new(int device, k22_err *err)
+{
+    k22_cuda_ctx *ctx = (k22_cuda_ctx *)k22_xcalloc(1, sizeof *ctx);
+    if (k22_cuda_ctx_init(ctx, device, err) != K22_OK) {
+        free(ctx);
+        return NULL;
+    }
+    k22_backend *be = (k22_backend *)k22_xcalloc(1, sizeof *be);
+    be->name = "cuda";
+    be->dev = K22_DEV_CUDA;
+    be->ctx = ctx;
+    k22_cuda_table_fill(be);
+    return be;
+}

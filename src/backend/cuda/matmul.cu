@@ -1,0 +1,187 @@
+/* matmul.cu: the batched row-major GEMM of ops.h through cuBLASLt, and nn.Linear forward and
+ * backward on top of it (GEMMs plus a bias kernel and a bias-gradient reduction).
+ *
+ * cuBLASLt is column-major. A row-major (R, C) matrix is the column-major (C, R) matrix with the
+ * same bytes, so row-major C = op(A) op(B) is computed as column-major C^T = op(B)^T op(A)^T:
+ * the roles of A and B swap and M and N swap; the transpose flags keep their meaning.
+ * Compute is CUBLAS_COMPUTE_32F (true fp32, no TF32) so results stay close to the CPU reference. */
+#include "common.cuh"
+
+#include <stdio.h>
+
+/* The largest power of two <= 256 that divides a pointer (and, in a batch, the batch stride in
+ * bytes). cuBLASLt's heuristic assumes 256-byte aligned operands unless told otherwise, and
+ * k22 passes views into arenas at any float offset. */
+static uint32_t k22_cuda_align(const void *p, int64_t stride, int batch)
+{
+    uintptr_t a = (uintptr_t)p;
+    if (batch > 1) a |= (uintptr_t)stride * sizeof(float);
+    uint32_t al = 256;
+    while (al > 4 && (a & (al - 1))) al >>= 1;
+    return al;
+}
+
+static void k22_cuda_layout(cublasLtMatrixLayout_t *l, uint64_t rows, uint64_t cols, int64_t ld,
+                            int batch, int64_t stride)
+{
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(l, CUDA_R_32F, rows, cols, ld));
+    if (batch > 1) {
+        int32_t count = batch;
+        CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(*l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT,
+                                                      &count, sizeof count));
+        CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(
+            *l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof stride));
+    }
+}
+
+/* One cuBLASLt call for `batch` products. Returns CUBLAS_STATUS_SUCCESS, or the heuristic's
+ * refusal (NOT_SUPPORTED when it finds no algorithm; the caller then splits the batch or dies);
+ * errors of the other calls are fatal here. */
+static cublasStatus_t k22_cuda_lt_gemm(k22_cuda_ctx *ctx, int ta, int tb, int M, int N, int K,
+                                       float alpha, const float *A, int64_t sA, const float *Bm,
+                                       int64_t sB, float beta, float *C, int64_t sC, int batch)
+{
+    cublasLtMatmulDesc_t op = NULL;
+    cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
+    cublasLtMatmulPreference_t pref = NULL;
+    cublasLtMatmulHeuristicResult_t heur;
+    int found = 0;
+
+    /* cuBLASLt operand "A" is our B: column-major (N, K) as stored, or (K, N) when tb. */
+    cublasOperation_t opa = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+    /* cuBLASLt operand "B" is our A: column-major (K, M) as stored, or (M, K) when ta. */
+    cublasOperation_t opb = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+    CUBLAS_CHECK(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa));
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
+    if (tb)
+        k22_cuda_layout(&la, K, N, K, batch, sB);
+    else
+        k22_cuda_layout(&la, N, K, N, batch, sB);
+    if (ta)
+        k22_cuda_layout(&lb, M, K, M, batch, sA);
+    else
+        k22_cuda_layout(&lb, K, M, K, batch, sA);
+    k22_cuda_layout(&lc, N, M, N, batch, sC); /* C^T: (N, M) column-major */
+
+    CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ctx->workspace_bytes,
+        sizeof ctx->workspace_bytes));
+    uint32_t al_a = k22_cuda_align(Bm, sB, batch), al_b = k22_cuda_align(A, sA, batch);
+    uint32_t al_c = k22_cuda_align(C, sC, batch);
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a, sizeof al_a));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b, sizeof al_b));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_c, sizeof al_c));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_c, sizeof al_c));
+
+    cublasStatus_t s = cublasLtMatmulAlgoGetHeuristic(ctx->lt, op, la, lb, lc, lc, pref, 1, &heur,
+                                                      &found);
+    if (s == CUBLAS_STATUS_SUCCESS && found < 1) s = CUBLAS_STATUS_NOT_SUPPORTED;
+    if (s == CUBLAS_STATUS_SUCCESS)
+        CUBLAS_CHECK(cublasLtMatmul(ctx->lt, op, &alpha, Bm, la, A, lb, &beta, C, lc, C, lc,
+                                    &heur.algo, ctx->workspace, ctx->workspace_bytes, ctx->stream));
+    cublasLtMatmulPreferenceDestroy(pref);
+    cublasLtMatrixLayoutDestroy(lc);
+    cublasLtMatrixLayoutDestroy(lb);
+    cublasLtMatrixLayoutDestroy(la);
+    cublasLtMatmulDescDestroy(op);
+    return s;
+}
+
+/* See ops.h. Strides are in floats; a stride of 0 repeats one operand over the batch. */
+void k22_cuda_matmul(void *vctx, int ta, int tb, int M, int N, int K, float alpha, const float *A,
+                     int64_t sA, const float *Bm, int64_t sB, float beta, float *C, int64_t sC,
+                     int batch)
+{
+    k22_cuda_ctx *ctx = K22_CUDA_CTX(vctx);
+    K22_REQUIRE(M >= 0 && N >= 0 && K >= 0 && batch >= 0);
+    if (M == 0 || N == 0 || batch == 0) return;
+    if (K == 0) { /* empty sum: C = beta * C, and beta = 0 must clear NaN too */
+        if (beta == 1.0f) return;
+        for (int b = 0; b < batch; b++) {
+            float *Cb = C + (int64_t)b * sC;
+            if (beta == 0.0f)
+                CUDA_CHECK(cudaMemsetAsync(Cb, 0, (size_t)M * N * sizeof(float), ctx->stream));
+            else
+                k22_cuda_scale(ctx, Cb, Cb, beta, (int64_t)M * N);
+        }
+        return;
+    }
+    cublasStatus_t s = k22_cuda_lt_gemm(ctx, ta, tb, M, N, K, alpha, A, sA, Bm, sB, beta, C, sC,
+                                        batch);
+    /* No batched algorithm for these strides (e.g. a broadcast operand): one call per item. */
+    if (s != CUBLAS_STATUS_SUCCESS && batch > 1) {
+        s = CUBLAS_STATUS_SUCCESS;
+        for (int b = 0; b < batch && s == CUBLAS_STATUS_SUCCESS; b++)
+            s = k22_cuda_lt_gemm(ctx, ta, tb, M, N, K, alpha, A + (int64_t)b * sA, 0,
+                                 Bm + (int64_t)b * sB, 0, beta, C + (int64_t)b * sC, 0, 1);
+    }
+    if (s == CUBLAS_STATUS_SUCCESS) return;
+    K22_FATAL("cuBLASLt has no algorithm for matmul ta=%d tb=%d M=%d N=%d K=%d batch=%d "
+              "strides %lld/%lld/%lld: %s (device %d)",
+              ta, tb, M, N, K, batch, (long long)sA, (long long)sB, (long long)sC,
+              cublasLtGetStatusString(s), ctx->device);
+}
+
+/* y (N, O) += b (O) broadcast over rows. */
+__global__ void k22_cuda_bias_add_kernel(float *y, const float *b, int64_t rows, int O)
+{
+    int64_t n = rows * O;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        y[i] += b[i % O];
+}
+
+/* db (O) += column sums of dy (N, O). A block owns 32 columns (one warp reads 32 consecutive
+ * floats of a row: coalesced) and BIAS_ROWS threads stride down the rows; the partial sums are
+ * added in a fixed order, so the result is deterministic. */
+#define BIAS_ROWS 16
+__global__ void k22_cuda_bias_grad_kernel(float *db, const float *dy, int64_t N, int O)
+{
+    __shared__ float part[BIAS_ROWS][33];
+    int c = blockIdx.x * 32 + threadIdx.x;
+    float s = 0.0f;
+    if (c < O)
+        for (int64_t r = threadIdx.y; r < N; r += BIAS_ROWS) s += dy[r * O + c];
+    part[threadIdx.y][threadIdx.x] = s;
+    __syncthreads();
+    if (threadIdx.y == 0 && c < O) {
+        float t = 0.0f;
+        for (int k = 0; k < BIAS_ROWS; k++) t += part[k][threadIdx.x];
+        db[c] += t;
+    }
+}
+
+/* x: (N, I), w: (O, I), b: (O) or NULL, y: (N, O); y = x w^T + b. */
+void k22_cuda_linear_fwd(void *vctx, float *y, const float *x, const float *w, const float *b,
+                         int N, int I, int O)
+{
+    k22_cuda_ctx *ctx = K22_CUDA_CTX(vctx);
+    k22_cuda_matmul(ctx, 0, 1, N, O, I, 1.0f, x, 0, w, 0, 0.0f, y, 0, 1);
+    if (b && N > 0 && O > 0) {
+        int64_t n = (int64_t)N * O;
+        unsigned blocks = k22_cuda_blocks(n);
+        k22_cuda_bias_add_kernel<<<blocks, K22_CUDA_THREADS, 0, ctx->stream>>>(y, b, N, O);
+        CUDA_CHECK_LAUNCH();
+    }
+}
+
+/* Accumulates dx (N, I) += dy w, dw (O, I) += dy^T x, db (O) += sum_rows dy; NULL skips. */
+void k22_cuda_linear_bwd(void *vctx, float *dx, float *dw, float *db, const float *dy,
+                         const float *x, const float *w, int N, int I, int O)
+{
+    k22_cuda_ctx *ctx = K22_CUDA_CTX(vctx);
+    if (dx) k22_cuda_matmul(ctx, 0, 0, N, I, O, 1.0f, dy, 0, w, 0, 1.0f, dx, 0, 1);
+    if (dw) k22_cuda_matmul(ctx, 1, 0, O, I, N, 1.0f, dy, 0, x, 0, 1.0f, dw, 0, 1);
+    if (db && O > 0 && N > 0) {
+        dim3 block(32, BIAS_ROWS);
+        dim3 grid((unsigned)((O + 31) / 32));
+        k22_cuda_bias_grad_kernel<<<grid, block, 0, ctx->stream>>>(db, dy, N, O);
+        CUDA_CHECK_LAUNCH();
+    }
+}
