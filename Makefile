@@ -14,7 +14,7 @@ help:
 	@echo "make demo       build, then init + inspect the tiny models into demo/"
 	@echo "make cuda       build with the CUDA backend (sm_80, sm_90) into build-cuda/"
 	@echo "make test-cuda  run the cuda-labelled tests (needs a GPU)"
-	@echo "make asan       ASan + UBSan build in build-asan/, run unit, ops and fuzz replay tests"
+	@echo "make asan       ASan + UBSan build in build-asan/, run every CPU test there"
 	@echo "make fuzz       libFuzzer binaries (clang) in build-fuzz/; FUZZ_SECONDS=600 make fuzz runs them"
 	@echo "make fixtures   rebuild tests/fixtures with the pinned PyTorch reference (venv)"
 	@echo "make conformance  diffusers loads k22's folders and k22 loads diffusers' folders"
@@ -29,14 +29,14 @@ build: deps
 test: build
 	@$(MAKE) --no-print-directory asan-build
 	@cd build && ctest --output-on-failure -j $(JOBS) -LE cuda --timeout 900
-	@cd build-asan && ctest --output-on-failure -j $(JOBS) -L 'unit|fuzz|ops' --timeout 900
+	@cd build-asan && ctest --output-on-failure -j $(JOBS) -LE cuda --timeout 900
 
 asan-build: deps
 	@cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DK22_SANITIZE=ON >build-asan.log 2>&1 || { cat build-asan.log; exit 1; }
 	@cmake --build build-asan -j $(JOBS)
 
 asan: asan-build
-	@cd build-asan && ctest --output-on-failure -j $(JOBS) -L 'unit|fuzz|ops'
+	@cd build-asan && ctest --output-on-failure -j $(JOBS) -LE cuda
 
 FUZZ_SECONDS ?= 0
 fuzz: deps
