@@ -130,10 +130,7 @@ k22_status k22_sched_config_read(const char *path, k22_sched_config *cfg, k22_er
 {
     memset(cfg, 0, sizeof *cfg);
     json_t *o = NULL;
-    k22_status st = k22_json_load_file(path, K22_JSON_MAX_CONFIG_BYTES, &o, err);
-    if (st == K22_OK && !json_is_object(o))
-        st = k22_err_set(err, K22_ERR_FORMAT, "%s: expected a JSON object at the top level, found %s",
-                         path, k22_json_type_name(o));
+    k22_status st = k22_json_load_object_file(path, K22_JSON_MAX_CONFIG_BYTES, &o, err);
     if (st == K22_OK) st = sched_from_json(o, path, cfg, err);
     json_decref(o);
     return st;

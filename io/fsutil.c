@@ -114,8 +114,8 @@ k22_status k22_fs_read_all(const char *path, size_t cap, char **out, size_t *len
         goto out;
     }
     if ((uint64_t)sb.st_size > cap) {
-        st = k22_err_set(err, K22_ERR_FORMAT, "%s: %lld bytes is more than the %zu allowed", path,
-                         (long long)sb.st_size, cap);
+        st = k22_err_set(err, K22_ERR_NOMEM, "%s: file is %lld bytes, more than the %zu allowed",
+                         path, (long long)sb.st_size, cap);
         goto out;
     }
     size_t n = (size_t)sb.st_size;

@@ -1,6 +1,7 @@
 /* json.c: typed getters over jansson whose errors name file and key, a size-capped loader, and
  * a writer that reproduces Python's json.dumps(indent=2, sort_keys=True) byte for byte. */
 #include "k22/json.h"
+#include "k22/fsutil.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -42,30 +43,24 @@ k22_status k22_json_load_object(const char *buf, size_t len, const char *name, j
 k22_status k22_json_load_file(const char *path, size_t max_bytes, json_t **out, k22_err *err)
 {
     *out = NULL;
-    k22_status st = K22_OK;
     char *buf = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return k22_err_set(err, K22_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        st = k22_err_set(err, K22_ERR_IO, "%s: not a regular file", path);
-        goto out;
-    }
-    if ((uint64_t)sb.st_size > (uint64_t)max_bytes) {
-        st = k22_err_set(err, K22_ERR_NOMEM, "%s: file is %lld bytes, more than the %zu allowed",
-                         path, (long long)sb.st_size, max_bytes);
-        goto out;
-    }
-    size_t n = (size_t)sb.st_size;
-    buf = k22_xmalloc(n + 1);
-    if (n && fread(buf, 1, n, f) != n) {
-        st = k22_err_set(err, K22_ERR_IO, "%s: short read", path);
-        goto out;
-    }
-    st = k22_json_load_buf(buf, n, path, out, err);
-out:
+    size_t n = 0;
+    k22_status st = k22_fs_read_all(path, max_bytes, &buf, &n, err);
+    if (st == K22_OK) st = k22_json_load_buf(buf, n, path, out, err);
     free(buf);
-    fclose(f);
+    return st;
+}
+
+k22_status k22_json_load_object_file(const char *path, size_t max_bytes, json_t **out,
+                                     k22_err *err)
+{
+    k22_status st = k22_json_load_file(path, max_bytes, out, err);
+    if (st == K22_OK && !json_is_object(*out)) {
+        st = k22_err_set(err, K22_ERR_FORMAT, "%s: expected a JSON object at the top level, found %s",
+                         path, k22_json_type_name(*out));
+        json_decref(*out);
+        *out = NULL;
+    }
     return st;
 }
 

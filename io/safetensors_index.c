@@ -3,6 +3,7 @@
  * weight_map entry is in the shard it names, and every tensor of every shard is listed there
  * for that shard. Shard names must be plain file names in the index's folder. */
 #include "k22/safetensors.h"
+#include "k22/fsutil.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -73,37 +74,6 @@ static k22_status open_single(const char *path, k22_st_set *s, k22_err *err)
     return K22_OK;
 }
 
-/* Reads the whole (capped) index file into a malloc'd buffer. */
-static k22_status read_index(const char *path, char **out, size_t *len, k22_err *err)
-{
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return k22_err_set(err, K22_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    k22_status st = K22_OK;
-    char *buf = NULL;
-    if (fstat(fileno(fp), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        st = k22_err_set(err, K22_ERR_IO, "%s: not a regular file", path);
-        goto out;
-    }
-    if ((uint64_t)sb.st_size > K22_ST_MAX_HEADER) {
-        st = k22_err_set(err, K22_ERR_FORMAT, "%s: index has %lld bytes, more than the cap %u", path,
-                         (long long)sb.st_size, K22_ST_MAX_HEADER);
-        goto out;
-    }
-    size_t n = (size_t)sb.st_size;
-    buf = k22_xmalloc(n + 1);
-    if (fread(buf, 1, n, fp) != n) {
-        st = k22_err_set(err, K22_ERR_IO, "%s: short read", path);
-        goto out;
-    }
-    *out = buf;
-    *len = n;
-    buf = NULL;
-out:
-    free(buf);
-    fclose(fp);
-    return st;
-}
 
 /* A shard name must be a plain file name: no folders, no way out of the index's folder. */
 static int shard_name_ok(const char *s)
@@ -211,7 +181,7 @@ static k22_status open_index(const char *path, k22_st_set *s, k22_err *err)
 {
     char *buf = NULL;
     size_t len = 0;
-    k22_status st = read_index(path, &buf, &len, err);
+    k22_status st = k22_fs_read_all(path, K22_ST_MAX_HEADER, &buf, &len, err);
     if (st != K22_OK) return st;
     json_error_t jerr;
     json_t *root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);

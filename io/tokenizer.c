@@ -6,6 +6,7 @@
 #include "io/tokenizer_internal.h"
 #include "io/unicode_tables.h"
 #include "k22/embedded.h"
+#include "k22/fsutil.h"
 #include "k22/json.h"
 
 #include <errno.h>
@@ -206,30 +207,7 @@ k22_status k22_tokenizer_load_embedded(k22_tokenizer **out, k22_err *err)
 
 static k22_status read_file(const char *path, char **buf, size_t *len, k22_err *err)
 {
-    *buf = NULL;
-    k22_status st = K22_OK;
-    FILE *f = fopen(path, "rb");
-    if (!f) return k22_err_set(err, K22_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        st = k22_err_set(err, K22_ERR_IO, "%s: not a regular file", path);
-        goto out;
-    }
-    if ((uint64_t)sb.st_size > K22_TOKENIZER_MAX_FILE_BYTES) {
-        st = k22_err_set(err, K22_ERR_NOMEM, "%s: %lld bytes, more than the %u allowed", path,
-                         (long long)sb.st_size, K22_TOKENIZER_MAX_FILE_BYTES);
-        goto out;
-    }
-    *len = (size_t)sb.st_size;
-    *buf = k22_xmalloc(*len + 1);
-    if (*len && fread(*buf, 1, *len, f) != *len) {
-        st = k22_err_set(err, K22_ERR_IO, "%s: short read", path);
-        free(*buf);
-        *buf = NULL;
-    }
-out:
-    fclose(f);
-    return st;
+    return k22_fs_read_all(path, K22_TOKENIZER_MAX_FILE_BYTES, buf, len, err);
 }
 
 /* Reads the special-token names of an optional JSON file into names[4] (copies into store).
@@ -241,12 +219,8 @@ static k22_status read_special(const char *path, char store[4][K22_TOKENIZER_MAX
     struct stat sb;
     if (stat(path, &sb) != 0) return K22_OK; /* optional */
     json_t *root = NULL;
-    k22_status st = k22_json_load_file(path, K22_JSON_MAX_CONFIG_BYTES, &root, err);
+    k22_status st = k22_json_load_object_file(path, K22_JSON_MAX_CONFIG_BYTES, &root, err);
     if (st) return st;
-    if (!json_is_object(root)) {
-        st = k22_err_set(err, K22_ERR_FORMAT, "%s: expected a JSON object", path);
-        goto out;
-    }
     for (int i = 0; i < 4; i++) {
         json_t *v = json_object_get(root, keys[i]);
         if (!v || json_is_null(v)) continue;

@@ -18,6 +18,9 @@
  * On success *out is a new reference the caller json_decref()s. Errors: K22_ERR_IO (open/read),
  * K22_ERR_NOMEM (over the cap), K22_ERR_FORMAT (not JSON, with line/column). */
 k22_status k22_json_load_file(const char *path, size_t max_bytes, json_t **out, k22_err *err);
+/* load_file that also requires the top level to be an object. */
+k22_status k22_json_load_object_file(const char *path, size_t max_bytes, json_t **out,
+                                     k22_err *err);
 /* Same over a buffer of len bytes (need not be NUL-terminated); name is used in messages. */
 k22_status k22_json_load_buf(const char *buf, size_t len, const char *name, json_t **out,
                              k22_err *err);

@@ -38,6 +38,9 @@ typedef struct {
 k22_status k22_opts_parse(k22_cmd_spec *spec, int argc, char **argv, int *help_shown,
                           k22_err *err);
 void k22_opts_help(const k22_cmd_spec *spec, FILE *out);
+/* What every subcommand does first: parses, prints "k22 CMD: <error>" on a bad argument.
+ * Returns -1 to go on, else the exit code to return at once (0 after --help, 2 on error). */
+int k22_opts_parse_cli(k22_cmd_spec *spec, int argc, char **argv, const char *cmd);
 /* Prints the resolved settings as a two-column table (rank 0 prints it at start). */
 void k22_opts_print(const k22_cmd_spec *spec, FILE *out);
 

@@ -121,14 +121,10 @@ int k22_cmd_init(int argc, char **argv)
         .opts = opts, .nopts = (int)(sizeof opts / sizeof opts[0]),
         .pos = pos, .max_pos = 1, .min_pos = 1,
     };
+    int rc = k22_opts_parse_cli(&spec, argc, argv, "init");
+    if (rc >= 0) return rc;
     k22_err err;
     k22_err_clear(&err);
-    int help = 0;
-    if (k22_opts_parse(&spec, argc, argv, &help, &err)) {
-        fprintf(stderr, "k22 init: %s\n", err.msg);
-        return 2;
-    }
-    if (help) return 0;
     int prior = !strcmp(pos[0], "prior");
     if (!prior && strcmp(pos[0], "decoder")) {
         fprintf(stderr, "k22 init: '%s' is not prior or decoder (see --help)\n", pos[0]);

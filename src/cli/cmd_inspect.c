@@ -238,14 +238,10 @@ int k22_cmd_inspect(int argc, char **argv)
         .opts = opts, .nopts = (int)(sizeof opts / sizeof opts[0]),
         .pos = pos, .max_pos = 1, .min_pos = 1,
     };
+    int rc = k22_opts_parse_cli(&spec, argc, argv, "inspect");
+    if (rc >= 0) return rc;
     k22_err err;
     k22_err_clear(&err);
-    int help = 0;
-    if (k22_opts_parse(&spec, argc, argv, &help, &err)) {
-        fprintf(stderr, "k22 inspect: %s\n", err.msg);
-        return 2;
-    }
-    if (help) return 0;
     k22_status st = inspect_path(pos[0], tensors, &err);
     fflush(stdout);
     if (st) {

@@ -58,15 +58,12 @@ int k22_cmd_tokenize(int argc, char **argv)
                          "Tokenizes one caption per line of stdin with the CLIP BPE tokenizer and "
                          "writes one JSON object per line with input_ids and attention_mask.",
                          opts, (int)(sizeof opts / sizeof opts[0]), NULL, 0, 0, 0};
+    int rc = k22_opts_parse_cli(&spec, argc, argv, "tokenize");
+    if (rc >= 0) return rc;
+    rc = 1;
     k22_err err = {0};
-    int help = 0, rc = 1;
     k22_tokenizer *tok = NULL;
     char *line = NULL;
-    if (k22_opts_parse(&spec, argc, argv, &help, &err)) {
-        fprintf(stderr, "k22 tokenize: %s\n", err.msg);
-        return 2;
-    }
-    if (help) return 0;
     if (max_length < 2 || max_length > 4096) {
         fprintf(stderr, "k22 tokenize: --max_length %lld is outside [2, 4096]\n", (long long)max_length);
         return 2;

@@ -120,6 +120,18 @@ k22_status k22_opts_parse(k22_cmd_spec *spec, int argc, char **argv, int *help_s
     return K22_OK;
 }
 
+int k22_opts_parse_cli(k22_cmd_spec *spec, int argc, char **argv, const char *cmd)
+{
+    k22_err err;
+    k22_err_clear(&err);
+    int help = 0;
+    if (k22_opts_parse(spec, argc, argv, &help, &err)) {
+        fprintf(stderr, "k22 %s: %s\n", cmd, err.msg);
+        return 2;
+    }
+    return help ? 0 : -1;
+}
+
 static const char *type_hint(const k22_opt *o)
 {
     switch (o->type) {
