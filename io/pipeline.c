@@ -3,7 +3,9 @@
 #include "k22/diffusers.h"
 #include "k22/embedded.h"
 #include "k22/fsutil.h"
+#include "k22/json.h"
 
+#include <ctype.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,12 +83,23 @@ static k22_status read_comp(const char *path, const char *key, json_t *v, k22_mo
     memset(c, 0, sizeof *c);
     if (strlen(key) >= sizeof c->name)
         return k22_err_set(err, K22_ERR_FORMAT, "%s: component name '%.40s...' is too long", path, key);
+    /* The name is a subfolder of the pipeline: only a plain identifier, as diffusers' are, so
+     * no name can lead outside the folder. */
+    for (const char *p = key; *p; p++)
+        if (!(isalnum((unsigned char)*p) || *p == '_'))
+            return k22_err_set(err, K22_ERR_FORMAT,
+                               "%s: component name '%.64s' is not a plain identifier [A-Za-z0-9_]",
+                               path, key);
+    if (!key[0]) return k22_err_set(err, K22_ERR_FORMAT, "%s: empty component name", path);
     memcpy(c->name, key, strlen(key) + 1);
     json_t *lib = json_array_get(v, 0), *cls = json_array_get(v, 1);
     if (!json_is_null(lib) || !json_is_null(cls)) {
         k22_status st = copy_str(path, key, lib, c->library, sizeof c->library, err);
         if (!st) st = copy_str(path, key, cls, c->cls, sizeof c->cls, err);
         if (st) return st;
+        if (!c->library[0] || !c->cls[0])
+            return k22_err_set(err, K22_ERR_FORMAT, "%s: '%s' has an empty library or class name",
+                               path, key);
     }
     mi->n++;
     return K22_OK;
@@ -136,40 +149,24 @@ k22_status k22_model_index_read(const char *path, k22_model_index *mi, k22_err *
     return st;
 }
 
-/* Appends JSON text of a string; the names written here are plain ASCII identifiers. */
-static void put_str(char *buf, size_t cap, size_t *len, const char *s)
-{
-    *len += (size_t)snprintf(buf + *len, *len < cap ? cap - *len : 0, "\"%s\"", s);
-}
-
 k22_status k22_model_index_write(const char *path, const k22_model_index *mi, k22_err *err)
 {
-    enum { CAP = 8192 };
-    char buf[CAP];
-    size_t len = 0;
-    /* diffusers: json.dumps(indent=2, sort_keys=True) + "\n"; "_" sorts before lowercase. */
-    len += (size_t)snprintf(buf + len, CAP - len, "{\n  \"_class_name\": ");
-    put_str(buf, CAP, &len, mi->class_name);
-    if (len < CAP) len += (size_t)snprintf(buf + len, CAP - len, ",\n  \"_diffusers_version\": ");
-    put_str(buf, CAP, &len, mi->version);
-    for (int i = 0; i < mi->n && len < CAP; i++) {
+    /* diffusers writes json.dumps(indent=2, sort_keys=True) + "\n"; k22_json_dumps does the
+     * same, escaping whatever a name holds. */
+    json_t *o = json_object();
+    json_object_set_new(o, "_class_name", json_string(mi->class_name));
+    json_object_set_new(o, "_diffusers_version", json_string(mi->version));
+    for (int i = 0; i < mi->n; i++) {
         const k22_pipe_component *c = &mi->comp[i];
-        len += (size_t)snprintf(buf + len, CAP - len, ",\n  ");
-        put_str(buf, CAP, &len, c->name);
-        if (len >= CAP) break;
-        if (!c->library[0]) {
-            len += (size_t)snprintf(buf + len, CAP - len, ": [\n    null,\n    null\n  ]");
-            continue;
-        }
-        len += (size_t)snprintf(buf + len, CAP - len, ": [\n    ");
-        put_str(buf, CAP, &len, c->library);
-        if (len < CAP) len += (size_t)snprintf(buf + len, CAP - len, ",\n    ");
-        put_str(buf, CAP, &len, c->cls);
-        if (len < CAP) len += (size_t)snprintf(buf + len, CAP - len, "\n  ]");
+        json_t *pair = c->library[0] ? json_pack("[ss]", c->library, c->cls) : json_pack("[nn]");
+        json_object_set_new(o, c->name, pair);
     }
-    if (len < CAP) len += (size_t)snprintf(buf + len, CAP - len, "\n}\n");
-    if (len >= CAP) return k22_err_set(err, K22_ERR_INTERNAL, "%s: model index too long", path);
-    return k22_fs_write_atomic(path, buf, len, err);
+    char *text = k22_json_dumps(o, 0);
+    json_decref(o);
+    if (!text) return k22_err_set(err, K22_ERR_INTERNAL, "%s: cannot serialize the model index", path);
+    k22_status st = k22_fs_write_atomic(path, text, strlen(text), err);
+    free(text);
+    return st;
 }
 
 /* transformers 5 CLIPTokenizer.save_pretrained writes this tokenizer_config.json (it also
