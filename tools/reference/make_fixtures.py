@@ -36,7 +36,17 @@ GENERATORS = [
      "none: tensor values are closed-form (value(i) in the script)"),
     ("make_tokenizer_fixtures.py", "tokenizer", False,
      "random.Random(22) picks the generated captions"),
+    ("make_model_fixtures.py", "models", True, None),
 ]
+
+
+def extra_args(script, k22):
+    """Arguments beyond --out that a generator needs: the model fixtures take their weights
+    from k22's own deterministic init (k22 init, and model_test_clip --write-weights)."""
+    if script == "make_model_fixtures.py":
+        build = os.path.dirname(os.path.abspath(k22))
+        return ["--k22", k22, "--clip-test", os.path.join(build, "model_test_clip")]
+    return []
 # make_*.py scripts that are not fixture generators: make_tokenizer.py is run as a check (below);
 # make_unicode_tables.py writes C source (io/unicode_tables.c), not a fixture.
 NOT_GENERATORS = {"make_fixtures.py", "make_tokenizer.py", "make_unicode_tables.py"}
@@ -69,7 +79,7 @@ def run(argv, what):
         sys.exit(f"make_fixtures: {what} failed with exit code {r.returncode}")
 
 
-def run_generators(out, seeds):
+def run_generators(out, seeds, k22):
     """Runs each generator that exists; returns {sub-folder: script} for the manifest."""
     known = {g[0] for g in GENERATORS} | NOT_GENERATORS
     for n in sorted(os.listdir(HERE)):
@@ -84,7 +94,7 @@ def run_generators(out, seeds):
             print(f"make_fixtures: {script} not present; {sub}/ left as it is", flush=True)
             continue
         owners[sub] = "tools/reference/" + script
-        argv = [sys.executable, path]
+        argv = [sys.executable, path] + extra_args(script, k22)
         if takes_out:
             run(argv + ["--out", os.path.join(out, sub)], script)
             continue
@@ -191,7 +201,7 @@ def main():
         checked = [embedded_entry(n, False) for n in ("vocab.json", "merges.txt")
                    if os.path.exists(os.path.join(ROOT, TOKENIZER_DIR, n))]
     else:
-        owners = run_generators(out, seeds)
+        owners = run_generators(out, seeds, args.k22)
         checked = check_tokenizer()
     if "ops" in owners:
         seeds["make_op_fixtures.py"] = {"per_case": op_seeds(out),

@@ -1,0 +1,127 @@
+/* nn.h: the layers the models are built from (linear, layer norm, multi-head self-attention,
+ * MLP, pre-norm transformer block), written once against the op interface.
+ *
+ * A layer holds device pointers into the flat parameter buffer and, when it is trained, into the
+ * gradient buffer at the same offsets (bound once by diffusers key at model build). Forward
+ * fills a cache struct (pointers into the activation arena) that backward reads; with a NULL
+ * cache forward keeps nothing and releases its temporaries (frozen encoders, no-grad).
+ * Backward ACCUMULATES into parameter gradients and into dx, as the ops do: callers zero once. */
+#ifndef K22_NN_H
+#define K22_NN_H
+
+#include "k22/arena.h"
+#include "k22/params.h"
+
+/* Device pointer of a parameter of the table: base + offset of `name`; dies if it is absent
+ * (tables are built by k22 itself, so a miss is a program bug). NULL base gives NULL. */
+float *k22_param_ptr(const k22_params *ps, float *base, const char *name);
+
+/* torch nn.Linear: w (out, in), b (out) or NULL. dw/db NULL when frozen. */
+typedef struct {
+    const float *w, *b;
+    float *dw, *db;
+    int in, out;
+} k22_linear;
+/* Binds "<name>.weight" and, when the table has it, "<name>.bias". P: parameter buffer,
+ * G: gradient buffer or NULL. */
+void k22_linear_bind(k22_linear *l, const k22_params *ps, const char *name, const float *P,
+                     float *G);
+/* x: (N, in) -> y: (N, out). */
+void k22_linear_forward(const k22_backend *be, const k22_linear *l, float *y, const float *x,
+                        int N);
+/* dx (N, in) += ..., dw, db += ...; dx may be NULL. */
+void k22_linear_backward(const k22_backend *be, const k22_linear *l, float *dx, const float *dy,
+                         const float *x, int N);
+
+/* LayerNorm over the last dim with affine weight/bias. */
+typedef struct {
+    const float *g, *b;
+    float *dg, *db;
+    int c;
+    float eps;
+} k22_layernorm;
+void k22_layernorm_bind(k22_layernorm *ln, const k22_params *ps, const char *name, const float *P,
+                        float *G, float eps);
+/* x, y: (N, c); mean, rstd: (N) saved for backward. */
+void k22_layernorm_forward(const k22_backend *be, const k22_layernorm *ln, float *y, float *mean,
+                           float *rstd, const float *x, int N);
+void k22_layernorm_backward(const k22_backend *be, const k22_layernorm *ln, float *dx,
+                            const float *dy, const float *x, const float *mean, const float *rstd,
+                            int N);
+
+/* Multi-head self-attention: q/k/v projections with bias, heads split with permute, the
+ * backend's attention, output projection. Scale head_dim^-0.5. */
+typedef struct {
+    k22_linear q, k, v, o;
+    int heads, head_dim;
+} k22_mha;
+typedef struct {
+    float *q, *k, *v; /* (B, H, T, D) */
+    float *o;         /* (B, H, T, D) attention output */
+    float *lse;       /* (B, H, T) */
+    float *ocat;      /* (B, T, C) heads merged, input of the output projection */
+} k22_mha_cache;
+/* mask: the mask fields of the desc (mask, mask_bstride, causal, key_keep); the geometry is
+ * filled here. x, y: (B, T, C). */
+void k22_mha_forward(const k22_backend *be, const k22_mha *a, k22_arena *ar, float *y,
+                     const float *x, int B, int T, const k22_attn_desc *mask, k22_mha_cache *c);
+void k22_mha_backward(const k22_backend *be, const k22_mha *a, k22_arena *ar, float *dx,
+                      const float *dy, const float *x, int B, int T, const k22_attn_desc *mask,
+                      const k22_mha_cache *c);
+
+/* MLP fc1 -> act -> fc2. */
+typedef struct {
+    k22_linear fc1, fc2;
+    int act; /* k22_act */
+} k22_mlp;
+typedef struct {
+    float *h; /* (N, F) fc1 output, the activation's input */
+    float *g; /* (N, F) activation output, fc2's input */
+} k22_mlp_cache;
+void k22_mlp_forward(const k22_backend *be, const k22_mlp *m, k22_arena *ar, float *y,
+                     const float *x, int N, k22_mlp_cache *c);
+void k22_mlp_backward(const k22_backend *be, const k22_mlp *m, k22_arena *ar, float *dx,
+                      const float *dy, const float *x, int N, const k22_mlp_cache *c);
+
+/* Pre-norm transformer block: x1 = x + attn(LN1(x)); y = x1 + mlp(LN2(x1)). */
+typedef struct {
+    k22_layernorm ln1, ln2;
+    k22_mha attn;
+    k22_mlp mlp;
+} k22_block;
+typedef struct {
+    const float *x;           /* (B, T, C) the block input (owned by the caller) */
+    float *ln1, *mean1, *rstd1; /* (B, T, C), (B, T), (B, T) */
+    k22_mha_cache attn;
+    float *x1;                /* (B, T, C) */
+    float *ln2, *mean2, *rstd2; /* (B, T, C), (B, T), (B, T) */
+    k22_mlp_cache mlp;
+} k22_block_cache;
+
+/* Sub-module names of a block inside the state dict. */
+typedef struct {
+    const char *ln1, *q, *k, *v, *o, *ln2, *fc1, *fc2;
+} k22_block_names;
+extern const k22_block_names k22_block_names_clip;  /* CLIPEncoderLayer */
+extern const k22_block_names k22_block_names_basic; /* diffusers BasicTransformerBlock */
+
+void k22_block_bind(k22_block *blk, const k22_params *ps, const char *prefix,
+                    const k22_block_names *nm, const float *P, float *G, int heads, int act,
+                    float eps);
+/* x, y: (B, T, C), distinct. With a cache, its buffers stay allocated in the arena (and x must
+ * stay valid) until backward; without, the arena is back where it was on return. */
+void k22_block_forward(const k22_backend *be, const k22_block *blk, k22_arena *ar, float *y,
+                       const float *x, int B, int T, const k22_attn_desc *mask,
+                       k22_block_cache *c);
+/* dx (B, T, C) += d(block)/dx^T dy; parameter gradients +=. Scratch is released on return. */
+void k22_block_backward(const k22_backend *be, const k22_block *blk, k22_arena *ar, float *dx,
+                        const float *dy, int B, int T, const k22_attn_desc *mask,
+                        const k22_block_cache *c);
+
+/* Arena floats one block needs for N = B*T tokens of width C, MLP width F and H heads:
+ * kept by forward with a cache, peak of forward without one, peak of backward's scratch. */
+size_t k22_block_cache_floats(int B, int T, int C, int F, int H);
+size_t k22_block_nograd_floats(int B, int T, int C, int F, int H);
+size_t k22_block_bwd_floats(int B, int T, int C, int F, int H);
+
+#endif

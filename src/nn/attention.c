@@ -1,0 +1,77 @@
+/* attention.c: multi-head self-attention (projections, head split by permute, the backend's
+ * fused attention, head merge, output projection) forward and backward. */
+#include "k22/nn.h"
+
+#include <math.h>
+
+/* (B, T, H, D) <-> (B, H, T, D): the same swap of axes 1 and 2 both ways. */
+static const int k22_swap12[4] = {0, 2, 1, 3};
+
+static k22_attn_desc desc_for(const k22_mha *a, int B, int T, const k22_attn_desc *mask)
+{
+    k22_attn_desc d = {0};
+    if (mask) d = *mask;
+    d.B = B;
+    d.NH = a->heads;
+    d.TQ = d.TK = T;
+    d.D = d.DV = a->head_dim;
+    d.scale = 1.0f / sqrtf((float)a->head_dim);
+    return d;
+}
+
+void k22_mha_forward(const k22_backend *be, const k22_mha *a, k22_arena *ar, float *y,
+                     const float *x, int B, int T, const k22_attn_desc *mask, k22_mha_cache *c)
+{
+    int H = a->heads, D = a->head_dim, C = H * D;
+    size_t N = (size_t)B * T, NC = N * C;
+    size_t top = k22_arena_mark(ar);
+    k22_mha_cache tmp;
+    if (!c) c = &tmp;
+    c->q = k22_arena_floats(ar, NC); // q: (B, H, T, D)
+    c->k = k22_arena_floats(ar, NC); // k: (B, H, T, D)
+    c->v = k22_arena_floats(ar, NC); // v: (B, H, T, D)
+    c->o = k22_arena_floats(ar, NC); // o: (B, H, T, D)
+    c->lse = k22_arena_floats(ar, (size_t)B * H * T); // lse: (B, H, T)
+    c->ocat = k22_arena_floats(ar, NC); // ocat: (B, T, C)
+    size_t keep = k22_arena_mark(ar);
+    float *lin = k22_arena_floats(ar, NC); // lin: (B, T, H, D) one projection before the split
+    const int64_t bthd[4] = {B, T, H, D}, bhtd[4] = {B, H, T, D};
+    const k22_linear *proj[3] = {&a->q, &a->k, &a->v};
+    float *dst[3] = {c->q, c->k, c->v};
+    for (int i = 0; i < 3; i++) {
+        k22_linear_forward(be, proj[i], lin, x, (int)N);
+        be->permute_fwd(be->ctx, dst[i], lin, 4, bthd, k22_swap12);
+    }
+    k22_attn_desc d = desc_for(a, B, T, mask);
+    be->attention_fwd(be->ctx, c->o, c->lse, c->q, c->k, c->v, &d);
+    be->permute_fwd(be->ctx, c->ocat, c->o, 4, bhtd, k22_swap12);
+    k22_linear_forward(be, &a->o, y, c->ocat, (int)N); // y: (B, T, C)
+    k22_arena_reset(ar, c == &tmp ? top : keep);
+}
+
+void k22_mha_backward(const k22_backend *be, const k22_mha *a, k22_arena *ar, float *dx,
+                      const float *dy, const float *x, int B, int T, const k22_attn_desc *mask,
+                      const k22_mha_cache *c)
+{
+    int H = a->heads, D = a->head_dim, C = H * D;
+    size_t N = (size_t)B * T, NC = N * C;
+    size_t top = k22_arena_mark(ar);
+    const int64_t bthd[4] = {B, T, H, D}, bhtd[4] = {B, H, T, D};
+    float *docat = k22_arena_zeros(ar, NC); // docat: (B, T, C)
+    k22_linear_backward(be, &a->o, docat, dy, c->ocat, (int)N);
+    float *dout = k22_arena_zeros(ar, NC); // dout: (B, H, T, D)
+    be->permute_bwd(be->ctx, dout, docat, 4, bhtd, k22_swap12);
+    float *dq = k22_arena_zeros(ar, NC), *dk = k22_arena_zeros(ar, NC),
+          *dv = k22_arena_zeros(ar, NC); // (B, H, T, D) each
+    k22_attn_desc d = desc_for(a, B, T, mask);
+    be->attention_bwd(be->ctx, dq, dk, dv, dout, c->q, c->k, c->v, c->o, c->lse, &d);
+    float *dlin = k22_arena_floats(ar, NC); // dlin: (B, T, H, D)
+    const k22_linear *proj[3] = {&a->q, &a->k, &a->v};
+    const float *src[3] = {dq, dk, dv};
+    for (int i = 0; i < 3; i++) {
+        be->zero(be->ctx, dlin, NC * sizeof(float));
+        be->permute_bwd(be->ctx, dlin, src[i], 4, bthd, k22_swap12);
+        k22_linear_backward(be, proj[i], dx, dlin, x, (int)N);
+    }
+    k22_arena_reset(ar, top);
+}

@@ -1,0 +1,74 @@
+/* linear.c: parameter lookup by key, nn.Linear and LayerNorm over the op interface. */
+#include "k22/nn.h"
+
+#include <stdio.h>
+
+float *k22_param_ptr(const k22_params *ps, float *base, const char *name)
+{
+    const k22_param *p = k22_params_find(ps, name);
+    if (!p) K22_FATAL("parameter '%s' is not in the model's table", name);
+    return base ? base + p->offset : NULL;
+}
+
+/* "<name>.<suffix>" into buf; names come from k22's own tables, so overflow is a bug. */
+static const char *key(char *buf, size_t n, const char *name, const char *suffix)
+{
+    int len = snprintf(buf, n, "%s.%s", name, suffix);
+    K22_REQUIRE(len > 0 && (size_t)len < n);
+    return buf;
+}
+
+void k22_linear_bind(k22_linear *l, const k22_params *ps, const char *name, const float *P,
+                     float *G)
+{
+    char k[256];
+    const k22_param *w = k22_params_find(ps, key(k, sizeof k, name, "weight"));
+    if (!w || w->ndim != 2) K22_FATAL("linear '%s' has no 2-d weight in the table", name);
+    l->out = (int)w->shape[0];
+    l->in = (int)w->shape[1];
+    l->w = P + w->offset;
+    l->dw = G ? G + w->offset : NULL;
+    const k22_param *b = k22_params_find(ps, key(k, sizeof k, name, "bias"));
+    l->b = b ? P + b->offset : NULL;
+    l->db = b && G ? G + b->offset : NULL;
+}
+
+void k22_linear_forward(const k22_backend *be, const k22_linear *l, float *y, const float *x,
+                        int N)
+{
+    be->linear_fwd(be->ctx, y, x, l->w, l->b, N, l->in, l->out);
+}
+
+void k22_linear_backward(const k22_backend *be, const k22_linear *l, float *dx, const float *dy,
+                         const float *x, int N)
+{
+    be->linear_bwd(be->ctx, dx, l->dw, l->db, dy, x, l->w, N, l->in, l->out);
+}
+
+void k22_layernorm_bind(k22_layernorm *ln, const k22_params *ps, const char *name, const float *P,
+                        float *G, float eps)
+{
+    char k[256];
+    const k22_param *g = k22_params_find(ps, key(k, sizeof k, name, "weight"));
+    const k22_param *b = k22_params_find(ps, key(k, sizeof k, name, "bias"));
+    if (!g || !b) K22_FATAL("layer norm '%s' lacks weight or bias in the table", name);
+    ln->c = (int)g->numel;
+    ln->eps = eps;
+    ln->g = P + g->offset;
+    ln->b = P + b->offset;
+    ln->dg = G ? G + g->offset : NULL;
+    ln->db = G ? G + b->offset : NULL;
+}
+
+void k22_layernorm_forward(const k22_backend *be, const k22_layernorm *ln, float *y, float *mean,
+                           float *rstd, const float *x, int N)
+{
+    be->layer_norm_fwd(be->ctx, y, mean, rstd, x, ln->g, ln->b, N, ln->c, ln->eps);
+}
+
+void k22_layernorm_backward(const k22_backend *be, const k22_layernorm *ln, float *dx,
+                            const float *dy, const float *x, const float *mean, const float *rstd,
+                            int N)
+{
+    be->layer_norm_bwd(be->ctx, dx, ln->dg, ln->db, dy, x, mean, rstd, ln->g, N, ln->c);
+}

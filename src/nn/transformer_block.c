@@ -1,0 +1,134 @@
+/* transformer_block.c: the MLP and the pre-norm transformer block shared by CLIP's encoder
+ * layer and diffusers' BasicTransformerBlock (self-attention only), forward and backward,
+ * and the arena sizes they need. */
+#include "k22/nn.h"
+
+#include <stdio.h>
+
+const k22_block_names k22_block_names_clip = {
+    "layer_norm1", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+    "self_attn.out_proj", "layer_norm2", "mlp.fc1", "mlp.fc2"};
+const k22_block_names k22_block_names_basic = {
+    "norm1", "attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "norm3",
+    "ff.net.0.proj", "ff.net.2"};
+
+void k22_mlp_forward(const k22_backend *be, const k22_mlp *m, k22_arena *ar, float *y,
+                     const float *x, int N, k22_mlp_cache *c)
+{
+    size_t top = k22_arena_mark(ar), NF = (size_t)N * m->fc1.out;
+    k22_mlp_cache tmp;
+    if (!c) c = &tmp;
+    c->h = k22_arena_floats(ar, NF); // h: (N, F)
+    c->g = k22_arena_floats(ar, NF); // g: (N, F)
+    k22_linear_forward(be, &m->fc1, c->h, x, N);
+    be->act_fwd(be->ctx, m->act, c->g, c->h, (int64_t)NF);
+    k22_linear_forward(be, &m->fc2, y, c->g, N); // y: (N, C)
+    if (c == &tmp) k22_arena_reset(ar, top);
+}
+
+void k22_mlp_backward(const k22_backend *be, const k22_mlp *m, k22_arena *ar, float *dx,
+                      const float *dy, const float *x, int N, const k22_mlp_cache *c)
+{
+    size_t top = k22_arena_mark(ar), NF = (size_t)N * m->fc1.out;
+    float *dg = k22_arena_zeros(ar, NF); // dg: (N, F)
+    k22_linear_backward(be, &m->fc2, dg, dy, c->g, N);
+    float *dh = k22_arena_zeros(ar, NF); // dh: (N, F)
+    be->act_bwd(be->ctx, m->act, dh, dg, c->h, (int64_t)NF);
+    k22_linear_backward(be, &m->fc1, dx, dh, x, N);
+    k22_arena_reset(ar, top);
+}
+
+static void bind_part(char *buf, size_t n, const char *prefix, const char *part)
+{
+    int len = snprintf(buf, n, "%s.%s", prefix, part);
+    K22_REQUIRE(len > 0 && (size_t)len < n);
+}
+
+void k22_block_bind(k22_block *blk, const k22_params *ps, const char *prefix,
+                    const k22_block_names *nm, const float *P, float *G, int heads, int act,
+                    float eps)
+{
+    char k[256];
+    bind_part(k, sizeof k, prefix, nm->ln1);
+    k22_layernorm_bind(&blk->ln1, ps, k, P, G, eps);
+    bind_part(k, sizeof k, prefix, nm->ln2);
+    k22_layernorm_bind(&blk->ln2, ps, k, P, G, eps);
+    const char *parts[4] = {nm->q, nm->k, nm->v, nm->o};
+    k22_linear *lin[4] = {&blk->attn.q, &blk->attn.k, &blk->attn.v, &blk->attn.o};
+    for (int i = 0; i < 4; i++) {
+        bind_part(k, sizeof k, prefix, parts[i]);
+        k22_linear_bind(lin[i], ps, k, P, G);
+    }
+    bind_part(k, sizeof k, prefix, nm->fc1);
+    k22_linear_bind(&blk->mlp.fc1, ps, k, P, G);
+    bind_part(k, sizeof k, prefix, nm->fc2);
+    k22_linear_bind(&blk->mlp.fc2, ps, k, P, G);
+    blk->mlp.act = act;
+    int C = blk->attn.q.out;
+    if (heads <= 0 || C % heads) K22_FATAL("block '%s': width %d not divisible by %d heads", prefix, C, heads);
+    blk->attn.heads = heads;
+    blk->attn.head_dim = C / heads;
+}
+
+void k22_block_forward(const k22_backend *be, const k22_block *blk, k22_arena *ar, float *y,
+                       const float *x, int B, int T, const k22_attn_desc *mask,
+                       k22_block_cache *c)
+{
+    int N = B * T, C = blk->ln1.c;
+    size_t NC = (size_t)N * C, top = k22_arena_mark(ar);
+    k22_block_cache tmp;
+    int keep = c != NULL;
+    if (!c) c = &tmp;
+    c->x = x;
+    c->ln1 = k22_arena_floats(ar, NC); // ln1: (B, T, C)
+    c->mean1 = k22_arena_floats(ar, (size_t)N); // mean1: (B, T)
+    c->rstd1 = k22_arena_floats(ar, (size_t)N); // rstd1: (B, T)
+    k22_layernorm_forward(be, &blk->ln1, c->ln1, c->mean1, c->rstd1, x, N);
+    k22_mha_forward(be, &blk->attn, ar, y, c->ln1, B, T, mask, keep ? &c->attn : NULL);
+    c->x1 = k22_arena_floats(ar, NC); // x1: (B, T, C)
+    be->add(be->ctx, c->x1, x, y, (int64_t)NC);
+    c->ln2 = k22_arena_floats(ar, NC); // ln2: (B, T, C)
+    c->mean2 = k22_arena_floats(ar, (size_t)N);
+    c->rstd2 = k22_arena_floats(ar, (size_t)N);
+    k22_layernorm_forward(be, &blk->ln2, c->ln2, c->mean2, c->rstd2, c->x1, N);
+    k22_mlp_forward(be, &blk->mlp, ar, y, c->ln2, N, keep ? &c->mlp : NULL);
+    be->add(be->ctx, y, c->x1, y, (int64_t)NC); // y: (B, T, C)
+    if (!keep) k22_arena_reset(ar, top);
+}
+
+void k22_block_backward(const k22_backend *be, const k22_block *blk, k22_arena *ar, float *dx,
+                        const float *dy, int B, int T, const k22_attn_desc *mask,
+                        const k22_block_cache *c)
+{
+    int N = B * T, C = blk->ln1.c;
+    size_t NC = (size_t)N * C, top = k22_arena_mark(ar);
+    float *dx1 = k22_arena_zeros(ar, NC); // dx1: (B, T, C) gradient at the residual x1
+    be->add_bwd(be->ctx, dx1, NULL, dy, (int64_t)NC);
+    float *dln = k22_arena_zeros(ar, NC); // dln: (B, T, C), LN2's then LN1's output gradient
+    k22_mlp_backward(be, &blk->mlp, ar, dln, dy, c->ln2, N, &c->mlp);
+    k22_layernorm_backward(be, &blk->ln2, dx1, dln, c->x1, c->mean2, c->rstd2, N);
+    be->add_bwd(be->ctx, dx, NULL, dx1, (int64_t)NC);
+    be->zero(be->ctx, dln, NC * sizeof(float));
+    k22_mha_backward(be, &blk->attn, ar, dln, dx1, c->ln1, B, T, mask, &c->attn);
+    k22_layernorm_backward(be, &blk->ln1, dx, dln, c->x, c->mean1, c->rstd1, N);
+    k22_arena_reset(ar, top);
+}
+
+size_t k22_block_cache_floats(int B, int T, int C, int F, int H)
+{
+    size_t N = (size_t)B * T, NC = k22_arena_round(N * C), n = k22_arena_round(N);
+    return 8 * NC + 4 * n + k22_arena_round(N * H) + 2 * k22_arena_round(N * F);
+}
+
+size_t k22_block_nograd_floats(int B, int T, int C, int F, int H)
+{
+    return k22_block_cache_floats(B, T, C, F, H) + k22_arena_round((size_t)B * T * C);
+}
+
+size_t k22_block_bwd_floats(int B, int T, int C, int F, int H)
+{
+    (void)H;
+    size_t N = (size_t)B * T, NC = k22_arena_round(N * C), NF = k22_arena_round(N * F);
+    size_t mlp = 2 * NF, attn = 6 * NC;
+    return 2 * NC + (mlp > attn ? mlp : attn);
+}
