@@ -15,6 +15,9 @@
 /* Device pointer of a parameter of the table: base + offset of `name`; dies if it is absent
  * (tables are built by k22 itself, so a miss is a program bug). NULL base gives NULL. */
 float *k22_param_ptr(const k22_params *ps, float *base, const char *name);
+/* "<name>.<suffix>" into buf (returns buf); names come from k22's own tables, so a name that
+ * does not fit is a program bug and dies. */
+const char *k22_param_key(char *buf, size_t n, const char *name, const char *suffix);
 
 /* torch nn.Linear: w (out, in), b (out) or NULL. dw/db NULL when frozen. */
 typedef struct {

@@ -165,6 +165,29 @@ struct k22_backend {
     void (*upsample2x_fwd)(void *ctx, float *y, const float *x, int B, int C, int H, int W);
     void (*upsample2x_bwd)(void *ctx, float *dx, const float *dy, int B, int C, int H, int W);
 
+    /* ---- 2x2 average pooling, stride 2 (F.avg_pool2d(x, 2, 2)) ----
+     * x: (B, C, H, W) with H, W even -> y: (B, C, H/2, W/2). */
+    void (*avgpool2x_fwd)(void *ctx, float *y, const float *x, int B, int C, int H, int W);
+    void (*avgpool2x_bwd)(void *ctx, float *dx, const float *dy, int B, int C, int H, int W);
+
+    /* ---- per-(sample, channel) affine over positions ----
+     * x, y: (B, C, S); scale, shift: (B, C) or NULL (NULL scale means a factor of 1, NULL shift
+     * means 0). y = x * (scale + scale_offset) + shift: scale_offset 1 gives diffusers'
+     * scale_shift time conditioning x * (1 + scale) + shift, 0 a plain broadcast multiply; shift
+     * alone is a broadcast add of a (B, C) vector. y may alias x.
+     * Backward: dx += dy * (scale + scale_offset); dscale += sum_s dy * x; dshift += sum_s dy. */
+    void (*chan_affine_fwd)(void *ctx, float *y, const float *x, const float *scale,
+                            const float *shift, float scale_offset, int B, int C, int64_t S);
+    void (*chan_affine_bwd)(void *ctx, float *dx, float *dscale, float *dshift, const float *dy,
+                            const float *x, const float *scale, float scale_offset, int B, int C,
+                            int64_t S);
+
+    /* ---- nearest resize, F.interpolate(mode="nearest") ----
+     * x: (B, C, H, W) -> y: (B, C, OH, OW); source row floor(i * H / OH), column likewise (torch's
+     * rule; exact for the integer ratios k22 uses). Forward only: MoVQ's spatial norm is frozen. */
+    void (*resize_nearest_fwd)(void *ctx, float *y, const float *x, int B, int C, int H, int W,
+                               int OH, int OW);
+
     /* ---- sinusoidal timestep embedding (diffusers get_timestep_embedding) ----
      * t: (N) float timesteps, y: (N, dim). half = dim/2;
      * exponent_i = -ln(max_period) * i / (half - shift); emb = t * exp(exponent_i) * scale;

@@ -10,8 +10,7 @@ float *k22_param_ptr(const k22_params *ps, float *base, const char *name)
     return base ? base + p->offset : NULL;
 }
 
-/* "<name>.<suffix>" into buf; names come from k22's own tables, so overflow is a bug. */
-static const char *key(char *buf, size_t n, const char *name, const char *suffix)
+const char *k22_param_key(char *buf, size_t n, const char *name, const char *suffix)
 {
     int len = snprintf(buf, n, "%s.%s", name, suffix);
     K22_REQUIRE(len > 0 && (size_t)len < n);
@@ -22,13 +21,13 @@ void k22_linear_bind(k22_linear *l, const k22_params *ps, const char *name, cons
                      float *G)
 {
     char k[256];
-    const k22_param *w = k22_params_find(ps, key(k, sizeof k, name, "weight"));
+    const k22_param *w = k22_params_find(ps, k22_param_key(k, sizeof k, name, "weight"));
     if (!w || w->ndim != 2) K22_FATAL("linear '%s' has no 2-d weight in the table", name);
     l->out = (int)w->shape[0];
     l->in = (int)w->shape[1];
     l->w = P + w->offset;
     l->dw = G ? G + w->offset : NULL;
-    const k22_param *b = k22_params_find(ps, key(k, sizeof k, name, "bias"));
+    const k22_param *b = k22_params_find(ps, k22_param_key(k, sizeof k, name, "bias"));
     l->b = b ? P + b->offset : NULL;
     l->db = b && G ? G + b->offset : NULL;
 }
@@ -49,8 +48,8 @@ void k22_layernorm_bind(k22_layernorm *ln, const k22_params *ps, const char *nam
                         float *G, float eps)
 {
     char k[256];
-    const k22_param *g = k22_params_find(ps, key(k, sizeof k, name, "weight"));
-    const k22_param *b = k22_params_find(ps, key(k, sizeof k, name, "bias"));
+    const k22_param *g = k22_params_find(ps, k22_param_key(k, sizeof k, name, "weight"));
+    const k22_param *b = k22_params_find(ps, k22_param_key(k, sizeof k, name, "bias"));
     if (!g || !b) K22_FATAL("layer norm '%s' lacks weight or bias in the table", name);
     ln->c = (int)g->numel;
     ln->eps = eps;
