@@ -24,7 +24,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
 MAX_TOTAL_BYTES = 30 * 1024 * 1024
 PACKAGES = ("torch", "diffusers", "transformers", "safetensors", "numpy", "pillow",
-            "open_clip_torch")
+            "open_clip_torch", "accelerate")
 
 # script, the sub-folder of --out it owns, whether it takes --out (the others write to the
 # repository's tests/fixtures/<sub> themselves), and the seeds it uses when it has no seed file.
@@ -37,6 +37,7 @@ GENERATORS = [
     ("make_tokenizer_fixtures.py", "tokenizer", False,
      "random.Random(22) picks the generated captions"),
     ("make_model_fixtures.py", "models", True, None),
+    ("make_schedule_fixtures.py", "schedule", True, "SEED 22044 in the script"),
 ]
 
 
