@@ -38,6 +38,7 @@ GENERATORS = [
      "random.Random(22) picks the generated captions"),
     ("make_model_fixtures.py", "models", True, None),
     ("make_schedule_fixtures.py", "schedule", True, "SEED 22044 in the script"),
+    ("make_image_fixtures.py", "images", False, "numpy default_rng seeds in the script"),
 ]
 
 
