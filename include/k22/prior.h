@@ -7,7 +7,12 @@
  * diagonal over every token. The prediction is proj_to_clip_embeddings(norm_out(h))[:, -1].
  *
  * One forward state lives in the model: forward with train != 0 keeps what backward needs in
- * the arena, and backward must follow before the arena is reset. */
+ * the arena, and backward must follow before the arena is reset.
+ *
+ * Gradient checkpointing (--gradient_checkpointing; off by default): a training forward keeps
+ * only each transformer block's input, and backward re-runs each block's forward (with its
+ * cache, in arena scratch) just before that block's backward. The ops and their order are the
+ * same as without it, so the gradients are the same bit for bit on a deterministic backend. */
 #ifndef K22_PRIOR_H
 #define K22_PRIOR_H
 
@@ -16,6 +21,7 @@
 
 typedef struct {
     int B, train, masked;
+    int ckpt;                        /* the forward ran checkpointed: blk[] is not filled */
     const float *x_t, *proj, *ehs_in;  /* the caller's inputs, read again by backward */
     float *mask;                     /* (B, T, T) additive attention mask, NULL when unmasked */
     float *tproj, *th, *tact, *temb; /* (B, D), (B, TE), (B, TE), (B, D) */
@@ -34,6 +40,7 @@ typedef struct {
     k22_layernorm norm_out;
     k22_block *blocks;       /* num_layers, owned */
     int max_batch;
+    int grad_ckpt;           /* gradient checkpointing, see k22_prior_set_gradient_checkpointing */
     float *mask_host;        /* (max_batch, T, T) host scratch for the mask, owned */
     k22_prior_state st;
 } k22_prior;
@@ -43,8 +50,18 @@ typedef struct {
 void k22_prior_init(k22_prior *m, const k22_prior_config *cfg, const k22_params *ps,
                     const float *P, float *G, int max_batch);
 void k22_prior_free(k22_prior *m);
-/* Arena floats for one forward (and, when train, the backward after it) of batch B. */
+/* Arena floats for one forward (and, when train, the backward after it) of batch B, in the
+ * model's current checkpointing mode. */
 size_t k22_prior_arena_floats(const k22_prior *m, int B, int train);
+/* on != 0: later training forwards are checkpointed (see the top of this file). Set it before
+ * sizing the arena: a checkpointed arena is too small for a forward without. A forward/backward
+ * pair already started finishes in the mode its forward ran in. */
+void k22_prior_set_gradient_checkpointing(k22_prior *m, int on);
+/* The same sizes from the config alone (no weights, so a full-size model can be planned):
+ * arena floats for one forward (+ backward when train) with checkpointing on or off, and the
+ * floats a masked training forward leaves allocated for backward (activations kept). */
+size_t k22_prior_arena_floats_cfg(const k22_prior_config *cfg, int B, int train, int ckpt);
+size_t k22_prior_saved_floats_cfg(const k22_prior_config *cfg, int B, int ckpt);
 /* x_t: (B, embedding_dim) noisy (normalized) image embedding; t: (B) timesteps (float);
  * proj: (B, embedding_proj_dim) text_embeds; ehs: (B, num_embeddings, embedding_dim) text
  * hidden states (device pointers, kept valid until backward when train); text_mask: host

@@ -51,18 +51,74 @@ void k22_prior_free(k22_prior *m)
     memset(m, 0, sizeof *m);
 }
 
+void k22_prior_set_gradient_checkpointing(k22_prior *m, int on)
+{
+    m->grad_ckpt = on != 0;
+}
+
+/* Arena sizes of one batch, each rounded to the allocation granule. */
+typedef struct {
+    size_t BD, BTD, BTE, BLD, mask, B1;
+    size_t cache, nograd, bwd; /* one block: cache kept, no-grad forward peak, backward scratch */
+    int nl;
+} prior_sizes;
+
+static prior_sizes prior_sizes_of(const k22_prior_config *c, int B)
+{
+    prior_sizes z;
+    int D = c->num_attention_heads * c->attention_head_dim, H = c->num_attention_heads;
+    int T = c->num_embeddings + c->additional_embeddings, F = 4 * D;
+    z.BD = k22_arena_round((size_t)B * D);
+    z.BTD = k22_arena_round((size_t)B * T * D);
+    z.BTE = k22_arena_round((size_t)B * c->time_embed_dim);
+    z.BLD = k22_arena_round((size_t)B * c->num_embeddings * D);
+    z.mask = k22_arena_round((size_t)B * T * T);
+    z.B1 = k22_arena_round((size_t)B);
+    z.cache = k22_block_cache_floats(B, T, D, F, H);
+    z.nograd = k22_block_nograd_floats(B, T, D, F, H);
+    z.bwd = k22_block_bwd_floats(B, T, D, F, H);
+    z.nl = c->num_layers;
+    return z;
+}
+
+/* What a forward allocates outside the blocks: the mask, the embeddings (tproj, temb, pe,
+ * xin; th, tact; ehs) and last, normed, mean, rstd; all of it lives until backward. */
+static size_t outer_floats(const prior_sizes *z)
+{
+    return 4 * z->BD + 2 * z->BTE + z->BLD + z->mask + 2 * z->BD + 2 * z->B1;
+}
+
+static size_t max_size(size_t a, size_t b)
+{
+    return a > b ? a : b;
+}
+
+size_t k22_prior_saved_floats_cfg(const k22_prior_config *cfg, int B, int ckpt)
+{
+    prior_sizes z = prior_sizes_of(cfg, B);
+    /* h[0..nl]: the embeddings and every block's output; without checkpointing every block's
+     * cache too, which is what checkpointing drops. */
+    size_t n = outer_floats(&z) + (size_t)(z.nl + 1) * z.BTD;
+    return ckpt ? n : n + (size_t)z.nl * z.cache;
+}
+
+size_t k22_prior_arena_floats_cfg(const k22_prior_config *cfg, int B, int train, int ckpt)
+{
+    prior_sizes z = prior_sizes_of(cfg, B);
+    if (!train) return outer_floats(&z) + 2 * z.BTD + z.nograd;
+    /* Forward peak over what is kept: a cached block's q/k/v projection scratch (BTD), or a
+     * whole no-grad block when checkpointed. Backward: dnormed, dlast, dh, dh2, then per block
+     * its scratch (and, checkpointed, the cache its recomputed forward fills), or the input
+     * embeddings' backward. */
+    size_t fwd = ckpt ? z.nograd : z.BTD;
+    size_t blk = ckpt ? z.cache + z.bwd : z.bwd, inputs = z.BLD + 3 * z.BD + 2 * z.BTE;
+    size_t bwd = 2 * z.BD + 2 * z.BTD + max_size(blk, inputs);
+    return k22_prior_saved_floats_cfg(cfg, B, ckpt) + max_size(fwd, bwd);
+}
+
 size_t k22_prior_arena_floats(const k22_prior *m, int B, int train)
 {
-    int D = m->D, T = m->T, nl = m->cfg.num_layers, F = 4 * D, H = m->cfg.num_attention_heads;
-    size_t BD = k22_arena_round((size_t)B * D), BTD = k22_arena_round((size_t)B * T * D);
-    size_t BTE = k22_arena_round((size_t)B * m->TE), BLD = k22_arena_round((size_t)B * m->L * D);
-    size_t n = 5 * BD + 2 * BTE + BLD + k22_arena_round((size_t)B * T * T);
-    n += 2 * BD + 2 * k22_arena_round((size_t)B); /* last, normed, mean, rstd */
-    if (!train) return n + 2 * BTD + k22_block_nograd_floats(B, T, D, F, H);
-    n += (size_t)(nl + 1) * BTD + (size_t)nl * k22_block_cache_floats(B, T, D, F, H);
-    size_t blk = k22_block_bwd_floats(B, T, D, F, H), inputs = BLD + 3 * BD + 2 * BTE;
-    size_t bwd = 2 * BD + 2 * BTD + (blk > inputs ? blk : inputs);
-    return n + (bwd > BTD ? bwd : BTD);
+    return k22_prior_arena_floats_cfg(&m->cfg, B, train, m->grad_ckpt);
 }
 
 /* The additive mask of diffusers' prior, (B, T, T): text padding and causal, heads shared. */
@@ -136,6 +192,7 @@ void k22_prior_forward(const k22_backend *be, k22_prior *m, k22_arena *ar, const
     size_t BTD = (size_t)B * T * D, top = k22_arena_mark(ar);
     s->B = B;
     s->train = train;
+    s->ckpt = train && m->grad_ckpt;
     s->x_t = x_t;
     s->proj = proj;
     s->ehs_in = ehs;
@@ -152,8 +209,10 @@ void k22_prior_forward(const k22_backend *be, k22_prior *m, k22_arena *ar, const
     float *ping = s->h[0], *pong = train ? NULL : k22_arena_floats(ar, BTD);
     for (int l = 0; l < nl; l++) {
         if (train) {
+            /* Checkpointed, only the block inputs h[] stay; backward rebuilds the caches. */
             s->h[l + 1] = k22_arena_floats(ar, BTD); // h[l+1]: (B, T, D)
-            k22_block_forward(be, &m->blocks[l], ar, s->h[l + 1], s->h[l], B, T, &d, &s->blk[l]);
+            k22_block_forward(be, &m->blocks[l], ar, s->h[l + 1], s->h[l], B, T, &d,
+                              s->ckpt ? NULL : &s->blk[l]);
             continue;
         }
         k22_block_forward(be, &m->blocks[l], ar, pong, ping, B, T, &d, NULL);
@@ -223,8 +282,19 @@ void k22_prior_backward(const k22_backend *be, k22_prior *m, k22_arena *ar, cons
         be->add_bwd(be->ctx, dh + ((size_t)b * T + T - 1) * D, NULL, dlast + (size_t)b * D, D);
     k22_attn_desc d = mask_desc(m);
     for (int l = nl - 1; l >= 0; l--) {
+        size_t blk_top = k22_arena_mark(ar);
+        const k22_block_cache *c = &s->blk[l];
+        k22_block_cache re;
+        if (s->ckpt) {
+            /* Re-run block l's forward for its cache. Its output h[l+1] is dead by now (block
+             * l+1's backward is done, norm_out kept its own copy), so it is rewritten in place
+             * with the same values rather than given scratch. */
+            k22_block_forward(be, &m->blocks[l], ar, s->h[l + 1], s->h[l], B, T, &d, &re);
+            c = &re;
+        }
         be->zero(be->ctx, dh2, BTD * sizeof(float));
-        k22_block_backward(be, &m->blocks[l], ar, dh2, dh, B, T, &d, &s->blk[l]);
+        k22_block_backward(be, &m->blocks[l], ar, dh2, dh, B, T, &d, c);
+        k22_arena_reset(ar, blk_top);
         float *sw = dh;
         dh = dh2;
         dh2 = sw;
