@@ -18,7 +18,7 @@
 
 /* A fixture tensor as malloc'd f32 (caller frees); dies with a message when absent or when its
  * element count differs from n (n < 0: any). *count gets the count when non-NULL. */
-static float *mf_get(const k22_st_file *f, const char *name, int64_t n, int64_t *count)
+static inline float *mf_get(const k22_st_file *f, const char *name, int64_t n, int64_t *count)
 {
     const k22_st_tensor *t = k22_st_find(f, name);
     if (!t) K22_FATAL("fixture %s: no tensor '%s' (regenerate with make_model_fixtures.py)", k22_st_path(f), name);
@@ -30,7 +30,7 @@ static float *mf_get(const k22_st_file *f, const char *name, int64_t n, int64_t 
     return x;
 }
 
-static k22_st_file *mf_open(const char *file)
+static inline k22_st_file *mf_open(const char *file)
 {
     char path[512];
     snprintf(path, sizeof path, "%s/%s", MF_DIR, file);
@@ -42,7 +42,7 @@ static k22_st_file *mf_open(const char *file)
 
 /* A model's table and host weights: "tiny" (k22_config_preset) or a folder with config.json;
  * weights from k22_params_init_random(seed), exactly what `k22 init` and --write-weights save. */
-static void mf_model(k22_model_kind kind, const char *size_or_dir, uint64_t seed,
+static inline void mf_model(k22_model_kind kind, const char *size_or_dir, uint64_t seed,
                      k22_model_config *cfg, k22_params *ps)
 {
     k22_err err;
@@ -63,14 +63,14 @@ static void mf_model(k22_model_kind kind, const char *size_or_dir, uint64_t seed
 }
 
 /* Device copy of n host floats. */
-static float *mf_upload(const k22_backend *be, const float *x, size_t n)
+static inline float *mf_upload(const k22_backend *be, const float *x, size_t n)
 {
     float *d = be->alloc(be->ctx, n * sizeof(float) + 64);
     be->to_device(be->ctx, d, x, n * sizeof(float));
     return d;
 }
 
-static float *mf_download(const k22_backend *be, const float *d, size_t n)
+static inline float *mf_download(const k22_backend *be, const float *d, size_t n)
 {
     float *x = k22_xmalloc(n * sizeof(float) + 4);
     be->to_host(be->ctx, x, d, n * sizeof(float));
@@ -85,7 +85,7 @@ typedef struct {
 /* |got - ref| <= atol_rel * max|ref| + rtol * |ref| per element: the absolute part scales with
  * the tensor, since sums of many terms leave errors relative to their inputs, not to a result
  * that cancels to near 0. max_rel is max |got-ref| / max(|ref|, max|ref|*1e-3). */
-static mf_stats mf_stats_scaled(const float *got, const float *ref, int64_t n, double atol_rel,
+static inline mf_stats mf_stats_scaled(const float *got, const float *ref, int64_t n, double atol_rel,
                                 double rtol, double scale)
 {
     mf_stats s = {0};
@@ -102,14 +102,14 @@ static mf_stats mf_stats_scaled(const float *got, const float *ref, int64_t n, d
 }
 
 /* The usual case: the absolute part relative to max|ref|. */
-static mf_stats mf_stats_of(const float *got, const float *ref, int64_t n, double atol_rel,
+static inline mf_stats mf_stats_of(const float *got, const float *ref, int64_t n, double atol_rel,
                             double rtol)
 {
     return mf_stats_scaled(got, ref, n, atol_rel, rtol, -1.0);
 }
 
 /* One check; prints the measured error always (the report's figures come from this line). */
-static void mf_check_scaled(const char *be_name, const char *what, const float *got,
+static inline void mf_check_scaled(const char *be_name, const char *what, const float *got,
                             const float *ref, int64_t n, double atol_rel, double rtol, double scale)
 {
     mf_stats s = mf_stats_scaled(got, ref, n, atol_rel, rtol, scale);
@@ -120,7 +120,7 @@ static void mf_check_scaled(const char *be_name, const char *what, const float *
            scale >= 0 ? "scale" : "max|ref|", rtol);
 }
 
-static void mf_check(const char *be_name, const char *what, const float *got, const float *ref,
+static inline void mf_check(const char *be_name, const char *what, const float *got, const float *ref,
                      int64_t n, double atol_rel, double rtol)
 {
     mf_check_scaled(be_name, what, got, ref, n, atol_rel, rtol, -1.0);
