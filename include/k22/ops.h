@@ -183,8 +183,9 @@ struct k22_backend {
                             int64_t S);
 
     /* ---- nearest resize, F.interpolate(mode="nearest") ----
-     * x: (B, C, H, W) -> y: (B, C, OH, OW); source row floor(i * H / OH), column likewise (torch's
-     * rule; exact for the integer ratios k22 uses). Forward only: MoVQ's spatial norm is frozen. */
+     * x: (B, C, H, W) -> y: (B, C, OH, OW); source row min(floorf(i * (float)H / OH), H - 1),
+     * column likewise: torch's float rule, which differs from exact integer division for some
+     * sizes (e.g. 6 -> 74). Forward only: MoVQ's spatial norm is frozen. */
     void (*resize_nearest_fwd)(void *ctx, float *y, const float *x, int B, int C, int H, int W,
                                int OH, int OW);
 

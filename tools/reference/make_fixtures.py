@@ -39,6 +39,7 @@ GENERATORS = [
     ("make_model_fixtures.py", "models", True, None),
     ("make_schedule_fixtures.py", "schedule", True, "SEED 22044 in the script"),
     ("make_image_fixtures.py", "images", False, "numpy default_rng seeds in the script"),
+    ("make_movq_fixtures.py", "movq", True, None),
 ]
 
 
@@ -48,6 +49,9 @@ def extra_args(script, k22):
     if script == "make_model_fixtures.py":
         build = os.path.dirname(os.path.abspath(k22))
         return ["--k22", k22, "--clip-test", os.path.join(build, "model_test_clip")]
+    if script == "make_movq_fixtures.py":
+        build = os.path.dirname(os.path.abspath(k22))
+        return ["--k22", k22, "--movq-test", os.path.join(build, "model_test_movq")]
     return []
 # make_*.py scripts that are not fixture generators: make_tokenizer.py is run as a check (below);
 # make_unicode_tables.py writes C source (io/unicode_tables.c), not a fixture.

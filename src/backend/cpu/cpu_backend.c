@@ -84,6 +84,11 @@ static void cpu_set_ref(k22_backend *be)
     be->scale_bwd = k22_ref_scale_bwd;
     be->upsample2x_fwd = k22_ref_upsample2x_fwd;
     be->upsample2x_bwd = k22_ref_upsample2x_bwd;
+    be->avgpool2x_fwd = k22_ref_avgpool2x_fwd;
+    be->avgpool2x_bwd = k22_ref_avgpool2x_bwd;
+    be->chan_affine_fwd = k22_ref_chan_affine_fwd;
+    be->chan_affine_bwd = k22_ref_chan_affine_bwd;
+    be->resize_nearest_fwd = k22_ref_resize_nearest_fwd;
     be->mse_fwd = k22_ref_mse_fwd;
     be->mse_bwd = k22_ref_mse_bwd;
     be->adamw_step = k22_ref_adamw_step;
@@ -116,6 +121,11 @@ static void cpu_set_fast(k22_backend *be)
     be->scale_bwd = k22_fast_scale_bwd;
     be->upsample2x_fwd = k22_fast_upsample2x_fwd;
     be->upsample2x_bwd = k22_fast_upsample2x_bwd;
+    be->avgpool2x_fwd = k22_fast_avgpool2x_fwd;
+    be->avgpool2x_bwd = k22_fast_avgpool2x_bwd;
+    be->chan_affine_fwd = k22_fast_chan_affine_fwd;
+    be->chan_affine_bwd = k22_fast_chan_affine_bwd;
+    be->resize_nearest_fwd = k22_ref_resize_nearest_fwd;
     be->mse_fwd = k22_fast_mse_fwd;
     be->mse_bwd = k22_fast_mse_bwd;
     be->adamw_step = k22_fast_adamw_step;

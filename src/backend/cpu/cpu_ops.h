@@ -68,6 +68,17 @@ void k22_ref_permute_bwd(void *ctx, float *dx, const float *dy, int ndim, const 
                          const int *perm);
 void k22_ref_upsample2x_fwd(void *ctx, float *y, const float *x, int B, int C, int H, int W);
 void k22_ref_upsample2x_bwd(void *ctx, float *dx, const float *dy, int B, int C, int H, int W);
+void k22_ref_avgpool2x_fwd(void *ctx, float *y, const float *x, int B, int C, int H, int W);
+void k22_ref_avgpool2x_bwd(void *ctx, float *dx, const float *dy, int B, int C, int H, int W);
+void k22_ref_chan_affine_fwd(void *ctx, float *y, const float *x, const float *scale,
+                             const float *shift, float scale_offset, int B, int C, int64_t S);
+void k22_ref_chan_affine_bwd(void *ctx, float *dx, float *dscale, float *dshift, const float *dy,
+                             const float *x, const float *scale, float scale_offset, int B, int C,
+                             int64_t S);
+/* Both modes use this one (ref_resize.c); k22_resize_nearest_src is torch's source index. */
+void k22_ref_resize_nearest_fwd(void *ctx, float *y, const float *x, int B, int C, int H, int W,
+                                int OH, int OW);
+int k22_resize_nearest_src(int i, int in, int out);
 void k22_ref_timestep_embed_fwd(void *ctx, float *y, const float *t, int N, int dim,
                                 int flip_sin_to_cos, float shift, float scale, float max_period);
 void k22_ref_timestep_embed_bwd(void *ctx, float *dt, const float *dy, const float *t, int N,
@@ -136,6 +147,13 @@ void k22_fast_mul_bwd(void *ctx, float *da, float *db, const float *dy, const fl
 void k22_fast_scale_bwd(void *ctx, float *da, const float *dy, float s, int64_t n);
 void k22_fast_upsample2x_fwd(void *ctx, float *y, const float *x, int B, int C, int H, int W);
 void k22_fast_upsample2x_bwd(void *ctx, float *dx, const float *dy, int B, int C, int H, int W);
+void k22_fast_avgpool2x_fwd(void *ctx, float *y, const float *x, int B, int C, int H, int W);
+void k22_fast_avgpool2x_bwd(void *ctx, float *dx, const float *dy, int B, int C, int H, int W);
+void k22_fast_chan_affine_fwd(void *ctx, float *y, const float *x, const float *scale,
+                              const float *shift, float scale_offset, int B, int C, int64_t S);
+void k22_fast_chan_affine_bwd(void *ctx, float *dx, float *dscale, float *dshift, const float *dy,
+                              const float *x, const float *scale, float scale_offset, int B, int C,
+                              int64_t S);
 void k22_fast_mse_fwd(void *ctx, float *loss, float *per_sample, const float *pred,
                       const float *target, const float *w, int B, int64_t N);
 void k22_fast_mse_bwd(void *ctx, float *dpred, float dloss, const float *pred, const float *target,
