@@ -40,6 +40,7 @@ GENERATORS = [
     ("make_schedule_fixtures.py", "schedule", True, "SEED 22044 in the script"),
     ("make_image_fixtures.py", "images", False, "numpy default_rng seeds in the script"),
     ("make_movq_fixtures.py", "movq", True, None),
+    ("prior_train_ref.py", "prior_train", True, None),
 ]
 
 
@@ -49,6 +50,8 @@ def extra_args(script, k22):
     if script == "make_model_fixtures.py":
         build = os.path.dirname(os.path.abspath(k22))
         return ["--k22", k22, "--clip-test", os.path.join(build, "model_test_clip")]
+    if script == "prior_train_ref.py":
+        return ["--k22", k22]
     if script == "make_movq_fixtures.py":
         build = os.path.dirname(os.path.abspath(k22))
         return ["--k22", k22, "--movq-test", os.path.join(build, "model_test_movq")]

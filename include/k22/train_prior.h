@@ -1,0 +1,121 @@
+/* train_prior.h: the prior's training step, model side, as train_text_to_image_prior.py computes
+ * it (reference-math.md section 1; tools/reference/prior_train_ref.py runs the script's loop and
+ * tests/train/test_prior_step.c holds this file to it).
+ *
+ * Per micro-batch (the frozen encoders' outputs, the noise and the timesteps come in):
+ *   x0 = (image_embeds - clip_mean) / clip_std;  x_t = add_noise(x0, noise, t) (DDPM,
+ *   squaredcos_cap_v2, prediction "sample");  pred = prior(x_t, t, text_embeds, text_hidden,
+ *   text_mask);  loss = MSE(pred, x0), or under snr_gamma mean_b(mse_b * min(snr_t, gamma));
+ *   backward of loss / A (accelerate's scaling under gradient accumulation; gradients add up).
+ * At a sync step (every A micro-steps, or early at the end of an epoch, as accelerate does):
+ *   clip the global gradient norm to max_grad_norm (torch clip_grad_norm_ over the parameters
+ *   that have gradients: clip_mean/std have none and are left out), AdamW with the lr of this
+ *   optimizer step (lr_schedule.h), zero the gradients, then the EMA step when enabled (trained
+ *   values follow EMAModel's rule, clip_mean/std are copied).
+ * The logged loss of a step is the script's train_loss: the sum over its micro-steps of
+ * loss / A in double. With several ranks the gradient all-reduce and the loss gather belong
+ * between the micro-steps and the sync (src/dist, not here). */
+#ifndef K22_TRAIN_PRIOR_H
+#define K22_TRAIN_PRIOR_H
+
+#include "k22/arena.h"
+#include "k22/ema.h"
+#include "k22/loss.h"
+#include "k22/lr_schedule.h"
+#include "k22/prior.h"
+
+/* The script's flags that change the step (names follow the flags). */
+typedef struct {
+    double learning_rate;             /* 1e-4 */
+    double adam_beta1, adam_beta2;    /* 0.9, 0.999 */
+    double adam_weight_decay;         /* 0 */
+    double adam_epsilon;              /* 1e-8 */
+    double max_grad_norm;             /* 1.0 */
+    double snr_gamma;                 /* 0: off (the script's None) */
+    int gradient_accumulation_steps;  /* 1 */
+    k22_lr_kind lr_scheduler;         /* constant */
+    int64_t lr_warmup_steps;          /* 500 (ignored by constant) */
+    int64_t max_train_steps;          /* the schedule's length in optimizer steps */
+    int world_size;                   /* 1; scheduler steps per optimizer step */
+    int use_ema;                      /* 0 */
+    int micro_batch;                  /* the largest B a micro-step is given */
+} k22_prior_train_hparams;
+
+/* The script's defaults; max_train_steps 1 and micro_batch 1 until the caller sets them. */
+void k22_prior_train_hparams_default(k22_prior_train_hparams *hp);
+
+/* One micro-batch, host memory (E = embedding_dim = clip_embed_dim, EP = embedding_proj_dim,
+ * L = num_embeddings). The trainer copies it to the backend; nothing is kept after the call. */
+typedef struct {
+    int B;
+    const float *text_embeds;  /* (B, EP) CLIP text_embeds */
+    const float *text_hidden;  /* (B, L, E) CLIP last_hidden_state */
+    const uint8_t *text_mask;  /* (B, L) 1 = token, 0 = padding */
+    const float *image_embeds; /* (B, E) CLIP image_embeds, not normalized */
+    const float *noise;        /* (B, E) */
+    const int64_t *timesteps;  /* (B) in [0, 1000) */
+} k22_prior_batch;
+
+/* What one optimizer step reports. */
+typedef struct {
+    int64_t step;     /* global_step after the step (1 for the first) */
+    double loss;      /* the script's logged train_loss */
+    double lr;        /* the lr this step used */
+    float grad_norm;  /* the norm before clipping (clip_grad_norm_'s return value) */
+} k22_prior_step_log;
+
+typedef struct {
+    const k22_backend *be;
+    k22_prior_train_hparams hp;
+    k22_model_config cfg;
+    k22_params ps;             /* the table; ps.data is host staging for loads and saves */
+    float *P, *G, *M, *V;      /* backend (ps.total) each: weights, gradients, AdamW moments */
+    float *S;                  /* backend (ps.total) EMA shadow, NULL without use_ema */
+    int nspans;                /* runs of trainable parameters (alignment padding inside) */
+    int64_t *span_off, *span_len;
+    k22_prior model;
+    k22_arena arena;
+    k22_prior_norm norm;       /* clip_mean/std as loaded, before any step */
+    k22_noise_schedule sched;
+    k22_lr_schedule lr;
+    k22_ema ema;
+    /* step buffers, backend: */
+    float *proj, *ehs, *img, *noise; /* (Bmax, EP), (Bmax, L, E), (Bmax, E), (Bmax, E) */
+    float *t, *w, *loss;       /* (Bmax) timesteps as floats, (Bmax) Min-SNR weights, (1) */
+    float *x0, *x_t, *pred, *dpred; /* (Bmax, E) each */
+    float *tmp, *ema_scratch;  /* (E), (n_ema_scratch) */
+    int64_t n_ema_scratch;
+    float *w_host, *t_host;    /* (Bmax) host */
+    int64_t global_step;       /* optimizer steps taken */
+    int micro;                 /* micro-steps since the last sync */
+    double train_loss;         /* the script's accumulator, reset at each sync */
+} k22_prior_trainer;
+
+/* Loads dir (a prior component folder: config.json + weights) and sets the trainer up on be.
+ * K22_ERR_ARG for hyper-parameters out of range (naming the flag), K22_ERR_UNSUPPORTED for a
+ * prior whose embedding_dim differs from clip_embed_dim (the loss compares them); the loader's
+ * errors otherwise. On failure tr is left empty (k22_prior_trainer_free is still fine). */
+k22_status k22_prior_trainer_init(k22_prior_trainer *tr, const k22_backend *be, const char *dir,
+                                  const k22_prior_train_hparams *hp, k22_err *err);
+/* The same from a built table with host weights (k22_component_load's output). Takes ps over,
+ * on success and on failure: the caller's struct is emptied. */
+k22_status k22_prior_trainer_init_loaded(k22_prior_trainer *tr, const k22_backend *be,
+                                         const k22_model_config *cfg, k22_params *ps,
+                                         const k22_prior_train_hparams *hp, k22_err *err);
+void k22_prior_trainer_free(k22_prior_trainer *tr);
+
+/* One micro-batch: forward, loss, backward (gradients add into G). Returns the micro-batch's
+ * loss (unscaled, as the script's `loss`). b->B must be 1..micro_batch, at most A micro-steps
+ * may run between syncs, and the timesteps must lie in the schedule (program invariants). */
+float k22_prior_trainer_micro_step(k22_prior_trainer *tr, const k22_prior_batch *b);
+/* 1 when A micro-steps have run since the last sync. */
+int k22_prior_trainer_sync_due(const k22_prior_trainer *tr);
+/* The optimizer step after 1..A micro-steps: clip, AdamW, zero the gradients, EMA. Fills log
+ * when non-NULL. */
+void k22_prior_trainer_sync(k22_prior_trainer *tr, k22_prior_step_log *log);
+
+/* Writes the trained weights (ema != 0: the EMA shadow, which needs use_ema) as a diffusers
+ * prior folder (config.json + diffusion_pytorch_model.safetensors) into dir. */
+k22_status k22_prior_trainer_save(k22_prior_trainer *tr, const char *dir, int ema, k22_err *err);
+
+#endif
