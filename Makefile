@@ -69,7 +69,8 @@ conformance: build $(VENV)/.done
 	$(VENV)/bin/python tools/reference/conformance.py --k22 build/k22
 
 bench: build
-	@echo "make bench: no benchmarks yet (issue 10 adds them)"
+	@build/bench_ops
+	@bench/prior_step.sh
 
 clean:
 	rm -rf build build-asan build-cuda build-fuzz build.log build-asan.log build-cuda.log build-fuzz.log

@@ -1,8 +1,6 @@
 /* bench_ops.c: prints (never asserts) the fast CPU backend's speed on three shapes: a 1024^3
  * sgemm, a 64-channel 64x64 3x3 conv and 8-head 1024-token attention (forward and backward).
- * Not a test: CMake does not build it; see the build line below.
- *   mpicc -O2 -fopenmp -Iinclude -I/usr/include/x86_64-linux-gnu/openblas-pthread \
- *     tests/ops/bench_ops.c build-ops/libk22core.a -lopenblas -lm */
+ * Not a test: `make bench` builds and runs it (build/bench_ops). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
