@@ -41,6 +41,7 @@ GENERATORS = [
     ("make_image_fixtures.py", "images", False, "numpy default_rng seeds in the script"),
     ("make_movq_fixtures.py", "movq", True, None),
     ("prior_train_ref.py", "prior_train", True, None),
+    ("make_unet_fixtures.py", "unet", True, None),
 ]
 
 
@@ -50,6 +51,9 @@ def extra_args(script, k22):
     if script == "make_model_fixtures.py":
         build = os.path.dirname(os.path.abspath(k22))
         return ["--k22", k22, "--clip-test", os.path.join(build, "model_test_clip")]
+    if script == "make_unet_fixtures.py":
+        build = os.path.dirname(os.path.abspath(k22))
+        return ["--k22", k22, "--unet-test", os.path.join(build, "model_test_unet")]
     if script == "prior_train_ref.py":
         return ["--k22", k22]
     if script == "make_movq_fixtures.py":

@@ -1,0 +1,129 @@
+/* unet.h: diffusers UNet2DConditionModel as the Kandinsky 2.2 decoder uses it (image_proj tokens,
+ * image addition embedding, scale_shift resnets that also do the down/upsampling, attention with
+ * added K/V from the image tokens), forward and hand-written backward over the op interface.
+ *
+ * Layers: k22_resnet (ResnetBlock2D), k22_unet_attn (Attention + AttnAddedKVProcessor2_0), then
+ * the model. Forward with train != 0 keeps every layer's cache in the arena; backward walks the
+ * layers in reverse and must follow before the arena is reset. Backward ACCUMULATES. */
+#ifndef K22_UNET_H
+#define K22_UNET_H
+
+#include "k22/config.h"
+#include "k22/nn2d.h"
+
+/* ResnetBlock2D, time_embedding_norm "scale_shift", output_scale_factor 1:
+ * y = shortcut(R(x)) + conv2(silu(norm2(conv1(R(silu(norm1(x))))) * (1 + s) + t))
+ * with (s, t) = time_emb_proj(temb_act) and R the resampling (none, avg-pool 2x2, nearest 2x). */
+enum { K22_RESAMPLE_NONE = 0, K22_RESAMPLE_DOWN, K22_RESAMPLE_UP };
+typedef struct {
+    k22_groupnorm norm1, norm2;
+    k22_conv conv1, conv2, shortcut;
+    int has_shortcut;
+    k22_linear temb_proj;
+    int cin, cout, resample;
+} k22_resnet;
+typedef struct {
+    const float *x;                 /* (B, cin, H, W) the input (owned by the caller) */
+    float *n1, *mean1, *rstd1;      /* (B, cin, H, W), (B, G), (B, G) */
+    float *a1, *a1r, *xr;           /* silu(n1) (B, cin, H, W); a1, x resampled (B, cin, H', W') */
+    float *h1, *ts;                 /* conv1 out (B, cout, H', W'); (B, 2 cout) scale | shift */
+    float *n2, *mean2, *rstd2;      /* (B, cout, H', W'), (B, G), (B, G) */
+    float *m2, *a2;                 /* modulated n2 and silu of it, (B, cout, H', W') each */
+} k22_resnet_cache;
+void k22_resnet_bind(k22_resnet *r, const k22_params *ps, const char *name, const float *P,
+                     float *G, int groups, float eps, int resample);
+/* x: (B, cin, H, W) -> y: (B, cout, H', W'); temb_act: (B, TE) silu of the time embedding. */
+void k22_resnet_forward(const k22_backend *be, const k22_resnet *r, k22_arena *ar, float *y,
+                        const float *x, const float *temb_act, int B, int H, int W,
+                        k22_resnet_cache *c);
+/* dx (B, cin, H, W) +=, dtemb_act (B, TE) +=, parameter gradients +=. */
+void k22_resnet_backward(const k22_backend *be, const k22_resnet *r, k22_arena *ar, float *dx,
+                         float *dtemb_act, const float *dy, const float *temb_act, int B, int H,
+                         int W, const k22_resnet_cache *c);
+size_t k22_resnet_cache_floats(const k22_resnet *r, int B, int H, int W);
+size_t k22_resnet_fwd_floats(const k22_resnet *r, int B, int H, int W);
+size_t k22_resnet_bwd_floats(const k22_resnet *r, int B, int H, int W);
+
+/* Attention with added K/V (SimpleCrossAttn blocks): group norm over x, q from the pixels, keys
+ * and values [add_k/v_proj(ehs); to_k/v(pixels)], to_out, plus the residual x. */
+typedef struct {
+    k22_groupnorm gn;
+    k22_linear q, k, v, ak, av, o;
+    int C, heads, hd;
+} k22_unet_attn;
+typedef struct {
+    const float *x;                  /* (B, C, S) the input (owned by the caller) */
+    float *gn, *mean, *rstd;         /* (B, C, S), (B, G), (B, G) */
+    float *tok;                      /* (B, S, C) normed pixels as tokens */
+    float *q4, *k4, *v4, *o4, *lse;  /* (B, NH, S, D), (B, NH, L+S, D) x2, (B, NH, S, D), (B, NH, S) */
+    float *ocat;                     /* (B, S, C) heads merged */
+} k22_unet_attn_cache;
+void k22_unet_attn_bind(k22_unet_attn *a, const k22_params *ps, const char *name, const float *P,
+                        float *G, int head_dim, int groups, float eps);
+/* x, y: (B, C, S) distinct; ehs: (B, L, cross) image tokens. */
+void k22_unet_attn_forward(const k22_backend *be, const k22_unet_attn *a, k22_arena *ar, float *y,
+                           const float *x, const float *ehs, int B, int S, int L,
+                           k22_unet_attn_cache *c);
+/* dx (B, C, S) +=, dehs (B, L, cross) +=, parameter gradients +=. */
+void k22_unet_attn_backward(const k22_backend *be, const k22_unet_attn *a, k22_arena *ar,
+                            float *dx, float *dehs, const float *dy, const float *ehs, int B,
+                            int S, int L, const k22_unet_attn_cache *c);
+size_t k22_unet_attn_cache_floats(const k22_unet_attn *a, int B, int S, int L);
+size_t k22_unet_attn_fwd_floats(const k22_unet_attn *a, int B, int S, int L);
+size_t k22_unet_attn_bwd_floats(const k22_unet_attn *a, int B, int S, int L);
+
+/* The model runs as a list of steps in execution order (built once at init), so backward is the
+ * same list walked backwards. */
+enum { K22_USTEP_RES = 0, K22_USTEP_ATTN, K22_USTEP_PUSH, K22_USTEP_CAT };
+typedef struct {
+    int kind, layer;    /* layer: index into res or attn; PUSH/CAT: skip index */
+    int cin, cout, level; /* channels in/out; input resolution is (H, W) >> level */
+} k22_unet_step;
+typedef struct {
+    float *out;         /* (B, cout, H', W') the step's output (RES, ATTN, CAT) */
+    union { k22_resnet_cache res; k22_unet_attn_cache attn; } c;
+} k22_unet_step_state;
+
+typedef struct {
+    k22_unet_config cfg;
+    int TE, L, c0;      /* time-embedding width, image tokens (32), block_out_channels[0] */
+    k22_conv conv_in, conv_out;
+    k22_linear time1, time2, tok_proj, time_img_proj;
+    k22_layernorm tok_norm, time_img_norm;
+    k22_groupnorm norm_out;
+    k22_resnet *res;
+    k22_unet_attn *attn;
+    k22_unet_step *steps;
+    int nres, nattn, nsteps, nskips;
+    /* forward state, read by backward */
+    int B, H, W, train;
+    const float *x_t, *img;
+    float *tproj, *th, *tact, *temb, *ip, *ipn, *ipmean, *iprstd, *emb, *emb_act;
+    float *tokraw, *ehs, *tokmean, *tokrstd, *h0, *gno, *gmean, *grstd, *gact;
+    const float *head_in;         /* (B, c0, H, W) the last step's output, conv_norm_out's input */
+    const float **skip;           /* nskips */
+    float **dskip;                /* nskips, their gradients during backward */
+    k22_unet_step_state *st;      /* nsteps */
+} k22_unet;
+
+/* Binds to P (a buffer laid out by k22_params_build(cfg)) and G (gradients of the same layout,
+ * or NULL). Dies on a config k22 does not implement (the config reader refuses those). */
+void k22_unet_init(k22_unet *m, const k22_unet_config *cfg, const k22_params *ps, const float *P,
+                   float *G);
+void k22_unet_free(k22_unet *m);
+/* Arena floats for a forward (and, with train, the backward after it) of B x (H, W) latents.
+ * Without train the layer caches are dropped as each layer returns: every step's output (the
+ * skips among them) is kept until the end, which is simple and costs a fraction of the caches. */
+size_t k22_unet_arena_floats(const k22_unet *m, int B, int H, int W, int train);
+/* x_t: (B, in_channels, H, W) with H, W divisible by 2^(nblocks-1); t: (B) timesteps (float);
+ * image_embeds: (B, encoder_hid_dim); out: (B, out_channels, H, W). With train, x_t and
+ * image_embeds must stay valid until backward. */
+void k22_unet_forward(const k22_backend *be, k22_unet *m, k22_arena *ar, const float *x_t,
+                      const float *t, const float *image_embeds, int B, int H, int W, float *out,
+                      int train);
+/* dout: (B, out_channels, H, W). Accumulates every parameter gradient and, when non-NULL,
+ * dx_t (B, in_channels, H, W). The timestep and image_embeds get none. */
+void k22_unet_backward(const k22_backend *be, k22_unet *m, k22_arena *ar, const float *dout,
+                       float *dx_t);
+
+#endif

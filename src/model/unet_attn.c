@@ -1,0 +1,179 @@
+/* unet_attn.c: diffusers Attention with added K/V (AttnAddedKVProcessor2_0) as the SimpleCrossAttn
+ * blocks use it: keys and values are the projected image tokens followed by the projected pixels
+ * (only_cross_attention false), no mask, residual added, rescale factor 1 (see unet.h). */
+#include "k22/unet.h"
+
+#include <math.h>
+
+void k22_unet_attn_bind(k22_unet_attn *a, const k22_params *ps, const char *name, const float *P,
+                        float *G, int head_dim, int groups, float eps)
+{
+    char k[256];
+    k22_groupnorm_bind(&a->gn, ps, k22_param_key(k, sizeof k, name, "group_norm"), P, G, groups, eps);
+    k22_linear_bind(&a->q, ps, k22_param_key(k, sizeof k, name, "to_q"), P, G);
+    k22_linear_bind(&a->k, ps, k22_param_key(k, sizeof k, name, "to_k"), P, G);
+    k22_linear_bind(&a->v, ps, k22_param_key(k, sizeof k, name, "to_v"), P, G);
+    k22_linear_bind(&a->ak, ps, k22_param_key(k, sizeof k, name, "add_k_proj"), P, G);
+    k22_linear_bind(&a->av, ps, k22_param_key(k, sizeof k, name, "add_v_proj"), P, G);
+    k22_linear_bind(&a->o, ps, k22_param_key(k, sizeof k, name, "to_out.0"), P, G);
+    a->C = a->q.in;
+    a->hd = head_dim;
+    if (head_dim <= 0 || a->C % head_dim || a->q.out != a->C)
+        K22_FATAL("attention '%s': width %d, head size %d", name, a->C, head_dim);
+    a->heads = a->C / head_dim;
+}
+
+size_t k22_unet_attn_cache_floats(const k22_unet_attn *a, int B, int S, int L)
+{
+    size_t BSC = k22_arena_round((size_t)B * S * a->C), BTC = k22_arena_round((size_t)B * (L + S) * a->C);
+    size_t g = k22_arena_round((size_t)B * a->gn.G);
+    return 5 * BSC + 2 * g + 2 * BTC + k22_arena_round((size_t)B * a->heads * S);
+}
+
+size_t k22_unet_attn_fwd_floats(const k22_unet_attn *a, int B, int S, int L)
+{
+    size_t BSC = k22_arena_round((size_t)B * S * a->C), BTC = k22_arena_round((size_t)B * (L + S) * a->C);
+    return 2 * BSC + BTC + k22_arena_round((size_t)B * L * a->C);
+}
+
+size_t k22_unet_attn_bwd_floats(const k22_unet_attn *a, int B, int S, int L)
+{
+    size_t BSC = k22_arena_round((size_t)B * S * a->C), BTC = k22_arena_round((size_t)B * (L + S) * a->C);
+    return 9 * BSC + 4 * BTC + 2 * k22_arena_round((size_t)B * L * a->C);
+}
+
+/* (B, T, C) tokens -> (B, NH, T, D) heads, or back with bwd. */
+static void heads_split(const k22_backend *be, const k22_unet_attn *a, float *y, const float *x,
+                        int B, int T)
+{
+    int64_t shape[4] = {B, T, a->heads, a->hd};
+    int perm[4] = {0, 2, 1, 3};
+    be->permute_fwd(be->ctx, y, x, 4, shape, perm);
+}
+
+static void heads_split_bwd(const k22_backend *be, const k22_unet_attn *a, float *dx,
+                            const float *dy, int B, int T)
+{
+    int64_t shape[4] = {B, T, a->heads, a->hd};
+    int perm[4] = {0, 2, 1, 3};
+    be->permute_bwd(be->ctx, dx, dy, 4, shape, perm);
+}
+
+/* (B, R, K) -> (B, K, R): channels-first maps to tokens and back. */
+static void swap12(const k22_backend *be, float *y, const float *x, int B, int R, int K, int bwd)
+{
+    int64_t shape[3] = {B, R, K};
+    int perm[3] = {0, 2, 1};
+    if (bwd)
+        be->permute_bwd(be->ctx, y, x, 3, shape, perm);
+    else
+        be->permute_fwd(be->ctx, y, x, 3, shape, perm);
+}
+
+static k22_attn_desc desc_of(const k22_unet_attn *a, int B, int S, int L)
+{
+    k22_attn_desc d = {0};
+    d.B = B;
+    d.NH = a->heads;
+    d.TQ = S;
+    d.TK = L + S;
+    d.D = d.DV = a->hd;
+    d.scale = 1.0f / sqrtf((float)a->hd);
+    return d;
+}
+
+/* kv4 (B, NH, L+S, D) = heads of [proj_add(ehs) (B, L, C); proj_self(tok) (B, S, C)]. */
+static void kv_forward(const k22_backend *be, const k22_unet_attn *a, float *kv4, float *kcat,
+                       float *t_add, float *t_self, const k22_linear *padd, const k22_linear *pself,
+                       const float *ehs, const float *tok, int B, int S, int L)
+{
+    k22_linear_forward(be, padd, t_add, ehs, B * L);
+    k22_linear_forward(be, pself, t_self, tok, B * S);
+    be->concat_fwd(be->ctx, kcat, t_add, t_self, B, L, S, a->C);
+    heads_split(be, a, kv4, kcat, B, L + S);
+}
+
+void k22_unet_attn_forward(const k22_backend *be, const k22_unet_attn *a, k22_arena *ar, float *y,
+                           const float *x, const float *ehs, int B, int S, int L,
+                           k22_unet_attn_cache *c)
+{
+    int C = a->C, T2 = L + S;
+    size_t BSC = (size_t)B * S * C, BTC = (size_t)B * T2 * C;
+    c->x = x;
+    c->gn = k22_arena_floats(ar, BSC); // gn: (B, C, S)
+    c->mean = k22_arena_floats(ar, (size_t)B * a->gn.G);
+    c->rstd = k22_arena_floats(ar, (size_t)B * a->gn.G);
+    k22_groupnorm_forward(be, &a->gn, c->gn, c->mean, c->rstd, x, B, S);
+    c->tok = k22_arena_floats(ar, BSC); // tok: (B, S, C)
+    swap12(be, c->tok, c->gn, B, C, S, 0);
+    c->q4 = k22_arena_floats(ar, BSC);  // q4: (B, NH, S, D)
+    c->k4 = k22_arena_floats(ar, BTC);  // k4: (B, NH, L+S, D)
+    c->v4 = k22_arena_floats(ar, BTC);  // v4: (B, NH, L+S, D)
+    c->o4 = k22_arena_floats(ar, BSC);  // o4: (B, NH, S, D)
+    c->lse = k22_arena_floats(ar, (size_t)B * a->heads * S);
+    c->ocat = k22_arena_floats(ar, BSC); // ocat: (B, S, C)
+    size_t top = k22_arena_mark(ar);
+    float *tmp = k22_arena_floats(ar, BSC), *t_self = k22_arena_floats(ar, BSC);
+    float *kcat = k22_arena_floats(ar, BTC), *t_add = k22_arena_floats(ar, (size_t)B * L * C);
+    k22_linear_forward(be, &a->q, tmp, c->tok, B * S);
+    heads_split(be, a, c->q4, tmp, B, S);
+    kv_forward(be, a, c->k4, kcat, t_add, t_self, &a->ak, &a->k, ehs, c->tok, B, S, L);
+    kv_forward(be, a, c->v4, kcat, t_add, t_self, &a->av, &a->v, ehs, c->tok, B, S, L);
+    k22_attn_desc d = desc_of(a, B, S, L);
+    be->attention_fwd(be->ctx, c->o4, c->lse, c->q4, c->k4, c->v4, &d);
+    int64_t shape[4] = {B, a->heads, S, a->hd};
+    int perm[4] = {0, 2, 1, 3};
+    be->permute_fwd(be->ctx, c->ocat, c->o4, 4, shape, perm);
+    k22_linear_forward(be, &a->o, tmp, c->ocat, B * S); // tmp: (B, S, C)
+    swap12(be, y, tmp, B, S, C, 0);
+    be->add(be->ctx, y, y, x, (int64_t)BSC);
+    k22_arena_reset(ar, top);
+}
+
+/* Gradients of one of K / V: dkv4 (B, NH, L+S, D) back to the added projection (into dehs) and
+ * the self projection (into dtok). */
+static void kv_backward(const k22_backend *be, const k22_unet_attn *a, k22_arena *ar, float *dehs,
+                        float *dtok, const float *dkv4, const k22_linear *padd,
+                        const k22_linear *pself, const float *ehs, const float *tok, int B, int S,
+                        int L)
+{
+    int C = a->C;
+    size_t top = k22_arena_mark(ar);
+    float *dcat = k22_arena_zeros(ar, (size_t)B * (L + S) * C);
+    heads_split_bwd(be, a, dcat, dkv4, B, L + S);
+    float *dadd = k22_arena_zeros(ar, (size_t)B * L * C), *dself = k22_arena_zeros(ar, (size_t)B * S * C);
+    be->concat_bwd(be->ctx, dadd, dself, dcat, B, L, S, C);
+    k22_linear_backward(be, padd, dehs, dadd, ehs, B * L);
+    k22_linear_backward(be, pself, dtok, dself, tok, B * S);
+    k22_arena_reset(ar, top);
+}
+
+void k22_unet_attn_backward(const k22_backend *be, const k22_unet_attn *a, k22_arena *ar,
+                            float *dx, float *dehs, const float *dy, const float *ehs, int B,
+                            int S, int L, const k22_unet_attn_cache *c)
+{
+    int C = a->C, T2 = L + S;
+    size_t BSC = (size_t)B * S * C, BTC = (size_t)B * T2 * C, top = k22_arena_mark(ar);
+    be->add_bwd(be->ctx, dx, NULL, dy, (int64_t)BSC); /* the residual */
+    float *dtmp = k22_arena_zeros(ar, BSC);  // dtmp: (B, S, C) gradient of to_out's output
+    swap12(be, dtmp, dy, B, S, C, 1);
+    float *docat = k22_arena_zeros(ar, BSC);
+    k22_linear_backward(be, &a->o, docat, dtmp, c->ocat, B * S);
+    float *do4 = k22_arena_zeros(ar, BSC);
+    int64_t shape[4] = {B, a->heads, S, a->hd};
+    int perm[4] = {0, 2, 1, 3};
+    be->permute_bwd(be->ctx, do4, docat, 4, shape, perm);
+    float *dq4 = k22_arena_zeros(ar, BSC), *dk4 = k22_arena_zeros(ar, BTC),
+          *dv4 = k22_arena_zeros(ar, BTC);
+    k22_attn_desc d = desc_of(a, B, S, L);
+    be->attention_bwd(be->ctx, dq4, dk4, dv4, do4, c->q4, c->k4, c->v4, c->o4, c->lse, &d);
+    float *dq = k22_arena_zeros(ar, BSC), *dtok = k22_arena_zeros(ar, BSC);
+    heads_split_bwd(be, a, dq, dq4, B, S);
+    k22_linear_backward(be, &a->q, dtok, dq, c->tok, B * S);
+    kv_backward(be, a, ar, dehs, dtok, dk4, &a->ak, &a->k, ehs, c->tok, B, S, L);
+    kv_backward(be, a, ar, dehs, dtok, dv4, &a->av, &a->v, ehs, c->tok, B, S, L);
+    float *dgn = k22_arena_zeros(ar, BSC); // dgn: (B, C, S)
+    swap12(be, dgn, dtok, B, C, S, 1);
+    k22_groupnorm_backward(be, &a->gn, dx, dgn, c->x, c->mean, c->rstd, B, S);
+    k22_arena_reset(ar, top);
+}

@@ -1,0 +1,172 @@
+/* resnet.c: diffusers ResnetBlock2D with scale_shift time conditioning and the optional 2x
+ * down (avg-pool) / up (nearest) resampling inside it, forward and backward (see unet.h). */
+#include "k22/unet.h"
+
+void k22_resnet_bind(k22_resnet *r, const k22_params *ps, const char *name, const float *P,
+                     float *G, int groups, float eps, int resample)
+{
+    char k[256];
+    k22_groupnorm_bind(&r->norm1, ps, k22_param_key(k, sizeof k, name, "norm1"), P, G, groups, eps);
+    k22_conv_bind(&r->conv1, ps, k22_param_key(k, sizeof k, name, "conv1"), P, G, 1, 1);
+    k22_linear_bind(&r->temb_proj, ps, k22_param_key(k, sizeof k, name, "time_emb_proj"), P, G);
+    k22_groupnorm_bind(&r->norm2, ps, k22_param_key(k, sizeof k, name, "norm2"), P, G, groups, eps);
+    k22_conv_bind(&r->conv2, ps, k22_param_key(k, sizeof k, name, "conv2"), P, G, 1, 1);
+    r->cin = r->conv1.C;
+    r->cout = r->conv1.O;
+    r->has_shortcut = r->cin != r->cout;
+    if (r->has_shortcut)
+        k22_conv_bind(&r->shortcut, ps, k22_param_key(k, sizeof k, name, "conv_shortcut"), P, G, 1, 0);
+    r->resample = resample;
+}
+
+static void out_hw(const k22_resnet *r, int H, int W, int *oh, int *ow)
+{
+    *oh = r->resample == K22_RESAMPLE_DOWN ? H / 2 : r->resample == K22_RESAMPLE_UP ? 2 * H : H;
+    *ow = r->resample == K22_RESAMPLE_DOWN ? W / 2 : r->resample == K22_RESAMPLE_UP ? 2 * W : W;
+}
+
+size_t k22_resnet_cache_floats(const k22_resnet *r, int B, int H, int W)
+{
+    int OH, OW;
+    out_hw(r, H, W, &OH, &OW);
+    size_t in = k22_arena_round((size_t)B * r->cin * H * W);
+    size_t inr = k22_arena_round((size_t)B * r->cin * OH * OW);
+    size_t out = k22_arena_round((size_t)B * r->cout * OH * OW);
+    size_t g1 = k22_arena_round((size_t)B * r->norm1.G), g2 = k22_arena_round((size_t)B * r->norm2.G);
+    size_t n = 2 * in + 2 * g1 + 2 * g2 + 4 * out + k22_arena_round((size_t)B * 2 * r->cout);
+    if (r->resample) n += 2 * inr;
+    return n;
+}
+
+size_t k22_resnet_fwd_floats(const k22_resnet *r, int B, int H, int W)
+{
+    int OH, OW;
+    out_hw(r, H, W, &OH, &OW);
+    return r->has_shortcut ? k22_arena_round((size_t)B * r->cout * OH * OW) : 0;
+}
+
+size_t k22_resnet_bwd_floats(const k22_resnet *r, int B, int H, int W)
+{
+    int OH, OW;
+    out_hw(r, H, W, &OH, &OW);
+    size_t in = k22_arena_round((size_t)B * r->cin * H * W);
+    size_t inr = k22_arena_round((size_t)B * r->cin * OH * OW);
+    size_t out = k22_arena_round((size_t)B * r->cout * OH * OW);
+    size_t n = 4 * out + k22_arena_round((size_t)B * 2 * r->cout) + inr + in;
+    if (r->resample) n += inr + in;
+    return n;
+}
+
+/* y = x * (1 + scale) + shift per sample: ts holds (B, 2C) = [scale | shift] rows. */
+static void modulate(const k22_backend *be, float *y, const float *x, const float *ts, int B, int C,
+                     int64_t S)
+{
+    for (int b = 0; b < B; b++)
+        be->chan_affine_fwd(be->ctx, y + (size_t)b * C * S, x + (size_t)b * C * S,
+                            ts + (size_t)b * 2 * C, ts + (size_t)b * 2 * C + C, 1.0f, 1, C, S);
+}
+
+static void resample_fwd(const k22_backend *be, int mode, float *y, const float *x, int B, int C,
+                         int H, int W)
+{
+    if (mode == K22_RESAMPLE_DOWN)
+        be->avgpool2x_fwd(be->ctx, y, x, B, C, H, W);
+    else
+        be->upsample2x_fwd(be->ctx, y, x, B, C, H, W);
+}
+
+static void resample_bwd(const k22_backend *be, int mode, float *dx, const float *dy, int B, int C,
+                         int H, int W)
+{
+    if (mode == K22_RESAMPLE_DOWN)
+        be->avgpool2x_bwd(be->ctx, dx, dy, B, C, H, W);
+    else
+        be->upsample2x_bwd(be->ctx, dx, dy, B, C, H, W);
+}
+
+void k22_resnet_forward(const k22_backend *be, const k22_resnet *r, k22_arena *ar, float *y,
+                        const float *x, const float *temb_act, int B, int H, int W,
+                        k22_resnet_cache *c)
+{
+    int OH, OW, ci = r->cin, co = r->cout;
+    out_hw(r, H, W, &OH, &OW);
+    int64_t S = (int64_t)H * W, So = (int64_t)OH * OW;
+    c->x = x;
+    c->n1 = k22_arena_floats(ar, (size_t)B * ci * S); // n1: (B, cin, H, W)
+    c->mean1 = k22_arena_floats(ar, (size_t)B * r->norm1.G);
+    c->rstd1 = k22_arena_floats(ar, (size_t)B * r->norm1.G);
+    k22_groupnorm_forward(be, &r->norm1, c->n1, c->mean1, c->rstd1, x, B, S);
+    c->a1 = k22_arena_floats(ar, (size_t)B * ci * S); // a1: (B, cin, H, W)
+    be->act_fwd(be->ctx, K22_ACT_SILU, c->a1, c->n1, (int64_t)B * ci * S);
+    c->a1r = c->a1;
+    c->xr = (float *)x;
+    if (r->resample) {
+        c->a1r = k22_arena_floats(ar, (size_t)B * ci * So); // a1r: (B, cin, OH, OW)
+        c->xr = k22_arena_floats(ar, (size_t)B * ci * So);  // xr: (B, cin, OH, OW)
+        resample_fwd(be, r->resample, c->a1r, c->a1, B, ci, H, W);
+        resample_fwd(be, r->resample, c->xr, x, B, ci, H, W);
+    }
+    c->h1 = k22_arena_floats(ar, (size_t)B * co * So); // h1: (B, cout, OH, OW)
+    k22_conv_forward(be, &r->conv1, c->h1, c->a1r, B, OH, OW);
+    c->ts = k22_arena_floats(ar, (size_t)B * 2 * co); // ts: (B, 2 cout)
+    k22_linear_forward(be, &r->temb_proj, c->ts, temb_act, B);
+    c->n2 = k22_arena_floats(ar, (size_t)B * co * So);
+    c->mean2 = k22_arena_floats(ar, (size_t)B * r->norm2.G);
+    c->rstd2 = k22_arena_floats(ar, (size_t)B * r->norm2.G);
+    k22_groupnorm_forward(be, &r->norm2, c->n2, c->mean2, c->rstd2, c->h1, B, So);
+    c->m2 = k22_arena_floats(ar, (size_t)B * co * So);
+    modulate(be, c->m2, c->n2, c->ts, B, co, So);
+    c->a2 = k22_arena_floats(ar, (size_t)B * co * So);
+    be->act_fwd(be->ctx, K22_ACT_SILU, c->a2, c->m2, (int64_t)B * co * So);
+    k22_conv_forward(be, &r->conv2, y, c->a2, B, OH, OW); // y: (B, cout, OH, OW)
+    if (!r->has_shortcut) {
+        be->add(be->ctx, y, y, c->xr, (int64_t)B * co * So);
+        return;
+    }
+    size_t top = k22_arena_mark(ar);
+    float *sc = k22_arena_floats(ar, (size_t)B * co * So); // sc: (B, cout, OH, OW)
+    k22_conv_forward(be, &r->shortcut, sc, c->xr, B, OH, OW);
+    be->add(be->ctx, y, y, sc, (int64_t)B * co * So);
+    k22_arena_reset(ar, top);
+}
+
+void k22_resnet_backward(const k22_backend *be, const k22_resnet *r, k22_arena *ar, float *dx,
+                         float *dtemb_act, const float *dy, const float *temb_act, int B, int H,
+                         int W, const k22_resnet_cache *c)
+{
+    int OH, OW, ci = r->cin, co = r->cout;
+    out_hw(r, H, W, &OH, &OW);
+    int64_t S = (int64_t)H * W, So = (int64_t)OH * OW, no = (int64_t)B * co * So;
+    size_t top = k22_arena_mark(ar);
+    /* gradient at the resampled input of the shortcut; x itself when nothing is resampled */
+    float *dxr = r->resample ? k22_arena_zeros(ar, (size_t)B * ci * So) : dx;
+    if (r->has_shortcut)
+        k22_conv_backward(be, &r->shortcut, dxr, dy, c->xr, B, OH, OW);
+    else
+        be->add_bwd(be->ctx, dxr, NULL, dy, no);
+    float *da2 = k22_arena_zeros(ar, (size_t)no);
+    k22_conv_backward(be, &r->conv2, da2, dy, c->a2, B, OH, OW);
+    float *dm2 = k22_arena_zeros(ar, (size_t)no);
+    be->act_bwd(be->ctx, K22_ACT_SILU, dm2, da2, c->m2, no);
+    float *dn2 = k22_arena_zeros(ar, (size_t)no), *dts = k22_arena_zeros(ar, (size_t)B * 2 * co);
+    for (int b = 0; b < B; b++) {
+        size_t o = (size_t)b * co * So, t = (size_t)b * 2 * co;
+        be->chan_affine_bwd(be->ctx, dn2 + o, dts + t, dts + t + co, dm2 + o, c->n2 + o, c->ts + t,
+                            1.0f, 1, co, So);
+    }
+    float *dh1 = k22_arena_zeros(ar, (size_t)no);
+    k22_groupnorm_backward(be, &r->norm2, dh1, dn2, c->h1, c->mean2, c->rstd2, B, So);
+    k22_linear_backward(be, &r->temb_proj, dtemb_act, dts, temb_act, B);
+    float *da1r = k22_arena_zeros(ar, (size_t)B * ci * So);
+    k22_conv_backward(be, &r->conv1, da1r, dh1, c->a1r, B, OH, OW);
+    float *da1 = da1r;
+    if (r->resample) {
+        da1 = k22_arena_zeros(ar, (size_t)B * ci * S);
+        resample_bwd(be, r->resample, da1, da1r, B, ci, H, W);
+    }
+    float *dn1 = k22_arena_zeros(ar, (size_t)B * ci * S);
+    be->act_bwd(be->ctx, K22_ACT_SILU, dn1, da1, c->n1, (int64_t)B * ci * S);
+    k22_groupnorm_backward(be, &r->norm1, dx, dn1, c->x, c->mean1, c->rstd1, B, S);
+    if (r->resample) resample_bwd(be, r->resample, dx, dxr, B, ci, H, W);
+    k22_arena_reset(ar, top);
+}
