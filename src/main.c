@@ -10,6 +10,7 @@ static const k22_cmd k22_cmds[] = {
     {"init", k22_cmd_init, "write a tiny or full-size random prior or decoder pipeline folder"},
     {"inspect", k22_cmd_inspect, "describe and strictly check a pipeline, component or weights file"},
     {"tokenize", k22_cmd_tokenize, "CLIP-tokenize captions from stdin into JSON lines (77 ids + mask)"},
+    {"synth", k22_cmd_synth, "write a deterministic captioned image folder (a local Naruto-captions stand-in)"},
 };
 static const int k22_ncmds = (int)(sizeof k22_cmds / sizeof k22_cmds[0]);
 

@@ -14,5 +14,6 @@ int k22_cmd_version(int argc, char **argv);
 int k22_cmd_init(int argc, char **argv);
 int k22_cmd_inspect(int argc, char **argv);
 int k22_cmd_tokenize(int argc, char **argv);
+int k22_cmd_synth(int argc, char **argv);
 
 #endif
