@@ -1,6 +1,7 @@
 /* cmd_inspect.c: `k22 inspect PATH`: describes a pipeline folder, a component folder, a
- * .safetensors file or a sharded index.json (classes, parameter counts, dtypes, file sizes,
- * SHA-256), loading component folders strictly so that it doubles as a validator. With
+ * .safetensors file, a sharded index.json (classes, parameter counts, dtypes, file sizes,
+ * SHA-256) or an HDF5 training pack (k22_pack_describe), loading component folders strictly
+ * so that it doubles as a validator. With
  * --tensors it lists every tensor with checksums of its values as f32, which
  * tools/reference/conformance.py compares with PyTorch. */
 #include "k22/cli.h"
@@ -8,6 +9,7 @@
 #include "k22/diffusers.h"
 #include "k22/fsutil.h"
 #include "k22/opts.h"
+#include "k22/pack.h"
 #include "k22/safetensors.h"
 
 #include <jansson.h>
@@ -209,8 +211,9 @@ static k22_status inspect_path(const char *p, int tensors, k22_err *err)
     char path[4096];
     if (!k22_fs_exists(p)) return k22_err_set(err, K22_ERR_IO, "%s: no such file or folder", p);
     if (!k22_fs_is_dir(p)) {
+        if (k22_pack_is_hdf5(p)) return k22_pack_describe(p, err);
         if (ends_with(p, ".safetensors") || ends_with(p, ".json")) return inspect_weights(p, tensors, err);
-        return k22_err_set(err, K22_ERR_ARG, "%s: expected a folder, a .safetensors file or an index.json", p);
+        return k22_err_set(err, K22_ERR_ARG, "%s: expected a folder, a .safetensors file, an index.json or an HDF5 pack", p);
     }
     k22_status st = k22_fs_join(path, sizeof path, p, "model_index.json", err);
     if (st) return st;
@@ -232,8 +235,9 @@ int k22_cmd_inspect(int argc, char **argv)
     };
     k22_cmd_spec spec = {
         .usage = "k22 inspect PATH [--tensors]",
-        .summary = "Describes a pipeline folder, a component folder, a .safetensors file or an "
-                   "index.json: classes, parameter counts, dtypes, file sizes and SHA-256. "
+        .summary = "Describes a pipeline folder, a component folder, a .safetensors file, an "
+                   "index.json (classes, parameter counts, dtypes, file sizes and SHA-256) or an "
+                   "HDF5 pack (rows, datasets, provenance, rejected inputs). "
                    "Component folders are loaded strictly, so a bad folder exits non-zero.",
         .opts = opts, .nopts = (int)(sizeof opts / sizeof opts[0]),
         .pos = pos, .max_pos = 1, .min_pos = 1,
