@@ -71,6 +71,7 @@ conformance: build $(VENV)/.done
 bench: build
 	@build/bench_ops
 	@bench/prior_step.sh
+	@bench/decoder_step.sh
 
 clean:
 	rm -rf build build-asan build-cuda build-fuzz build.log build-asan.log build-cuda.log build-fuzz.log

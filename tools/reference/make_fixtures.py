@@ -42,6 +42,7 @@ GENERATORS = [
     ("make_movq_fixtures.py", "movq", True, None),
     ("prior_train_ref.py", "prior_train", True, None),
     ("make_unet_fixtures.py", "unet", True, None),
+    ("decoder_train_ref.py", "decoder_train", True, None),
 ]
 
 
@@ -54,7 +55,7 @@ def extra_args(script, k22):
     if script == "make_unet_fixtures.py":
         build = os.path.dirname(os.path.abspath(k22))
         return ["--k22", k22, "--unet-test", os.path.join(build, "model_test_unet")]
-    if script == "prior_train_ref.py":
+    if script in ("prior_train_ref.py", "decoder_train_ref.py"):
         return ["--k22", k22]
     if script == "make_movq_fixtures.py":
         build = os.path.dirname(os.path.abspath(k22))

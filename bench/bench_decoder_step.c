@@ -1,0 +1,92 @@
+/* bench_decoder_step.c: CPU time of one decoder training step (micro-step + optimizer step, the
+ * script's defaults) on a UNet folder, printed as one line per backend (cpu-ref, cpu);
+ * bench/decoder_step.sh runs it beside the PyTorch reference on the same shapes. Prints, never
+ * asserts.
+ *   bench_decoder_step UNET_DIR BATCH LATENT_SIDE STEPS [REF_STEPS] */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "k22/train_decoder.h"
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+static double wall(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+static float *fill(size_t n, uint64_t stream)
+{
+    float *x = k22_xmalloc(n * sizeof *x);
+    for (size_t i = 0; i < n; i++) x[i] = (float)(0.5 * ((double)((i * 2654435761u + stream * 97u) % 2001) / 1000.0 - 1.0));
+    return x;
+}
+
+static int bench(const char *name, const char *dir, int B, int side, int steps)
+{
+    k22_err err;
+    k22_backend *be = k22_backend_by_name(name, &err);
+    if (!be) {
+        fprintf(stderr, "bench_decoder_step: %s\n", err.msg);
+        return 1;
+    }
+    k22_decoder_train_hparams hp;
+    k22_decoder_train_hparams_default(&hp);
+    hp.micro_batch = B;
+    hp.latent_h = hp.latent_w = side;
+    hp.max_train_steps = steps + 2;
+    k22_sched_config sc;
+    k22_decoder_trainer tr;
+    if (k22_sched_preset("decoder", &sc, &err) || k22_decoder_trainer_init(&tr, be, dir, &sc, &hp, &err)) {
+        fprintf(stderr, "bench_decoder_step: %s\n", err.msg);
+        k22_backend_free(be);
+        return 1;
+    }
+    size_t n = (size_t)B * 4 * (size_t)side * (size_t)side;
+    float *lat = fill(n, 1), *nz = fill(n, 2), *img = fill((size_t)B * tr.cfg.u.unet.encoder_hid_dim, 3);
+    int64_t *t = k22_xmalloc((size_t)B * sizeof *t);
+    for (int b = 0; b < B; b++) t[b] = (b * 397 + 11) % 1000;
+    k22_decoder_batch batch = {B, lat, img, nz, t};
+    for (int s = 0; s < 2; s++) { /* warm-up */
+        k22_decoder_trainer_micro_step(&tr, &batch);
+        k22_decoder_trainer_sync(&tr, NULL);
+    }
+    double c0 = now(), w0 = wall();
+    for (int s = 0; s < steps; s++) {
+        k22_decoder_trainer_micro_step(&tr, &batch);
+        k22_decoder_trainer_sync(&tr, NULL);
+    }
+    be->sync(be->ctx);
+    double c1 = now(), w1 = wall();
+    printf("k22 %-8s batch %d %dx%d: %.3f ms CPU/step, %.3f ms wall/step (%d steps)\n", name, B, side,
+           side, 1e3 * (c1 - c0) / steps, 1e3 * (w1 - w0) / steps, steps);
+    free(lat), free(nz), free(img), free(t);
+    k22_decoder_trainer_free(&tr);
+    k22_backend_free(be);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 5 && argc != 6) {
+        fprintf(stderr, "usage: %s UNET_DIR BATCH LATENT_SIDE STEPS [REF_STEPS]\n", argv[0]);
+        return 2;
+    }
+    int B = atoi(argv[2]), side = atoi(argv[3]), steps = atoi(argv[4]);
+    int ref_steps = argc == 6 ? atoi(argv[5]) : steps;
+    if (B < 1 || side < 1 || steps < 1 || ref_steps < 1) {
+        fprintf(stderr, "bench_decoder_step: BATCH, LATENT_SIDE and STEPS must be positive\n");
+        return 2;
+    }
+    if (bench("cpu-ref", argv[1], B, side, ref_steps)) return 1;
+    return bench("cpu", argv[1], B, side, steps);
+}

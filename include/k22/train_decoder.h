@@ -1,0 +1,128 @@
+/* train_decoder.h: the decoder's training step, model side, as train_text_to_image_decoder.py
+ * computes it (reference-math.md section 2; tools/reference/decoder_train_ref.py runs the script's
+ * loop and tests/train/test_decoder_step.c holds this file to it).
+ *
+ * Per micro-batch (the frozen encoders' outputs, the noise and the timesteps come in):
+ *   x_t = add_noise(latents, noise, t) with the decoder folder's scheduler config;
+ *   pred = unet(x_t, t, image_embeds)[:, :4] (out_channels 8: the variance channels get a zero
+ *   gradient, as in the script); target = noise whatever the prediction type (the script), or,
+ *   with correct_v_target under v_prediction, get_velocity(latents, noise, t) (a k22 option, off
+ *   by default); loss = MSE(pred, target), or under snr_gamma mean_b(mse_b * w_b) with
+ *   w = min(snr, gamma) / snr (epsilon), / (snr + 1) (v_prediction), as the script;
+ *   backward of loss / A (accelerate's scaling under gradient accumulation).
+ * At a sync step (every A micro-steps, or early at an epoch's end): clip_grad_norm_ over all UNet
+ * parameters, AdamW at the lr of this optimizer step, zero the gradients, EMA (optim.h).
+ * The logged loss of a step is the script's train_loss: the sum over its micro-steps of loss / A
+ * in double. With several ranks the all-reduce and the loss gather belong between the micro-steps
+ * and the sync (src/dist, not here). */
+#ifndef K22_TRAIN_DECODER_H
+#define K22_TRAIN_DECODER_H
+
+#include "k22/arena.h"
+#include "k22/loss.h"
+#include "k22/lr_schedule.h"
+#include "k22/optim.h"
+#include "k22/unet.h"
+
+/* The script's flags that change the step (names follow the flags), and k22's additions. */
+typedef struct {
+    double learning_rate;             /* 1e-4 */
+    double adam_beta1, adam_beta2;    /* 0.9, 0.999 */
+    double adam_weight_decay;         /* 0 */
+    double adam_epsilon;              /* 1e-8 */
+    double max_grad_norm;             /* 1.0 */
+    double snr_gamma;                 /* 0: off (the script's None) */
+    int gradient_accumulation_steps;  /* 1 */
+    k22_lr_kind lr_scheduler;         /* constant */
+    int64_t lr_warmup_steps;          /* 500 (ignored by constant) */
+    int64_t max_train_steps;          /* the schedule's length in optimizer steps */
+    int world_size;                   /* 1; scheduler steps per optimizer step */
+    int use_ema;                      /* 0 */
+    int correct_v_target;             /* 0: target = noise always (the script); 1: the velocity
+                                         under a v_prediction scheduler (k22 option) */
+    int micro_batch;                  /* the largest B a micro-step is given */
+    int latent_h, latent_w;           /* the latents' size every micro-step uses */
+} k22_decoder_train_hparams;
+
+/* The script's defaults; max_train_steps 1, micro_batch 1 and 64x64 latents (512 px) until the
+ * caller sets them. */
+void k22_decoder_train_hparams_default(k22_decoder_train_hparams *hp);
+
+/* One micro-batch, host memory (E = encoder_hid_dim, h x w = latent_h x latent_w). The trainer
+ * copies it to the backend; nothing is kept after the call. */
+typedef struct {
+    int B;
+    const float *latents;      /* (B, 4, h, w) the MoVQ encoder's output (no scaling) */
+    const float *image_embeds; /* (B, E) CLIP image_embeds */
+    const float *noise;        /* (B, 4, h, w) */
+    const int64_t *timesteps;  /* (B) in [0, T) */
+} k22_decoder_batch;
+
+typedef struct {
+    int64_t step;     /* global_step after the step (1 for the first) */
+    double loss;      /* the script's logged train_loss */
+    double lr;        /* the lr this step used */
+    float grad_norm;  /* the norm before clipping (clip_grad_norm_'s return value) */
+} k22_decoder_step_log;
+
+typedef struct {
+    const k22_backend *be;
+    k22_decoder_train_hparams hp;
+    k22_model_config cfg;
+    k22_params ps;             /* the table; ps.data is host staging for loads and saves */
+    k22_optim opt;             /* weights, gradients, moments, EMA */
+    k22_unet model;
+    k22_arena arena;
+    k22_noise_schedule sched;
+    k22_lr_schedule lr;
+    int v_target;              /* correct_v_target under a v_prediction schedule */
+    /* step buffers, backend: */
+    float *lat, *img, *noise, *target; /* (Bmax, 4, h, w), (Bmax, E), (Bmax, 4, h, w) x2 */
+    float *x_t, *out, *dout;   /* (Bmax, 4, h, w), (Bmax, 8, h, w) x2 */
+    float *pred, *dpred;       /* (Bmax, 4, h, w) each: the first 4 output channels */
+    float *t, *w, *loss, *tmp; /* (Bmax), (Bmax), (1), (4 h w) */
+    float *w_host, *t_host;    /* (Bmax) host */
+    int64_t global_step;       /* optimizer steps taken */
+    int micro;                 /* micro-steps since the last sync */
+    double train_loss;         /* the script's accumulator, reset at each sync */
+} k22_decoder_trainer;
+
+/* Loads unet_dir (a UNet2DConditionModel folder) and sets the trainer up on be with the noise
+ * schedule of sched (the decoder folder's scheduler/scheduler_config.json). K22_ERR_ARG for
+ * hyper-parameters out of range (naming the flag) or a latent size the UNet cannot take,
+ * K22_ERR_UNSUPPORTED for a UNet whose in_channels is not 4 or out_channels below 4; the
+ * loader's and the schedule's errors otherwise. On failure tr is left empty
+ * (k22_decoder_trainer_free is still fine). */
+k22_status k22_decoder_trainer_init(k22_decoder_trainer *tr, const k22_backend *be,
+                                    const char *unet_dir, const k22_sched_config *sched,
+                                    const k22_decoder_train_hparams *hp, k22_err *err);
+/* The same from a built table with host weights (k22_component_load's output). Takes ps over,
+ * on success and on failure: the caller's struct is emptied. */
+k22_status k22_decoder_trainer_init_loaded(k22_decoder_trainer *tr, const k22_backend *be,
+                                           const k22_model_config *cfg, k22_params *ps,
+                                           const k22_sched_config *sched,
+                                           const k22_decoder_train_hparams *hp, k22_err *err);
+void k22_decoder_trainer_free(k22_decoder_trainer *tr);
+
+/* One micro-batch: forward, loss, backward (gradients add up). Returns the micro-batch's loss
+ * (unscaled, the script's `loss`). b->B must be 1..micro_batch, at most A micro-steps may run
+ * between syncs, and the timesteps must lie in the schedule (program invariants). */
+float k22_decoder_trainer_micro_step(k22_decoder_trainer *tr, const k22_decoder_batch *b);
+/* 1 when A micro-steps have run since the last sync. */
+int k22_decoder_trainer_sync_due(const k22_decoder_trainer *tr);
+/* The optimizer step after 1..A micro-steps. Fills log when non-NULL. */
+void k22_decoder_trainer_sync(k22_decoder_trainer *tr, k22_decoder_step_log *log);
+
+/* diffusers get_velocity: v = sqrt_a[t_b] * noise - sqrt_1ma[t_b] * latents per sample, each
+ * product rounded, then the difference, as torch's float kernels do. latents, noise, v: (B, N)
+ * backend, v distinct from both; t: (B) host; tmp: (N) backend scratch. */
+void k22_decoder_velocity(const k22_backend *be, const k22_noise_schedule *s, float *v,
+                          const float *latents, const float *noise, const int64_t *t, int B,
+                          int64_t N, float *tmp);
+
+/* Writes the trained UNet (ema != 0: the EMA shadow, which needs use_ema) as a diffusers
+ * UNet2DConditionModel folder into dir. */
+k22_status k22_decoder_trainer_save(k22_decoder_trainer *tr, const char *dir, int ema,
+                                    k22_err *err);
+
+#endif
