@@ -4,7 +4,13 @@
  *
  * Layers: k22_resnet (ResnetBlock2D), k22_unet_attn (Attention + AttnAddedKVProcessor2_0), then
  * the model. Forward with train != 0 keeps every layer's cache in the arena; backward walks the
- * layers in reverse and must follow before the arena is reset. Backward ACCUMULATES. */
+ * layers in reverse and must follow before the arena is reset. Backward ACCUMULATES.
+ *
+ * Gradient checkpointing (--gradient_checkpointing; off by default), per block as diffusers does
+ * it (each down block, the mid block, each up block): a training forward keeps only each block's
+ * input and the skip tensors the up blocks read; backward re-runs each block's forward (with
+ * caches, in arena scratch) just before that block's backward. The ops and their order are the
+ * same as without it, so the gradients are the same bit for bit on a deterministic backend. */
 #ifndef K22_UNET_H
 #define K22_UNET_H
 
@@ -104,10 +110,18 @@ typedef struct {
     const float **skip;           /* nskips */
     float **dskip;                /* nskips, their gradients during backward */
     k22_unet_step_state *st;      /* nsteps */
+    /* gradient checkpointing */
+    int grad_ckpt;                /* the flag, see k22_unet_set_gradient_checkpointing */
+    int ckpt;                     /* the last training forward ran checkpointed */
+    int nsegs, *seg;              /* nsegs + 1 step indices: block b is steps [seg[b], seg[b+1]) */
+    unsigned char *keep;          /* nsteps: output kept by a checkpointed forward (skip or block out) */
+    const float **seg_in;         /* nsegs: each block's input, kept by a checkpointed forward */
 } k22_unet;
 
 /* Binds to P (a buffer laid out by k22_params_build(cfg)) and G (gradients of the same layout,
- * or NULL). Dies on a config k22 does not implement (the config reader refuses those). */
+ * or NULL). Dies on a config k22 does not implement (the config reader refuses those).
+ * P == NULL (with G NULL): shapes only, from the table alone, so the arena size functions can
+ * plan a full-size model without its weights; such a model must not be run. */
 void k22_unet_init(k22_unet *m, const k22_unet_config *cfg, const k22_params *ps, const float *P,
                    float *G);
 void k22_unet_free(k22_unet *m);
@@ -115,6 +129,14 @@ void k22_unet_free(k22_unet *m);
  * Without train the layer caches are dropped as each layer returns: every step's output (the
  * skips among them) is kept until the end, which is simple and costs a fraction of the caches. */
 size_t k22_unet_arena_floats(const k22_unet *m, int B, int H, int W, int train);
+/* on != 0: later training forwards are checkpointed (see the top of this file); sizes from
+ * k22_unet_arena_floats follow the flag, so set it before sizing the arena. A forward/backward
+ * pair already started finishes in the mode its forward ran in. */
+void k22_unet_set_gradient_checkpointing(k22_unet *m, int on);
+/* The arena floats with checkpointing given explicitly (train 0 ignores ckpt), and the floats a
+ * training forward leaves allocated for backward (the activations kept). */
+size_t k22_unet_arena_floats_ckpt(const k22_unet *m, int B, int H, int W, int train, int ckpt);
+size_t k22_unet_saved_floats(const k22_unet *m, int B, int H, int W, int ckpt);
 /* x_t: (B, in_channels, H, W) with H, W divisible by 2^(nblocks-1); t: (B) timesteps (float);
  * image_embeds: (B, encoder_hid_dim); out: (B, out_channels, H, W). With train, x_t and
  * image_embeds must stay valid until backward. */

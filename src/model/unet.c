@@ -18,6 +18,12 @@ typedef struct {
     int level, skips, cap_steps;
 } unet_builder;
 
+/* Closes the block (checkpointing segment) that ends at the current step. */
+static void end_segment(unet_builder *b)
+{
+    b->m->seg[++b->m->nsegs] = b->m->nsteps;
+}
+
 static void add_step(unet_builder *b, int kind, int layer, int cin, int cout)
 {
     k22_unet *m = b->m;
@@ -99,14 +105,23 @@ static void build_up(unet_builder *b, int i, int *ch)
     *ch = add_res(b, p, K22_RESAMPLE_UP);
 }
 
-void k22_unet_init(k22_unet *m, const k22_unet_config *cfg, const k22_params *ps, const float *P,
-                   float *G)
+/* A checkpointed forward keeps a step's output when a skip is pushed from it (the up blocks
+ * read it) or when it ends a block (the next block's input, or conv_norm_out's). */
+static void mark_kept(k22_unet *m)
 {
-    memset(m, 0, sizeof *m);
-    m->cfg = *cfg;
-    m->TE = cfg->time_embedding_dim;
-    m->L = K22_UNET_TOKENS;
-    m->c0 = cfg->block_out_channels[0];
+    m->keep = k22_xcalloc((size_t)m->nsteps, 1);
+    for (int g = 0; g < m->nsegs; g++)
+        for (int i = m->seg[g]; i < m->seg[g + 1]; i++) {
+            if (m->steps[i].kind == K22_USTEP_PUSH) continue;
+            int last = 1; /* no compute step after i in its block */
+            for (int j = i + 1; j < m->seg[g + 1]; j++) last &= m->steps[j].kind == K22_USTEP_PUSH;
+            m->keep[i] = last || m->steps[i + 1].kind == K22_USTEP_PUSH;
+        }
+}
+
+static void bind_outer(k22_unet *m, const k22_params *ps, const float *P, float *G)
+{
+    const k22_unet_config *cfg = &m->cfg;
     k22_conv_bind(&m->conv_in, ps, "conv_in", P, G, 1, 1);
     k22_conv_bind(&m->conv_out, ps, "conv_out", P, G, 1, 1);
     k22_linear_bind(&m->time1, ps, "time_embedding.linear_1", P, G);
@@ -116,23 +131,44 @@ void k22_unet_init(k22_unet *m, const k22_unet_config *cfg, const k22_params *ps
     k22_linear_bind(&m->time_img_proj, ps, "add_embedding.image_proj", P, G);
     k22_layernorm_bind(&m->time_img_norm, ps, "add_embedding.image_norm", P, G, 1e-5f);
     k22_groupnorm_bind(&m->norm_out, ps, "conv_norm_out", P, G, cfg->norm_num_groups, cfg->norm_eps);
+}
+
+void k22_unet_init(k22_unet *m, const k22_unet_config *cfg, const k22_params *ps, const float *P,
+                   float *G)
+{
+    memset(m, 0, sizeof *m);
+    m->cfg = *cfg;
+    m->TE = cfg->time_embedding_dim;
+    m->L = K22_UNET_TOKENS;
+    m->c0 = cfg->block_out_channels[0];
+    if (P) bind_outer(m, ps, P, G);
     int n = cfg->nblocks, lp = cfg->layers_per_block;
     m->res = k22_xcalloc((size_t)(2 * n * (lp + 2) + 2), sizeof *m->res);
     m->attn = k22_xcalloc((size_t)(2 * n * (lp + 1) + 1), sizeof *m->attn);
+    m->seg = k22_xcalloc((size_t)(2 * n + 2), sizeof *m->seg);
     unet_builder b = {.m = m, .ps = ps, .P = P, .G = G};
-    add_push(&b, m->c0); /* conv_in's output */
-    for (int i = 0; i < n; i++) build_down(&b, i);
+    add_push(&b, m->c0); /* conv_in's output, kept anyway: it is the first block's input */
+    for (int i = 0; i < n; i++) {
+        build_down(&b, i);
+        end_segment(&b);
+    }
     int ch = cfg->block_out_channels[n - 1];
     add_res(&b, "mid_block.resnets.0", K22_RESAMPLE_NONE);
     add_attn(&b, "mid_block.attentions.0", ch);
     add_res(&b, "mid_block.resnets.1", K22_RESAMPLE_NONE);
+    end_segment(&b);
     int pushed = b.skips;
-    for (int i = 0; i < n; i++) build_up(&b, i, &ch);
+    for (int i = 0; i < n; i++) {
+        build_up(&b, i, &ch);
+        end_segment(&b);
+    }
     if (b.skips != 0 || b.level != 0) K22_FATAL("unet: %d skips left, level %d", b.skips, b.level);
     m->nskips = pushed;
     m->skip = k22_xcalloc((size_t)pushed, sizeof *m->skip);
     m->dskip = k22_xcalloc((size_t)pushed, sizeof *m->dskip);
     m->st = k22_xcalloc((size_t)m->nsteps, sizeof *m->st);
+    m->seg_in = k22_xcalloc((size_t)m->nsegs, sizeof *m->seg_in);
+    mark_kept(m);
 }
 
 void k22_unet_free(k22_unet *m)
@@ -143,6 +179,9 @@ void k22_unet_free(k22_unet *m)
     free(m->skip);
     free(m->dskip);
     free(m->st);
+    free(m->seg);
+    free(m->keep);
+    free(m->seg_in);
     memset(m, 0, sizeof *m);
 }
 
@@ -190,33 +229,98 @@ static size_t max_act(const k22_unet *m, int B, int H, int W)
     return mx;
 }
 
-size_t k22_unet_arena_floats(const k22_unet *m, int B, int H, int W, int train)
+/* What a training forward allocates outside the steps (embeddings, h0, the head's gno, gact
+ * and statistics); all of it lives until backward. */
+static size_t outer_floats(const k22_unet *m, int B, int H, int W)
 {
     size_t BTE = k22_arena_round((size_t)B * m->TE), Bk = k22_arena_round((size_t)B);
     size_t tok = k22_arena_round((size_t)B * m->L * m->cfg.cross_attention_dim);
     size_t tokb = k22_arena_round((size_t)B * m->L), Bg = k22_arena_round((size_t)B * m->cfg.norm_num_groups);
     size_t img = act_floats(B, m->c0, H, W, 0);
     size_t n = k22_arena_round((size_t)B * m->c0) + 7 * BTE + 2 * Bk + 2 * tok + 2 * tokb;
-    n += 3 * img + 2 * Bg; /* h0, gno, gact, mean, rstd */
-    size_t fwd_peak = 0, bwd_peak = 0, skips = 0, caches = 0, maxact = k22_arena_round(max_act(m, B, H, W));
+    return n + 3 * img + 2 * Bg; /* h0, gno, gact, mean, rstd */
+}
+
+/* Backward's own buffers besides the steps' scratch (skip gradients, two ping-pong gradients,
+ * embedding gradients), and the larger of the head's and the embeddings' scratch. */
+static size_t bwd_fixed_floats(const k22_unet *m, int B, int H, int W, size_t *head)
+{
+    size_t BTE = k22_arena_round((size_t)B * m->TE);
+    size_t tok = k22_arena_round((size_t)B * m->L * m->cfg.cross_attention_dim);
+    size_t skips = 0, maxact = k22_arena_round(max_act(m, B, H, W));
     for (int i = 0; i < m->nsteps; i++) {
         const k22_unet_step *s = &m->steps[i];
+        if (s->kind == K22_USTEP_PUSH) skips += act_floats(B, s->cout, H, W, s->level);
+    }
+    *head = 2 * act_floats(B, m->c0, H, W, 0) + 6 * BTE + 2 * tok;
+    return skips + 2 * maxact + BTE + tok;
+}
+
+size_t k22_unet_saved_floats(const k22_unet *m, int B, int H, int W, int ckpt)
+{
+    size_t n = outer_floats(m, B, H, W);
+    for (int i = 0; i < m->nsteps; i++) {
         size_t o, c, f, b;
-        step_floats(m, s, B, H, W, &o, &c, &f, &b);
+        step_floats(m, &m->steps[i], B, H, W, &o, &c, &f, &b);
+        /* checkpointed: the skips and block outputs only; else every output and cache */
+        n += ckpt ? (m->keep[i] ? o : 0) : o + c;
+    }
+    return n;
+}
+
+/* Checkpointed training: the forward peak is one block's dropped outputs so far plus the
+ * running layer's cache and temporaries; backward's, per block, the re-run forward's outputs
+ * and caches plus the largest layer's backward scratch. */
+static size_t arena_ckpt(const k22_unet *m, int B, int H, int W)
+{
+    size_t fwd = 0, blk = 0, head;
+    size_t fixed = bwd_fixed_floats(m, B, H, W, &head);
+    for (int g = 0; g < m->nsegs; g++) {
+        size_t dropped = 0, rerun = 0, rerun_pk = 0, bwd_pk = 0;
+        for (int i = m->seg[g]; i < m->seg[g + 1]; i++) {
+            size_t o, c, f, b;
+            step_floats(m, &m->steps[i], B, H, W, &o, &c, &f, &b);
+            if (!m->keep[i]) dropped += o, rerun += o;
+            fwd = dropped + c + f > fwd ? dropped + c + f : fwd;
+            rerun += c;
+            rerun_pk = rerun + f > rerun_pk ? rerun + f : rerun_pk;
+            bwd_pk = b > bwd_pk ? b : bwd_pk;
+        }
+        rerun_pk = rerun + bwd_pk > rerun_pk ? rerun + bwd_pk : rerun_pk;
+        blk = rerun_pk > blk ? rerun_pk : blk;
+    }
+    size_t bwd = fixed + (blk > head ? blk : head);
+    return k22_unet_saved_floats(m, B, H, W, 1) + (bwd > fwd ? bwd : fwd);
+}
+
+size_t k22_unet_arena_floats_ckpt(const k22_unet *m, int B, int H, int W, int train, int ckpt)
+{
+    if (train && ckpt) return arena_ckpt(m, B, H, W);
+    size_t n = outer_floats(m, B, H, W), fwd_peak = 0, bwd_peak = 0, caches = 0, head;
+    for (int i = 0; i < m->nsteps; i++) {
+        size_t o, c, f, b;
+        step_floats(m, &m->steps[i], B, H, W, &o, &c, &f, &b);
         n += o;
         caches += c;
         /* without train a layer's cache lives only while it runs */
         size_t live = train ? f : c + f;
         fwd_peak = live > fwd_peak ? live : fwd_peak;
         bwd_peak = b > bwd_peak ? b : bwd_peak;
-        if (s->kind == K22_USTEP_PUSH) skips += act_floats(B, s->cout, H, W, s->level);
     }
     if (!train) return n + fwd_peak;
     n += caches;
-    /* backward: skip gradients, two ping-pong gradients, embedding grads, head scratch */
-    size_t head = 2 * img + 6 * BTE + 2 * tok;
-    size_t bwd = skips + 2 * maxact + 2 * BTE + tok + (bwd_peak > head ? bwd_peak : head);
+    size_t bwd = bwd_fixed_floats(m, B, H, W, &head) + (bwd_peak > head ? bwd_peak : head);
     return n + (bwd > fwd_peak ? bwd : fwd_peak);
+}
+
+size_t k22_unet_arena_floats(const k22_unet *m, int B, int H, int W, int train)
+{
+    return k22_unet_arena_floats_ckpt(m, B, H, W, train, m->grad_ckpt);
+}
+
+void k22_unet_set_gradient_checkpointing(k22_unet *m, int on)
+{
+    m->grad_ckpt = on != 0;
 }
 
 /* emb_act (B, TE) = silu(time_embedding(time_proj(t)) + LN(image_proj(img))), and the image
@@ -251,11 +355,30 @@ static void embed(const k22_backend *be, k22_unet *m, k22_arena *ar, const float
     k22_layernorm_forward(be, &m->tok_norm, m->ehs, m->tokmean, m->tokrstd, m->tokraw, B * L);
 }
 
-static void run_steps(const k22_backend *be, k22_unet *m, k22_arena *ar)
+/* Floats of step s's output (RES, ATTN, CAT; 0 for PUSH). */
+static size_t step_out_n(const k22_unet *m, const k22_unet_step *s)
+{
+    if (s->kind == K22_USTEP_PUSH) return 0;
+    int lo = s->level;
+    if (s->kind == K22_USTEP_RES) {
+        int rs = m->res[s->layer].resample;
+        lo += (rs == K22_RESAMPLE_DOWN) - (rs == K22_RESAMPLE_UP);
+    }
+    return (size_t)m->B * s->cout * (size_t)(m->H >> lo) * (size_t)(m->W >> lo);
+}
+
+/* How run_range treats outputs and caches: CACHE keeps both (training); NOGRAD drops each
+ * layer's cache as it returns; CKPT also expects the kept outputs allocated by the caller;
+ * RERUN (checkpointed backward) keeps caches and rewrites the kept outputs in place, with the
+ * same values, as nothing reads them any more once their readers' backward is done. */
+enum { RUN_CACHE, RUN_NOGRAD, RUN_CKPT, RUN_RERUN };
+
+/* Runs steps [i0, i1) on input h; returns the last step's output. */
+static const float *run_range(const k22_backend *be, k22_unet *m, k22_arena *ar, int i0, int i1,
+                              const float *h, int mode)
 {
     int B = m->B;
-    const float *h = m->h0;
-    for (int i = 0; i < m->nsteps; i++) {
+    for (int i = i0; i < i1; i++) {
         const k22_unet_step *s = &m->steps[i];
         k22_unet_step_state *t = &m->st[i];
         int H = m->H >> s->level, W = m->W >> s->level;
@@ -263,28 +386,44 @@ static void run_steps(const k22_backend *be, k22_unet *m, k22_arena *ar)
             m->skip[s->layer] = h;
             continue;
         }
-        if (s->kind == K22_USTEP_CAT) {
-            t->out = k22_arena_floats(ar, (size_t)B * s->cout * H * W); // (B, cin + cskip, H, W)
+        if (!m->keep[i] || (mode != RUN_CKPT && mode != RUN_RERUN))
+            t->out = k22_arena_floats(ar, step_out_n(m, s)); // (B, cout, H', W')
+        size_t mk = k22_arena_mark(ar);
+        if (s->kind == K22_USTEP_CAT)
             be->concat_fwd(be->ctx, t->out, h, m->skip[s->layer], B, s->cin, s->cout - s->cin,
                            (int64_t)H * W);
-        } else if (s->kind == K22_USTEP_RES) {
-            const k22_resnet *r = &m->res[s->layer];
-            int f = r->resample == K22_RESAMPLE_DOWN ? -1 : r->resample == K22_RESAMPLE_UP ? 1 : 0;
-            int OH = f < 0 ? H / 2 : f > 0 ? 2 * H : H, OW = f < 0 ? W / 2 : f > 0 ? 2 * W : W;
-            t->out = k22_arena_floats(ar, (size_t)B * s->cout * OH * OW);
-            size_t mk = k22_arena_mark(ar);
-            k22_resnet_forward(be, r, ar, t->out, h, m->emb_act, B, H, W, &t->c.res);
-            if (!m->train) k22_arena_reset(ar, mk); /* no backward: drop the cache */
-        } else {
-            t->out = k22_arena_floats(ar, (size_t)B * s->cout * H * W);
-            size_t mk = k22_arena_mark(ar);
+        else if (s->kind == K22_USTEP_RES)
+            k22_resnet_forward(be, &m->res[s->layer], ar, t->out, h, m->emb_act, B, H, W, &t->c.res);
+        else
             k22_unet_attn_forward(be, &m->attn[s->layer], ar, t->out, h, m->ehs, B, H * W, m->L,
                                   &t->c.attn);
-            if (!m->train) k22_arena_reset(ar, mk);
-        }
+        if (mode == RUN_NOGRAD || mode == RUN_CKPT) k22_arena_reset(ar, mk); /* drop the cache */
         h = t->out;
     }
-    m->head_in = h;
+    return h;
+}
+
+/* Checkpointed: per block, its kept outputs first, then the rest in scratch released at the
+ * block's end. */
+static const float *run_ckpt(const k22_backend *be, k22_unet *m, k22_arena *ar, const float *h)
+{
+    for (int g = 0; g < m->nsegs; g++) {
+        m->seg_in[g] = h;
+        for (int i = m->seg[g]; i < m->seg[g + 1]; i++)
+            if (m->keep[i]) m->st[i].out = k22_arena_floats(ar, step_out_n(m, &m->steps[i]));
+        size_t mk = k22_arena_mark(ar);
+        h = run_range(be, m, ar, m->seg[g], m->seg[g + 1], h, RUN_CKPT);
+        k22_arena_reset(ar, mk);
+    }
+    return h;
+}
+
+static void run_steps(const k22_backend *be, k22_unet *m, k22_arena *ar)
+{
+    if (m->ckpt)
+        m->head_in = run_ckpt(be, m, ar, m->h0);
+    else
+        m->head_in = run_range(be, m, ar, 0, m->nsteps, m->h0, m->train ? RUN_CACHE : RUN_NOGRAD);
 }
 
 void k22_unet_forward(const k22_backend *be, k22_unet *m, k22_arena *ar, const float *x_t,
@@ -292,9 +431,11 @@ void k22_unet_forward(const k22_backend *be, k22_unet *m, k22_arena *ar, const f
                       int train)
 {
     int f = 1 << (m->cfg.nblocks - 1);
+    K22_REQUIRE(m->conv_in.w); /* not a shapes-only model */
     K22_REQUIRE(B >= 1 && H > 0 && W > 0 && H % f == 0 && W % f == 0);
     size_t top = k22_arena_mark(ar);
     m->B = B, m->H = H, m->W = W, m->train = train, m->x_t = x_t, m->img = image_embeds;
+    m->ckpt = train && m->grad_ckpt;
     embed(be, m, ar, t);
     int64_t S = (int64_t)H * W, G = m->norm_out.G;
     m->h0 = k22_arena_floats(ar, (size_t)B * m->c0 * S); // h0: (B, c0, H, W)
@@ -333,14 +474,15 @@ static void backward_embed(const k22_backend *be, k22_unet *m, k22_arena *ar, co
     k22_arena_reset(ar, top);
 }
 
-/* Reverse walk of the steps: dh is the gradient at the current step's output, and becomes the
- * gradient at its input; dskip[k] collects what the up path's concats send to skip k. Returns
- * the buffer holding d(h0). */
-static float *backward_steps(const k22_backend *be, k22_unet *m, k22_arena *ar, float *dh,
-                             float *dh2, float *demb_act, float *dehs)
+/* Reverse walk of steps [i0, i1): *dh is the gradient at the last step's output, and becomes
+ * the gradient at the first one's input (the two buffers swap as it goes); dskip[k] collects
+ * what the up path's concats send to skip k. */
+static void backward_range(const k22_backend *be, k22_unet *m, k22_arena *ar, int i0, int i1,
+                           float **dhp, float **dh2p, float *demb_act, float *dehs)
 {
     int B = m->B;
-    for (int i = m->nsteps - 1; i >= 0; i--) {
+    float *dh = *dhp, *dh2 = *dh2p;
+    for (int i = i1 - 1; i >= i0; i--) {
         const k22_unet_step *s = &m->steps[i];
         const k22_unet_step_state *t = &m->st[i];
         int H = m->H >> s->level, W = m->W >> s->level;
@@ -362,6 +504,20 @@ static float *backward_steps(const k22_backend *be, k22_unet *m, k22_arena *ar, 
         float *sw = dh;
         dh = dh2;
         dh2 = sw;
+    }
+    *dhp = dh, *dh2p = dh2;
+}
+
+/* All steps in reverse, block by block; checkpointed, each block's forward is re-run with its
+ * caches just before its backward, and its scratch released after. Returns d(h0)'s buffer. */
+static float *backward_steps(const k22_backend *be, k22_unet *m, k22_arena *ar, float *dh,
+                             float *dh2, float *demb_act, float *dehs)
+{
+    for (int g = m->nsegs - 1; g >= 0; g--) {
+        size_t mk = k22_arena_mark(ar);
+        if (m->ckpt) run_range(be, m, ar, m->seg[g], m->seg[g + 1], m->seg_in[g], RUN_RERUN);
+        backward_range(be, m, ar, m->seg[g], m->seg[g + 1], &dh, &dh2, demb_act, dehs);
+        k22_arena_reset(ar, mk);
     }
     return dh;
 }

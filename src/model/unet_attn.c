@@ -4,18 +4,27 @@
 #include "k22/unet.h"
 
 #include <math.h>
+#include <string.h>
 
 void k22_unet_attn_bind(k22_unet_attn *a, const k22_params *ps, const char *name, const float *P,
                         float *G, int head_dim, int groups, float eps)
 {
     char k[256];
-    k22_groupnorm_bind(&a->gn, ps, k22_param_key(k, sizeof k, name, "group_norm"), P, G, groups, eps);
-    k22_linear_bind(&a->q, ps, k22_param_key(k, sizeof k, name, "to_q"), P, G);
-    k22_linear_bind(&a->k, ps, k22_param_key(k, sizeof k, name, "to_k"), P, G);
-    k22_linear_bind(&a->v, ps, k22_param_key(k, sizeof k, name, "to_v"), P, G);
-    k22_linear_bind(&a->ak, ps, k22_param_key(k, sizeof k, name, "add_k_proj"), P, G);
-    k22_linear_bind(&a->av, ps, k22_param_key(k, sizeof k, name, "add_v_proj"), P, G);
-    k22_linear_bind(&a->o, ps, k22_param_key(k, sizeof k, name, "to_out.0"), P, G);
+    if (!P) { /* shapes only (see k22_unet_init): the width from to_q, what the size functions read */
+        const k22_param *q = k22_params_find(ps, k22_param_key(k, sizeof k, name, "to_q.weight"));
+        if (!q || q->ndim != 2) K22_FATAL("attention '%s': no 2-d to_q.weight", name);
+        memset(a, 0, sizeof *a);
+        a->q.in = a->q.out = (int)q->shape[1];
+        a->gn.G = groups;
+    } else {
+        k22_groupnorm_bind(&a->gn, ps, k22_param_key(k, sizeof k, name, "group_norm"), P, G, groups, eps);
+        k22_linear_bind(&a->q, ps, k22_param_key(k, sizeof k, name, "to_q"), P, G);
+        k22_linear_bind(&a->k, ps, k22_param_key(k, sizeof k, name, "to_k"), P, G);
+        k22_linear_bind(&a->v, ps, k22_param_key(k, sizeof k, name, "to_v"), P, G);
+        k22_linear_bind(&a->ak, ps, k22_param_key(k, sizeof k, name, "add_k_proj"), P, G);
+        k22_linear_bind(&a->av, ps, k22_param_key(k, sizeof k, name, "add_v_proj"), P, G);
+        k22_linear_bind(&a->o, ps, k22_param_key(k, sizeof k, name, "to_out.0"), P, G);
+    }
     a->C = a->q.in;
     a->hd = head_dim;
     if (head_dim <= 0 || a->C % head_dim || a->q.out != a->C)

@@ -2,10 +2,32 @@
  * down (avg-pool) / up (nearest) resampling inside it, forward and backward (see unet.h). */
 #include "k22/unet.h"
 
+#include <string.h>
+
+/* dim d of parameter `name`.`part` in the table (shape-only binding, P == NULL). */
+static int table_dim(const k22_params *ps, const char *name, const char *part, int d)
+{
+    char k[256];
+    const k22_param *p = k22_params_find(ps, k22_param_key(k, sizeof k, name, part));
+    if (!p || p->ndim <= d) K22_FATAL("resnet '%s': no parameter %s of rank > %d", name, k, d);
+    return (int)p->shape[d];
+}
+
 void k22_resnet_bind(k22_resnet *r, const k22_params *ps, const char *name, const float *P,
                      float *G, int groups, float eps, int resample)
 {
     char k[256];
+    r->resample = resample;
+    if (!P) { /* shapes only: what the size functions read */
+        memset(r, 0, sizeof *r);
+        r->resample = resample;
+        r->cin = table_dim(ps, name, "conv1.weight", 1);
+        r->cout = table_dim(ps, name, "conv1.weight", 0);
+        r->conv1.C = r->cin, r->conv1.O = r->cout;
+        r->norm1.G = r->norm2.G = groups;
+        r->has_shortcut = r->cin != r->cout;
+        return;
+    }
     k22_groupnorm_bind(&r->norm1, ps, k22_param_key(k, sizeof k, name, "norm1"), P, G, groups, eps);
     k22_conv_bind(&r->conv1, ps, k22_param_key(k, sizeof k, name, "conv1"), P, G, 1, 1);
     k22_linear_bind(&r->temb_proj, ps, k22_param_key(k, sizeof k, name, "time_emb_proj"), P, G);
@@ -16,7 +38,6 @@ void k22_resnet_bind(k22_resnet *r, const k22_params *ps, const char *name, cons
     r->has_shortcut = r->cin != r->cout;
     if (r->has_shortcut)
         k22_conv_bind(&r->shortcut, ps, k22_param_key(k, sizeof k, name, "conv_shortcut"), P, G, 1, 0);
-    r->resample = resample;
 }
 
 static void out_hw(const k22_resnet *r, int H, int W, int *oh, int *ow)

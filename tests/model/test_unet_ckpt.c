@@ -1,0 +1,233 @@
+/* test_unet_ckpt.c: gradient checkpointing of the decoder UNet (src/model/unet.c). On the fixture
+ * inputs of test_unet.c (tiny at batch 2 16x16, mid at batch 1 16x16) and on the reference and
+ * fast CPU backends: the output, dx_t and every parameter gradient with checkpointing equal those
+ * without bit for bit (the same ops run in the same order on the same values), also when the
+ * flag flips between forward and backward (tiny); the activations kept between forward and
+ * backward equal k22_unet_saved_floats and are fewer; the arena peak is lower and equals the
+ * size function's arena size. Prints the figures, and the size functions' figures for the
+ * full-size UNet at batch 1, 96x96 latents (a shapes-only model: computed, not run). */
+#include "model_fixture.h"
+
+#include "k22/unet.h"
+
+#include <stdio.h>
+
+/* under MF_DIR (tests/fixtures/models) */
+#define UNET_FIXTURE "../unet/unet.safetensors"
+
+/* The output against torch, only to show the case runs the real model (test_unet.c holds the
+ * full comparison, with these bounds). */
+#define TOL_ABS 3e-5
+#define TOL_REL 3e-5
+
+typedef struct {
+    const char *cs, *dir;
+    uint64_t seed;
+    int B, H, W, flip;
+} unet_case;
+
+typedef struct {
+    size_t nx, no, ne;
+    float *x, *t, *img, *dout, *ref_out;
+} case_inputs;
+
+static float *fixture(const k22_st_file *f, const char *cs, const char *what, size_t n)
+{
+    char name[128];
+    snprintf(name, sizeof name, "%s.%s", cs, what);
+    return mf_get(f, name, (int64_t)n, NULL);
+}
+
+static void load_case(const k22_st_file *f, const unet_case *uc, const k22_unet_config *c,
+                      case_inputs *in)
+{
+    size_t S = (size_t)uc->H * uc->W;
+    in->nx = (size_t)uc->B * c->in_channels * S;
+    in->no = (size_t)uc->B * c->out_channels * S;
+    in->ne = (size_t)uc->B * c->encoder_hid_dim;
+    in->x = fixture(f, uc->cs, "sample", in->nx);
+    in->t = fixture(f, uc->cs, "timestep", (size_t)uc->B);
+    in->img = fixture(f, uc->cs, "image_embeds", in->ne);
+    in->dout = fixture(f, uc->cs, "dout", in->no);
+    in->ref_out = fixture(f, uc->cs, "out", in->no);
+}
+
+static void free_case(case_inputs *in)
+{
+    free(in->x), free(in->t), free(in->img), free(in->dout), free(in->ref_out);
+}
+
+/* What one forward + backward leaves: host copies of the results, and the arena figures. */
+typedef struct {
+    float *out, *G, *dx;
+    size_t kept, peak, cap;
+} run_result;
+
+static void free_result(run_result *r)
+{
+    free(r->out), free(r->G), free(r->dx);
+}
+
+/* One training forward and backward from zeroed gradients with checkpointing `ckpt`; `flip`
+ * turns the flag the other way between forward and backward. The arena is sized for the
+ * forward's mode. */
+static run_result run_once(const k22_backend *be, const unet_case *uc, const k22_unet_config *c,
+                           const k22_params *ps, const float *P, const case_inputs *in, int ckpt,
+                           int flip)
+{
+    int B = uc->B, H = uc->H, W = uc->W;
+    run_result r = {0};
+    float *G = be->alloc(be->ctx, ps->total * sizeof(float));
+    be->zero(be->ctx, G, ps->total * sizeof(float));
+    float *x = mf_upload(be, in->x, in->nx), *t = mf_upload(be, in->t, (size_t)B);
+    float *img = mf_upload(be, in->img, in->ne), *dout = mf_upload(be, in->dout, in->no);
+    float *out = be->alloc(be->ctx, in->no * sizeof(float)), *dx = be->alloc(be->ctx, in->nx * sizeof(float));
+    be->zero(be->ctx, dx, in->nx * sizeof(float));
+    k22_unet m;
+    k22_unet_init(&m, c, ps, P, G);
+    k22_unet_set_gradient_checkpointing(&m, ckpt);
+    r.cap = k22_unet_arena_floats(&m, B, H, W, 1);
+    CHECK(r.cap == k22_unet_arena_floats_ckpt(&m, B, H, W, 1, ckpt));
+    k22_arena ar;
+    k22_arena_init(&ar, be, r.cap);
+    k22_unet_forward(be, &m, &ar, x, t, img, B, H, W, out, 1);
+    r.kept = ar.used;
+    if (flip) k22_unet_set_gradient_checkpointing(&m, !ckpt);
+    k22_unet_backward(be, &m, &ar, dout, dx);
+    CHECK_MSG(ar.used == r.kept, "backward left %zu floats allocated, forward %zu", ar.used, r.kept);
+    r.peak = ar.peak;
+    r.out = mf_download(be, out, in->no);
+    r.G = mf_download(be, G, ps->total);
+    r.dx = mf_download(be, dx, in->nx);
+    float *bufs[] = {G, x, t, img, dout, out, dx};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be->free(be->ctx, bufs[i]);
+    k22_arena_free(&ar);
+    k22_unet_free(&m);
+    return r;
+}
+
+/* Bit-for-bit equality; on a mismatch, how many values differ and by how much. */
+static void check_same(const char *label, const char *what, const float *a, const float *b, size_t n)
+{
+    size_t diff = 0;
+    double mx = 0;
+    for (size_t i = 0; i < n; i++)
+        if (memcmp(&a[i], &b[i], sizeof(float))) {
+            diff++;
+            mx = fmax(mx, fabs((double)a[i] - b[i]));
+        }
+    CHECK_MSG(diff == 0, "%s %s: %zu of %zu values differ with checkpointing (max abs %.3g)",
+              label, what, diff, n, mx);
+}
+
+static void check_same_results(const char *label, const k22_params *ps, const case_inputs *in,
+                               const run_result *a, const run_result *b)
+{
+    check_same(label, "out", a->out, b->out, in->no);
+    check_same(label, "dsample", a->dx, b->dx, in->nx);
+    /* one tensor at a time, so a mismatch names the tensor */
+    for (int i = 0; i < ps->count; i++) {
+        const k22_param *p = &ps->items[i];
+        check_same(label, p->name, a->G + p->offset, b->G + p->offset, p->numel);
+    }
+}
+
+static void run_case(const k22_backend *be, const k22_st_file *f, const unet_case *uc)
+{
+    k22_model_config cfg;
+    k22_params ps;
+    mf_model(K22_MODEL_UNET, uc->dir, uc->seed, &cfg, &ps);
+    const k22_unet_config *c = &cfg.u.unet;
+    case_inputs in;
+    load_case(f, uc, c, &in);
+    float *P = mf_upload(be, ps.data, ps.total);
+    char label[96];
+    snprintf(label, sizeof label, "%s unet %s B=%d %dx%d", be->name, uc->cs, uc->B, uc->H, uc->W);
+    run_result plain = run_once(be, uc, c, &ps, P, &in, 0, 0);
+    run_result ck = run_once(be, uc, c, &ps, P, &in, 1, 0);
+    char what[128];
+    snprintf(what, sizeof what, "unet %s output, checkpointed", uc->cs);
+    mf_check(be->name, what, ck.out, in.ref_out, (int64_t)in.no, TOL_ABS, TOL_REL);
+    /* A gradient that were all zeros would pass the comparison: make sure it is not. */
+    double gmax = 0, dxmax = 0;
+    for (size_t i = 0; i < ps.total; i++) gmax = fmax(gmax, fabs((double)ck.G[i]));
+    for (size_t i = 0; i < in.nx; i++) dxmax = fmax(dxmax, fabs((double)ck.dx[i]));
+    CHECK_MSG(gmax > 0 && dxmax > 0, "%s: a gradient is all zeros", label);
+    check_same_results(label, &ps, &in, &plain, &ck);
+    /* Flipping the flag between forward and backward changes nothing either way (one case per
+     * backend, to keep the test short). */
+    if (uc->flip) {
+        run_result fl0 = run_once(be, uc, c, &ps, P, &in, 0, 1), fl1 = run_once(be, uc, c, &ps, P, &in, 1, 1);
+        check_same_results(label, &ps, &in, &plain, &fl0);
+        check_same_results(label, &ps, &in, &plain, &fl1);
+        free_result(&fl0), free_result(&fl1);
+    }
+    k22_unet shapes;
+    k22_unet_init(&shapes, c, &ps, NULL, NULL);
+    for (int k = 0; k < 2; k++) {
+        const run_result *r = k ? &ck : &plain;
+        size_t want = k22_unet_saved_floats(&shapes, uc->B, uc->H, uc->W, k);
+        CHECK_MSG(r->kept == want, "%s ckpt=%d: forward kept %zu floats, the size function says %zu",
+                  label, k, r->kept, want);
+        /* At these sizes a block's backward makes the peak, and the size function counts it
+         * exactly (its head and forward terms are upper bounds). */
+        CHECK_MSG(r->peak == r->cap, "%s ckpt=%d: peak %zu, the arena size function says %zu",
+                  label, k, r->peak, r->cap);
+        /* a shapes-only model sizes the same as the bound one */
+        CHECK(r->cap == k22_unet_arena_floats_ckpt(&shapes, uc->B, uc->H, uc->W, 1, k));
+    }
+    k22_unet_free(&shapes);
+    CHECK_MSG(ck.kept < plain.kept, "%s: checkpointing keeps %zu floats, without %zu", label,
+              ck.kept, plain.kept);
+    CHECK_MSG(ck.peak < plain.peak, "%s: peak %zu -> %zu", label, plain.peak, ck.peak);
+    CHECK_MSG(ck.cap < plain.cap, "%s: arena size %zu -> %zu", label, plain.cap, ck.cap);
+    printf("%-8s unet %-4s B=%d %dx%d activations kept %9zu -> %9zu floats (%.2fx), arena peak "
+           "%9zu -> %9zu (%.2fx), arena size %9zu -> %9zu\n", be->name, uc->cs, uc->B, uc->H,
+           uc->W, plain.kept, ck.kept, (double)plain.kept / ck.kept, plain.peak, ck.peak,
+           (double)plain.peak / ck.peak, plain.cap, ck.cap);
+    free_result(&plain), free_result(&ck);
+    be->free(be->ctx, P);
+    free_case(&in);
+    k22_params_free(&ps);
+}
+
+/* The published Kandinsky 2.2 decoder UNet: sizes only, from the table (no weights). */
+static void full_size(void)
+{
+    k22_model_config cfg;
+    k22_params ps;
+    k22_err err;
+    k22_params_init(&ps);
+    if (k22_config_preset(K22_MODEL_UNET, "full", &cfg, &err) || k22_params_build(&cfg, &ps, &err))
+        K22_FATAL("%s", err.msg);
+    k22_unet m;
+    k22_unet_init(&m, &cfg.u.unet, &ps, NULL, NULL);
+    int B = 1, H = 96, W = 96;
+    size_t kept0 = k22_unet_saved_floats(&m, B, H, W, 0), kept1 = k22_unet_saved_floats(&m, B, H, W, 1);
+    size_t cap0 = k22_unet_arena_floats_ckpt(&m, B, H, W, 1, 0);
+    size_t cap1 = k22_unet_arena_floats_ckpt(&m, B, H, W, 1, 1);
+    size_t cap_ng = k22_unet_arena_floats_ckpt(&m, B, H, W, 0, 0);
+    CHECK(kept1 < kept0 && cap1 < cap0 && cap_ng < cap1);
+    printf("size fn  unet full B=1 96x96 (%zu params, %d steps in %d blocks) activations kept %zu -> "
+           "%zu floats (%.1f -> %.1f MiB, %.2fx), arena %zu -> %zu floats (%.1f -> %.1f MiB, "
+           "%.2fx); no-grad forward %.1f MiB\n", ps.total, m.nsteps, m.nsegs, kept0, kept1,
+           kept0 * 4.0 / 1048576, kept1 * 4.0 / 1048576, (double)kept0 / kept1, cap0, cap1,
+           cap0 * 4.0 / 1048576, cap1 * 4.0 / 1048576, (double)cap0 / cap1, cap_ng * 4.0 / 1048576);
+    k22_unet_free(&m);
+    k22_params_free(&ps);
+}
+
+int main(void)
+{
+    k22_st_file *f = mf_open(UNET_FIXTURE);
+    const unet_case cases[] = {{"tiny", "tiny", 0, 2, 16, 16, 1},
+                               {"mid", "tests/fixtures/unet/mid", 11, 1, 16, 16, 0}};
+    for (int ref = 1; ref >= 0; ref--) {
+        k22_backend *be = k22_backend_cpu_new(ref);
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(be, f, &cases[i]);
+        k22_backend_free(be);
+    }
+    full_size();
+    k22_st_close(f);
+    return k22_test_finish("test_unet_ckpt");
+}
