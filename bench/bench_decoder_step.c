@@ -6,30 +6,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "k22/train_decoder.h"
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
-
-static double wall(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
-
-static float *fill(size_t n, uint64_t stream)
-{
-    float *x = k22_xmalloc(n * sizeof *x);
-    for (size_t i = 0; i < n; i++) x[i] = (float)(0.5 * ((double)((i * 2654435761u + stream * 97u) % 2001) / 1000.0 - 1.0));
-    return x;
-}
+#include "bench_util.h"
 
 static int bench(const char *name, const char *dir, int B, int side, int steps)
 {
@@ -52,7 +32,8 @@ static int bench(const char *name, const char *dir, int B, int side, int steps)
         return 1;
     }
     size_t n = (size_t)B * 4 * (size_t)side * (size_t)side;
-    float *lat = fill(n, 1), *nz = fill(n, 2), *img = fill((size_t)B * tr.cfg.u.unet.encoder_hid_dim, 3);
+    float *lat = bench_fill(n, 1), *nz = bench_fill(n, 2);
+    float *img = bench_fill((size_t)B * tr.cfg.u.unet.encoder_hid_dim, 3);
     int64_t *t = k22_xmalloc((size_t)B * sizeof *t);
     for (int b = 0; b < B; b++) t[b] = (b * 397 + 11) % 1000;
     k22_decoder_batch batch = {B, lat, img, nz, t};
@@ -60,13 +41,13 @@ static int bench(const char *name, const char *dir, int B, int side, int steps)
         k22_decoder_trainer_micro_step(&tr, &batch);
         k22_decoder_trainer_sync(&tr, NULL);
     }
-    double c0 = now(), w0 = wall();
+    double c0 = bench_cpu_s(), w0 = bench_wall_s();
     for (int s = 0; s < steps; s++) {
         k22_decoder_trainer_micro_step(&tr, &batch);
         k22_decoder_trainer_sync(&tr, NULL);
     }
     be->sync(be->ctx);
-    double c1 = now(), w1 = wall();
+    double c1 = bench_cpu_s(), w1 = bench_wall_s();
     printf("k22 %-8s batch %d %dx%d: %.3f ms CPU/step, %.3f ms wall/step (%d steps)\n", name, B, side,
            side, 1e3 * (c1 - c0) / steps, 1e3 * (w1 - w0) / steps, steps);
     free(lat), free(nz), free(img), free(t);

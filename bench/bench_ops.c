@@ -3,16 +3,10 @@
  * Not a test: `make bench` builds and runs it (build/bench_ops). */
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 
 #include "k22/ops.h"
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
+#include "bench_util.h"
 
 static float *randv(size_t n)
 {
@@ -27,10 +21,10 @@ int main(void)
     enum { N = 1024, REP = 5 };
     float *a = randv((size_t)N * N), *b = randv((size_t)N * N), *c = randv((size_t)N * N);
     be->matmul(be->ctx, 0, 0, N, N, N, 1.0f, a, 0, b, 0, 0.0f, c, 0, 1); /* warm-up */
-    double t0 = now();
+    double t0 = bench_wall_s();
     for (int r = 0; r < REP; r++)
         be->matmul(be->ctx, 0, 0, N, N, N, 1.0f, a, 0, b, 0, 0.0f, c, 0, 1);
-    double t = (now() - t0) / REP;
+    double t = (bench_wall_s() - t0) / REP;
     printf("sgemm 1024^3: %.3f ms, %.1f GFLOP/s\n", 1e3 * t, 2.0 * N * N * N / t * 1e-9);
 
     k22_conv2d_desc d = {1, 64, 64, 64, 64, 3, 3, 1, 1, 1, 1, 1, 1};
@@ -40,13 +34,13 @@ int main(void)
           *db = calloc(64, sizeof(float));
     double flops = 2.0 * 64 * 64 * 64 * 64 * 9;
     be->conv2d_fwd(be->ctx, y, x, w, bias, &d);
-    t0 = now();
+    t0 = bench_wall_s();
     for (int r = 0; r < REP; r++) be->conv2d_fwd(be->ctx, y, x, w, bias, &d);
-    t = (now() - t0) / REP;
+    t = (bench_wall_s() - t0) / REP;
     printf("conv 64->64 64x64 3x3 fwd: %.3f ms, %.1f GFLOP/s\n", 1e3 * t, flops / t * 1e-9);
-    t0 = now();
+    t0 = bench_wall_s();
     for (int r = 0; r < REP; r++) be->conv2d_bwd(be->ctx, dx, dw, db, dy, x, w, &d);
-    t = (now() - t0) / REP;
+    t = (bench_wall_s() - t0) / REP;
     printf("conv 64->64 64x64 3x3 bwd (data+filter): %.3f ms, %.1f GFLOP/s\n", 1e3 * t,
            2 * flops / t * 1e-9);
 
@@ -58,13 +52,13 @@ int main(void)
           *dv = calloc(nq, sizeof(float));
     double aflops = 4.0 * 8 * 1024 * 1024 * 64;
     be->attention_fwd(be->ctx, o, lse, q, k, v, &ad);
-    t0 = now();
+    t0 = bench_wall_s();
     for (int r = 0; r < REP; r++) be->attention_fwd(be->ctx, o, lse, q, k, v, &ad);
-    t = (now() - t0) / REP;
+    t = (bench_wall_s() - t0) / REP;
     printf("attention 8x1024x1024x64 fwd: %.3f ms, %.1f GFLOP/s\n", 1e3 * t, aflops / t * 1e-9);
-    t0 = now();
+    t0 = bench_wall_s();
     for (int r = 0; r < REP; r++) be->attention_bwd(be->ctx, dq, dk, dv, o, q, k, v, o, lse, &ad);
-    t = (now() - t0) / REP;
+    t = (bench_wall_s() - t0) / REP;
     printf("attention 8x1024x1024x64 bwd: %.3f ms, %.1f GFLOP/s\n", 1e3 * t,
            2.5 * aflops / t * 1e-9);
     free(q), free(k), free(v), free(o), free(lse), free(dq), free(dk), free(dv);

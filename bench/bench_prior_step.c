@@ -5,31 +5,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "k22/rng.h"
 #include "k22/train_prior.h"
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
-
-static double wall(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
-
-static float *randn(size_t n, uint64_t stream)
-{
-    float *x = k22_xmalloc(n * sizeof *x);
-    for (size_t i = 0; i < n; i++) x[i] = (float)(0.5 * ((double)((i * 2654435761u + stream * 97u) % 2001) / 1000.0 - 1.0));
-    return x;
-}
+#include "bench_util.h"
 
 int main(int argc, char **argv)
 {
@@ -54,8 +34,8 @@ int main(int argc, char **argv)
         }
         int E = tr.cfg.u.prior.embedding_dim, EP = tr.cfg.u.prior.embedding_proj_dim;
         int L = tr.cfg.u.prior.num_embeddings;
-        float *te = randn((size_t)B * EP, 1), *th = randn((size_t)B * L * E, 2);
-        float *ie = randn((size_t)B * E, 3), *nz = randn((size_t)B * E, 4);
+        float *te = bench_fill((size_t)B * EP, 1), *th = bench_fill((size_t)B * L * E, 2);
+        float *ie = bench_fill((size_t)B * E, 3), *nz = bench_fill((size_t)B * E, 4);
         uint8_t *mask = k22_xmalloc((size_t)B * L);
         int64_t *t = k22_xmalloc((size_t)B * sizeof *t);
         for (int b = 0; b < B; b++) {
@@ -67,13 +47,13 @@ int main(int argc, char **argv)
             k22_prior_trainer_micro_step(&tr, &batch);
             k22_prior_trainer_sync(&tr, NULL);
         }
-        double c0 = now(), w0 = wall();
+        double c0 = bench_cpu_s(), w0 = bench_wall_s();
         for (int s = 0; s < steps; s++) {
             k22_prior_trainer_micro_step(&tr, &batch);
             k22_prior_trainer_sync(&tr, NULL);
         }
         be->sync(be->ctx);
-        double c1 = now(), w1 = wall();
+        double c1 = bench_cpu_s(), w1 = bench_wall_s();
         printf("k22 %-8s batch %d: %.3f ms CPU/step, %.3f ms wall/step (%d steps)\n", names[bi], B,
                1e3 * (c1 - c0) / steps, 1e3 * (w1 - w0) / steps, steps);
         free(te), free(th), free(ie), free(nz), free(mask), free(t);

@@ -7,6 +7,7 @@
 #ifndef K22_OPTIM_H
 #define K22_OPTIM_H
 
+#include "k22/config.h"
 #include "k22/ema.h"
 #include "k22/params.h"
 
@@ -38,5 +39,20 @@ typedef struct {
 /* Clip (torch clip_grad_norm_ over the trainable runs), AdamW, zero every gradient, EMA step
  * when enabled. Returns the gradient norm before clipping. */
 float k22_optim_step(k22_optim *o, const k22_optim_step_args *a);
+
+/* Copies the weights (ema != 0: the EMA shadow) into ps->data and writes cfg + ps as a diffusers
+ * component folder dir. K22_ERR_ARG naming dir when ema is asked for without an EMA shadow. */
+k22_status k22_optim_save(const k22_optim *o, int ema, const char *dir, const k22_model_config *cfg,
+                          k22_params *ps, k22_err *err);
+
+/* The step flags every stage trainer takes (names follow the scripts' flags), for one check. */
+typedef struct {
+    double adam_beta1, adam_beta2, adam_epsilon, adam_weight_decay, max_grad_norm, snr_gamma;
+    int gradient_accumulation_steps;
+    int micro_batch, micro_batch_max; /* the trainer's largest B, and its cap on it */
+} k22_optim_flags;
+
+/* K22_ERR_ARG naming the flag that is out of range. */
+k22_status k22_optim_flags_check(const k22_optim_flags *f, k22_err *err);
 
 #endif

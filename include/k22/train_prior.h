@@ -19,9 +19,9 @@
 #define K22_TRAIN_PRIOR_H
 
 #include "k22/arena.h"
-#include "k22/ema.h"
 #include "k22/loss.h"
 #include "k22/lr_schedule.h"
+#include "k22/optim.h"
 #include "k22/prior.h"
 
 /* The script's flags that change the step (names follow the flags). */
@@ -69,22 +69,19 @@ typedef struct {
     k22_prior_train_hparams hp;
     k22_model_config cfg;
     k22_params ps;             /* the table; ps.data is host staging for loads and saves */
-    float *P, *G, *M, *V;      /* backend (ps.total) each: weights, gradients, AdamW moments */
-    float *S;                  /* backend (ps.total) EMA shadow, NULL without use_ema */
-    int nspans;                /* runs of trainable parameters (alignment padding inside) */
-    int64_t *span_off, *span_len;
+    k22_optim opt;             /* weights, gradients, moments, EMA (owns the buffers below) */
+    float *P, *G, *M, *V;      /* = opt.P, opt.G, opt.M, opt.V (the names callers use) */
+    float *S;                  /* = opt.S: the EMA shadow, NULL without use_ema */
     k22_prior model;
     k22_arena arena;
     k22_prior_norm norm;       /* clip_mean/std as loaded, before any step */
     k22_noise_schedule sched;
     k22_lr_schedule lr;
-    k22_ema ema;
     /* step buffers, backend: */
     float *proj, *ehs, *img, *noise; /* (Bmax, EP), (Bmax, L, E), (Bmax, E), (Bmax, E) */
     float *t, *w, *loss;       /* (Bmax) timesteps as floats, (Bmax) Min-SNR weights, (1) */
     float *x0, *x_t, *pred, *dpred; /* (Bmax, E) each */
-    float *tmp, *ema_scratch;  /* (E), (n_ema_scratch) */
-    int64_t n_ema_scratch;
+    float *tmp;                /* (E) */
     float *w_host, *t_host;    /* (Bmax) host */
     int64_t global_step;       /* optimizer steps taken */
     int micro;                 /* micro-steps since the last sync */

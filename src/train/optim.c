@@ -1,8 +1,12 @@
-/* optim.c: clip + AdamW + EMA over a flat parameter buffer (include/k22/optim.h). */
+/* optim.c: clip + AdamW + EMA over a flat parameter buffer, the step flags' check and the save
+ * (include/k22/optim.h). */
 #include "k22/optim.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "k22/diffusers.h"
 
 /* Runs of consecutive trainable parameters, and the frozen parameters one by one. */
 static void find_spans(k22_optim *o, const k22_params *ps)
@@ -93,4 +97,34 @@ float k22_optim_step(k22_optim *o, const k22_optim_step_args *a)
     be->zero(be->ctx, o->G, (size_t)o->total * sizeof(float));
     if (o->S) ema_step(o);
     return norm;
+}
+
+k22_status k22_optim_save(const k22_optim *o, int ema, const char *dir, const k22_model_config *cfg,
+                          k22_params *ps, k22_err *err)
+{
+    if (ema && !o->S)
+        return k22_err_set(err, K22_ERR_ARG, "%s: no EMA weights to save (training ran without --use_ema)", dir);
+    o->be->to_host(o->be->ctx, ps->data, ema ? o->S : o->P, ps->total * sizeof(float));
+    return k22_component_save(dir, cfg, ps, K22_SHARD_BYTES_DEFAULT, err);
+}
+
+k22_status k22_optim_flags_check(const k22_optim_flags *f, k22_err *err)
+{
+    if (!(f->adam_beta1 >= 0 && f->adam_beta1 < 1) || !(f->adam_beta2 >= 0 && f->adam_beta2 < 1))
+        return k22_err_set(err, K22_ERR_ARG, "--adam_beta1/--adam_beta2 must lie in [0, 1), got %g and %g",
+                           f->adam_beta1, f->adam_beta2);
+    if (!(f->adam_epsilon >= 0) || !(f->adam_weight_decay >= 0) || !isfinite(f->adam_weight_decay))
+        return k22_err_set(err, K22_ERR_ARG, "--adam_epsilon and --adam_weight_decay must be >= 0, got %g and %g",
+                           f->adam_epsilon, f->adam_weight_decay);
+    if (!(f->max_grad_norm > 0) || !isfinite(f->max_grad_norm))
+        return k22_err_set(err, K22_ERR_ARG, "--max_grad_norm must be a positive number, got %g", f->max_grad_norm);
+    if (!(f->snr_gamma >= 0) || !isfinite(f->snr_gamma))
+        return k22_err_set(err, K22_ERR_ARG, "--snr_gamma must be a positive number, got %g", f->snr_gamma);
+    if (f->gradient_accumulation_steps < 1)
+        return k22_err_set(err, K22_ERR_ARG, "--gradient_accumulation_steps must be >= 1, got %d",
+                           f->gradient_accumulation_steps);
+    if (f->micro_batch < 1 || f->micro_batch > f->micro_batch_max)
+        return k22_err_set(err, K22_ERR_ARG, "micro batch %d is outside 1..%d", f->micro_batch,
+                           f->micro_batch_max);
+    return K22_OK;
 }

@@ -2,7 +2,6 @@
  * output channels, backward) and optimizer step (optim.h) (include/k22/train_decoder.h). */
 #include "k22/train_decoder.h"
 
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,22 +32,10 @@ void k22_decoder_train_hparams_default(k22_decoder_train_hparams *hp)
 
 static k22_status check_hparams(const k22_decoder_train_hparams *hp, k22_err *err)
 {
-    if (!(hp->adam_beta1 >= 0 && hp->adam_beta1 < 1) || !(hp->adam_beta2 >= 0 && hp->adam_beta2 < 1))
-        return k22_err_set(err, K22_ERR_ARG, "--adam_beta1/--adam_beta2 must lie in [0, 1), got %g and %g",
-                           hp->adam_beta1, hp->adam_beta2);
-    if (!(hp->adam_epsilon >= 0) || !(hp->adam_weight_decay >= 0) || !isfinite(hp->adam_weight_decay))
-        return k22_err_set(err, K22_ERR_ARG, "--adam_epsilon and --adam_weight_decay must be >= 0, got %g and %g",
-                           hp->adam_epsilon, hp->adam_weight_decay);
-    if (!(hp->max_grad_norm > 0) || !isfinite(hp->max_grad_norm))
-        return k22_err_set(err, K22_ERR_ARG, "--max_grad_norm must be a positive number, got %g", hp->max_grad_norm);
-    if (!(hp->snr_gamma >= 0) || !isfinite(hp->snr_gamma))
-        return k22_err_set(err, K22_ERR_ARG, "--snr_gamma must be a positive number, got %g", hp->snr_gamma);
-    if (hp->gradient_accumulation_steps < 1)
-        return k22_err_set(err, K22_ERR_ARG, "--gradient_accumulation_steps must be >= 1, got %d",
-                           hp->gradient_accumulation_steps);
-    if (hp->micro_batch < 1 || hp->micro_batch > (1 << 16))
-        return k22_err_set(err, K22_ERR_ARG, "micro batch %d is outside 1..%d", hp->micro_batch, 1 << 16);
-    return K22_OK;
+    k22_optim_flags f = {hp->adam_beta1, hp->adam_beta2, hp->adam_epsilon, hp->adam_weight_decay,
+                         hp->max_grad_norm, hp->snr_gamma, hp->gradient_accumulation_steps,
+                         hp->micro_batch, 1 << 16};
+    return k22_optim_flags_check(&f, err);
 }
 
 /* The UNet halves the latents nblocks - 1 times and the skips must line up again. */
@@ -259,9 +246,5 @@ void k22_decoder_trainer_sync(k22_decoder_trainer *tr, k22_decoder_step_log *log
 
 k22_status k22_decoder_trainer_save(k22_decoder_trainer *tr, const char *dir, int ema, k22_err *err)
 {
-    if (ema && !tr->opt.S)
-        return k22_err_set(err, K22_ERR_ARG, "%s: no EMA weights to save (training ran without --use_ema)", dir);
-    const float *src = ema ? tr->opt.S : tr->opt.P;
-    tr->be->to_host(tr->be->ctx, tr->ps.data, src, tr->ps.total * sizeof(float));
-    return k22_component_save(dir, &tr->cfg, &tr->ps, K22_SHARD_BYTES_DEFAULT, err);
+    return k22_optim_save(&tr->opt, ema, dir, &tr->cfg, &tr->ps, err);
 }

@@ -1,8 +1,7 @@
-/* step_prior.c: the prior's micro-step (forward, loss, backward) and optimizer step (clip,
- * AdamW, EMA) over the flat parameter buffer (include/k22/train_prior.h). */
+/* step_prior.c: the prior's micro-step (forward, loss, backward) and optimizer step (optim.h)
+ * (include/k22/train_prior.h). */
 #include "k22/train_prior.h"
 
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,43 +28,10 @@ void k22_prior_train_hparams_default(k22_prior_train_hparams *hp)
 
 static k22_status check_hparams(const k22_prior_train_hparams *hp, k22_err *err)
 {
-    if (!(hp->adam_beta1 >= 0 && hp->adam_beta1 < 1) || !(hp->adam_beta2 >= 0 && hp->adam_beta2 < 1))
-        return k22_err_set(err, K22_ERR_ARG, "--adam_beta1/--adam_beta2 must lie in [0, 1), got %g and %g",
-                           hp->adam_beta1, hp->adam_beta2);
-    if (!(hp->adam_epsilon >= 0) || !(hp->adam_weight_decay >= 0) || !isfinite(hp->adam_weight_decay))
-        return k22_err_set(err, K22_ERR_ARG, "--adam_epsilon and --adam_weight_decay must be >= 0, got %g and %g",
-                           hp->adam_epsilon, hp->adam_weight_decay);
-    if (!(hp->max_grad_norm > 0) || !isfinite(hp->max_grad_norm))
-        return k22_err_set(err, K22_ERR_ARG, "--max_grad_norm must be a positive number, got %g", hp->max_grad_norm);
-    if (!(hp->snr_gamma >= 0) || !isfinite(hp->snr_gamma))
-        return k22_err_set(err, K22_ERR_ARG, "--snr_gamma must be a positive number, got %g", hp->snr_gamma);
-    if (hp->gradient_accumulation_steps < 1)
-        return k22_err_set(err, K22_ERR_ARG, "--gradient_accumulation_steps must be >= 1, got %d",
-                           hp->gradient_accumulation_steps);
-    if (hp->micro_batch < 1 || hp->micro_batch > (1 << 20))
-        return k22_err_set(err, K22_ERR_ARG, "micro batch %d is outside 1..%d", hp->micro_batch, 1 << 20);
-    return K22_OK;
-}
-
-/* Runs of consecutive trainable parameters: the padding between two of them has zero weights
- * and gradients, which every update leaves at zero, so each run is one pass of each op. */
-static void find_spans(k22_prior_trainer *tr)
-{
-    const k22_params *ps = &tr->ps;
-    tr->span_off = k22_xcalloc((size_t)ps->count + 1, sizeof *tr->span_off);
-    tr->span_len = k22_xcalloc((size_t)ps->count + 1, sizeof *tr->span_len);
-    int n = 0, open = 0;
-    for (int i = 0; i < ps->count; i++) {
-        const k22_param *p = &ps->items[i];
-        if (!p->trainable) {
-            open = 0;
-            continue;
-        }
-        if (!open) tr->span_off[n++] = (int64_t)p->offset;
-        tr->span_len[n - 1] = (int64_t)(p->offset + p->numel) - tr->span_off[n - 1];
-        open = 1;
-    }
-    tr->nspans = n;
+    k22_optim_flags f = {hp->adam_beta1, hp->adam_beta2, hp->adam_epsilon, hp->adam_weight_decay,
+                         hp->max_grad_norm, hp->snr_gamma, hp->gradient_accumulation_steps,
+                         hp->micro_batch, 1 << 20};
+    return k22_optim_flags_check(&f, err);
 }
 
 static void alloc_buffers(k22_prior_trainer *tr)
@@ -73,18 +39,6 @@ static void alloc_buffers(k22_prior_trainer *tr)
     const k22_backend *be = tr->be;
     const k22_prior_config *c = &tr->cfg.u.prior;
     size_t Bm = (size_t)tr->hp.micro_batch, E = (size_t)c->embedding_dim, f = sizeof(float);
-    size_t bytes = tr->ps.total * f;
-    tr->P = be->alloc(be->ctx, bytes);
-    tr->G = be->alloc(be->ctx, bytes);
-    tr->M = be->alloc(be->ctx, bytes);
-    tr->V = be->alloc(be->ctx, bytes);
-    be->to_device(be->ctx, tr->P, tr->ps.data, bytes);
-    if (tr->hp.use_ema) {
-        tr->S = be->alloc(be->ctx, bytes); /* EMAModel starts from a copy of the weights */
-        be->copy(be->ctx, tr->S, tr->P, bytes);
-        tr->n_ema_scratch = tr->ps.total < 65536 ? (int64_t)tr->ps.total : 65536;
-        tr->ema_scratch = be->alloc(be->ctx, (size_t)tr->n_ema_scratch * f);
-    }
     tr->proj = be->alloc(be->ctx, Bm * (size_t)c->embedding_proj_dim * f);
     tr->ehs = be->alloc(be->ctx, Bm * (size_t)c->num_embeddings * E * f);
     tr->img = be->alloc(be->ctx, Bm * E * f);
@@ -137,13 +91,17 @@ k22_status k22_prior_trainer_init_loaded(k22_prior_trainer *tr, const k22_backen
     tr->be = be;
     tr->hp = *hp;
     tr->cfg = *cfg;
-    find_spans(tr);
+    k22_optim_init(&tr->opt, be, &tr->ps, hp->use_ema);
+    tr->P = tr->opt.P;
+    tr->G = tr->opt.G;
+    tr->M = tr->opt.M;
+    tr->V = tr->opt.V;
+    tr->S = tr->opt.S;
     alloc_buffers(tr);
     /* The script clones clip_mean/std before training; they never change afterwards anyway. */
     k22_prior_norm_init(&tr->norm, be, tr->P + mean->offset, tr->P + sd->offset, c->clip_embed_dim);
     k22_prior_init(&tr->model, c, &tr->ps, tr->P, tr->G, hp->micro_batch);
     k22_arena_init(&tr->arena, be, k22_prior_arena_floats(&tr->model, hp->micro_batch, 1));
-    k22_ema_init(&tr->ema);
 out:
     if (st) {
         k22_noise_schedule_free(&tr->sched);
@@ -169,19 +127,17 @@ void k22_prior_trainer_free(k22_prior_trainer *tr)
 {
     const k22_backend *be = tr->be;
     if (be) {
-        float *bufs[] = {tr->P, tr->G, tr->M, tr->V, tr->S, tr->ema_scratch, tr->proj, tr->ehs,
-                         tr->img, tr->noise, tr->t, tr->w, tr->loss, tr->x0, tr->x_t, tr->pred,
-                         tr->dpred, tr->tmp};
+        float *bufs[] = {tr->proj, tr->ehs, tr->img, tr->noise, tr->t, tr->w, tr->loss, tr->x0,
+                         tr->x_t, tr->pred, tr->dpred, tr->tmp};
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
             if (bufs[i]) be->free(be->ctx, bufs[i]);
         k22_prior_norm_free(&tr->norm, be);
         k22_arena_free(&tr->arena);
         k22_prior_free(&tr->model);
+        k22_optim_free(&tr->opt);
     }
     k22_noise_schedule_free(&tr->sched);
     k22_params_free(&tr->ps);
-    free(tr->span_off);
-    free(tr->span_len);
     free(tr->w_host);
     free(tr->t_host);
     memset(tr, 0, sizeof *tr);
@@ -239,39 +195,14 @@ int k22_prior_trainer_sync_due(const k22_prior_trainer *tr)
     return tr->micro >= tr->hp.gradient_accumulation_steps;
 }
 
-static void ema_step(k22_prior_trainer *tr)
-{
-    const k22_backend *be = tr->be;
-    float omd = k22_ema_begin_step(&tr->ema);
-    for (int s = 0; s < tr->nspans; s++)
-        k22_ema_update(be, tr->S + tr->span_off[s], tr->P + tr->span_off[s], tr->span_len[s], omd,
-                       tr->ema_scratch, tr->n_ema_scratch);
-    /* EMAModel copies the parameters that do not require grad (clip_mean/std). */
-    for (int i = 0; i < tr->ps.count; i++) {
-        const k22_param *p = &tr->ps.items[i];
-        if (!p->trainable)
-            be->copy(be->ctx, tr->S + p->offset, tr->P + p->offset, p->numel * sizeof(float));
-    }
-}
-
 void k22_prior_trainer_sync(k22_prior_trainer *tr, k22_prior_step_log *log)
 {
-    const k22_backend *be = tr->be;
     K22_REQUIRE(tr->micro >= 1);
     double lr = k22_lr_at(&tr->lr, tr->global_step);
-    float *gbufs[64], **gp = tr->nspans <= 64 ? gbufs : k22_xcalloc((size_t)tr->nspans, sizeof *gp);
-    for (int s = 0; s < tr->nspans; s++) gp[s] = tr->G + tr->span_off[s];
-    float norm = k22_clip_grad_norm(be, gp, tr->span_len, tr->nspans, (float)tr->hp.max_grad_norm);
-    if (gp != gbufs) free(gp);
-    k22_adamw_hparams h = {.lr = lr, .beta1 = tr->hp.adam_beta1, .beta2 = tr->hp.adam_beta2,
-                           .eps = tr->hp.adam_epsilon, .weight_decay = tr->hp.adam_weight_decay,
-                           .step = tr->global_step + 1};
-    for (int s = 0; s < tr->nspans; s++) {
-        int64_t o = tr->span_off[s];
-        be->adamw_step(be->ctx, tr->P + o, tr->G + o, tr->M + o, tr->V + o, tr->span_len[s], &h);
-    }
-    be->zero(be->ctx, tr->G, tr->ps.total * sizeof(float));
-    if (tr->S) ema_step(tr);
+    k22_optim_step_args a = {.lr = lr, .beta1 = tr->hp.adam_beta1, .beta2 = tr->hp.adam_beta2,
+                             .eps = tr->hp.adam_epsilon, .weight_decay = tr->hp.adam_weight_decay,
+                             .max_grad_norm = tr->hp.max_grad_norm, .step = tr->global_step + 1};
+    float norm = k22_optim_step(&tr->opt, &a);
     tr->global_step++;
     if (log) {
         log->step = tr->global_step;
@@ -285,9 +216,5 @@ void k22_prior_trainer_sync(k22_prior_trainer *tr, k22_prior_step_log *log)
 
 k22_status k22_prior_trainer_save(k22_prior_trainer *tr, const char *dir, int ema, k22_err *err)
 {
-    if (ema && !tr->S)
-        return k22_err_set(err, K22_ERR_ARG, "%s: no EMA weights to save (training ran without --use_ema)", dir);
-    const float *src = ema ? tr->S : tr->P;
-    tr->be->to_host(tr->be->ctx, tr->ps.data, src, tr->ps.total * sizeof(float));
-    return k22_component_save(dir, &tr->cfg, &tr->ps, K22_SHARD_BYTES_DEFAULT, err);
+    return k22_optim_save(&tr->opt, ema, dir, &tr->cfg, &tr->ps, err);
 }

@@ -1,6 +1,7 @@
-/* model_fixture.h (tests/model only): what test_clip.c and test_prior.c share: reading the
- * fixtures of tools/reference/make_model_fixtures.py, making a model's deterministic weights
- * (the ones `k22 init` writes) on a backend, and comparisons that print the error they found. */
+/* model_fixture.h (tests/model only): what the model tests share: reading the fixtures of
+ * tools/reference/make_*_fixtures.py, making a model's deterministic weights (the ones `k22 init`
+ * writes) on a backend or into a folder for the generators (--write-weights), comparisons that
+ * print the error they found, and the canary that proves a comparison can fail. */
 #ifndef K22_TEST_MODEL_FIXTURE_H
 #define K22_TEST_MODEL_FIXTURE_H
 
@@ -11,8 +12,10 @@
 #include "k22/safetensors.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define MF_DIR "tests/fixtures/models"
 
@@ -60,6 +63,36 @@ static inline void mf_model(k22_model_kind kind, const char *size_or_dir, uint64
     if (st) K22_FATAL("%s", err.msg);
     k22_params_alloc(ps);
     k22_params_init_random(cfg, ps, seed);
+}
+
+/* `<prog> --write-weights CONFIG_DIR SEED OUT_DIR`, the generators' helper: saves the
+ * deterministic weights of CONFIG_DIR/config.json as a component folder. Returns the exit code. */
+static inline int mf_write_weights(const char *prog, const char *cfg_dir, const char *seed, const char *out)
+{
+    k22_model_config cfg;
+    k22_params ps;
+    char path[512];
+    k22_err err;
+    snprintf(path, sizeof path, "%s/config.json", cfg_dir);
+    k22_status st = k22_config_read(path, &cfg, &err);
+    k22_params_init(&ps);
+    if (!st) st = k22_params_build(&cfg, &ps, &err);
+    if (!st) {
+        k22_params_alloc(&ps);
+        k22_params_init_random(&cfg, &ps, strtoull(seed, NULL, 10));
+        st = k22_component_save(out, &cfg, &ps, K22_SHARD_BYTES_DEFAULT, &err);
+    }
+    k22_params_free(&ps);
+    if (st) fprintf(stderr, "%s --write-weights: %s\n", prog, err.msg);
+    return st ? 1 : 0;
+}
+
+/* Seconds on the monotonic clock (the tests print their timings). */
+static inline double mf_now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + t.tv_nsec * 1e-9;
 }
 
 /* Device copy of n host floats. */
@@ -124,6 +157,40 @@ static inline void mf_check(const char *be_name, const char *what, const float *
                      int64_t n, double atol_rel, double rtol)
 {
     mf_check_scaled(be_name, what, got, ref, n, atol_rel, rtol, -1.0);
+}
+
+/* Bit-for-bit equality of two runs that must agree (with and without gradient checkpointing);
+ * on a mismatch, how many values differ and by how much. */
+static inline void mf_check_same(const char *label, const char *what, const float *a, const float *b,
+                                 size_t n)
+{
+    size_t diff = 0;
+    double mx = 0;
+    for (size_t i = 0; i < n; i++)
+        if (memcmp(&a[i], &b[i], sizeof(float))) {
+            diff++;
+            mx = fmax(mx, fabs((double)a[i] - b[i]));
+        }
+    CHECK_MSG(diff == 0, "%s %s: %zu of %zu values differ with checkpointing (max abs %.3g)",
+              label, what, diff, n, mx);
+}
+
+/* Canary: fixture tensor `name` compared with itself must pass, and with its largest element
+ * moved by 1e-3 relative must fail in exactly that element. what names the value in the message. */
+static inline void mf_canary_max(const k22_st_file *f, const char *name, const char *what,
+                                 double atol_rel, double rtol)
+{
+    int64_t n;
+    float *ref = mf_get(f, name, -1, &n);
+    float *got = k22_xmalloc((size_t)n * sizeof(float));
+    memcpy(got, ref, (size_t)n * sizeof(float));
+    CHECK_MSG(mf_stats_of(got, ref, n, atol_rel, rtol).bad == 0, "canary: equal tensors differ");
+    int64_t k = 0;
+    for (int64_t i = 0; i < n; i++) if (fabsf(ref[i]) > fabsf(ref[k])) k = i;
+    got[k] *= 1.001f;
+    int64_t bad = mf_stats_of(got, ref, n, atol_rel, rtol).bad;
+    CHECK_MSG(bad == 1, "canary: %s moved by 1e-3 went unnoticed (%lld bad)", what, (long long)bad);
+    free(ref), free(got);
 }
 
 #endif

@@ -16,26 +16,6 @@
 #define TOL_ABS 1e-5
 #define TOL_REL 1e-5
 
-static int write_weights(const char *cfg_dir, const char *seed, const char *out)
-{
-    k22_model_config cfg;
-    k22_params ps;
-    char path[512];
-    k22_err err;
-    snprintf(path, sizeof path, "%s/config.json", cfg_dir);
-    k22_status st = k22_config_read(path, &cfg, &err);
-    k22_params_init(&ps);
-    if (!st) st = k22_params_build(&cfg, &ps, &err);
-    if (!st) {
-        k22_params_alloc(&ps);
-        k22_params_init_random(&cfg, &ps, strtoull(seed, NULL, 10));
-        st = k22_component_save(out, &cfg, &ps, K22_SHARD_BYTES_DEFAULT, &err);
-    }
-    k22_params_free(&ps);
-    if (st) fprintf(stderr, "test_clip --write-weights: %s\n", err.msg);
-    return st ? 1 : 0;
-}
-
 static void text_case(const k22_backend *be, const k22_st_file *f, const char *size,
                       const char *dir, uint64_t seed, int B)
 {
@@ -127,7 +107,8 @@ static void canary(const k22_st_file *f)
 
 int main(int argc, char **argv)
 {
-    if (argc == 5 && !strcmp(argv[1], "--write-weights")) return write_weights(argv[2], argv[3], argv[4]);
+    if (argc == 5 && !strcmp(argv[1], "--write-weights"))
+        return mf_write_weights("test_clip", argv[2], argv[3], argv[4]);
     k22_st_file *ft = mf_open("clip_text.safetensors"), *fv = mf_open("clip_vision.safetensors");
     for (int ref = 1; ref >= 0; ref--) {
         k22_backend *be = k22_backend_cpu_new(ref);

@@ -11,7 +11,6 @@
 #include "k22/movq.h"
 
 #include <stdio.h>
-#include <time.h>
 
 /* f32 through ~20 (tiny) to ~60 (full) convs, group norms and attentions; the backends and
  * torch sum in different orders (im2col GEMM blocks, double sums in the reference), moving each
@@ -35,33 +34,6 @@
 #define MV_SANITIZED 0
 #endif
 
-static int write_weights(const char *cfg_dir, const char *seed, const char *out)
-{
-    k22_model_config cfg;
-    k22_params ps;
-    char path[512];
-    k22_err err;
-    snprintf(path, sizeof path, "%s/config.json", cfg_dir);
-    k22_status st = k22_config_read(path, &cfg, &err);
-    k22_params_init(&ps);
-    if (!st) st = k22_params_build(&cfg, &ps, &err);
-    if (!st) {
-        k22_params_alloc(&ps);
-        k22_params_init_random(&cfg, &ps, strtoull(seed, NULL, 10));
-        st = k22_component_save(out, &cfg, &ps, K22_SHARD_BYTES_DEFAULT, &err);
-    }
-    k22_params_free(&ps);
-    if (st) fprintf(stderr, "model_test_movq --write-weights: %s\n", err.msg);
-    return st ? 1 : 0;
-}
-
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + t.tv_nsec * 1e-9;
-}
-
 static const k22_st_tensor *fx_tensor(const k22_st_file *f, const char *prefix, const char *what)
 {
     char n[128];
@@ -82,7 +54,7 @@ static float *fx_get(const k22_st_file *f, const char *prefix, const char *what,
 static double movq_case(const k22_backend *be, const k22_st_file *f, const char *prefix,
                         const char *size_or_dir, uint64_t seed)
 {
-    double t0 = now_s();
+    double t0 = mf_now_s();
     k22_model_config cfg;
     k22_params ps;
     mf_model(K22_MODEL_MOVQ, size_or_dir, seed, &cfg, &ps);
@@ -121,7 +93,7 @@ static double movq_case(const k22_backend *be, const k22_st_file *f, const char 
     mf_check(be->name, what, got, img_ref, nx, TOL_ABS, TOL_REL);
     free(got);
 
-    double dt = now_s() - t0;
+    double dt = mf_now_s() - t0;
     printf("%-8s movq %s: arena encode %.1f MiB, decode %.1f MiB; %.2f s\n", be->name, prefix,
            enc * 4.0 / (1 << 20), dec * 4.0 / (1 << 20), dt);
     float *bufs[] = {P, x, zin, lat, img};
@@ -155,25 +127,10 @@ static void config_checks(const char *full_dir)
     CHECK(k22_movq_config_check(&c, &err) == K22_ERR_ARG && strstr(err.msg, "vq_embed_dim"));
 }
 
-/* An image value moved by 1e-3 relative must be caught. */
-static void canary(const k22_st_file *f)
-{
-    int64_t n;
-    float *ref = mf_get(f, "tiny.image", -1, &n);
-    float *got = k22_xmalloc((size_t)n * sizeof(float));
-    memcpy(got, ref, (size_t)n * sizeof(float));
-    CHECK_MSG(mf_stats_of(got, ref, n, TOL_ABS, TOL_REL).bad == 0, "canary: equal tensors differ");
-    int64_t k = 0;
-    for (int64_t i = 0; i < n; i++) if (fabsf(ref[i]) > fabsf(ref[k])) k = i;
-    got[k] *= 1.001f;
-    int64_t bad = mf_stats_of(got, ref, n, TOL_ABS, TOL_REL).bad;
-    CHECK_MSG(bad == 1, "canary: an image value moved by 1e-3 went unnoticed (%lld bad)", (long long)bad);
-    free(ref), free(got);
-}
-
 int main(int argc, char **argv)
 {
-    if (argc == 5 && !strcmp(argv[1], "--write-weights")) return write_weights(argv[2], argv[3], argv[4]);
+    if (argc == 5 && !strcmp(argv[1], "--write-weights"))
+        return mf_write_weights("model_test_movq", argv[2], argv[3], argv[4]);
     const char *full_dir = "tests/fixtures/movq/full";
     k22_st_file *f = NULL;
     k22_err err;
@@ -191,7 +148,7 @@ int main(int argc, char **argv)
             movq_case(be, f, "full", full_dir, 0);
         k22_backend_free(be);
     }
-    canary(f);
+    mf_canary_max(f, "tiny.image", "an image value", TOL_ABS, TOL_REL);
     k22_st_close(f);
     return k22_test_finish("test_movq");
 }

@@ -125,36 +125,22 @@ static run_result run_once(const k22_backend *be, const k22_prior_config *c, con
     return r;
 }
 
-/* Bit-for-bit equality; on a mismatch, how many values differ and by how much. */
-static void check_same(const char *label, const char *what, const float *a, const float *b, size_t n)
-{
-    size_t diff = 0;
-    double mx = 0;
-    for (size_t i = 0; i < n; i++)
-        if (memcmp(&a[i], &b[i], sizeof(float))) {
-            diff++;
-            mx = fmax(mx, fabs((double)a[i] - b[i]));
-        }
-    CHECK_MSG(diff == 0, "%s %s: %zu of %zu values differ with checkpointing (max abs %.3g)",
-              label, what, diff, n, mx);
-}
-
 /* The parameter gradients one tensor at a time, so a mismatch names the tensor. */
 static void check_same_grads(const char *label, const k22_params *ps, const float *a, const float *b)
 {
     for (int i = 0; i < ps->count; i++) {
         const k22_param *p = &ps->items[i];
-        check_same(label, p->name, a + p->offset, b + p->offset, p->numel);
+        mf_check_same(label, p->name, a + p->offset, b + p->offset, p->numel);
     }
 }
 
 static void check_same_results(const char *label, const k22_params *ps, const case_inputs *in,
                                const run_result *a, const run_result *b)
 {
-    check_same(label, "out", a->out, b->out, in->no);
-    check_same(label, "dhidden_states", a->dx, b->dx, in->nx);
-    check_same(label, "dproj_embedding", a->dproj, b->dproj, in->np);
-    check_same(label, "dencoder_hidden_states", a->dehs, b->dehs, in->ne);
+    mf_check_same(label, "out", a->out, b->out, in->no);
+    mf_check_same(label, "dhidden_states", a->dx, b->dx, in->nx);
+    mf_check_same(label, "dproj_embedding", a->dproj, b->dproj, in->np);
+    mf_check_same(label, "dencoder_hidden_states", a->dehs, b->dehs, in->ne);
     check_same_grads(label, ps, a->G, b->G);
 }
 

@@ -12,7 +12,6 @@
 #include "k22/unet.h"
 
 #include <stdio.h>
-#include <time.h>
 
 /* under MF_DIR (tests/fixtures/models) */
 #define UNET_FIXTURE "../unet/unet.safetensors"
@@ -28,33 +27,6 @@
  * TOL_SUM relative to the sum of the magnitudes of its terms (measured worst 4.5e-6). These
  * catch a tensor that is wrong as a whole (scaled, shifted, permuted), not one element. */
 #define TOL_SUM 3e-5
-
-static int write_weights(const char *cfg_dir, const char *seed, const char *out)
-{
-    k22_model_config cfg;
-    k22_params ps;
-    char path[512];
-    k22_err err;
-    snprintf(path, sizeof path, "%s/config.json", cfg_dir);
-    k22_status st = k22_config_read(path, &cfg, &err);
-    k22_params_init(&ps);
-    if (!st) st = k22_params_build(&cfg, &ps, &err);
-    if (!st) {
-        k22_params_alloc(&ps);
-        k22_params_init_random(&cfg, &ps, strtoull(seed, NULL, 10));
-        st = k22_component_save(out, &cfg, &ps, K22_SHARD_BYTES_DEFAULT, &err);
-    }
-    k22_params_free(&ps);
-    if (st) fprintf(stderr, "test_unet --write-weights: %s\n", err.msg);
-    return st ? 1 : 0;
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* A conv bias that feeds a group norm with one channel per group (tiny: 32 groups over 32
  * channels) is removed by the norm's mean: its exact gradient is 0 and both sides hold rounding
@@ -199,11 +171,11 @@ static void unet_case(const k22_backend *be, const k22_st_file *f, const char *c
     k22_unet_init(&m, c, &ps, P, G);
     k22_arena ar;
     k22_arena_init(&ar, be, k22_unet_arena_floats(&m, B, H, W, 1));
-    double t0 = now_s();
+    double t0 = mf_now_s();
     k22_unet_forward(be, &m, &ar, x, t, img, B, H, W, out, 1);
-    double t1 = now_s();
+    double t1 = mf_now_s();
     k22_unet_backward(be, &m, &ar, dout, dx);
-    double t2 = now_s();
+    double t2 = mf_now_s();
     printf("%-8s unet %s (%d,%d,%d,%d): forward %.3f s, backward %.3f s; arena %zu of %zu floats at the peak\n",
            be->name, cs, B, c->in_channels, H, W, t1 - t0, t2 - t1, ar.peak, ar.cap);
     k22_arena_reset(&ar, 0);
@@ -228,26 +200,10 @@ static void unet_case(const k22_backend *be, const k22_st_file *f, const char *c
     k22_params_free(&ps);
 }
 
-/* A sampled gradient moved by 1e-3 relative in its largest element, or a whole-tensor sum moved
- * by 1e-3, must be caught. */
-static void canary(const k22_st_file *f)
-{
-    int64_t n;
-    float *ref = mf_get(f, "tiny.gs.down_blocks.1.attentions.0.to_q.weight", -1, &n);
-    float *got = k22_xmalloc((size_t)n * sizeof(float));
-    memcpy(got, ref, (size_t)n * sizeof(float));
-    CHECK_MSG(mf_stats_of(got, ref, n, TOL_ABS, TOL_REL).bad == 0, "canary: equal tensors differ");
-    int64_t k = 0;
-    for (int64_t i = 0; i < n; i++) if (fabsf(ref[i]) > fabsf(ref[k])) k = i;
-    got[k] *= 1.001f;
-    int64_t bad = mf_stats_of(got, ref, n, TOL_ABS, TOL_REL).bad;
-    CHECK_MSG(bad == 1, "canary: a gradient moved by 1e-3 went unnoticed (%lld bad)", (long long)bad);
-    free(ref), free(got);
-}
-
 int main(int argc, char **argv)
 {
-    if (argc == 5 && !strcmp(argv[1], "--write-weights")) return write_weights(argv[2], argv[3], argv[4]);
+    if (argc == 5 && !strcmp(argv[1], "--write-weights"))
+        return mf_write_weights("test_unet", argv[2], argv[3], argv[4]);
     k22_st_file *f = mf_open(UNET_FIXTURE);
     for (int ref = 1; ref >= 0; ref--) {
         k22_backend *be = k22_backend_cpu_new(ref);
@@ -256,7 +212,7 @@ int main(int argc, char **argv)
         unet_case(be, f, "mid", "tests/fixtures/unet/mid", 11, 1, 16, 16);
         k22_backend_free(be);
     }
-    canary(f);
+    mf_canary_max(f, "tiny.gs.down_blocks.1.attentions.0.to_q.weight", "a gradient", TOL_ABS, TOL_REL);
     k22_st_close(f);
     return k22_test_finish("test_unet");
 }

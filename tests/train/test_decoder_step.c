@@ -15,11 +15,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "harness/harness.h"
 #include "k22/diffusers.h"
 #include "k22/fsutil.h"
 #include "k22/safetensors.h"
 #include "k22/train_decoder.h"
+
+#define SF_GENERATOR "decoder_train_ref.py"
+#include "step_fixture.h"
 
 #define FIXTURE "tests/fixtures/decoder_train/steps.safetensors"
 #define STEPS 10
@@ -71,23 +73,6 @@ static const cfg_case CASES[] = {
     {"e", 5.0, 1.0, 1, 0, 1, 1, K22_LR_CONSTANT, 500},
 };
 
-/* The fixture tensor `name` with n values of dtype dt, or NULL after a failed check. */
-static const void *fx(const k22_st_file *f, const char *name, k22_dtype dt, int64_t n)
-{
-    const k22_st_tensor *t = k22_st_find(f, name);
-    int ok = t && t->dtype == dt && k22_shape_numel(t->ndim, t->shape) == n;
-    CHECK_MSG(ok, "fixture tensor '%s' missing or not %s with %lld values (regenerate with "
-                  "tools/reference/decoder_train_ref.py)", name, k22_dtype_name(dt), (long long)n);
-    return ok ? t->data : NULL;
-}
-
-static double f64_at(const void *bits, int i)
-{
-    double d;
-    memcpy(&d, (const char *)bits + 8 * (size_t)i, 8);
-    return d;
-}
-
 typedef struct {
     const float *latents, *image_embeds;
 } dataset;
@@ -116,7 +101,7 @@ static void write_init(k22_params *init)
 }
 
 typedef struct {
-    double loss_rel, norm_rel, w_rel, w_upd, u2_rel, u1_rel, zb_err, zb_bound;
+    double w_rel, w_upd, u2_rel, u1_rel, zb_err, zb_bound;
     int64_t w_bad, u_bad;
 } errs;
 
@@ -151,7 +136,7 @@ static int check_usum(const float *got, const float *w0, size_t n, const void *r
         s2 += u * (double)((int)(k % 7) - 3);
         sabs += fabs(u);
     }
-    double r0 = f64_at(ref, 0), r1 = f64_at(ref, 1), r2 = f64_at(ref, 2);
+    double r0 = sf_f64_at(ref, 0), r1 = sf_f64_at(ref, 1), r2 = sf_f64_at(ref, 2);
     double d1 = fabs(s1 - r1), d0 = fmax(fabs(s0 - r0), fabs(s2 - r2) / 3);
     int ok = d1 <= TOL_U * r1 && d0 <= TOL_U * sabs;
     if (r1 > 0) e->u2_rel = fmax(e->u2_rel, d1 / r1);
@@ -184,9 +169,9 @@ static void check_weights(const k22_st_file *f, const char *dir, const char *pre
         size_t ns = (n + stride - 1) / stride;
         char key[256];
         snprintf(key, sizeof key, "%s.%s", prefix, p->name);
-        const float *ref = fx(f, key, K22_DTYPE_F32, (int64_t)ns);
+        const float *ref = sf_get(f, key, K22_DTYPE_F32, (int64_t)ns);
         snprintf(key, sizeof key, "%s.%s", sumprefix, p->name);
-        const void *usum = fx(f, key, K22_DTYPE_I64, 3);
+        const void *usum = sf_get(f, key, K22_DTYPE_I64, 3);
         if (!ref || !usum) continue;
         const float *got = ps.data + p->offset, *w0 = init->data + init->items[i].offset;
         double rmax = 0, umax = 0, dmax = 0;
@@ -244,19 +229,8 @@ static int run_case(const k22_backend *be, const k22_st_file *f, const dataset *
     char key[128], dir[128], label[64], sp[32];
     int A = c->accum, nm = STEPS * A;
     snprintf(label, sizeof label, "%s config %s", be->name, c->name);
-    snprintf(key, sizeof key, "%s.index", c->name);
-    const int64_t *index = fx(f, key, K22_DTYPE_I64, (int64_t)nm * BATCH);
-    snprintf(key, sizeof key, "%s.noise", c->name);
-    const float *noise = fx(f, key, K22_DTYPE_F32, (int64_t)nm * BATCH * NLAT);
-    snprintf(key, sizeof key, "%s.timesteps", c->name);
-    const int64_t *ts = fx(f, key, K22_DTYPE_I64, (int64_t)nm * BATCH);
-    snprintf(key, sizeof key, "%s.loss", c->name);
-    const void *losses = fx(f, key, K22_DTYPE_I64, STEPS);
-    snprintf(key, sizeof key, "%s.lr", c->name);
-    const void *lrs = fx(f, key, K22_DTYPE_I64, STEPS);
-    snprintf(key, sizeof key, "%s.grad_norm", c->name);
-    const float *norms = fx(f, key, K22_DTYPE_F32, STEPS);
-    if (!index || !noise || !ts || !losses || !lrs || !norms) return k22_test_failures - failures0;
+    sf_run r;
+    if (!sf_run_load(f, c->name, nm, BATCH, NLAT, STEPS, &r)) return k22_test_failures - failures0;
 
     k22_decoder_train_hparams hp;
     k22_decoder_train_hparams_default(&hp);
@@ -280,33 +254,25 @@ static int run_case(const k22_backend *be, const k22_st_file *f, const dataset *
         return k22_test_failures - failures0;
     }
     int64_t t_first[BATCH];
-    memcpy(t_first, ts, sizeof t_first);
+    memcpy(t_first, r.ts, sizeof t_first);
     if (corrupt) t_first[0] += 1;
     static batch_buf bb;
     errs e = {0};
-    double lr_sum = 0;
+    sf_step_errs se = {0};
     for (int s = 0; s < STEPS; s++) {
         for (int k = 0; k < A; k++) {
             int m = s * A + k;
             CHECK(!k22_decoder_trainer_sync_due(&tr));
-            gather(d, index + (size_t)m * BATCH, &bb);
-            k22_decoder_batch b = {BATCH, bb.lat, bb.img, noise + (size_t)m * BATCH * NLAT,
-                                   m == 0 ? t_first : ts + (size_t)m * BATCH};
+            gather(d, r.index + (size_t)m * BATCH, &bb);
+            k22_decoder_batch b = {BATCH, bb.lat, bb.img, r.noise + (size_t)m * BATCH * NLAT,
+                                   m == 0 ? t_first : r.ts + (size_t)m * BATCH};
             k22_decoder_trainer_micro_step(&tr, &b);
         }
         CHECK(k22_decoder_trainer_sync_due(&tr));
         k22_decoder_step_log log;
         k22_decoder_trainer_sync(&tr, &log);
-        double rl = f64_at(losses, s), rlr = f64_at(lrs, s);
-        double el = fabs(log.loss - rl) / fabs(rl), en = fabs((double)log.grad_norm - norms[s]) / norms[s];
-        CHECK_MSG(log.step == s + 1, "%s: step %lld", label, (long long)log.step);
-        CHECK_MSG(el <= TOL_LOSS_REL, "%s step %d: loss %.9g, torch %.9g (rel %.2e)", label, s, log.loss, rl, el);
-        CHECK_MSG(en <= TOL_NORM_REL, "%s step %d: grad norm %.9g, torch %.9g (rel %.2e)", label, s,
-                  (double)log.grad_norm, (double)norms[s], en);
-        CHECK_MSG(log.lr == rlr, "%s step %d: lr %.17g, torch %.17g", label, s, log.lr, rlr);
-        e.loss_rel = fmax(e.loss_rel, el);
-        e.norm_rel = fmax(e.norm_rel, en);
-        lr_sum += rlr;
+        sf_check_step(label, &r, s, log.step, log.loss, log.lr, log.grad_norm, TOL_LOSS_REL,
+                      TOL_NORM_REL, &se);
     }
     if (corrupt) { /* the canary needs only the per-step checks to fail */
         k22_decoder_trainer_free(&tr);
@@ -316,20 +282,20 @@ static int run_case(const k22_backend *be, const k22_st_file *f, const dataset *
     CHECK_MSG(k22_decoder_trainer_save(&tr, dir, 0, &err) == K22_OK, "%s", err.msg);
     snprintf(key, sizeof key, "%s.final", c->name);
     snprintf(sp, sizeof sp, "%s.usum", c->name);
-    check_weights(f, dir, key, sp, init, lr_sum, &e, label);
+    check_weights(f, dir, key, sp, init, se.lr_sum, &e, label);
     if (c->use_ema) {
         snprintf(dir, sizeof dir, "%s/ema_%s_%s", g_root, be->name, c->name);
         CHECK_MSG(k22_decoder_trainer_save(&tr, dir, 1, &err) == K22_OK, "%s", err.msg);
         snprintf(key, sizeof key, "%s.ema", c->name);
         snprintf(sp, sizeof sp, "%s.emausum", c->name);
-        check_weights(f, dir, key, sp, init, lr_sum, &e, label);
+        check_weights(f, dir, key, sp, init, se.lr_sum, &e, label);
     } else {
         CHECK(k22_decoder_trainer_save(&tr, dir, 1, &err) == K22_ERR_ARG);
     }
     printf("%-8s config %s: loss max rel %.2e, grad norm max rel %.2e, sampled weights max "
            "|err|/max|ref| %.2e, |err|/max|update| %.2e; update sums: u^2 max rel %.2e, u and u*k "
            "max |err|/sum|u| %.2e; zero-grad biases max |err| %.2e (bound %.2e)\n", be->name,
-           c->name, e.loss_rel, e.norm_rel, e.w_rel, e.w_upd, e.u2_rel, e.u1_rel, e.zb_err,
+           c->name, se.loss_rel, se.norm_rel, e.w_rel, e.w_upd, e.u2_rel, e.u1_rel, e.zb_err,
            e.zb_bound);
     k22_decoder_trainer_free(&tr);
     return k22_test_failures - failures0;
@@ -355,11 +321,11 @@ static void velocity_run(const k22_backend *be, const k22_noise_schedule *s, con
  * torch's square roots are substituted into the schedule. */
 static void test_velocity(const k22_backend *be, const k22_st_file *f, const dataset *d)
 {
-    const int64_t *t = fx(f, "velocity.t", K22_DTYPE_I64, NSAMP);
-    const float *noise = fx(f, "velocity.noise", K22_DTYPE_F32, NSAMP * NLAT);
-    const float *ref = fx(f, "velocity.v", K22_DTYPE_F32, NSAMP * NLAT);
-    const float *sa = fx(f, "velocity.sqrt_a", K22_DTYPE_F32, NSAMP);
-    const float *s1 = fx(f, "velocity.sqrt_1ma", K22_DTYPE_F32, NSAMP);
+    const int64_t *t = sf_get(f, "velocity.t", K22_DTYPE_I64, NSAMP);
+    const float *noise = sf_get(f, "velocity.noise", K22_DTYPE_F32, NSAMP * NLAT);
+    const float *ref = sf_get(f, "velocity.v", K22_DTYPE_F32, NSAMP * NLAT);
+    const float *sa = sf_get(f, "velocity.sqrt_a", K22_DTYPE_F32, NSAMP);
+    const float *s1 = sf_get(f, "velocity.sqrt_1ma", K22_DTYPE_F32, NSAMP);
     if (!t || !noise || !ref || !sa || !s1) return;
     k22_sched_config sc;
     sched_config(1, &sc);
@@ -441,19 +407,14 @@ static void canary(const k22_st_file *f, const dataset *d, const k22_params *ini
     snprintf(dst, sizeof dst, "%s/canary", g_root);
     CHECK(k22_component_save(dst, &cfg, &ps, K22_SHARD_BYTES_DEFAULT, &err) == K22_OK);
     k22_params_free(&ps);
-    printf("canary: the next FAIL lines are expected\n");
-    fflush(stdout);
-    int before = k22_test_failures, checks = k22_test_checks;
+    sf_canary cn = sf_canary_begin();
     errs e = {0};
     check_weights(f, dst, "b.final", "b.usum", init, 1e-3, &e, "canary");
     int caught = e.w_bad == 1;
     k22_backend *be = k22_backend_cpu_new(0);
     int failed = run_case(be, f, d, init, &CASES[0], 1);
     k22_backend_free(be);
-    k22_test_failures = before; /* the failures above were the expected ones */
-    k22_test_checks = checks;
-    fflush(stderr);
-    printf("canary: end of expected failures\n");
+    sf_canary_end(cn);
     CHECK_MSG(caught, "canary: a weight moved by 1e-3 went unnoticed (%lld bad)", (long long)e.w_bad);
     CHECK_MSG(failed > 0, "canary: a run fed a wrong timestep passed");
 }
@@ -467,8 +428,8 @@ int main(void)
     k22_err err;
     if (k22_st_open(FIXTURE, &f, &err)) K22_FATAL("%s", err.msg);
     dataset d = {0};
-    d.latents = fx(f, "data.latents", K22_DTYPE_F32, NSAMP * NLAT);
-    d.image_embeds = fx(f, "data.image_embeds", K22_DTYPE_F32, NSAMP * E);
+    d.latents = sf_get(f, "data.latents", K22_DTYPE_F32, NSAMP * NLAT);
+    d.image_embeds = sf_get(f, "data.image_embeds", K22_DTYPE_F32, NSAMP * E);
     if (d.latents && d.image_embeds) {
         k22_params init;
         write_init(&init);

@@ -9,11 +9,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "harness/harness.h"
 #include "k22/diffusers.h"
 #include "k22/fsutil.h"
 #include "k22/safetensors.h"
 #include "k22/train_prior.h"
+
+#define SF_GENERATOR "prior_train_ref.py"
+#include "step_fixture.h"
 
 #define FIXTURE "tests/fixtures/prior_train/steps.safetensors"
 #define STEPS 10
@@ -44,23 +46,6 @@ static const cfg_case CASES[] = {
     {"c", 0.0, 1.0, 1, 1, K22_LR_CONSTANT, 500},
 };
 
-/* The fixture tensor `name` with n values of dtype dt, or NULL after a failed check. */
-static const void *fx(const k22_st_file *f, const char *name, k22_dtype dt, int64_t n)
-{
-    const k22_st_tensor *t = k22_st_find(f, name);
-    int ok = t && t->dtype == dt && k22_shape_numel(t->ndim, t->shape) == n;
-    CHECK_MSG(ok, "fixture tensor '%s' missing or not %s with %lld values (regenerate with "
-                  "tools/reference/prior_train_ref.py)", name, k22_dtype_name(dt), (long long)n);
-    return ok ? t->data : NULL;
-}
-
-static double f64_at(const void *bits, int i)
-{
-    double d;
-    memcpy(&d, (const char *)bits + 8 * (size_t)i, 8);
-    return d;
-}
-
 typedef struct {
     const float *text_embeds, *text_hidden, *image_embeds;
     const uint8_t *text_mask;
@@ -79,8 +64,8 @@ static int write_init(const k22_st_file *f, int E)
         K22_FATAL("%s", err.msg);
     k22_params_alloc(&ps);
     k22_params_init_random(&cfg, &ps, 0);
-    const float *mean = fx(f, "init.clip_mean", K22_DTYPE_F32, E);
-    const float *sd = fx(f, "init.clip_std", K22_DTYPE_F32, E);
+    const float *mean = sf_get(f, "init.clip_mean", K22_DTYPE_F32, E);
+    const float *sd = sf_get(f, "init.clip_std", K22_DTYPE_F32, E);
     int ok = mean && sd;
     if (ok) {
         memcpy(ps.data + k22_params_find(&ps, "clip_mean")->offset, mean, (size_t)E * sizeof(float));
@@ -95,7 +80,7 @@ static int write_init(const k22_st_file *f, int E)
 }
 
 typedef struct {
-    double loss_rel, norm_rel, w_rel, w_upd;
+    double w_rel, w_upd;
     double zb_err, zb_bound; /* the to_k biases: max |got - ref| and the bound they are held to */
     int64_t w_bad;
 } errs;
@@ -127,7 +112,7 @@ static void check_weights(const k22_st_file *f, const char *dir, const char *pre
         const k22_param *p = &ps.items[i];
         char key[256];
         snprintf(key, sizeof key, "%s.%s", prefix, p->name);
-        const float *ref = fx(f, key, K22_DTYPE_F32, (int64_t)p->numel);
+        const float *ref = sf_get(f, key, K22_DTYPE_F32, (int64_t)p->numel);
         if (!ref) continue;
         const float *got = ps.data + p->offset, *w0 = init->data + p->offset;
         double rmax = 0, umax = 0, dmax = 0;
@@ -190,19 +175,8 @@ static int run_case(const k22_backend *be, const k22_st_file *f, const dataset *
     char key[128], dir[128], label[64];
     int A = c->accum, nm = STEPS * A, E = d->E;
     snprintf(label, sizeof label, "%s config %s", be->name, c->name);
-    snprintf(key, sizeof key, "%s.index", c->name);
-    const int64_t *index = fx(f, key, K22_DTYPE_I64, (int64_t)nm * BATCH);
-    snprintf(key, sizeof key, "%s.noise", c->name);
-    const float *noise = fx(f, key, K22_DTYPE_F32, (int64_t)nm * BATCH * E);
-    snprintf(key, sizeof key, "%s.timesteps", c->name);
-    const int64_t *ts = fx(f, key, K22_DTYPE_I64, (int64_t)nm * BATCH);
-    snprintf(key, sizeof key, "%s.loss", c->name);
-    const void *losses = fx(f, key, K22_DTYPE_I64, STEPS);
-    snprintf(key, sizeof key, "%s.lr", c->name);
-    const void *lrs = fx(f, key, K22_DTYPE_I64, STEPS);
-    snprintf(key, sizeof key, "%s.grad_norm", c->name);
-    const float *norms = fx(f, key, K22_DTYPE_F32, STEPS);
-    if (!index || !noise || !ts || !losses || !lrs || !norms) return k22_test_failures - failures0;
+    sf_run r;
+    if (!sf_run_load(f, c->name, nm, BATCH, E, STEPS, &r)) return k22_test_failures - failures0;
 
     k22_prior_train_hparams hp;
     k22_prior_train_hparams_default(&hp);
@@ -222,50 +196,42 @@ static int run_case(const k22_backend *be, const k22_st_file *f, const dataset *
         return k22_test_failures - failures0;
     }
     int64_t t_first[BATCH];
-    memcpy(t_first, ts, sizeof t_first);
+    memcpy(t_first, r.ts, sizeof t_first);
     if (corrupt) t_first[0] += 1;
     batch_buf bb;
     bb.hidden = k22_xmalloc((size_t)BATCH * d->L * E * sizeof(float));
     errs e = {0};
-    double lr_sum = 0;
+    sf_step_errs se = {0};
     for (int s = 0; s < STEPS; s++) {
         for (int k = 0; k < A; k++) {
             int m = s * A + k;
             CHECK(!k22_prior_trainer_sync_due(&tr));
-            gather(d, index + (size_t)m * BATCH, noise + (size_t)m * BATCH * E, &bb);
+            gather(d, r.index + (size_t)m * BATCH, r.noise + (size_t)m * BATCH * E, &bb);
             k22_prior_batch b = {BATCH, bb.proj, bb.hidden, bb.mask, bb.img, bb.noise,
-                                 m == 0 ? t_first : ts + (size_t)m * BATCH};
+                                 m == 0 ? t_first : r.ts + (size_t)m * BATCH};
             k22_prior_trainer_micro_step(&tr, &b);
         }
         CHECK(k22_prior_trainer_sync_due(&tr));
         k22_prior_step_log log;
         k22_prior_trainer_sync(&tr, &log);
-        double rl = f64_at(losses, s), rlr = f64_at(lrs, s);
-        double el = fabs(log.loss - rl) / fabs(rl), en = fabs((double)log.grad_norm - norms[s]) / norms[s];
-        CHECK_MSG(log.step == s + 1, "%s: step %lld", label, (long long)log.step);
-        CHECK_MSG(el <= TOL_LOSS_REL, "%s step %d: loss %.9g, torch %.9g (rel %.2e)", label, s, log.loss, rl, el);
-        CHECK_MSG(en <= TOL_NORM_REL, "%s step %d: grad norm %.9g, torch %.9g (rel %.2e)", label, s,
-                  (double)log.grad_norm, (double)norms[s], en);
-        CHECK_MSG(log.lr == rlr, "%s step %d: lr %.17g, torch %.17g", label, s, log.lr, rlr);
-        e.loss_rel = fmax(e.loss_rel, el);
-        e.norm_rel = fmax(e.norm_rel, en);
-        lr_sum += rlr;
+        sf_check_step(label, &r, s, log.step, log.loss, log.lr, log.grad_norm, TOL_LOSS_REL,
+                      TOL_NORM_REL, &se);
     }
     snprintf(dir, sizeof dir, "%s/out_%s_%s", g_root, be->name, c->name);
     CHECK_MSG(k22_prior_trainer_save(&tr, dir, 0, &err) == K22_OK, "%s", err.msg);
     snprintf(key, sizeof key, "%s.final", c->name);
-    check_weights(f, dir, key, init, lr_sum, &e, label);
+    check_weights(f, dir, key, init, se.lr_sum, &e, label);
     if (c->use_ema) {
         snprintf(dir, sizeof dir, "%s/ema_%s_%s", g_root, be->name, c->name);
         CHECK_MSG(k22_prior_trainer_save(&tr, dir, 1, &err) == K22_OK, "%s", err.msg);
         snprintf(key, sizeof key, "%s.ema", c->name);
-        check_weights(f, dir, key, init, lr_sum, &e, label);
+        check_weights(f, dir, key, init, se.lr_sum, &e, label);
     } else {
         CHECK(k22_prior_trainer_save(&tr, dir, 1, &err) == K22_ERR_ARG);
     }
     printf("%-8s config %s: loss max rel %.2e, grad norm max rel %.2e, weights max |err|/max|ref| "
            "%.2e, max |err|/max|update| %.2e; to_k.bias max |err| %.2e (bound %.2e)\n", be->name,
-           c->name, e.loss_rel, e.norm_rel, e.w_rel, e.w_upd, e.zb_err, e.zb_bound);
+           c->name, se.loss_rel, se.norm_rel, e.w_rel, e.w_upd, e.zb_err, e.zb_bound);
     free(bb.hidden);
     k22_prior_trainer_free(&tr);
     return k22_test_failures - failures0;
@@ -313,19 +279,14 @@ static void canary(const k22_st_file *f, const dataset *d, const k22_params *ini
     snprintf(dst, sizeof dst, "%s/canary", g_root);
     CHECK(k22_component_save(dst, &cfg, &ps, K22_SHARD_BYTES_DEFAULT, &err) == K22_OK);
     k22_params_free(&ps);
-    printf("canary: the next FAIL lines are expected\n");
-    fflush(stdout);
-    int before = k22_test_failures, checks = k22_test_checks;
+    sf_canary cn = sf_canary_begin();
     errs e = {0};
     check_weights(f, dst, "a.final", init, 1e-3, &e, "canary");
-    int caught = k22_test_failures - before == 1 && e.w_bad == 1;
+    int caught = k22_test_failures - cn.failures == 1 && e.w_bad == 1;
     k22_backend *be = k22_backend_cpu_new(0);
     int failed = run_case(be, f, d, init, &CASES[0], 1);
     k22_backend_free(be);
-    k22_test_failures = before; /* the failures above were the expected ones */
-    k22_test_checks = checks;
-    fflush(stderr);
-    printf("canary: end of expected failures\n");
+    sf_canary_end(cn);
     CHECK_MSG(caught, "canary: a weight moved by 1e-3 went unnoticed (%lld bad)", (long long)e.w_bad);
     CHECK_MSG(failed > 0, "canary: a run fed a wrong timestep passed");
 }
@@ -340,10 +301,10 @@ int main(void)
     dataset d = {0};
     d.E = 32;
     d.L = 77;
-    d.text_embeds = fx(f, "data.text_embeds", K22_DTYPE_F32, NSAMP * d.E);
-    d.text_hidden = fx(f, "data.text_hidden", K22_DTYPE_F32, NSAMP * d.L * d.E);
-    d.text_mask = fx(f, "data.text_mask", K22_DTYPE_U8, NSAMP * d.L);
-    d.image_embeds = fx(f, "data.image_embeds", K22_DTYPE_F32, NSAMP * d.E);
+    d.text_embeds = sf_get(f, "data.text_embeds", K22_DTYPE_F32, NSAMP * d.E);
+    d.text_hidden = sf_get(f, "data.text_hidden", K22_DTYPE_F32, NSAMP * d.L * d.E);
+    d.text_mask = sf_get(f, "data.text_mask", K22_DTYPE_U8, NSAMP * d.L);
+    d.image_embeds = sf_get(f, "data.image_embeds", K22_DTYPE_F32, NSAMP * d.E);
     if (d.text_embeds && d.text_hidden && d.text_mask && d.image_embeds && write_init(f, d.E)) {
         k22_model_config cfg;
         k22_params init;

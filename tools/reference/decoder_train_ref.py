@@ -43,13 +43,11 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import tempfile
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.numpy import load_file
 
 import accelerate
 import diffusers
@@ -57,6 +55,8 @@ from accelerate import Accelerator
 from diffusers import DDPMScheduler, UNet2DConditionModel
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel, compute_snr
+
+from refutil import f64bits, k22_init, np32, save_capped
 
 INIT_SEED = 0
 DATA_SEED = 5151
@@ -81,36 +81,6 @@ CONFIGS = {
 }
 LR, BETAS, WD, EPS = 1e-4, (0.9, 0.999), 0.0, 1e-8
 MAX_BYTES = 2 * 1024 * 1024
-
-DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.int64): "I64", np.dtype(np.uint8): "U8"}
-
-
-def np32(t):
-    return t.detach().to(torch.float32).contiguous().numpy().copy()
-
-
-def f64bits(xs):
-    return np.array(xs, dtype=np.float64).view(np.int64)
-
-
-def save_sorted(tensors, path, metadata):
-    """safetensors with sorted header keys: the same tensors give the same bytes."""
-    header, blobs, off = {"__metadata__": dict(sorted(metadata.items()))}, [], 0
-    for name in sorted(tensors):
-        a = np.ascontiguousarray(tensors[name])
-        raw = a.tobytes()
-        header[name] = {"dtype": DTYPES[a.dtype], "shape": list(a.shape),
-                        "data_offsets": [off, off + len(raw)]}
-        blobs.append(raw)
-        off += len(raw)
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * (-len(h) % 8)
-    with open(path, "wb") as f:
-        f.write(len(h).to_bytes(8, "little") + h + b"".join(blobs))
-    back = load_file(path)
-    assert sorted(back) == sorted(tensors)
-    assert all(np.array_equal(back[k], tensors[k]) for k in tensors)
-
 
 def weight_summary(final, init):
     """(sample of final, the three float64 sums of final - init as I64 bits)."""
@@ -247,8 +217,7 @@ def main():
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         pipe = os.path.join(tmp, "tiny")
-        subprocess.run([a.k22, "init", "decoder", "--size", "tiny", "--seed", str(INIT_SEED),
-                        "--out", pipe], check=True)
+        k22_init(a.k22, "decoder", INIT_SEED, pipe)
         unet_dir = os.path.join(pipe, "unet")
         # the script's DDPMScheduler.from_pretrained(decoder, subfolder="scheduler")
         sched_config = dict(DDPMScheduler.load_config(pipe, subfolder="scheduler"))
@@ -268,11 +237,7 @@ def main():
             "adamw": json.dumps(dict(lr=LR, betas=BETAS, weight_decay=WD, eps=EPS)),
             "generator": "tools/reference/decoder_train_ref.py"}
     path = os.path.join(a.out, "steps.safetensors")
-    save_sorted(out, path, meta)
-    size = os.path.getsize(path)
-    print(f"decoder_train_ref: {path}: {len(out)} tensors, {size} bytes")
-    if size > MAX_BYTES:
-        raise SystemExit(f"decoder_train_ref: fixture is {size} bytes, over {MAX_BYTES}")
+    save_capped(out, path, meta, MAX_BYTES)
 
 
 if __name__ == "__main__":

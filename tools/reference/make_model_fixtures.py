@@ -26,19 +26,19 @@ Run: tools/reference/.venv/bin/python tools/reference/make_model_fixtures.py \
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 
 import numpy as np
 import torch
-from safetensors.numpy import load_file
 
 import diffusers
 import transformers
 from diffusers import PriorTransformer
 from transformers import (CLIPTextConfig, CLIPTextModelWithProjection, CLIPTokenizer,
                           CLIPVisionConfig, CLIPVisionModelWithProjection)
+
+from refutil import k22_init, np32, run, save_sorted
 
 INIT_SEED_TINY = 0
 INIT_SEED_MID = 7
@@ -67,43 +67,10 @@ def versions():
             "transformers": transformers.__version__, "numpy": np.__version__}
 
 
-def np32(t):
-    return t.detach().to(torch.float32).contiguous().numpy().copy()
-
-
-def run(argv):
-    print("make_model_fixtures: " + " ".join(argv), flush=True)
-    subprocess.run(argv, check=True)
-
-
 def meta(**kw):
     m = {k: str(v) for k, v in versions().items()}
     m.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in kw.items()})
     return m
-
-
-DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.float16): "F16", np.dtype(np.int32): "I32",
-          np.dtype(np.uint8): "U8"}
-
-
-def save_sorted(tensors, path, metadata):
-    """safetensors with a sorted header, so the same tensors give the same bytes (the library's
-    save_file orders __metadata__ by a hash map, differently on every run)."""
-    header, blobs, off = {"__metadata__": dict(sorted(metadata.items()))}, [], 0
-    for name in sorted(tensors):
-        a = np.ascontiguousarray(tensors[name])
-        raw = a.tobytes()
-        header[name] = {"dtype": DTYPES[a.dtype], "shape": list(a.shape),
-                        "data_offsets": [off, off + len(raw)]}
-        blobs.append(raw)
-        off += len(raw)
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * (-len(h) % 8)
-    with open(path, "wb") as f:
-        f.write(len(h).to_bytes(8, "little") + h + b"".join(blobs))
-    back = load_file(path)  # the library reads what was written, value for value
-    assert sorted(back) == sorted(tensors)
-    assert all(np.array_equal(back[k], tensors[k]) for k in tensors)
 
 
 def write_mid_configs(out):
@@ -212,7 +179,7 @@ def main():
     mid_cfg = write_mid_configs(a.out)
     with tempfile.TemporaryDirectory() as tmp:
         tiny = os.path.join(tmp, "tiny")
-        run([a.k22, "init", "prior", "--size", "tiny", "--seed", str(INIT_SEED_TINY), "--out", tiny])
+        k22_init(a.k22, "prior", INIT_SEED_TINY, tiny)
         mids = {}
         for c in ("text_encoder", "image_encoder", "prior"):
             mids[c] = os.path.join(tmp, "mid", c)

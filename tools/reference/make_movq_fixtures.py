@@ -23,18 +23,15 @@ Run: tools/reference/.venv/bin/python tools/reference/make_movq_fixtures.py \
         --k22 build/k22 --movq-test build/model_test_movq --out tests/fixtures/movq
 """
 import argparse
-import json
 import os
-import subprocess
-import sys
 import tempfile
 
-import numpy as np
 import torch
-from safetensors.numpy import load_file
 
 import diffusers
 from diffusers import VQModel
+
+from refutil import k22_init, np32, run, save_capped
 
 INIT_SEED_TINY = 0
 INIT_SEED_FULL = 0
@@ -49,34 +46,6 @@ FULL_MOVQ = dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_bl
                                  "UpDecoderBlock2D"],
                  norm_num_groups=32, norm_type="spatial", num_vq_embeddings=16384,
                  vq_embed_dim=4)
-
-
-def run(argv):
-    print("make_movq_fixtures: " + " ".join(argv), flush=True)
-    subprocess.run(argv, check=True)
-
-
-def np32(t):
-    return t.detach().to(torch.float32).contiguous().numpy().copy()
-
-
-def save_sorted(tensors, path, metadata):
-    """safetensors with a sorted header, so the same tensors give the same bytes."""
-    header, blobs, off = {"__metadata__": dict(sorted(metadata.items()))}, [], 0
-    for name in sorted(tensors):
-        a = np.ascontiguousarray(tensors[name], dtype=np.float32)
-        raw = a.tobytes()
-        header[name] = {"dtype": "F32", "shape": list(a.shape),
-                        "data_offsets": [off, off + len(raw)]}
-        blobs.append(raw)
-        off += len(raw)
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * (-len(h) % 8)
-    with open(path, "wb") as f:
-        f.write(len(h).to_bytes(8, "little") + h + b"".join(blobs))
-    back = load_file(path)
-    assert sorted(back) == sorted(tensors)
-    assert all(np.array_equal(back[k], tensors[k]) for k in tensors)
 
 
 def case(model, prefix, shape, gen):
@@ -104,7 +73,7 @@ def main():
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         tiny = os.path.join(tmp, "tiny")
-        run([a.k22, "init", "decoder", "--size", "tiny", "--seed", str(INIT_SEED_TINY), "--out", tiny])
+        k22_init(a.k22, "decoder", INIT_SEED_TINY, tiny)
         m = VQModel.from_pretrained(os.path.join(tiny, "movq")).eval()
         out.update(case(m, "tiny", (2, 3, 32, 32), gen))
         out.update(case(m, "tall", (1, 3, 48, 32), gen))
@@ -118,11 +87,7 @@ def main():
           "data_seed": str(DATA_SEED), "decode": "force_not_quantize=True",
           "generator": "tools/reference/make_movq_fixtures.py"}
     p = os.path.join(a.out, "movq.safetensors")
-    save_sorted(out, p, md)
-    size = os.path.getsize(p)
-    print(f"make_movq_fixtures: {p}: {len(out)} tensors, {size} bytes")
-    if size > MAX_TOTAL_BYTES:
-        sys.exit(f"make_movq_fixtures: {size} bytes, over {MAX_TOTAL_BYTES}")
+    save_capped(out, p, md, MAX_TOTAL_BYTES)
 
 
 if __name__ == "__main__":

@@ -26,18 +26,16 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
 
-import numpy as np
 import torch
 
 import diffusers
 from diffusers import UNet2DConditionModel
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_model_fixtures import save_sorted, np32, versions  # noqa: E402
+from make_model_fixtures import versions
+from refutil import k22_init, np32, run, save_capped
 
 INIT_SEED_TINY = 0
 INIT_SEED_MID = 11
@@ -55,11 +53,6 @@ MID_UNET = dict(in_channels=4, out_channels=8, addition_embed_type="image",
                 layers_per_block=2, encoder_hid_dim=48, encoder_hid_dim_type="image_proj",
                 cross_attention_dim=64, attention_head_dim=32, norm_num_groups=32,
                 resnet_time_scale_shift="scale_shift", class_embed_type=None)
-
-
-def run(argv):
-    print("make_unet_fixtures: " + " ".join(argv), flush=True)
-    subprocess.run(argv, check=True)
 
 
 def sample_grad(g):
@@ -111,7 +104,7 @@ def main():
     tensors = {}
     with tempfile.TemporaryDirectory() as tmp:
         tiny = os.path.join(tmp, "tiny")
-        run([a.k22, "init", "decoder", "--size", "tiny", "--seed", str(INIT_SEED_TINY), "--out", tiny])
+        k22_init(a.k22, "decoder", INIT_SEED_TINY, tiny)
         m = UNet2DConditionModel.from_pretrained(os.path.join(tiny, "unet")).train()
         tensors.update(unet_case(m, "tiny.", 2, 16, 16, [3, 777], DATA_SEED + 1))
         tensors.update(unet_case(m, "tiny_wide.", 1, 8, 16, [500], DATA_SEED + 2))
@@ -124,11 +117,7 @@ def main():
               data_seed=str(DATA_SEED), full_max=str(FULL_MAX), sample_n=str(SAMPLE_N),
               mid_config=json.dumps(MID_UNET), generator="tools/reference/make_unet_fixtures.py")
     p = os.path.join(a.out, "unet.safetensors")
-    save_sorted(tensors, p, md)
-    size = os.path.getsize(p)
-    print(f"make_unet_fixtures: {p}: {len(tensors)} tensors, {size} bytes")
-    if size > MAX_TOTAL_BYTES:
-        sys.exit(f"make_unet_fixtures: {size} bytes, over {MAX_TOTAL_BYTES}")
+    save_capped(tensors, p, md, MAX_TOTAL_BYTES)
 
 
 if __name__ == "__main__":
