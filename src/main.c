@@ -11,6 +11,9 @@ static const k22_cmd k22_cmds[] = {
     {"inspect", k22_cmd_inspect, "describe and strictly check a pipeline, component or weights file"},
     {"tokenize", k22_cmd_tokenize, "CLIP-tokenize captions from stdin into JSON lines (77 ids + mask)"},
     {"synth", k22_cmd_synth, "write a deterministic captioned image folder (a local Naruto-captions stand-in)"},
+    {"pack", k22_cmd_pack, "encode captioned images once into the HDF5 training pack (MPI ranks, --resume)"},
+    {"train-prior", k22_cmd_train_prior, "train the prior on a pack (MPI ranks; exit 99 = checkpointed after a signal, requeue)"},
+    {"train-decoder", k22_cmd_train_decoder, "train the decoder UNet on a pack (MPI ranks; exit 99 = checkpointed after a signal, requeue)"},
 };
 static const int k22_ncmds = (int)(sizeof k22_cmds / sizeof k22_cmds[0]);
 

@@ -15,5 +15,8 @@ int k22_cmd_init(int argc, char **argv);
 int k22_cmd_inspect(int argc, char **argv);
 int k22_cmd_tokenize(int argc, char **argv);
 int k22_cmd_synth(int argc, char **argv);
+int k22_cmd_pack(int argc, char **argv);
+int k22_cmd_train_prior(int argc, char **argv);
+int k22_cmd_train_decoder(int argc, char **argv);
 
 #endif

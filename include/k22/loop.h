@@ -1,0 +1,58 @@
+/* loop.h: `k22 train-prior` and `k22 train-decoder` after argument parsing: epochs over the
+ * rank-sharded pack, micro-steps, the per-step gradient all-reduce, logging, checkpoints, the
+ * stop signals and the final pipeline folder.
+ *
+ * Exit codes (what the sbatch scripts act on):
+ *   0   training finished; --output_dir is a complete pipeline folder
+ *   99  K22_EXIT_REQUEUE: stopped after SIGTERM / SIGUSR1 (or --stop_at_step) with a complete
+ *       checkpoint written at the step boundary: requeue with --resume_from_checkpoint latest
+ *   2   a bad option, an incompatible pack or checkpoint (nothing trained)
+ *   1   a run-time failure that was reported (I/O); fatal errors end the whole MPI job through
+ *       MPI_Abort, whose exit code mpirun/srun choose (non-zero).
+ *
+ * Randomness: the noise and the timestep of a sample come from Philox keyed by --seed at the
+ * sample's global index in the run, epoch * L + position (L: the padded epoch length of
+ * shard.h, position: its place in that order), never by rank; timesteps are uniform integers in
+ * [0, num_train_timesteps).
+ * Resume is exact and mid-epoch: the checkpoint records the epoch and how many samples of its
+ * order were consumed, and the run goes on at that sample, so a stopped and resumed run gives the
+ * losses and weights of an uninterrupted one bit for bit. The diffusers scripts do not: they set
+ * first_epoch = N // updates_per_epoch and restart at the top of that epoch, training again on
+ * its first batches (reference-math.md section 1).
+ * Rank 0 appends every optimizer step to OUT/train_log.jsonl ({"step", "epoch", "loss", "lr",
+ * "grad_norm"}, loss and lr with 17 digits); after a resume a step may appear twice (the run
+ * that was stopped may have gone past its last checkpoint): the later line is the one that
+ * counts. */
+#ifndef K22_LOOP_H
+#define K22_LOOP_H
+
+#include "k22/diffusers.h"
+#include "k22/dist.h"
+
+#include <jansson.h>
+
+#define K22_EXIT_REQUEUE 99
+#define K22_NOISE_STREAM ((uint64_t)0x4e4f4953ull << 32)  /* "NOIS" */
+#define K22_TSTEP_STREAM ((uint64_t)0x54535450ull << 32)  /* "TSTP" */
+
+typedef struct {
+    k22_pipe_kind stage;
+    const char *pack, *pretrained, *output_dir, *resume_from_checkpoint, *device;
+    const char *lr_scheduler, *mixed_precision;
+    double learning_rate, adam_beta1, adam_beta2, adam_weight_decay, adam_epsilon;
+    double max_grad_norm, snr_gamma;
+    int64_t train_batch_size, gradient_accumulation_steps, max_train_steps, num_train_epochs;
+    int64_t checkpointing_steps, checkpoints_total_limit, lr_warmup_steps, seed, log_every;
+    int64_t stop_at_step;      /* 0: off */
+    int use_ema, gradient_checkpointing;
+    json_t *settings;          /* the resolved options, saved in checkpoints (borrowed) */
+} k22_train_opts;
+
+/* Runs the whole training; returns the exit code above. Every rank calls it. */
+int k22_train_run(const k22_train_opts *o, k22_dist *d);
+
+/* Sample g's timestep in [0, T) and its n noise values (the rule above). */
+int64_t k22_train_timestep(uint64_t seed, int64_t g, int T);
+void k22_train_noise(uint64_t seed, int64_t g, float *out, int64_t n);
+
+#endif

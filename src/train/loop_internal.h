@@ -1,0 +1,53 @@
+/* loop_internal.h: the training run's state, shared by loop.c (the epochs), loop_stage.c (the
+ * prior/decoder specifics) and loop_out.c (checkpoints and the final folder). */
+#ifndef K22_LOOP_INTERNAL_H
+#define K22_LOOP_INTERNAL_H
+
+#include "k22/ckpt.h"
+#include "k22/loop.h"
+#include "k22/pack.h"
+#include "k22/shard.h"
+#include "k22/train_decoder.h"
+#include "k22/train_prior.h"
+
+typedef struct {
+    const k22_train_opts *o;
+    k22_dist *d;
+    k22_backend *be;
+    int prior;                  /* 1: train-prior, 0: train-decoder */
+    char comp_dir[4096];        /* the component to load: pretrained (or the checkpoint's) */
+    char pipe_dir[4096];        /* the pretrained pipeline folder, "" for a bare component */
+    k22_pack *pack;
+    k22_shard shard;
+    k22_prior_trainer pt;
+    k22_decoder_trainer dt;
+    int B, A, T;                /* per-rank micro-batch, accumulation, train timesteps */
+    int64_t E, EP, L;           /* embed dims, tokens (prior) */
+    int64_t noise_n;            /* noise values per sample */
+    int latent_h, latent_w;
+    /* host batch */
+    float *text_embeds, *text_hidden, *image_embeds, *latents, *noise;
+    uint8_t *mask;
+    int64_t *t;
+    /* schedule of the run */
+    int64_t steps_per_epoch;    /* micro-steps per rank per epoch */
+    int64_t updates_per_epoch;  /* optimizer steps per epoch */
+    int64_t max_steps, epochs;
+    int64_t epoch, start_micro; /* where the run starts (resume) */
+} k22_run;
+
+/* loop_stage.c */
+k22_status k22_run_stage_init(k22_run *r, k22_err *err);
+k22_status k22_run_read_batch(k22_run *r, int64_t step, k22_err *err);
+double k22_run_micro_step(k22_run *r);
+void k22_run_sync(k22_run *r, double *loss, double *lr, float *grad_norm);
+float *k22_run_grads(k22_run *r, int64_t *n);
+int64_t k22_run_global_step(const k22_run *r);
+void k22_run_stage_free(k22_run *r);
+
+/* loop_out.c */
+void k22_run_checkpoint(k22_run *r, int64_t epoch, int64_t epoch_pos);
+k22_status k22_run_resume(k22_run *r, const char *ckpt, k22_err *err);
+k22_status k22_run_save_final(k22_run *r, k22_err *err);
+
+#endif

@@ -1,0 +1,204 @@
+/* loop_stage.c: what differs between train-prior and train-decoder inside the loop: setting the
+ * trainer up, reading a micro-batch from the pack with its noise and timesteps, and reaching the
+ * trainer's buffers. */
+#include "loop_internal.h"
+
+#include "k22/fsutil.h"
+#include "k22/rng.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int64_t k22_train_timestep(uint64_t seed, int64_t g, int T)
+{
+    /* 32 random bits scaled to [0, T): uniform up to T / 2^32. */
+    uint64_t u = k22_rng_u32(seed, K22_TSTEP_STREAM, (uint64_t)g);
+    return (int64_t)((u * (uint64_t)T) >> 32);
+}
+
+void k22_train_noise(uint64_t seed, int64_t g, float *out, int64_t n)
+{
+    k22_rng_fill_normal(seed, K22_NOISE_STREAM, (uint64_t)g * (uint64_t)n, out, (size_t)n, 0.0f, 1.0f);
+}
+
+static k22_status parse_common(const k22_run *r, k22_lr_kind *kind, k22_err *err)
+{
+    return k22_lr_kind_parse(r->o->lr_scheduler, kind, err);
+}
+
+static k22_status init_prior(k22_run *r, k22_err *err)
+{
+    const k22_train_opts *o = r->o;
+    k22_prior_train_hparams hp;
+    k22_prior_train_hparams_default(&hp);
+    k22_status st = parse_common(r, &hp.lr_scheduler, err);
+    if (st) return st;
+    hp.learning_rate = o->learning_rate;
+    hp.adam_beta1 = o->adam_beta1;
+    hp.adam_beta2 = o->adam_beta2;
+    hp.adam_weight_decay = o->adam_weight_decay;
+    hp.adam_epsilon = o->adam_epsilon;
+    hp.max_grad_norm = o->max_grad_norm;
+    hp.snr_gamma = o->snr_gamma;
+    hp.gradient_accumulation_steps = r->A;
+    hp.lr_warmup_steps = o->lr_warmup_steps;
+    hp.max_train_steps = r->max_steps;
+    hp.world_size = r->d->world;
+    hp.use_ema = o->use_ema;
+    hp.micro_batch = r->B;
+    st = k22_prior_trainer_init(&r->pt, r->be, r->comp_dir, &hp, err);
+    if (st) return st;
+    /* The arena was sized without checkpointing, which is the larger need. */
+    if (o->gradient_checkpointing) k22_prior_set_gradient_checkpointing(&r->pt.model, 1);
+    const k22_prior_config *c = &r->pt.cfg.u.prior;
+    const k22_pack_meta *m = k22_pack_meta_of(r->pack);
+    if (c->embedding_proj_dim != c->clip_embed_dim || c->num_embeddings != K22_PACK_TOKENS ||
+        m->embed_dim != c->clip_embed_dim)
+        return k22_err_set(err, K22_ERR_ARG,
+                           "%s: the pack holds %d-wide CLIP embeddings and 77 tokens, the prior takes "
+                           "text_embeds of %d, hidden states of %d x %d and image embeddings of %d",
+                           o->pack, m->embed_dim, c->embedding_proj_dim, c->num_embeddings,
+                           c->clip_embed_dim, c->clip_embed_dim);
+    r->E = c->clip_embed_dim;
+    r->EP = c->embedding_proj_dim;
+    r->L = c->num_embeddings;
+    r->T = (int)r->pt.sched.T;
+    r->noise_n = r->E;
+    size_t B = (size_t)r->B;
+    r->text_embeds = k22_xcalloc(B * (size_t)r->EP, sizeof(float));
+    r->text_hidden = k22_xcalloc(B * (size_t)(r->L * r->E), sizeof(float));
+    r->image_embeds = k22_xcalloc(B * (size_t)r->E, sizeof(float));
+    r->mask = k22_xcalloc(B * (size_t)r->L, 1);
+    return K22_OK;
+}
+
+static k22_status init_decoder(k22_run *r, k22_err *err)
+{
+    const k22_train_opts *o = r->o;
+    if (!r->pipe_dir[0])
+        return k22_err_set(err, K22_ERR_ARG, "--pretrained %s: train-decoder needs the decoder pipeline "
+                           "folder (unet/, movq/, scheduler/, model_index.json)", o->pretrained);
+    char path[4096];
+    k22_sched_config sc;
+    k22_status st = k22_fs_join(path, sizeof path, r->pipe_dir, "scheduler/scheduler_config.json", err);
+    if (!st) st = k22_sched_config_read(path, &sc, err);
+    if (st) return st;
+    const k22_pack_meta *m = k22_pack_meta_of(r->pack);
+    k22_decoder_train_hparams hp;
+    k22_decoder_train_hparams_default(&hp);
+    st = parse_common(r, &hp.lr_scheduler, err);
+    if (st) return st;
+    hp.learning_rate = o->learning_rate;
+    hp.adam_beta1 = o->adam_beta1;
+    hp.adam_beta2 = o->adam_beta2;
+    hp.adam_weight_decay = o->adam_weight_decay;
+    hp.adam_epsilon = o->adam_epsilon;
+    hp.max_grad_norm = o->max_grad_norm;
+    hp.snr_gamma = o->snr_gamma;
+    hp.gradient_accumulation_steps = r->A;
+    hp.lr_warmup_steps = o->lr_warmup_steps;
+    hp.max_train_steps = r->max_steps;
+    hp.world_size = r->d->world;
+    hp.use_ema = o->use_ema;
+    hp.micro_batch = r->B;
+    hp.latent_h = hp.latent_w = m->resolution / 8;
+    st = k22_decoder_trainer_init(&r->dt, r->be, r->comp_dir, &sc, &hp, err);
+    if (st) return st;
+    if (o->gradient_checkpointing) k22_unet_set_gradient_checkpointing(&r->dt.model, 1);
+    if (m->embed_dim != r->dt.cfg.u.unet.encoder_hid_dim || m->latent_channels != 4)
+        return k22_err_set(err, K22_ERR_ARG, "%s: the pack holds %d-wide image embeddings and %d latent "
+                           "channels, the UNet takes %d and 4", o->pack, m->embed_dim,
+                           m->latent_channels, r->dt.cfg.u.unet.encoder_hid_dim);
+    r->E = m->embed_dim;
+    r->latent_h = r->latent_w = m->resolution / 8;
+    r->T = (int)r->dt.sched.T;
+    r->noise_n = 4 * (int64_t)r->latent_h * r->latent_w;
+    r->image_embeds = k22_xcalloc((size_t)r->B * (size_t)r->E, sizeof(float));
+    r->latents = k22_xcalloc((size_t)r->B * (size_t)r->noise_n, sizeof(float));
+    return K22_OK;
+}
+
+k22_status k22_run_stage_init(k22_run *r, k22_err *err)
+{
+    k22_status st = r->prior ? init_prior(r, err) : init_decoder(r, err);
+    if (st) return st;
+    r->noise = k22_xcalloc((size_t)r->B * (size_t)r->noise_n, sizeof(float));
+    r->t = k22_xcalloc((size_t)r->B, sizeof(int64_t));
+    return K22_OK;
+}
+
+void k22_run_stage_free(k22_run *r)
+{
+    k22_prior_trainer_free(&r->pt);
+    k22_decoder_trainer_free(&r->dt);
+    free(r->text_embeds);
+    free(r->text_hidden);
+    free(r->image_embeds);
+    free(r->latents);
+    free(r->noise);
+    free(r->mask);
+    free(r->t);
+}
+
+k22_status k22_run_read_batch(k22_run *r, int64_t step, k22_err *err)
+{
+    k22_shard *s = &r->shard;
+    k22_status st;
+    if (r->prior) {
+        st = k22_shard_read(s, r->pack, step, K22_PACK_TEXT_EMBEDS, r->text_embeds, err);
+        if (!st) st = k22_shard_read(s, r->pack, step, K22_PACK_TEXT_HIDDEN, r->text_hidden, err);
+        if (!st) st = k22_shard_read(s, r->pack, step, K22_PACK_ATTENTION_MASK, r->mask, err);
+        if (!st) st = k22_shard_read(s, r->pack, step, K22_PACK_IMAGE_EMBEDS, r->image_embeds, err);
+    } else {
+        st = k22_shard_read(s, r->pack, step, K22_PACK_LATENTS, r->latents, err);
+        if (!st) st = k22_shard_read(s, r->pack, step, K22_PACK_IMAGE_EMBEDS, r->image_embeds, err);
+    }
+    if (st) return st;
+    /* Global position: rank r's step s is global batch s * N + r of the epoch's padded order. */
+    int64_t L = r->steps_per_epoch * r->d->world * r->B;
+    int64_t base = r->epoch * L + (step * r->d->world + r->d->rank) * r->B;
+    for (int i = 0; i < r->B; i++) {
+        r->t[i] = k22_train_timestep((uint64_t)r->o->seed, base + i, r->T);
+        k22_train_noise((uint64_t)r->o->seed, base + i, r->noise + (size_t)i * (size_t)r->noise_n, r->noise_n);
+    }
+    return K22_OK;
+}
+
+double k22_run_micro_step(k22_run *r)
+{
+    if (r->prior) {
+        k22_prior_batch b = {.B = r->B, .text_embeds = r->text_embeds, .text_hidden = r->text_hidden,
+                             .text_mask = r->mask, .image_embeds = r->image_embeds, .noise = r->noise,
+                             .timesteps = r->t};
+        return k22_prior_trainer_micro_step(&r->pt, &b);
+    }
+    k22_decoder_batch b = {.B = r->B, .latents = r->latents, .image_embeds = r->image_embeds,
+                           .noise = r->noise, .timesteps = r->t};
+    return k22_decoder_trainer_micro_step(&r->dt, &b);
+}
+
+void k22_run_sync(k22_run *r, double *loss, double *lr, float *grad_norm)
+{
+    if (r->prior) {
+        k22_prior_step_log l;
+        k22_prior_trainer_sync(&r->pt, &l);
+        *loss = l.loss, *lr = l.lr, *grad_norm = l.grad_norm;
+    } else {
+        k22_decoder_step_log l;
+        k22_decoder_trainer_sync(&r->dt, &l);
+        *loss = l.loss, *lr = l.lr, *grad_norm = l.grad_norm;
+    }
+}
+
+float *k22_run_grads(k22_run *r, int64_t *n)
+{
+    k22_optim *o = r->prior ? &r->pt.opt : &r->dt.opt;
+    *n = o->total;
+    return o->G;
+}
+
+int64_t k22_run_global_step(const k22_run *r)
+{
+    return r->prior ? r->pt.global_step : r->dt.global_step;
+}

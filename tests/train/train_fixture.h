@@ -1,0 +1,123 @@
+/* train_fixture.h: what the training tests share: a tiny prior pipeline (k22 init), a small
+ * prior pack of random embeddings written through pack.h, running k22, and reading
+ * train_log.jsonl back. */
+#ifndef K22_TRAIN_FIXTURE_H
+#define K22_TRAIN_FIXTURE_H
+
+#include "harness/harness.h"
+#include "k22/fsutil.h"
+#include "k22/pack.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#define TF_E 32 /* the tiny prior's embedding_dim */
+
+static inline const char *tf_bin(void)
+{
+    const char *b = getenv("K22_BIN");
+    return b ? b : "build/k22";
+}
+
+/* Runs a shell command line; returns its exit code (-1 when killed). */
+static inline int tf_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static inline int tf_sh(const char *fmt, ...)
+{
+    char cmd[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    int s = system(cmd);
+    return WIFEXITED(s) ? WEXITSTATUS(s) : -1;
+}
+
+/* rows rows of random inputs (values in [-1, 1], masks of 3..77 tokens) for use (prior or
+ * decoder); res is the image resolution (latents res/8 square). */
+static inline int tf_write_pack(const char *path, k22_pack_for use, int rows, int res, uint64_t seed)
+{
+    k22_pack_meta m;
+    memset(&m, 0, sizeof m);
+    m.use = use;
+    m.dtype = K22_DTYPE_F32;
+    m.embed_dim = TF_E;
+    m.resolution = res;
+    m.latent_channels = 4;
+    snprintf(m.preprocessing, sizeof m.preprocessing, "test: random embeddings");
+    m.chunk_bytes = 1 << 16;
+    m.n_models = 1;
+    snprintf(m.models[0].name, 64, "prior");
+    snprintf(m.models[0].path, 1024, "/test/prior");
+    memset(m.models[0].sha256, 'a', 64);
+    size_t n = (size_t)rows;
+    float *te = malloc(n * TF_E * sizeof(float)), *th = malloc(n * 77 * TF_E * sizeof(float));
+    float *ie = malloc(n * TF_E * sizeof(float));
+    int32_t *ids = calloc(n * 77, sizeof(int32_t));
+    uint8_t *mask = calloc(n * 77, 1);
+    const char **cap = malloc(n * sizeof *cap);
+    size_t nl = (size_t)4 * (size_t)(res / 8) * (size_t)(res / 8);
+    float *lat = malloc(n * nl * sizeof(float));
+    k22_test_fill(lat, (int64_t)(n * nl), seed + 3, -1, 1);
+    k22_test_fill(te, (int64_t)(n * TF_E), seed, -1, 1);
+    k22_test_fill(th, (int64_t)(n * 77 * TF_E), seed + 1, -1, 1);
+    k22_test_fill(ie, (int64_t)(n * TF_E), seed + 2, -1, 1);
+    for (size_t i = 0; i < n; i++) {
+        cap[i] = "a caption";
+        for (size_t k = 0; k < 3 + (i * 7) % 75; k++) mask[i * 77 + k] = 1, ids[i * 77 + k] = (int32_t)k;
+    }
+    k22_pack_batch b = {.caption = cap, .source = cap, .input_ids = ids, .attention_mask = mask,
+                        .text_embeds = te, .text_hidden = th, .image_embeds = ie, .latents = lat};
+    k22_err err;
+    k22_err_clear(&err);
+    k22_pack_writer *w = NULL;
+    k22_status st = k22_pack_writer_create(path, &m, &w, &err);
+    if (!st) st = k22_pack_writer_append(w, &b, rows, &err);
+    if (!st) st = k22_pack_writer_commit(w, rows, &err);
+    if (w && !st) st = k22_pack_writer_close(w, &err);
+    else if (w) k22_pack_writer_close(w, NULL);
+    if (st) fprintf(stderr, "pack: %s\n", err.msg);
+    free(te), free(th), free(ie), free(ids), free(mask), free(cap), free(lat);
+    return st ? -1 : 0;
+}
+
+static inline int tf_write_prior_pack(const char *path, int rows, uint64_t seed)
+{
+    return tf_write_pack(path, K22_PACK_FOR_PRIOR, rows, 16, seed);
+}
+
+/* Fills loss[step] (1-based, up to max) from OUT/train_log.jsonl; a step logged twice (a run
+ * resumed from an earlier checkpoint) keeps its last value. Returns the largest step seen. */
+static inline int tf_read_losses(const char *out_dir, double *loss, int max)
+{
+    char p[8192], line[1024];
+    snprintf(p, sizeof p, "%s/train_log.jsonl", out_dir);
+    FILE *f = fopen(p, "r");
+    if (!f) return 0;
+    int top = 0;
+    while (fgets(line, sizeof line, f)) {
+        int step = 0;
+        const char *l = strstr(line, "\"loss\": ");
+        if (sscanf(line, "{\"step\": %d", &step) != 1 || !l || step < 1 || step > max) continue;
+        loss[step] = strtod(l + 8, NULL);
+        if (step > top) top = step;
+    }
+    fclose(f);
+    return top;
+}
+
+/* 1 when the two files have the same bytes. */
+static inline int tf_same_file(const char *a, const char *b)
+{
+    char *x = NULL, *y = NULL;
+    size_t nx = 0, ny = 0;
+    int same = !k22_fs_read_all(a, 1u << 28, &x, &nx, NULL) && !k22_fs_read_all(b, 1u << 28, &y, &ny, NULL) &&
+               nx == ny && !memcmp(x, y, nx);
+    free(x);
+    free(y);
+    return same;
+}
+
+#endif
