@@ -6,20 +6,7 @@ set -u
 K22=${K22_BIN:?K22_BIN must point at the k22 binary}
 tmp=$(mktemp -d /tmp/k22-test-cli-XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
-fails=0
-checks=0
-ok() { checks=$((checks + 1)); }
-fail() { checks=$((checks + 1)); fails=$((fails + 1)); echo "FAIL: $*" >&2; }
-expect_rc() { # expect_rc WANT DESCRIPTION CMD...
-    local want=$1 what=$2
-    shift 2
-    "$@" >"$tmp/out" 2>"$tmp/err"
-    local rc=$?
-    if [ "$rc" -eq "$want" ]; then ok; else fail "$what: exit $rc, want $want; stderr: $(head -c 600 "$tmp/err")"; fi
-}
-expect_in() { # expect_in FILE TEXT DESCRIPTION
-    if grep -qF -- "$2" "$1"; then ok; else fail "$3: '$2' not in $(basename "$1"): $(head -c 600 "$1")"; fi
-}
+. "$(dirname "$0")/cli_lib.sh"
 
 expect_rc 0 "init prior" "$K22" init prior --size tiny --seed 3 --out "$tmp/prior"
 expect_rc 0 "init decoder" "$K22" init decoder --size tiny --seed 3 --out "$tmp/decoder"

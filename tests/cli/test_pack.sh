@@ -17,20 +17,8 @@ FIX="$SRC/tests/fixtures/pack"
 export ASAN_OPTIONS=detect_leaks=0
 tmp=$(mktemp -d /tmp/k22-test-pack-XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
-fails=0
-checks=0
-ok() { checks=$((checks + 1)); }
-fail() { checks=$((checks + 1)); fails=$((fails + 1)); echo "FAIL: $*" >&2; }
-expect_rc() { # expect_rc WANT DESCRIPTION CMD...
-    local want=$1 what=$2
-    shift 2
-    "$@" >"$tmp/out" 2>"$tmp/err"
-    local rc=$?
-    if [ "$rc" -eq "$want" ]; then ok; else fail "$what: exit $rc, want $want; stderr: $(tail -c 800 "$tmp/err")"; fi
-}
-expect_in() { # expect_in FILE TEXT DESCRIPTION
-    if grep -qF -- "$2" "$1"; then ok; else fail "$3: '$2' not in $(basename "$1"): $(tail -c 800 "$1")"; fi
-}
+CLI_EXCERPT=tail
+. "$(dirname "$0")/cli_lib.sh"
 same_datasets() { # same_datasets A B DESCRIPTION: every dataset equal
     local d
     for d in caption source input_ids attention_mask text_embeds text_hidden image_embeds rejected_source rejected_reason; do

@@ -7,20 +7,7 @@ set -u
 K22=${K22_BIN:?K22_BIN must point at the k22 binary}
 tmp=$(mktemp -d /tmp/k22-test-synth-XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
-fails=0
-checks=0
-ok() { checks=$((checks + 1)); }
-fail() { checks=$((checks + 1)); fails=$((fails + 1)); echo "FAIL: $*" >&2; }
-expect_rc() { # expect_rc WANT DESCRIPTION CMD...
-    local want=$1 what=$2
-    shift 2
-    "$@" >"$tmp/out" 2>"$tmp/err"
-    local rc=$?
-    if [ "$rc" -eq "$want" ]; then ok; else fail "$what: exit $rc, want $want; stderr: $(head -c 600 "$tmp/err")"; fi
-}
-expect_in() { # expect_in FILE TEXT DESCRIPTION
-    if grep -qF -- "$2" "$1"; then ok; else fail "$3: '$2' not in $(basename "$1"): $(head -c 600 "$1")"; fi
-}
+. "$(dirname "$0")/cli_lib.sh"
 
 expect_rc 0 "synth a" "$K22" synth --out "$tmp/a" --n 24 --seed 5 --min_size 64 --max_size 300
 expect_rc 0 "synth b" "$K22" synth --out "$tmp/b" --n 24 --seed 5 --min_size 64 --max_size 300

@@ -10,20 +10,7 @@ K22=${K22_BIN:?K22_BIN must point at the k22 binary}
 export ASAN_OPTIONS=detect_leaks=0
 tmp=$(mktemp -d /tmp/k22-test-train-XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
-fails=0
-checks=0
-ok() { checks=$((checks + 1)); }
-fail() { checks=$((checks + 1)); fails=$((fails + 1)); echo "FAIL: $*" >&2; }
-expect_rc() { # expect_rc WANT DESCRIPTION CMD...
-    local want=$1 what=$2
-    shift 2
-    "$@" >"$tmp/out" 2>"$tmp/err"
-    local rc=$?
-    if [ "$rc" -eq "$want" ]; then ok; else fail "$what: exit $rc, want $want; stderr: $(head -c 600 "$tmp/err")"; fi
-}
-expect_in() { # expect_in FILE TEXT DESCRIPTION
-    if grep -qF -- "$2" "$1"; then ok; else fail "$3: '$2' not in $(basename "$1"): $(head -c 600 "$1")"; fi
-}
+. "$(dirname "$0")/cli_lib.sh"
 
 for cmd in train-prior train-decoder; do
     expect_rc 0 "$cmd --help" "$K22" $cmd --help
