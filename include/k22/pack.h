@@ -2,11 +2,16 @@
  * arrays in committed chunks (restartable), and a reader that checks every dataset's shape and
  * dtype against the file's attributes before it reads row ranges into host buffers.
  *
- * File layout (format version 1). Root attributes: format_version, k22_version, for
+ * File layout (format version 2). Root attributes: format_version, k22_version, for
  * ("prior" | "decoder" | "both"), dtype ("F32" | "F16", the stored float type), embed_dim E,
- * tokens (77), resolution r, latent_channels (4), latent_size (r/8), preprocessing, created
- * (UTC, ISO 8601), model_names / model_paths / model_sha256 (string arrays, one per source
+ * tokens (77), resolution r, latent_channels C (4), latent_factor f (the MoVQ's spatial factor,
+ * a power of two 1..64, r a multiple of f), latent_size (r/f), preprocessing, created (UTC,
+ * ISO 8601), model_names / model_paths / model_sha256 (string arrays, one per source
  * safetensors file), rows_committed, rejected_committed, inputs_committed.
+ * Format 1 is the same without latent_factor: f = 8 is implied (latent_size must be r/8). The
+ * reader opens both; the writer creates format 2 (a resumed format 1 file stays format 1).
+ * A pack without latents (for prior) still records f: the decoder's factor when `k22 pack` was
+ * given one for a decoder pack, else 8 (Kandinsky 2.2's MoVQ).
  * Datasets, N rows each, chunked by row and extendible:
  *   caption, source                       (N,) variable-length UTF-8      always
  *   input_ids                             (N, 77) int32                   prior
@@ -14,7 +19,7 @@
  *   text_embeds                           (N, E) float                    prior
  *   text_hidden                           (N, 77, E) float                prior
  *   image_embeds                          (N, E) float                    prior and decoder
- *   latents                               (N, 4, r/8, r/8) float          decoder
+ *   latents                               (N, C, r/f, r/f) float          decoder
  *   rejected_source, rejected_reason      (M,) variable-length UTF-8      always
  * fp16 is stored as the IEEE half type h5py writes (numpy float16 reads it as is).
  *
@@ -30,7 +35,7 @@
 
 #include <stdint.h>
 
-#define K22_PACK_FORMAT_VERSION 1
+#define K22_PACK_FORMAT_VERSION 2
 #define K22_PACK_TOKENS 77
 #define K22_PACK_MAX_MODELS 8
 
@@ -44,7 +49,7 @@ typedef enum {
     K22_PACK_TEXT_EMBEDS,   /* (N, E) */
     K22_PACK_TEXT_HIDDEN,   /* (N, 77, E) */
     K22_PACK_IMAGE_EMBEDS,  /* (N, E) */
-    K22_PACK_LATENTS,       /* (N, C, r/8, r/8) */
+    K22_PACK_LATENTS,       /* (N, C, r/f, r/f) */
     K22_PACK_FIELD_COUNT
 } k22_pack_field;
 
@@ -61,8 +66,12 @@ typedef struct {
     k22_pack_for use;
     k22_dtype dtype;        /* K22_DTYPE_F32 or K22_DTYPE_F16: stored float datasets */
     int embed_dim;          /* E */
-    int resolution;         /* r, a multiple of 8 (decoder) */
-    int latent_channels;    /* 4 for MoVQ */
+    int resolution;         /* r, a multiple of 8 and of latent_factor */
+    int latent_channels;    /* C, 4 for MoVQ */
+    /* f: the MoVQ's spatial factor (k22_movq_factor; 8 for Kandinsky 2.2, 2 for `k22 init
+     * decoder --size tiny`), a power of two 1..64; latents are (C, r/f, r/f). The reader always
+     * fills it (8 for format 1); the writer takes 0 as 8. */
+    int latent_factor;
     char preprocessing[1024];
     int n_models;
     k22_pack_model models[K22_PACK_MAX_MODELS];
@@ -85,7 +94,7 @@ typedef struct {
     const float *text_embeds;       /* (n, E) */
     const float *text_hidden;       /* (n, 77, E) */
     const float *image_embeds;      /* (n, E) */
-    const float *latents;           /* (n, C, r/8, r/8) */
+    const float *latents;           /* (n, C, r/f, r/f) */
 } k22_pack_batch;
 
 /* 1 when the pack's `use` holds field f. */
@@ -94,8 +103,8 @@ const char *k22_pack_field_name(k22_pack_field f);
 const char *k22_pack_for_name(k22_pack_for use);
 /* Parses "prior" | "decoder" | "both"; 0 on success, -1 otherwise. */
 int k22_pack_for_parse(const char *s, k22_pack_for *out);
-/* Values per row of field f under meta m (77 for input_ids, E for text_embeds, ...; 1 for the
- * string fields). */
+/* Values per row of field f under meta m (77 for input_ids, E for text_embeds, C*(r/f)^2 for
+ * latents with f = 8 where m->latent_factor is 0; 1 for the string fields). */
 int64_t k22_pack_row_numel(const k22_pack_meta *m, k22_pack_field f);
 /* 1 when path begins with the HDF5 signature (\x89HDF\r\n\x1a\n). */
 int k22_pack_is_hdf5(const char *path);
@@ -107,9 +116,10 @@ typedef struct k22_pack_writer k22_pack_writer;
  * released by k22_pack_writer_close. */
 k22_status k22_pack_writer_create(const char *path, const k22_pack_meta *m, k22_pack_writer **out,
                                   k22_err *err);
-/* Reopens a pack made with the same meta (every attribute but created/k22_version must match:
- * the error names the first that differs), cuts off uncommitted rows and rejections, and
- * returns the committed counts: the caller skips *inputs_committed inputs and goes on. */
+/* Reopens a pack made with the same meta (every attribute but created/k22_version/
+ * format_version must match: the error names the first that differs), cuts off uncommitted
+ * rows and rejections, and returns the committed counts: the caller skips *inputs_committed
+ * inputs and goes on. */
 k22_status k22_pack_writer_resume(const char *path, const k22_pack_meta *m, k22_pack_writer **out,
                                   int64_t *rows_committed, int64_t *inputs_committed, k22_err *err);
 /* Writes n rows after the last written row (not yet committed). */
@@ -137,13 +147,15 @@ const k22_pack_meta *k22_pack_meta_of(const k22_pack *p);
 int64_t k22_pack_rows(const k22_pack *p);     /* committed rows */
 int64_t k22_pack_rejected(const k22_pack *p); /* committed rejections */
 
-/* What a model needs from a pack; 0 / NULL members are not checked. */
+/* What a model needs from a pack; 0 / NULL members are not checked. resolution,
+ * latent_channels and latent_factor are checked only when need includes the decoder. */
 typedef struct {
     k22_pack_for need;      /* the datasets the stage reads */
     int embed_dim;
     int resolution;
     int latent_channels;
     const char *model_sha256; /* must equal the sha256 of one of the pack's source models */
+    int latent_factor;      /* the MoVQ's spatial factor (last, so older initializers keep it 0) */
 } k22_pack_want;
 /* K22_OK, or K22_ERR_ARG with a message naming every difference. */
 k22_status k22_pack_check_compatible(const k22_pack *p, const k22_pack_want *w, k22_err *err);

@@ -33,7 +33,7 @@ int k22_cmd_pack(int argc, char **argv)
         {"webdataset", K22_OPT_STR, &wds, NULL, "comma-separated WebDataset tar shards (instead of --train_data_dir)", NULL, NULL, 0},
         {"prior", K22_OPT_STR, &prior, NULL, "prior pipeline folder (tokenizer, text_encoder, image_encoder)", NULL, NULL, 1},
         {"decoder", K22_OPT_STR, &decoder, NULL, "decoder pipeline folder (movq); needed for --for decoder|both", NULL, NULL, 0},
-        {"resolution", K22_OPT_INT, &res, "512", "decoder image size (multiple of 8); latents are resolution/8", NULL, NULL, 0},
+        {"resolution", K22_OPT_INT, &res, "512", "decoder image size (multiple of 8 and of the MoVQ factor f); latents are resolution/f", NULL, NULL, 0},
         {"out", K22_OPT_STR, &out, NULL, "the pack (written as OUT.partial, renamed when complete)", NULL, NULL, 1},
         {"for", K22_OPT_CHOICE, &use, "both", "which stage's datasets to write", NULL, "prior|decoder|both", 0},
         {"pack_dtype", K22_OPT_CHOICE, &dtype, "fp32", "stored float type", NULL, "fp32|fp16", 0},

@@ -145,10 +145,11 @@ static k22_status models_load(models *m, const k22_packer_opts *o, k22_pack_meta
         return k22_err_set(err, K22_ERR_FORMAT, "%s: text projection_dim %d != image projection_dim %d", o->prior_dir,
                            m->tcfg.u.clip_text.projection_dim, vc->projection_dim);
     if (m->have_text && m->tcfg.u.clip_text.hidden_size != vc->projection_dim)
-        return k22_err_set(err, K22_ERR_UNSUPPORTED, "%s: text hidden_size %d != projection_dim %d: pack format 1 "
+        return k22_err_set(err, K22_ERR_UNSUPPORTED, "%s: text hidden_size %d != projection_dim %d: the pack format "
                            "stores text_hidden with the embed dim", o->prior_dir, m->tcfg.u.clip_text.hidden_size,
                            vc->projection_dim);
     meta->latent_channels = 4;
+    meta->latent_factor = 8; /* a prior pack holds no latents: Kandinsky 2.2's factor is recorded */
     if (o->use & K22_PACK_FOR_DECODER) {
         st = load_component(m, be, o->decoder_dir, "movq", K22_MODEL_MOVQ, &m->mcfg, &m->mps, &m->mP, meta, err);
         if (!st) st = k22_movq_config_check(&m->mcfg.u.movq, err);
@@ -156,9 +157,14 @@ static k22_status models_load(models *m, const k22_packer_opts *o, k22_pack_meta
         k22_movq_init(&m->movq, &m->mcfg.u.movq, &m->mps, m->mP);
         m->have_movq = 1;
         int f = k22_movq_factor(&m->movq);
-        if (f != 8)
-            return k22_err_set(err, K22_ERR_UNSUPPORTED, "%s/movq: spatial factor %d; pack format 1 stores latents at "
-                               "resolution / 8", o->decoder_dir, f);
+        if (f < 1 || f > 64 || (f & (f - 1)))
+            return k22_err_set(err, K22_ERR_UNSUPPORTED, "%s/movq: spatial factor %d; the pack stores a power of two "
+                               "1..64", o->decoder_dir, f);
+        if (o->resolution % f)
+            return k22_err_set(err, K22_ERR_ARG, "--resolution %d is not a multiple of the MoVQ's spatial factor %d "
+                               "(%s/movq has %d blocks)", o->resolution, f, o->decoder_dir,
+                               m->mcfg.u.movq.nblocks);
+        meta->latent_factor = f;
         meta->latent_channels = m->mcfg.u.movq.vq_embed_dim;
         if (m->mcfg.u.movq.in_channels != 3)
             return k22_err_set(err, K22_ERR_UNSUPPORTED, "%s/movq: in_channels %d, images have 3", o->decoder_dir,
@@ -447,8 +453,8 @@ k22_status k22_packer_run(const k22_packer_opts *o, k22_packer_stats *stats, k22
         goto out;
     }
     slot_layout L;
-    int64_t lat = (o->use & K22_PACK_FOR_DECODER) ? (int64_t)meta.latent_channels * (o->resolution / 8) *
-                                                        (o->resolution / 8) : 0;
+    int64_t ls = o->resolution / meta.latent_factor; // latents: (C, r/f, r/f)
+    int64_t lat = (o->use & K22_PACK_FOR_DECODER) ? (int64_t)meta.latent_channels * ls * ls : 0;
     layout_init(&L, meta.embed_dim, lat);
     if ((double)L.bytes * o->batch > 2e9) {
         st = k22_err_set(err, K22_ERR_ARG, "--batch %d: %zu bytes per input make a gather over 2 GB", o->batch,

@@ -7,7 +7,9 @@
 #  - --strict on the same folder exits non-zero and leaves neither OUT nor OUT.partial;
 #  - a run SIGKILLed after its 2nd commit (K22_PACK_KILL_AFTER_COMMITS, the same signal as
 #    kill -9) then --resume gives datasets equal (h5diff) to an uninterrupted run's, without
-#    redoing the committed inputs; --resume of a finished pack does nothing.
+#    redoing the committed inputs; --resume of a finished pack does nothing;
+#  - `k22 init decoder --size tiny` (MoVQ spatial factor 2) packs --for both: latents at
+#    resolution / 2, and `k22 inspect` shows latent_factor 2 (a prior pack records 8).
 # Needs K22_BIN and K22_SOURCE_DIR (set by CTest); h5diff from the HDF5 tools.
 set -u
 K22=${K22_BIN:?K22_BIN must point at the k22 binary}
@@ -97,6 +99,21 @@ expect_rc 2 "resume other settings" "${PACK[@]}" --train_data_dir "$tmp/r" --out
 expect_in "$tmp/err" "dtype" "the refusal names the attribute"
 [ -f "$tmp/res.h5" ] && [ ! -e "$tmp/res.h5.partial" ] && ok || fail "refused resume moved the finished pack"
 same_datasets "$tmp/full.h5" "$tmp/res.h5" "after a refused resume"
+
+# ---- the tiny decoder: a 2-block MoVQ (spatial factor 2) packs, latents at resolution / 2 ----
+"$K22" init decoder --size tiny --seed 0 --out "$tmp/decoder" >/dev/null 2>&1 || fail "k22 init decoder"
+"$K22" synth --n 3 --seed 5 --min_size 48 --max_size 96 --out "$tmp/t" 2>/dev/null || fail "synth tiny"
+expect_rc 0 "pack --for both, tiny decoder" "$K22" pack --prior "$tmp/prior" --decoder "$tmp/decoder" --for both \
+    --resolution 32 --batch 2 --chunk_kib 16 --train_data_dir "$tmp/t" --out "$tmp/tiny.h5"
+"$K22" inspect "$tmp/tiny.h5" >"$tmp/inspect" 2>&1 || fail "inspect tiny.h5"
+expect_in "$tmp/inspect" "format_version 2" "inspect: format 2"
+expect_in "$tmp/inspect" "resolution 32  latent_factor 2  latents 4x16x16" "inspect shows latent_factor 2"
+expect_in "$tmp/inspect" "dataset latents          (3, 4, 16, 16)" "latents at resolution / 2"
+h5dump -a latent_size "$tmp/tiny.h5" >"$tmp/lsize" 2>&1
+expect_in "$tmp/lsize" "(0): 16" "latent_size attribute 32 / 2"
+# a prior-only pack holds no latents and records Kandinsky 2.2's factor 8
+"$K22" inspect "$tmp/clean.h5" >"$tmp/inspect" 2>&1 || fail "inspect clean.h5"
+expect_in "$tmp/inspect" "latent_factor 8" "prior pack records latent_factor 8"
 
 # ---- argument errors ----
 expect_rc 2 "no input" "$K22" pack --prior "$tmp/prior" --out "$tmp/x.h5" --for prior

@@ -66,7 +66,9 @@ static void read_all(k22_pack *p)
     require(k22_pack_read_strings(p, K22_PACK_CAPTION, k22_pack_rows(p), 1, &s, &err) == K22_ERR_ARG,
             "a row past the committed ones is refused");
     k22_pack_want w = {m->use, m->embed_dim, m->resolution, m->latent_channels,
-                       m->n_models ? m->models[0].sha256 : NULL};
+                       m->n_models ? m->models[0].sha256 : NULL, m->latent_factor};
+    require(m->latent_factor >= 1 && m->latent_factor <= 64 && m->resolution % m->latent_factor == 0,
+            "an accepted pack has a usable latent factor");
     require(k22_pack_check_compatible(p, &w, &err) == K22_OK, "a pack is compatible with its own meta");
 }
 

@@ -1,7 +1,9 @@
 /* test_pack_h5.c: the HDF5 pack writer and reader: round trip in fp32 and fp16 (exact: stored
  * values are integers, or f16-rounded on both sides), a writer killed mid-run then resumed gives
  * the same contents as an uninterrupted run, malformed files are refused with the dataset named,
- * and the model-compatibility check names what differs. */
+ * the model-compatibility check names what differs, and the latent factor: packs with MoVQ
+ * factor 2 and 8 round-trip, a format 1 file (no latent_factor attribute, made here by editing
+ * attributes with the HDF5 API) still opens as factor 8, inconsistent attributes are refused. */
 #include "harness/harness.h"
 #include "k22/pack.h"
 
@@ -255,7 +257,7 @@ static void set_i64(hid_t f, const char *name, int64_t v)
     H5Aclose(a);
 }
 static void e_rows_too_many(hid_t f) { set_i64(f, "rows_committed", 1000); set_i64(f, "inputs_committed", 2000); }
-static void e_version(hid_t f) { set_i64(f, "format_version", 2); }
+static void e_version(hid_t f) { set_i64(f, "format_version", 3); }
 static void e_neg(hid_t f) { set_i64(f, "rejected_committed", -5); }
 static void replace(hid_t f, const char *name, hid_t type, int rank, const hsize_t *d)
 {
@@ -321,7 +323,7 @@ static void test_malformed(const char *good)
     check_refused(good, path, e_del_latents, "dataset 'latents' missing");
     check_refused(good, path, e_del_attr, "attribute 'embed_dim' missing");
     check_refused(good, path, e_rows_too_many, "holds 19 rows but 1000 are committed");
-    check_refused(good, path, e_version, "format version 2");
+    check_refused(good, path, e_version, "pack format version 3, this k22 reads 1..2");
     check_refused(good, path, e_neg, "'rejected_committed' is -5");
     check_refused(good, path, e_shape, "dataset 'text_hidden' has shape (19, 77, 9), the attributes say (N, 77, 8)");
     check_refused(good, path, e_rank, "dataset 'latents' has shape (19, 16), the attributes say (N, 4, 2, 2)");
@@ -378,9 +380,9 @@ static void test_compat(const char *path)
     char sha[65];
     memset(sha, 'b', 64);
     sha[64] = 0;
-    k22_pack_want ok = {K22_PACK_FOR_DECODER, E, RES, 4, sha};
+    k22_pack_want ok = {K22_PACK_FOR_DECODER, E, RES, 4, sha, 8};
     CHECK(k22_pack_check_compatible(p, &ok, &err) == K22_OK);
-    k22_pack_want bad = {K22_PACK_FOR_DECODER, 1280, 768, 4, "0123"};
+    k22_pack_want bad = {K22_PACK_FOR_DECODER, 1280, 768, 4, "0123", 0};
     CHECK(k22_pack_check_compatible(p, &bad, &err) == K22_ERR_ARG && strstr(err.msg, "embedding dim 8 in the pack, the model has 1280") &&
           strstr(err.msg, "resolution 16 in the pack (latents 2x2), the run wants 768 (latents 96x96)") &&
           strstr(err.msg, "sha256 0123"));
@@ -390,7 +392,7 @@ static void test_compat(const char *path)
     CHECK(write_full(dpath, K22_PACK_FOR_DECODER, K22_DTYPE_F32) == 0);
     check_contents(dpath, K22_PACK_FOR_DECODER, "decoder-only f32");
     CHECK(k22_pack_open(dpath, &p, &err) == K22_OK);
-    k22_pack_want prior = {K22_PACK_FOR_PRIOR, E, 0, 0, NULL};
+    k22_pack_want prior = {K22_PACK_FOR_PRIOR, E, 0, 0, NULL, 0};
     CHECK(p && k22_pack_check_compatible(p, &prior, &err) == K22_ERR_ARG &&
           strstr(err.msg, "the pack is for decoder but this stage needs prior"));
     float x[E];
@@ -457,7 +459,8 @@ static void test_inspect_cli(const char *path)
     int status = p ? pclose(p) : -1;
     CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0 && strstr(out, ": 19 rows, 4 rejected") &&
                   strstr(out, "dataset text_hidden      (19, 77, 8)") && strstr(out, "rejected img_0018.jpg: truncated JPEG") &&
-                  strstr(out, "source model movq") && strstr(out, "dtype F16"),
+                  strstr(out, "source model movq") && strstr(out, "dtype F16") &&
+                  strstr(out, "format_version 2") && strstr(out, "latent_factor 8  latents 4x2x2"),
               "k22 inspect output:\n%s", out);
     char bad[256];
     snprintf(bad, sizeof bad, "%s/bad.h5", dir);
@@ -469,6 +472,149 @@ static void test_inspect_cli(const char *path)
     status = p ? pclose(p) : -1;
     CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 1 && strstr(out, "dataset 'text_hidden' has shape"),
               "k22 inspect of a damaged pack:\n%s", out);
+}
+
+/* ---- latent factor (format 2) and format 1 ---- */
+
+enum { FN = 5 }; /* rows of the factor packs */
+
+/* A decoder-only f32 pack of FN rows at RES with MoVQ factor f (0: the writer's default). */
+static int write_factor(const char *path, int f)
+{
+    k22_pack_meta m;
+    meta_init(&m, K22_PACK_FOR_DECODER, K22_DTYPE_F32);
+    m.latent_factor = f;
+    int64_t L = k22_pack_row_numel(&m, K22_PACK_LATENTS);
+    float *lat = malloc((size_t)(FN * L) * sizeof *lat), ie[FN * E];
+    const char *caps[FN] = {"a", "b", "c", "d", "e"}, *srcs[FN] = {"1", "2", "3", "4", "5"};
+    for (int64_t k = 0; k < FN * L; k++) lat[k] = val(k / L, 7, k % L);
+    for (int k = 0; k < FN * E; k++) ie[k] = val(k / E, 6, k % E);
+    k22_pack_batch b = {caps, srcs, NULL, NULL, NULL, NULL, ie, lat};
+    k22_pack_writer *w = NULL;
+    k22_err err;
+    int rc = k22_pack_writer_create(path, &m, &w, &err) || k22_pack_writer_append(w, &b, FN, &err) ||
+             k22_pack_writer_commit(w, FN, &err) || k22_pack_writer_close(w, &err);
+    if (rc) fprintf(stderr, "write_factor %d: %s\n", f, err.msg);
+    free(lat);
+    return rc;
+}
+
+static int64_t attr_i64(const char *path, const char *name)
+{
+    int64_t v = -1;
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t a = H5Aexists(f, name) > 0 ? H5Aopen(f, name, H5P_DEFAULT) : -1;
+    if (a >= 0) H5Aread(a, H5T_NATIVE_INT64, &v), H5Aclose(a);
+    H5Fclose(f);
+    return v;
+}
+
+/* Opens path, expects factor f, format version fv and latents (FN, 4, RES/f, RES/f) equal to
+ * what write_factor wrote (exact: integers in fp32). */
+static void check_factor(const char *path, int f, int fv, const char *what)
+{
+    k22_pack *p = NULL;
+    k22_err err;
+    if (k22_pack_open(path, &p, &err)) {
+        CHECK_MSG(0, "%s: %s", what, err.msg);
+        return;
+    }
+    const k22_pack_meta *m = k22_pack_meta_of(p);
+    int64_t s = RES / f, L = 4 * s * s;
+    CHECK_MSG(m->latent_factor == f && m->format_version == fv && k22_pack_row_numel(m, K22_PACK_LATENTS) == L,
+              "%s: latent_factor %d format %d numel %lld, want %d %d %lld", what, m->latent_factor, m->format_version,
+              (long long)k22_pack_row_numel(m, K22_PACK_LATENTS), f, fv, (long long)L);
+    float *got = calloc((size_t)(FN * L), sizeof *got);
+    CHECK(k22_pack_read(p, K22_PACK_LATENTS, 0, FN, got, &err) == K22_OK);
+    int bad = 0;
+    for (int64_t k = 0; k < FN * L; k++) bad += got[k] != val(k / L, 7, k % L);
+    CHECK_MSG(bad == 0, "%s: %d latent values differ", what, bad);
+    free(got);
+    k22_pack_close(p);
+    /* the file itself: latents dataset (FN, 4, s, s), latent_size s */
+    hid_t fl = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT), ds = H5Dopen2(fl, "latents", H5P_DEFAULT);
+    hid_t sp = H5Dget_space(ds);
+    hsize_t d[4] = {0};
+    CHECK(H5Sget_simple_extent_ndims(sp) == 4);
+    H5Sget_simple_extent_dims(sp, d, NULL);
+    CHECK_MSG(d[0] == FN && d[1] == 4 && d[2] == (hsize_t)s && d[3] == (hsize_t)s, "%s: latents (%llu, %llu, %llu, %llu)",
+              what, (unsigned long long)d[0], (unsigned long long)d[1], (unsigned long long)d[2], (unsigned long long)d[3]);
+    H5Sclose(sp), H5Dclose(ds), H5Fclose(fl);
+    CHECK(attr_i64(path, "latent_size") == s);
+}
+
+static void e_to_v1(hid_t f) { set_i64(f, "format_version", 1); H5Adelete(f, "latent_factor"); }
+static void e_del_factor(hid_t f) { H5Adelete(f, "latent_factor"); }
+static void e_lsize(hid_t f) { set_i64(f, "latent_size", 5); }
+static void e_factor3(hid_t f) { set_i64(f, "latent_factor", 3); }
+static void e_factor32(hid_t f) { set_i64(f, "latent_factor", 32); set_i64(f, "latent_size", 0); }
+
+static void copy_edit(const char *from, const char *to, edit_fn fn)
+{
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "cp %s %s", from, to);
+    CHECK(system(cmd) == 0);
+    hid_t f = H5Fopen(to, H5F_ACC_RDWR, H5P_DEFAULT);
+    fn(f);
+    H5Fclose(f);
+}
+
+static void test_factor(void)
+{
+    char p2[256], p8[256], p0[256], v1[256], bad[256];
+    snprintf(p2, sizeof p2, "%s/f2.h5", dir);
+    snprintf(p8, sizeof p8, "%s/f8.h5", dir);
+    snprintf(p0, sizeof p0, "%s/f0.h5", dir);
+    snprintf(v1, sizeof v1, "%s/v1.h5", dir);
+    snprintf(bad, sizeof bad, "%s/fbad.h5", dir);
+    CHECK(write_factor(p2, 2) == 0 && write_factor(p8, 8) == 0 && write_factor(p0, 0) == 0);
+    check_factor(p2, 2, 2, "factor 2");
+    check_factor(p8, 8, 2, "factor 8");
+    check_factor(p0, 8, 2, "factor 0 (writer default 8)");
+    CHECK(attr_i64(p2, "latent_factor") == 2 && attr_i64(p0, "latent_factor") == 8 && attr_i64(p2, "format_version") == 2);
+    /* format 1: the same bytes without latent_factor open as factor 8 */
+    copy_edit(p8, v1, e_to_v1);
+    CHECK(attr_i64(v1, "latent_factor") == -1 && attr_i64(v1, "format_version") == 1);
+    check_factor(v1, 8, 1, "format 1");
+    /* a format 1 file whose latents are not at r/8 */
+    check_refused(p2, bad, e_to_v1, "attribute 'latent_size' is 8 but resolution 16 / latent_factor 8 (implied by "
+                                    "format 1) gives 2");
+    check_refused(p2, bad, e_del_factor, "attribute 'latent_factor' missing");
+    check_refused(p2, bad, e_lsize, "attribute 'latent_size' is 5 but resolution 16 / latent_factor 2 gives 8");
+    check_refused(p2, bad, e_factor3, "attribute 'latent_factor' is 3, not a power of two");
+    check_refused(p2, bad, e_factor32, "attribute 'resolution' is 16, not a multiple of latent_factor 32");
+    /* writer arguments */
+    k22_pack_meta m;
+    meta_init(&m, K22_PACK_FOR_DECODER, K22_DTYPE_F32);
+    k22_pack_writer *w = NULL;
+    k22_err err;
+    m.latent_factor = 3;
+    CHECK(k22_pack_writer_create(bad, &m, &w, &err) == K22_ERR_ARG && !w && strstr(err.msg, "latent_factor 3"));
+    m.latent_factor = 32;
+    CHECK(k22_pack_writer_create(bad, &m, &w, &err) == K22_ERR_ARG && !w &&
+          strstr(err.msg, "resolution 16 is not a multiple of latent_factor 32"));
+    /* resume with another factor names both */
+    int64_t rows = 0, inputs = 0;
+    m.latent_factor = 8;
+    CHECK(k22_pack_writer_resume(p2, &m, &w, &rows, &inputs, &err) == K22_ERR_ARG && !w &&
+          strstr(err.msg, "latent_factor 2 in the pack, 8 in this run"));
+    m.latent_factor = 2;
+    CHECK(k22_pack_writer_resume(p2, &m, &w, &rows, &inputs, &err) == K22_OK && rows == FN && inputs == FN);
+    CHECK(k22_pack_writer_close(w, &err) == K22_OK);
+    /* compatibility: the factor is checked for the decoder, named with both values */
+    k22_pack *p = NULL;
+    CHECK(k22_pack_open(p2, &p, &err) == K22_OK);
+    if (!p) return;
+    k22_pack_want ok = {.need = K22_PACK_FOR_DECODER, .resolution = RES, .latent_factor = 2};
+    CHECK(k22_pack_check_compatible(p, &ok, &err) == K22_OK);
+    k22_pack_want other = {.need = K22_PACK_FOR_DECODER, .resolution = 32, .latent_factor = 8};
+    CHECK_MSG(k22_pack_check_compatible(p, &other, &err) == K22_ERR_ARG &&
+                  strstr(err.msg, "latent_factor 2 in the pack (latents at resolution / 2), the model's MoVQ has 8") &&
+                  strstr(err.msg, "resolution 16 in the pack (latents 8x8), the run wants 32 (latents 4x4)"),
+              "compat message: %s", err.msg);
+    k22_pack_want unchecked = {.need = K22_PACK_FOR_DECODER};
+    CHECK(k22_pack_check_compatible(p, &unchecked, &err) == K22_OK);
+    k22_pack_close(p);
 }
 
 int main(void)
@@ -491,6 +637,7 @@ int main(void)
     test_inspect_cli(ref16);
     test_compat(ref16);
     test_f16_rounding();
+    test_factor();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd)) fprintf(stderr, "could not remove %s\n", dir);

@@ -5,7 +5,9 @@ The inputs are rebuilt from k22's deterministic generators (the shell test makes
   k22 init prior --size tiny --seed 0           -> prior pipeline (tokenizer, CLIP text + vision)
   k22 init decoder --size tiny --seed 0         -> decoder pipeline, whose movq/ is replaced by
   model_test_movq --write-weights tests/fixtures/pack/movq8 0 movq
-      (a 4-block MoVQ: pack format 1 stores latents at resolution/8, the tiny preset is 2-block)
+      (a 4-block MoVQ, spatial factor 8 as in Kandinsky 2.2; the fixture predates pack format 2,
+      which also packs the tiny preset's 2-block MoVQ, factor 2: tests/cli/test_pack.sh checks
+      that one's shapes, not its values)
   k22 synth --n 6 --seed 3 --min_size 64 --max_size 200
 and each image goes through what the reference scripts do:
   prior script: CLIPTokenizer(max_length 77, padding max_length, truncation), the text encoder
