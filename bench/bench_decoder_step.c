@@ -21,9 +21,9 @@ static int bench(const char *name, const char *dir, int B, int side, int steps)
     }
     k22_decoder_train_hparams hp;
     k22_decoder_train_hparams_default(&hp);
-    hp.micro_batch = B;
+    hp.base.micro_batch = B;
     hp.latent_h = hp.latent_w = side;
-    hp.max_train_steps = steps + 2;
+    hp.base.max_train_steps = steps + 2;
     k22_sched_config sc;
     k22_decoder_trainer tr;
     if (k22_sched_preset("decoder", &sc, &err) || k22_decoder_trainer_init(&tr, be, dir, &sc, &hp, &err)) {
@@ -33,18 +33,18 @@ static int bench(const char *name, const char *dir, int B, int side, int steps)
     }
     size_t n = (size_t)B * 4 * (size_t)side * (size_t)side;
     float *lat = bench_fill(n, 1), *nz = bench_fill(n, 2);
-    float *img = bench_fill((size_t)B * tr.cfg.u.unet.encoder_hid_dim, 3);
+    float *img = bench_fill((size_t)B * tr.core.cfg.u.unet.encoder_hid_dim, 3);
     int64_t *t = k22_xmalloc((size_t)B * sizeof *t);
     for (int b = 0; b < B; b++) t[b] = (b * 397 + 11) % 1000;
     k22_decoder_batch batch = {B, lat, img, nz, t};
     for (int s = 0; s < 2; s++) { /* warm-up */
         k22_decoder_trainer_micro_step(&tr, &batch);
-        k22_decoder_trainer_sync(&tr, NULL);
+        k22_train_core_sync(&tr.core, NULL);
     }
     double c0 = bench_cpu_s(), w0 = bench_wall_s();
     for (int s = 0; s < steps; s++) {
         k22_decoder_trainer_micro_step(&tr, &batch);
-        k22_decoder_trainer_sync(&tr, NULL);
+        k22_train_core_sync(&tr.core, NULL);
     }
     be->sync(be->ctx);
     double c1 = bench_cpu_s(), w1 = bench_wall_s();

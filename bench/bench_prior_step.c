@@ -23,8 +23,8 @@ int main(int argc, char **argv)
     for (int bi = 0; bi < 2; bi++) {
         k22_err err;
         k22_backend *be = k22_backend_by_name(names[bi], &err);
-        k22_prior_train_hparams hp;
-        k22_prior_train_hparams_default(&hp);
+        k22_train_hparams hp;
+        k22_train_hparams_default(&hp);
         hp.micro_batch = B;
         hp.max_train_steps = steps + 2;
         k22_prior_trainer tr;
@@ -32,8 +32,8 @@ int main(int argc, char **argv)
             fprintf(stderr, "bench_prior_step: %s\n", err.msg);
             return 1;
         }
-        int E = tr.cfg.u.prior.embedding_dim, EP = tr.cfg.u.prior.embedding_proj_dim;
-        int L = tr.cfg.u.prior.num_embeddings;
+        int E = tr.core.cfg.u.prior.embedding_dim, EP = tr.core.cfg.u.prior.embedding_proj_dim;
+        int L = tr.core.cfg.u.prior.num_embeddings;
         float *te = bench_fill((size_t)B * EP, 1), *th = bench_fill((size_t)B * L * E, 2);
         float *ie = bench_fill((size_t)B * E, 3), *nz = bench_fill((size_t)B * E, 4);
         uint8_t *mask = k22_xmalloc((size_t)B * L);
@@ -45,12 +45,12 @@ int main(int argc, char **argv)
         k22_prior_batch batch = {B, te, th, mask, ie, nz, t};
         for (int s = 0; s < 2; s++) { /* warm-up */
             k22_prior_trainer_micro_step(&tr, &batch);
-            k22_prior_trainer_sync(&tr, NULL);
+            k22_train_core_sync(&tr.core, NULL);
         }
         double c0 = bench_cpu_s(), w0 = bench_wall_s();
         for (int s = 0; s < steps; s++) {
             k22_prior_trainer_micro_step(&tr, &batch);
-            k22_prior_trainer_sync(&tr, NULL);
+            k22_train_core_sync(&tr.core, NULL);
         }
         be->sync(be->ctx);
         double c1 = bench_cpu_s(), w1 = bench_wall_s();

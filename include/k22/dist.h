@@ -31,6 +31,8 @@ void k22_dist_allreduce_mean_f32(const k22_dist *d, float *buf, int64_t n);
 /* The same over backend memory (copied through host staging on a device backend; the CPU
  * backends' buffers are host memory already, but the copy keeps one code path). */
 void k22_dist_allreduce_mean_backend(k22_dist *d, const k22_backend *be, float *buf, int64_t n);
+/* Sum over ranks of one double (held-out loss sums). */
+double k22_dist_sum_f64(const k22_dist *d, double x);
 /* Mean over ranks of one double (the logged loss). */
 double k22_dist_mean_f64(const k22_dist *d, double x);
 /* 1 on every rank when flag is non-zero on any rank (the signal flag, a rank-local error). */

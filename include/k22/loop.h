@@ -7,6 +7,8 @@
  *   99  K22_EXIT_REQUEUE: stopped after SIGTERM / SIGUSR1 (or --stop_at_step) with a complete
  *       checkpoint written at the step boundary: requeue with --resume_from_checkpoint latest
  *   2   a bad option, an incompatible pack or checkpoint (nothing trained)
+ *   3   K22_EXIT_NONFINITE: --max_skipped_steps optimizer steps in a row had a non-finite
+ *       gradient (each was skipped); a checkpoint of the last good weights was written
  *   1   a run-time failure that was reported (I/O); fatal errors end the whole MPI job through
  *       MPI_Abort, whose exit code mpirun/srun choose (non-zero).
  *
@@ -19,10 +21,10 @@
  * losses and weights of an uninterrupted one bit for bit. The diffusers scripts do not: they set
  * first_epoch = N // updates_per_epoch and restart at the top of that epoch, training again on
  * its first batches (reference-math.md section 1).
- * Rank 0 appends every optimizer step to OUT/train_log.jsonl ({"step", "epoch", "loss", "lr",
- * "grad_norm"}, loss and lr with 17 digits); after a resume a step may appear twice (the run
- * that was stopped may have gone past its last checkpoint): the later line is the one that
- * counts. */
+ * Rank 0 appends every optimizer step to OUT/metrics.jsonl ({"step", "epoch", "loss", "lr",
+ * "grad_norm", "skipped", "time_s"}, loss and lr with 17 digits) and, with --validation_split,
+ * the held-out loss at each checkpoint and at the end ({"step", "val_loss", "val_samples"}).
+ * A resumed run first drops the lines past the step it resumes at, so each step appears once. */
 #ifndef K22_LOOP_H
 #define K22_LOOP_H
 
@@ -32,6 +34,7 @@
 #include <jansson.h>
 
 #define K22_EXIT_REQUEUE 99
+#define K22_EXIT_NONFINITE 3
 #define K22_NOISE_STREAM ((uint64_t)0x4e4f4953ull << 32)  /* "NOIS" */
 #define K22_TSTEP_STREAM ((uint64_t)0x54535450ull << 32)  /* "TSTP" */
 
@@ -44,6 +47,8 @@ typedef struct {
     int64_t train_batch_size, gradient_accumulation_steps, max_train_steps, num_train_epochs;
     int64_t checkpointing_steps, checkpoints_total_limit, lr_warmup_steps, seed, log_every;
     int64_t stop_at_step;      /* 0: off */
+    double validation_split;   /* fraction of the pack's rows held out (the last ones); 0: off */
+    int64_t max_skipped_steps; /* non-finite optimizer steps in a row that stop the run */
     int use_ema, gradient_checkpointing;
     json_t *settings;          /* the resolved options, saved in checkpoints (borrowed) */
 } k22_train_opts;

@@ -37,7 +37,8 @@ typedef struct {
 } k22_optim_step_args;
 
 /* Clip (torch clip_grad_norm_ over the trainable runs), AdamW, zero every gradient, EMA step
- * when enabled. Returns the gradient norm before clipping. */
+ * when enabled. Returns the gradient norm before clipping. A non-finite norm (an inf or NaN
+ * gradient) skips the update: the gradients are zeroed and weights, moments and EMA kept. */
 float k22_optim_step(k22_optim *o, const k22_optim_step_args *a);
 
 /* Copies the weights (ema != 0: the EMA shadow) into ps->data and writes cfg + ps as a diffusers

@@ -49,6 +49,7 @@ void k22_shard_permutation(int64_t n_rows, uint64_t seed, int64_t epoch, int64_t
 /* Reads numeric field f of this rank's batch at step into dst, (B, row...) in sampler order
  * (f32 for float fields, int32 input_ids, uint8 attention_mask). The batch's rows are sorted and
  * each run of consecutive rows is one read. */
+/* The shard covers the pack's first n_rows rows (the rest may be held out). */
 k22_status k22_shard_read(k22_shard *s, k22_pack *p, int64_t step, k22_pack_field f, void *dst, k22_err *err);
 
 #endif

@@ -20,27 +20,14 @@
 
 #include "k22/arena.h"
 #include "k22/loss.h"
-#include "k22/lr_schedule.h"
-#include "k22/optim.h"
+#include "k22/train_core.h"
 #include "k22/unet.h"
 
-/* The script's flags that change the step (names follow the flags), and k22's additions. */
+/* The shared flags and what the decoder adds. */
 typedef struct {
-    double learning_rate;             /* 1e-4 */
-    double adam_beta1, adam_beta2;    /* 0.9, 0.999 */
-    double adam_weight_decay;         /* 0 */
-    double adam_epsilon;              /* 1e-8 */
-    double max_grad_norm;             /* 1.0 */
-    double snr_gamma;                 /* 0: off (the script's None) */
-    int gradient_accumulation_steps;  /* 1 */
-    k22_lr_kind lr_scheduler;         /* constant */
-    int64_t lr_warmup_steps;          /* 500 (ignored by constant) */
-    int64_t max_train_steps;          /* the schedule's length in optimizer steps */
-    int world_size;                   /* 1; scheduler steps per optimizer step */
-    int use_ema;                      /* 0 */
+    k22_train_hparams base;
     int correct_v_target;             /* 0: target = noise always (the script); 1: the velocity
                                          under a v_prediction scheduler (k22 option) */
-    int micro_batch;                  /* the largest B a micro-step is given */
     int latent_h, latent_w;           /* the latents' size every micro-step uses */
 } k22_decoder_train_hparams;
 
@@ -59,22 +46,11 @@ typedef struct {
 } k22_decoder_batch;
 
 typedef struct {
-    int64_t step;     /* global_step after the step (1 for the first) */
-    double loss;      /* the script's logged train_loss */
-    double lr;        /* the lr this step used */
-    float grad_norm;  /* the norm before clipping (clip_grad_norm_'s return value) */
-} k22_decoder_step_log;
-
-typedef struct {
-    const k22_backend *be;
-    k22_decoder_train_hparams hp;
-    k22_model_config cfg;
-    k22_params ps;             /* the table; ps.data is host staging for loads and saves */
-    k22_optim opt;             /* weights, gradients, moments, EMA */
+    k22_train_core core;       /* shared hyper-parameters, weights, optimizer, step counters */
+    int latent_h, latent_w;    /* the decoder's additions to core.hp */
     k22_unet model;
     k22_arena arena;
     k22_noise_schedule sched;
-    k22_lr_schedule lr;
     int v_target;              /* correct_v_target under a v_prediction schedule */
     /* step buffers, backend: */
     float *lat, *img, *noise, *target; /* (Bmax, 4, h, w), (Bmax, E), (Bmax, 4, h, w) x2 */
@@ -82,9 +58,6 @@ typedef struct {
     float *pred, *dpred;       /* (Bmax, 4, h, w) each: the first 4 output channels */
     float *t, *w, *loss, *tmp; /* (Bmax), (Bmax), (1), (4 h w) */
     float *w_host, *t_host;    /* (Bmax) host */
-    int64_t global_step;       /* optimizer steps taken */
-    int micro;                 /* micro-steps since the last sync */
-    double train_loss;         /* the script's accumulator, reset at each sync */
 } k22_decoder_trainer;
 
 /* Loads unet_dir (a UNet2DConditionModel folder) and sets the trainer up on be with the noise
@@ -108,10 +81,9 @@ void k22_decoder_trainer_free(k22_decoder_trainer *tr);
  * (unscaled, the script's `loss`). b->B must be 1..micro_batch, at most A micro-steps may run
  * between syncs, and the timesteps must lie in the schedule (program invariants). */
 float k22_decoder_trainer_micro_step(k22_decoder_trainer *tr, const k22_decoder_batch *b);
-/* 1 when A micro-steps have run since the last sync. */
-int k22_decoder_trainer_sync_due(const k22_decoder_trainer *tr);
-/* The optimizer step after 1..A micro-steps. Fills log when non-NULL. */
-void k22_decoder_trainer_sync(k22_decoder_trainer *tr, k22_decoder_step_log *log);
+/* The same loss without backward (held-out data): no gradient or counter changes. */
+float k22_decoder_trainer_eval(k22_decoder_trainer *tr, const k22_decoder_batch *b);
+/* The sync step, the step log and saving are the core's (train_core.h) on &tr->core. */
 
 /* diffusers get_velocity: v = sqrt_a[t_b] * noise - sqrt_1ma[t_b] * latents per sample, each
  * product rounded, then the difference, as torch's float kernels do. latents, noise, v: (B, N)
@@ -119,10 +91,5 @@ void k22_decoder_trainer_sync(k22_decoder_trainer *tr, k22_decoder_step_log *log
 void k22_decoder_velocity(const k22_backend *be, const k22_noise_schedule *s, float *v,
                           const float *latents, const float *noise, const int64_t *t, int B,
                           int64_t N, float *tmp);
-
-/* Writes the trained UNet (ema != 0: the EMA shadow, which needs use_ema) as a diffusers
- * UNet2DConditionModel folder into dir. */
-k22_status k22_decoder_trainer_save(k22_decoder_trainer *tr, const char *dir, int ema,
-                                    k22_err *err);
 
 #endif

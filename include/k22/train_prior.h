@@ -20,29 +20,8 @@
 
 #include "k22/arena.h"
 #include "k22/loss.h"
-#include "k22/lr_schedule.h"
-#include "k22/optim.h"
 #include "k22/prior.h"
-
-/* The script's flags that change the step (names follow the flags). */
-typedef struct {
-    double learning_rate;             /* 1e-4 */
-    double adam_beta1, adam_beta2;    /* 0.9, 0.999 */
-    double adam_weight_decay;         /* 0 */
-    double adam_epsilon;              /* 1e-8 */
-    double max_grad_norm;             /* 1.0 */
-    double snr_gamma;                 /* 0: off (the script's None) */
-    int gradient_accumulation_steps;  /* 1 */
-    k22_lr_kind lr_scheduler;         /* constant */
-    int64_t lr_warmup_steps;          /* 500 (ignored by constant) */
-    int64_t max_train_steps;          /* the schedule's length in optimizer steps */
-    int world_size;                   /* 1; scheduler steps per optimizer step */
-    int use_ema;                      /* 0 */
-    int micro_batch;                  /* the largest B a micro-step is given */
-} k22_prior_train_hparams;
-
-/* The script's defaults; max_train_steps 1 and micro_batch 1 until the caller sets them. */
-void k22_prior_train_hparams_default(k22_prior_train_hparams *hp);
+#include "k22/train_core.h"
 
 /* One micro-batch, host memory (E = embedding_dim = clip_embed_dim, EP = embedding_proj_dim,
  * L = num_embeddings). The trainer copies it to the backend; nothing is kept after the call. */
@@ -56,63 +35,39 @@ typedef struct {
     const int64_t *timesteps;  /* (B) in [0, 1000) */
 } k22_prior_batch;
 
-/* What one optimizer step reports. */
 typedef struct {
-    int64_t step;     /* global_step after the step (1 for the first) */
-    double loss;      /* the script's logged train_loss */
-    double lr;        /* the lr this step used */
-    float grad_norm;  /* the norm before clipping (clip_grad_norm_'s return value) */
-} k22_prior_step_log;
-
-typedef struct {
-    const k22_backend *be;
-    k22_prior_train_hparams hp;
-    k22_model_config cfg;
-    k22_params ps;             /* the table; ps.data is host staging for loads and saves */
-    k22_optim opt;             /* weights, gradients, moments, EMA (owns the buffers below) */
-    float *P, *G, *M, *V;      /* = opt.P, opt.G, opt.M, opt.V (the names callers use) */
-    float *S;                  /* = opt.S: the EMA shadow, NULL without use_ema */
+    k22_train_core core;       /* hyper-parameters, weights, optimizer, step counters */
     k22_prior model;
     k22_arena arena;
     k22_prior_norm norm;       /* clip_mean/std as loaded, before any step */
     k22_noise_schedule sched;
-    k22_lr_schedule lr;
     /* step buffers, backend: */
     float *proj, *ehs, *img, *noise; /* (Bmax, EP), (Bmax, L, E), (Bmax, E), (Bmax, E) */
     float *t, *w, *loss;       /* (Bmax) timesteps as floats, (Bmax) Min-SNR weights, (1) */
     float *x0, *x_t, *pred, *dpred; /* (Bmax, E) each */
     float *tmp;                /* (E) */
     float *w_host, *t_host;    /* (Bmax) host */
-    int64_t global_step;       /* optimizer steps taken */
-    int micro;                 /* micro-steps since the last sync */
-    double train_loss;         /* the script's accumulator, reset at each sync */
 } k22_prior_trainer;
 
 /* Loads dir (a prior component folder: config.json + weights) and sets the trainer up on be.
- * K22_ERR_ARG for hyper-parameters out of range (naming the flag), K22_ERR_UNSUPPORTED for a
+ * K22_ERR_ARG for hyper-parameters out of range (naming the flag; micro_batch at most 2^20), K22_ERR_UNSUPPORTED for a
  * prior whose embedding_dim differs from clip_embed_dim (the loss compares them); the loader's
  * errors otherwise. On failure tr is left empty (k22_prior_trainer_free is still fine). */
 k22_status k22_prior_trainer_init(k22_prior_trainer *tr, const k22_backend *be, const char *dir,
-                                  const k22_prior_train_hparams *hp, k22_err *err);
+                                  const k22_train_hparams *hp, k22_err *err);
 /* The same from a built table with host weights (k22_component_load's output). Takes ps over,
  * on success and on failure: the caller's struct is emptied. */
 k22_status k22_prior_trainer_init_loaded(k22_prior_trainer *tr, const k22_backend *be,
                                          const k22_model_config *cfg, k22_params *ps,
-                                         const k22_prior_train_hparams *hp, k22_err *err);
+                                         const k22_train_hparams *hp, k22_err *err);
 void k22_prior_trainer_free(k22_prior_trainer *tr);
 
 /* One micro-batch: forward, loss, backward (gradients add into G). Returns the micro-batch's
  * loss (unscaled, as the script's `loss`). b->B must be 1..micro_batch, at most A micro-steps
  * may run between syncs, and the timesteps must lie in the schedule (program invariants). */
 float k22_prior_trainer_micro_step(k22_prior_trainer *tr, const k22_prior_batch *b);
-/* 1 when A micro-steps have run since the last sync. */
-int k22_prior_trainer_sync_due(const k22_prior_trainer *tr);
-/* The optimizer step after 1..A micro-steps: clip, AdamW, zero the gradients, EMA. Fills log
- * when non-NULL. */
-void k22_prior_trainer_sync(k22_prior_trainer *tr, k22_prior_step_log *log);
-
-/* Writes the trained weights (ema != 0: the EMA shadow, which needs use_ema) as a diffusers
- * prior folder (config.json + diffusion_pytorch_model.safetensors) into dir. */
-k22_status k22_prior_trainer_save(k22_prior_trainer *tr, const char *dir, int ema, k22_err *err);
+/* The same loss without backward (held-out data): no gradient or counter changes. */
+float k22_prior_trainer_eval(k22_prior_trainer *tr, const k22_prior_batch *b);
+/* The sync step, the step log and saving are the core's (train_core.h) on &tr->core. */
 
 #endif

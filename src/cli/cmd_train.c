@@ -11,7 +11,8 @@
     "Exit codes: 0 done (--output_dir is a complete pipeline folder); 99 stopped by SIGTERM or "  \
     "SIGUSR1 (or --stop_at_step) after writing a complete checkpoint at the next optimizer-step "   \
     "boundary: requeue the job with --resume_from_checkpoint latest; 2 bad option, pack or "       \
-    "checkpoint; 1 I/O failure. A fatal error on any rank ends the whole MPI job (MPI_Abort). "   \
+    "checkpoint; 3 too many non-finite steps in a row (checkpoint of the last good weights "       \
+    "written); 1 I/O failure. A fatal error on any rank ends the whole MPI job (MPI_Abort). "   \
     "Launch with mpirun/srun for several ranks; --train_batch_size is per rank. Gradients are "   \
     "all-reduced (sum, then divided by the world size, as DDP) once per optimizer step over the " \
     "accumulated buffer. Resume continues mid-epoch at the exact sample; a different world size " \
@@ -51,7 +52,7 @@ static int run_train(int argc, char **argv, k22_pipe_kind stage)
         {"pretrained", K22_OPT_STR, &t.pretrained, NULL,
          stage == K22_PIPE_PRIOR ? "prior pipeline folder (model_index.json) or prior component folder"
                                  : "decoder pipeline folder (unet/, movq/, scheduler/)", NULL, NULL, 1},
-        {"output_dir", K22_OPT_STR, &t.output_dir, NULL, "checkpoints, train_log.jsonl and the final pipeline", NULL, NULL, 1},
+        {"output_dir", K22_OPT_STR, &t.output_dir, NULL, "checkpoints, metrics.jsonl and the final pipeline", NULL, NULL, 1},
         {"learning_rate", K22_OPT_FLOAT, &t.learning_rate, "1e-4", "base learning rate", NULL, NULL, 0},
         {"train_batch_size", K22_OPT_INT, &t.train_batch_size, "1", "samples per micro-step PER RANK", NULL, NULL, 0},
         {"gradient_accumulation_steps", K22_OPT_INT, &t.gradient_accumulation_steps, "1", "micro-steps per optimizer step", NULL, NULL, 0},
@@ -76,7 +77,11 @@ static int run_train(int argc, char **argv, k22_pipe_kind stage)
         {"gradient_checkpointing", K22_OPT_FLAG, &t.gradient_checkpointing, NULL, "recompute activations in backward", NULL, NULL, 0},
         {"mixed_precision", K22_OPT_CHOICE, &t.mixed_precision, "no", "no only for now (fp16/bf16 need the CUDA backend)", NULL, "no|fp16|bf16", 0},
         {"device", K22_OPT_CHOICE, &t.device, "cpu", "cpu (OpenBLAS + OpenMP) or cpu-ref (plain loops)", "K22_DEVICE", "cpu|cpu-ref", 0},
-        {"log_every", K22_OPT_INT, &t.log_every, "10", "progress line every N steps (train_log.jsonl gets every step)", NULL, NULL, 0},
+        {"log_every", K22_OPT_INT, &t.log_every, "10", "progress line every N steps (metrics.jsonl gets every step)", NULL, NULL, 0},
+        {"validation_split", K22_OPT_FLOAT, &t.validation_split, "0",
+         "hold out this fraction of the pack (its last rows) and report their loss at each checkpoint (0: off)", NULL, NULL, 0},
+        {"max_skipped_steps", K22_OPT_INT, &t.max_skipped_steps, "10",
+         "stop (checkpoint, exit 3) after N optimizer steps in a row with a non-finite gradient, each skipped", NULL, NULL, 0},
         {"stop_at_step", K22_OPT_INT, &t.stop_at_step, "0", "k22: checkpoint and exit 99 after step N, as after a signal (0: off)", NULL, NULL, 0},
     };
     k22_cmd_spec spec = {

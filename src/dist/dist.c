@@ -35,12 +35,17 @@ void k22_dist_finalize(k22_dist *d)
     memset(d, 0, sizeof *d);
 }
 
-double k22_dist_mean_f64(const k22_dist *d, double x)
+double k22_dist_sum_f64(const k22_dist *d, double x)
 {
     if (d->world == 1) return x;
     double s = 0;
-    check_mpi(MPI_Allreduce(&x, &s, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD), "MPI_Allreduce (loss)");
-    return s / d->world;
+    check_mpi(MPI_Allreduce(&x, &s, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD), "MPI_Allreduce (sum)");
+    return s;
+}
+
+double k22_dist_mean_f64(const k22_dist *d, double x)
+{
+    return d->world == 1 ? x : k22_dist_sum_f64(d, x) / d->world;
 }
 
 int k22_dist_any(const k22_dist *d, int flag)

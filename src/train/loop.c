@@ -30,13 +30,6 @@ static void install_signals(void)
     sigaction(SIGUSR1, &sa, NULL);
 }
 
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 static k22_status check_opts(const k22_train_opts *o, k22_err *err)
 {
     if (strcmp(o->mixed_precision, "no"))
@@ -49,9 +42,12 @@ static k22_status check_opts(const k22_train_opts *o, k22_err *err)
         return k22_err_set(err, K22_ERR_ARG, "--gradient_accumulation_steps %lld: must be in 1..65536",
                            (long long)o->gradient_accumulation_steps);
     if (o->max_train_steps < 0 || o->num_train_epochs < 1 || o->checkpointing_steps < 1 || o->log_every < 1 ||
-        o->stop_at_step < 0 || o->seed < 0 || o->lr_warmup_steps < 0)
+        o->stop_at_step < 0 || o->seed < 0 || o->lr_warmup_steps < 0 || o->max_skipped_steps < 1)
         return k22_err_set(err, K22_ERR_ARG, "--max_train_steps, --lr_warmup_steps, --seed and --stop_at_step must "
-                           "be >= 0; --num_train_epochs, --checkpointing_steps and --log_every >= 1");
+                           "be >= 0; --num_train_epochs, --checkpointing_steps, --log_every and "
+                           "--max_skipped_steps >= 1");
+    if (!(o->validation_split >= 0 && o->validation_split <= 0.5))
+        return k22_err_set(err, K22_ERR_ARG, "--validation_split %g: must lie in [0, 0.5]", o->validation_split);
     return K22_OK;
 }
 
@@ -108,9 +104,16 @@ static k22_status open_data(k22_run *r, k22_err *err)
     if (st) return st;
     k22_pack_want w = {.need = r->prior ? K22_PACK_FOR_PRIOR : K22_PACK_FOR_DECODER};
     st = k22_pack_check_compatible(r->pack, &w, err);
-    if (!st && k22_pack_rows(r->pack) < 1) st = k22_err_set(err, K22_ERR_ARG, "%s: no committed rows", o->pack);
-    if (!st) st = k22_shard_init(&r->shard, k22_pack_rows(r->pack), r->d->world, r->d->rank, r->B,
-                                 (uint64_t)o->seed, err);
+    int64_t rows = k22_pack_rows(r->pack);
+    /* The held-out rows are the last ones: at least one when a split is asked for. */
+    r->n_val = o->validation_split > 0 ? (int64_t)(o->validation_split * (double)rows + 0.5) : 0;
+    if (o->validation_split > 0 && r->n_val < 1) r->n_val = 1;
+    r->n_train = rows - r->n_val;
+    if (!st && rows < 1) st = k22_err_set(err, K22_ERR_ARG, "%s: no committed rows", o->pack);
+    else if (!st && r->n_train < 1)
+        st = k22_err_set(err, K22_ERR_ARG, "%s: %lld rows leave none to train on with --validation_split %g", o->pack,
+                         (long long)rows, o->validation_split);
+    if (!st) st = k22_shard_init(&r->shard, r->n_train, r->d->world, r->d->rank, r->B, (uint64_t)o->seed, err);
     if (st) return st;
     /* The scripts' arithmetic: updates per epoch = ceil(dataloader steps / A). */
     r->steps_per_epoch = k22_shard_steps(&r->shard);
@@ -143,52 +146,35 @@ static k22_status setup(k22_run *r, k22_err *err)
 
 static void print_plan(const k22_run *r)
 {
-    printf("k22 train-%s: %d rank(s) x %d samples x %d accumulation = global batch %lld; %lld rows, "
-           "%lld micro-steps and %lld optimizer steps per epoch; %lld steps over %lld epoch(s)\n",
-           r->prior ? "prior" : "decoder", r->d->world, r->B, r->A,
-           (long long)r->d->world * r->B * r->A, (long long)k22_pack_rows(r->pack),
+    printf("k22 train-%s: %d rank(s) x %d samples x %d accumulation = global batch %lld; %lld rows "
+           "(+ %lld held out), %lld micro-steps and %lld optimizer steps per epoch; %lld steps over %lld "
+           "epoch(s)\n", r->prior ? "prior" : "decoder", r->d->world, r->B, r->A,
+           (long long)r->d->world * r->B * r->A, (long long)r->n_train, (long long)r->n_val,
            (long long)r->steps_per_epoch, (long long)r->updates_per_epoch, (long long)r->max_steps,
            (long long)r->epochs);
     fflush(stdout);
 }
 
-typedef struct {
-    FILE *jsonl;
-    double t0;
-    int64_t first_step;
-} k22_log;
-
-static void log_step(const k22_run *r, k22_log *lg, int64_t step, int64_t epoch, double loss, double lr,
-                     float gn)
-{
-    if (r->d->rank) return;
-    if (lg->jsonl) {
-        fprintf(lg->jsonl, "{\"step\": %lld, \"epoch\": %lld, \"loss\": %.17g, \"lr\": %.17g, \"grad_norm\": %.9g}\n",
-                (long long)step, (long long)epoch, loss, lr, (double)gn);
-        fflush(lg->jsonl);
-    }
-    if (step % r->o->log_every && step != r->max_steps) return;
-    double el = now_s() - lg->t0;
-    int64_t done = step - lg->first_step;
-    double sps = el > 0 ? (double)done * r->d->world * r->B * r->A / el : 0;
-    double eta = done > 0 ? el / (double)done * (double)(r->max_steps - step) : 0;
-    printf("step %lld/%lld epoch %lld loss %.6f lr %.3e grad_norm %.4f samples/s %.1f eta %02d:%02d:%02d\n",
-           (long long)step, (long long)r->max_steps, (long long)epoch, loss, lr, (double)gn, sps,
-           (int)(eta / 3600), (int)(eta / 60) % 60, (int)eta % 60);
-    fflush(stdout);
-}
-
-/* One optimizer step's end: all-reduce, sync, log. */
-static void finish_step(k22_run *r, k22_log *lg)
+/* One optimizer step's end: all-reduce, sync, log. Returns 1 when the step was skipped (a
+ * non-finite gradient norm: the same on every rank, as the gradients are all-reduced). */
+static int finish_step(k22_run *r, k22_log *lg)
 {
     int64_t n;
     float *G = k22_run_grads(r, &n);
     k22_dist_allreduce_mean_backend(r->d, r->be, G, n);
-    double loss, lr;
-    float gn;
-    k22_run_sync(r, &loss, &lr, &gn);
-    loss = k22_dist_mean_f64(r->d, loss);
-    log_step(r, lg, k22_run_global_step(r), r->epoch, loss, lr, gn);
+    k22_train_step_log l;
+    k22_run_sync(r, &l);
+    l.loss = k22_dist_mean_f64(r->d, l.loss);
+    k22_log_step(r, lg, &l, r->epoch, k22_run_core(r)->nonfinite_total);
+    return l.skipped;
+}
+
+static void validate(k22_run *r, k22_log *lg)
+{
+    if (!r->n_val) return;
+    int64_t n;
+    double loss = k22_run_val_loss(r, &n);
+    k22_log_val(r, lg, k22_run_global_step(r), loss, n);
 }
 
 /* The epochs; returns 0 at the end of training or K22_EXIT_REQUEUE after a stop. */
@@ -196,21 +182,34 @@ static int train(k22_run *r, k22_log *lg, k22_err *err)
 {
     const k22_train_opts *o = r->o;
     int64_t unit = (int64_t)r->d->world * r->B;
-    for (; r->epoch < r->epochs && k22_run_global_step(r) < r->max_steps; r->epoch++, r->start_micro = 0) {
+    /* Until max_steps: skipped (non-finite) steps can make the run go past its planned epochs. */
+    for (; k22_run_global_step(r) < r->max_steps; r->epoch++, r->start_micro = 0) {
         k22_shard_set_epoch(&r->shard, r->epoch);
         for (int64_t s = r->start_micro; s < r->steps_per_epoch; s++) {
             if (k22_run_read_batch(r, s, err)) K22_FATAL("reading the pack: %s", err->msg);
             k22_run_micro_step(r);
             int last = s + 1 == r->steps_per_epoch;
-            int due = r->prior ? k22_prior_trainer_sync_due(&r->pt) : k22_decoder_trainer_sync_due(&r->dt);
+            int due = k22_train_core_sync_due(k22_run_core(r));
             if (!due && !last) continue;
-            finish_step(r, lg);
+            int skipped = finish_step(r, lg);
             int64_t gs = k22_run_global_step(r);
             int64_t ep = last ? r->epoch + 1 : r->epoch, pos = last ? 0 : (s + 1) * unit;
             int saved = 0;
-            if (gs % o->checkpointing_steps == 0) k22_run_checkpoint(r, ep, pos), saved = 1;
+            if (skipped && k22_run_core(r)->nonfinite_run >= o->max_skipped_steps) {
+                /* The weights are those of step gs, the last good one. */
+                k22_run_checkpoint(r, ep, pos);
+                if (r->d->rank == 0)
+                    fprintf(stderr, "k22: %lld optimizer steps in a row had a non-finite gradient (check the "
+                            "learning rate and the pack's values); stopped with a checkpoint of step %lld; exit %d\n",
+                            (long long)k22_run_core(r)->nonfinite_run, (long long)gs, K22_EXIT_NONFINITE);
+                return K22_EXIT_NONFINITE;
+            }
+            if (!skipped && gs % o->checkpointing_steps == 0) {
+                k22_run_checkpoint(r, ep, pos), saved = 1;
+                if (gs < r->max_steps) validate(r, lg);
+            }
             if (gs >= r->max_steps) return 0;
-            int stop = k22_dist_any(r->d, k22_stop_requested) || gs == o->stop_at_step;
+            int stop = k22_dist_any(r->d, k22_stop_requested) || (o->stop_at_step > 0 && gs == o->stop_at_step);
             if (stop) {
                 if (!saved) k22_run_checkpoint(r, ep, pos);
                 if (r->d->rank == 0)
@@ -246,14 +245,18 @@ int k22_train_run(const k22_train_opts *o, k22_dist *d)
         rc = (st == K22_ERR_IO) ? 1 : 2;
         goto out;
     }
-    k22_log lg = {.t0 = now_s(), .first_step = k22_run_global_step(&r)};
-    if (d->rank == 0) {
-        char p[4096];
-        print_plan(&r);
-        if (!k22_fs_join(p, sizeof p, o->output_dir, "train_log.jsonl", &err)) lg.jsonl = fopen(p, "a");
+    k22_log lg;
+    if (d->rank == 0) print_plan(&r);
+    st = k22_log_open(&r, &lg, &err);
+    if (st) fprintf(stderr, "k22 train-%s: %s\n", r.prior ? "prior" : "decoder", err.msg);
+    if (k22_dist_any(d, st != K22_OK)) {
+        k22_log_close(&lg);
+        rc = 1;
+        goto out;
     }
     rc = train(&r, &lg, &err);
-    if (lg.jsonl) fclose(lg.jsonl);
+    if (rc == 0) validate(&r, &lg);
+    k22_log_close(&lg);
     if (rc == 0 && d->rank == 0) {
         if (k22_run_save_final(&r, &err)) K22_FATAL("writing %s: %s", o->output_dir, err.msg);
         printf("k22: training done; pipeline written to %s\n", o->output_dir);

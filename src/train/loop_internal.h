@@ -10,6 +10,8 @@
 #include "k22/train_decoder.h"
 #include "k22/train_prior.h"
 
+#include <stdio.h>
+
 typedef struct {
     const k22_train_opts *o;
     k22_dist *d;
@@ -34,16 +36,38 @@ typedef struct {
     int64_t updates_per_epoch;  /* optimizer steps per epoch */
     int64_t max_steps, epochs;
     int64_t epoch, start_micro; /* where the run starts (resume) */
+    int64_t n_train, n_val;     /* pack rows trained on (the first) and held out (the rest) */
 } k22_run;
+
+/* Rank 0's record of the run (loop_log.c). */
+typedef struct {
+    FILE *jsonl;                /* OUT/metrics.jsonl */
+    double t0;
+    int64_t first_step;
+    int tty, open_line;         /* stdout is a terminal; a progress line awaits its newline */
+} k22_log;
 
 /* loop_stage.c */
 k22_status k22_run_stage_init(k22_run *r, k22_err *err);
 k22_status k22_run_read_batch(k22_run *r, int64_t step, k22_err *err);
 double k22_run_micro_step(k22_run *r);
-void k22_run_sync(k22_run *r, double *loss, double *lr, float *grad_norm);
+void k22_run_sync(k22_run *r, k22_train_step_log *log);
 float *k22_run_grads(k22_run *r, int64_t *n);
+k22_train_core *k22_run_core(k22_run *r); /* the trainer's shared part (pt or dt) */
 int64_t k22_run_global_step(const k22_run *r);
 void k22_run_stage_free(k22_run *r);
+
+/* loop_log.c: rank 0 writes, the other ranks return at once. k22_log_open keeps the lines of
+ * an earlier metrics.jsonl up to the step the run starts at. */
+double k22_now_s(void);
+k22_status k22_log_open(k22_run *r, k22_log *lg, k22_err *err);
+void k22_log_close(k22_log *lg);
+void k22_log_step(const k22_run *r, k22_log *lg, const k22_train_step_log *l, int64_t epoch,
+                  int64_t skipped_total);
+void k22_log_val(const k22_run *r, k22_log *lg, int64_t step, double loss, int64_t n);
+
+/* loop_val.c: the mean held-out loss over all ranks (every rank calls it); *n the samples. */
+double k22_run_val_loss(k22_run *r, int64_t *n);
 
 /* loop_out.c */
 void k22_run_checkpoint(k22_run *r, int64_t epoch, int64_t epoch_pos);

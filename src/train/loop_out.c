@@ -21,16 +21,15 @@ typedef struct {
 
 static bufs run_bufs(k22_run *r)
 {
-    k22_optim *o = r->prior ? &r->pt.opt : &r->dt.opt;
-    if (r->prior)
-        return (bufs){o->P, o->M, o->V, o->S, o->total, &o->ema, &r->pt.global_step, "prior", "prior_ema"};
-    return (bufs){o->P, o->M, o->V, o->S, o->total, &o->ema, &r->dt.global_step, "unet", "unet_ema"};
+    k22_train_core *c = k22_run_core(r);
+    k22_optim *o = &c->opt;
+    return (bufs){o->P, o->M, o->V, o->S, o->total, &o->ema, &c->global_step,
+                  r->prior ? "prior" : "unet", r->prior ? "prior_ema" : "unet_ema"};
 }
 
 static k22_status save_component(k22_run *r, const char *dir, int ema, k22_err *err)
 {
-    return r->prior ? k22_prior_trainer_save(&r->pt, dir, ema, err)
-                    : k22_decoder_trainer_save(&r->dt, dir, ema, err);
+    return k22_train_core_save(k22_run_core(r), dir, ema, err);
 }
 
 static k22_status write_checkpoint(k22_run *r, int64_t epoch, int64_t epoch_pos, char *final,

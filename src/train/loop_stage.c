@@ -22,36 +22,36 @@ void k22_train_noise(uint64_t seed, int64_t g, float *out, int64_t n)
     k22_rng_fill_normal(seed, K22_NOISE_STREAM, (uint64_t)g * (uint64_t)n, out, (size_t)n, 0.0f, 1.0f);
 }
 
-static k22_status parse_common(const k22_run *r, k22_lr_kind *kind, k22_err *err)
+/* The shared step flags from the command line and the run's shape. */
+static k22_status hparams_of(const k22_run *r, k22_train_hparams *hp, k22_err *err)
 {
-    return k22_lr_kind_parse(r->o->lr_scheduler, kind, err);
+    const k22_train_opts *o = r->o;
+    k22_train_hparams_default(hp);
+    hp->learning_rate = o->learning_rate;
+    hp->adam_beta1 = o->adam_beta1;
+    hp->adam_beta2 = o->adam_beta2;
+    hp->adam_weight_decay = o->adam_weight_decay;
+    hp->adam_epsilon = o->adam_epsilon;
+    hp->max_grad_norm = o->max_grad_norm;
+    hp->snr_gamma = o->snr_gamma;
+    hp->gradient_accumulation_steps = r->A;
+    hp->lr_warmup_steps = o->lr_warmup_steps;
+    hp->max_train_steps = r->max_steps;
+    hp->world_size = r->d->world;
+    hp->use_ema = o->use_ema;
+    hp->gradient_checkpointing = o->gradient_checkpointing;
+    hp->micro_batch = r->B;
+    return k22_lr_kind_parse(o->lr_scheduler, &hp->lr_scheduler, err);
 }
 
 static k22_status init_prior(k22_run *r, k22_err *err)
 {
     const k22_train_opts *o = r->o;
-    k22_prior_train_hparams hp;
-    k22_prior_train_hparams_default(&hp);
-    k22_status st = parse_common(r, &hp.lr_scheduler, err);
+    k22_train_hparams hp;
+    k22_status st = hparams_of(r, &hp, err);
+    if (!st) st = k22_prior_trainer_init(&r->pt, r->be, r->comp_dir, &hp, err);
     if (st) return st;
-    hp.learning_rate = o->learning_rate;
-    hp.adam_beta1 = o->adam_beta1;
-    hp.adam_beta2 = o->adam_beta2;
-    hp.adam_weight_decay = o->adam_weight_decay;
-    hp.adam_epsilon = o->adam_epsilon;
-    hp.max_grad_norm = o->max_grad_norm;
-    hp.snr_gamma = o->snr_gamma;
-    hp.gradient_accumulation_steps = r->A;
-    hp.lr_warmup_steps = o->lr_warmup_steps;
-    hp.max_train_steps = r->max_steps;
-    hp.world_size = r->d->world;
-    hp.use_ema = o->use_ema;
-    hp.micro_batch = r->B;
-    st = k22_prior_trainer_init(&r->pt, r->be, r->comp_dir, &hp, err);
-    if (st) return st;
-    /* The arena was sized without checkpointing, which is the larger need. */
-    if (o->gradient_checkpointing) k22_prior_set_gradient_checkpointing(&r->pt.model, 1);
-    const k22_prior_config *c = &r->pt.cfg.u.prior;
+    const k22_prior_config *c = &r->pt.core.cfg.u.prior;
     const k22_pack_meta *m = k22_pack_meta_of(r->pack);
     if (c->embedding_proj_dim != c->clip_embed_dim || c->num_embeddings != K22_PACK_TOKENS ||
         m->embed_dim != c->clip_embed_dim)
@@ -85,33 +85,27 @@ static k22_status init_decoder(k22_run *r, k22_err *err)
     if (!st) st = k22_sched_config_read(path, &sc, err);
     if (st) return st;
     const k22_pack_meta *m = k22_pack_meta_of(r->pack);
+    /* Latents packed by another MoVQ would train fine but decode to the wrong size. */
+    k22_model_config mc;
+    st = k22_fs_join(path, sizeof path, r->pipe_dir, "movq/config.json", err);
+    if (!st) st = k22_config_read(path, &mc, err);
+    if (!st && (mc.kind != K22_MODEL_MOVQ || (1 << (mc.u.movq.nblocks - 1)) != m->latent_factor))
+        st = k22_err_set(err, K22_ERR_ARG, "%s: latents at resolution / %d, but %s encodes at / %d", o->pack,
+                         m->latent_factor, path, mc.kind == K22_MODEL_MOVQ ? 1 << (mc.u.movq.nblocks - 1) : 0);
+    if (st) return st;
     k22_decoder_train_hparams hp;
     k22_decoder_train_hparams_default(&hp);
-    st = parse_common(r, &hp.lr_scheduler, err);
+    st = hparams_of(r, &hp.base, err);
     if (st) return st;
-    hp.learning_rate = o->learning_rate;
-    hp.adam_beta1 = o->adam_beta1;
-    hp.adam_beta2 = o->adam_beta2;
-    hp.adam_weight_decay = o->adam_weight_decay;
-    hp.adam_epsilon = o->adam_epsilon;
-    hp.max_grad_norm = o->max_grad_norm;
-    hp.snr_gamma = o->snr_gamma;
-    hp.gradient_accumulation_steps = r->A;
-    hp.lr_warmup_steps = o->lr_warmup_steps;
-    hp.max_train_steps = r->max_steps;
-    hp.world_size = r->d->world;
-    hp.use_ema = o->use_ema;
-    hp.micro_batch = r->B;
-    hp.latent_h = hp.latent_w = m->resolution / 8;
+    hp.latent_h = hp.latent_w = m->resolution / m->latent_factor;
     st = k22_decoder_trainer_init(&r->dt, r->be, r->comp_dir, &sc, &hp, err);
     if (st) return st;
-    if (o->gradient_checkpointing) k22_unet_set_gradient_checkpointing(&r->dt.model, 1);
-    if (m->embed_dim != r->dt.cfg.u.unet.encoder_hid_dim || m->latent_channels != 4)
+    if (m->embed_dim != r->dt.core.cfg.u.unet.encoder_hid_dim || m->latent_channels != 4)
         return k22_err_set(err, K22_ERR_ARG, "%s: the pack holds %d-wide image embeddings and %d latent "
                            "channels, the UNet takes %d and 4", o->pack, m->embed_dim,
-                           m->latent_channels, r->dt.cfg.u.unet.encoder_hid_dim);
+                           m->latent_channels, r->dt.core.cfg.u.unet.encoder_hid_dim);
     r->E = m->embed_dim;
-    r->latent_h = r->latent_w = m->resolution / 8;
+    r->latent_h = r->latent_w = m->resolution / m->latent_factor;
     r->T = (int)r->dt.sched.T;
     r->noise_n = 4 * (int64_t)r->latent_h * r->latent_w;
     r->image_embeds = k22_xcalloc((size_t)r->B * (size_t)r->E, sizeof(float));
@@ -178,27 +172,24 @@ double k22_run_micro_step(k22_run *r)
     return k22_decoder_trainer_micro_step(&r->dt, &b);
 }
 
-void k22_run_sync(k22_run *r, double *loss, double *lr, float *grad_norm)
+k22_train_core *k22_run_core(k22_run *r)
 {
-    if (r->prior) {
-        k22_prior_step_log l;
-        k22_prior_trainer_sync(&r->pt, &l);
-        *loss = l.loss, *lr = l.lr, *grad_norm = l.grad_norm;
-    } else {
-        k22_decoder_step_log l;
-        k22_decoder_trainer_sync(&r->dt, &l);
-        *loss = l.loss, *lr = l.lr, *grad_norm = l.grad_norm;
-    }
+    return r->prior ? &r->pt.core : &r->dt.core;
+}
+
+void k22_run_sync(k22_run *r, k22_train_step_log *log)
+{
+    k22_train_core_sync(k22_run_core(r), log);
 }
 
 float *k22_run_grads(k22_run *r, int64_t *n)
 {
-    k22_optim *o = r->prior ? &r->pt.opt : &r->dt.opt;
+    k22_optim *o = &k22_run_core(r)->opt;
     *n = o->total;
     return o->G;
 }
 
 int64_t k22_run_global_step(const k22_run *r)
 {
-    return r->prior ? r->pt.global_step : r->dt.global_step;
+    return r->prior ? r->pt.core.global_step : r->dt.core.global_step;
 }

@@ -88,6 +88,11 @@ float k22_optim_step(k22_optim *o, const k22_optim_step_args *a)
     for (int s = 0; s < o->nspans; s++) gp[s] = o->G + o->span_off[s];
     float norm = k22_clip_grad_norm(be, gp, o->span_len, o->nspans, (float)a->max_grad_norm);
     if (gp != gbufs) free(gp);
+    if (!isfinite(norm)) {
+        /* torch would step with the poisoned gradients and ruin every weight; k22 skips. */
+        be->zero(be->ctx, o->G, (size_t)o->total * sizeof(float));
+        return norm;
+    }
     k22_adamw_hparams h = {.lr = a->lr, .beta1 = a->beta1, .beta2 = a->beta2, .eps = a->eps,
                            .weight_decay = a->weight_decay, .step = a->step};
     for (int s = 0; s < o->nspans; s++) {

@@ -54,7 +54,7 @@ static void resume_exact(void)
     CHECK_MSG(k22_fs_is_file(a), "the output lacks the copied text_encoder");
 }
 
-/* Waits until OUT/train_log.jsonl has at least n lines (or ~15 s). */
+/* Waits until OUT/metrics.jsonl has at least n lines (or ~15 s). */
 static int wait_lines(const char *out, int n)
 {
     for (int i = 0; i < 1500; i++) {
@@ -183,7 +183,7 @@ static void decoder_resume(void)
 {
     char p[4096];
     snprintf(p, sizeof p, "%s/dec.h5", dir);
-    CHECK(tf_write_pack(p, K22_PACK_FOR_DECODER, 6, 32, 4) == 0);
+    CHECK(tf_write_pack(p, K22_PACK_FOR_DECODER, 6, 8, 4) == 0); /* 4x4 latents */
     CHECK(tf_sh("%s init decoder --size tiny --seed 1 --out %s/decoder >/dev/null 2>&1", tf_bin(), dir) == 0);
 #define DEC "--pack %s/dec.h5 --pretrained %s/decoder --train_batch_size 2 --use_ema --learning_rate 1e-3 " \
             "--max_train_steps 4 --seed 5"

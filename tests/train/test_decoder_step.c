@@ -222,28 +222,34 @@ static void gather(const dataset *d, const int64_t *idx, batch_buf *bb)
 
 /* corrupt != 0 feeds timestep 1 instead of the fixture's 0 to the first sample of the first
  * micro-batch (the canary). Returns the number of failed checks. */
+/* run_case with gradient checkpointing (the same numbers are expected: recomputation repeats the
+ * same float operations), and the arena size each mode got. */
+static int g_ckpt;
+static size_t g_arena_cap[2];
+
 static int run_case(const k22_backend *be, const k22_st_file *f, const dataset *d,
                     const k22_params *init, const cfg_case *c, int corrupt)
 {
     int failures0 = k22_test_failures;
     char key[128], dir[128], label[64], sp[32];
     int A = c->accum, nm = STEPS * A;
-    snprintf(label, sizeof label, "%s config %s", be->name, c->name);
+    snprintf(label, sizeof label, "%s config %s%s", be->name, c->name, g_ckpt ? " checkpointed" : "");
     sf_run r;
     if (!sf_run_load(f, c->name, nm, BATCH, NLAT, STEPS, &r)) return k22_test_failures - failures0;
 
     k22_decoder_train_hparams hp;
     k22_decoder_train_hparams_default(&hp);
-    hp.snr_gamma = c->snr_gamma;
-    hp.max_grad_norm = c->max_grad_norm;
-    hp.gradient_accumulation_steps = A;
-    hp.use_ema = c->use_ema;
+    hp.base.snr_gamma = c->snr_gamma;
+    hp.base.max_grad_norm = c->max_grad_norm;
+    hp.base.gradient_accumulation_steps = A;
+    hp.base.use_ema = c->use_ema;
     hp.correct_v_target = c->v_target;
-    hp.lr_scheduler = c->sched;
-    hp.lr_warmup_steps = c->warmup;
-    hp.max_train_steps = STEPS;
-    hp.micro_batch = BATCH;
+    hp.base.lr_scheduler = c->sched;
+    hp.base.lr_warmup_steps = c->warmup;
+    hp.base.max_train_steps = STEPS;
+    hp.base.micro_batch = BATCH;
     hp.latent_h = hp.latent_w = HW;
+    hp.base.gradient_checkpointing = g_ckpt;
     k22_sched_config sc;
     sched_config(c->vpred, &sc);
     k22_decoder_trainer tr;
@@ -253,6 +259,8 @@ static int run_case(const k22_backend *be, const k22_st_file *f, const dataset *
         CHECK_MSG(0, "%s: %s", label, err.msg);
         return k22_test_failures - failures0;
     }
+    g_arena_cap[g_ckpt] = tr.arena.cap;
+    CHECK(tr.model.grad_ckpt == g_ckpt);
     int64_t t_first[BATCH];
     memcpy(t_first, r.ts, sizeof t_first);
     if (corrupt) t_first[0] += 1;
@@ -262,15 +270,15 @@ static int run_case(const k22_backend *be, const k22_st_file *f, const dataset *
     for (int s = 0; s < STEPS; s++) {
         for (int k = 0; k < A; k++) {
             int m = s * A + k;
-            CHECK(!k22_decoder_trainer_sync_due(&tr));
+            CHECK(!k22_train_core_sync_due(&tr.core));
             gather(d, r.index + (size_t)m * BATCH, &bb);
             k22_decoder_batch b = {BATCH, bb.lat, bb.img, r.noise + (size_t)m * BATCH * NLAT,
                                    m == 0 ? t_first : r.ts + (size_t)m * BATCH};
             k22_decoder_trainer_micro_step(&tr, &b);
         }
-        CHECK(k22_decoder_trainer_sync_due(&tr));
-        k22_decoder_step_log log;
-        k22_decoder_trainer_sync(&tr, &log);
+        CHECK(k22_train_core_sync_due(&tr.core));
+        k22_train_step_log log;
+        k22_train_core_sync(&tr.core, &log);
         sf_check_step(label, &r, s, log.step, log.loss, log.lr, log.grad_norm, TOL_LOSS_REL,
                       TOL_NORM_REL, &se);
     }
@@ -278,19 +286,19 @@ static int run_case(const k22_backend *be, const k22_st_file *f, const dataset *
         k22_decoder_trainer_free(&tr);
         return k22_test_failures - failures0;
     }
-    snprintf(dir, sizeof dir, "%s/out_%s_%s", g_root, be->name, c->name);
-    CHECK_MSG(k22_decoder_trainer_save(&tr, dir, 0, &err) == K22_OK, "%s", err.msg);
+    snprintf(dir, sizeof dir, "%s/out_%s_%s%d", g_root, be->name, c->name, g_ckpt);
+    CHECK_MSG(k22_train_core_save(&tr.core, dir, 0, &err) == K22_OK, "%s", err.msg);
     snprintf(key, sizeof key, "%s.final", c->name);
     snprintf(sp, sizeof sp, "%s.usum", c->name);
     check_weights(f, dir, key, sp, init, se.lr_sum, &e, label);
     if (c->use_ema) {
-        snprintf(dir, sizeof dir, "%s/ema_%s_%s", g_root, be->name, c->name);
-        CHECK_MSG(k22_decoder_trainer_save(&tr, dir, 1, &err) == K22_OK, "%s", err.msg);
+        snprintf(dir, sizeof dir, "%s/ema_%s_%s%d", g_root, be->name, c->name, g_ckpt);
+        CHECK_MSG(k22_train_core_save(&tr.core, dir, 1, &err) == K22_OK, "%s", err.msg);
         snprintf(key, sizeof key, "%s.ema", c->name);
         snprintf(sp, sizeof sp, "%s.emausum", c->name);
         check_weights(f, dir, key, sp, init, se.lr_sum, &e, label);
     } else {
-        CHECK(k22_decoder_trainer_save(&tr, dir, 1, &err) == K22_ERR_ARG);
+        CHECK(k22_train_core_save(&tr.core, dir, 1, &err) == K22_ERR_ARG);
     }
     printf("%-8s config %s: loss max rel %.2e, grad norm max rel %.2e, sampled weights max "
            "|err|/max|ref| %.2e, |err|/max|update| %.2e; update sums: u^2 max rel %.2e, u and u*k "
@@ -362,7 +370,7 @@ static void test_bad_init(const k22_backend *be)
 {
     k22_decoder_train_hparams hp;
     k22_decoder_train_hparams_default(&hp);
-    hp.gradient_accumulation_steps = 0;
+    hp.base.gradient_accumulation_steps = 0;
     k22_decoder_trainer tr;
     k22_err err;
     k22_sched_config sc;
@@ -396,7 +404,7 @@ static void canary(const k22_st_file *f, const dataset *d, const k22_params *ini
     k22_params ps;
     k22_err err;
     k22_params_init(&ps);
-    snprintf(src, sizeof src, "%s/out_cpu_b", g_root); /* b runs in every mode */
+    snprintf(src, sizeof src, "%s/out_cpu_b0", g_root); /* b runs in every mode */
     if (k22_component_load(src, &cfg, &ps, &err)) {
         CHECK_MSG(0, "canary: %s", err.msg);
         return;
@@ -439,6 +447,12 @@ int main(void)
             if (quick && (i == 0 || i == 3)) continue;
             run_case(be, f, &d, &init, &CASES[i], 0);
         }
+        g_ckpt = 1;
+        run_case(be, f, &d, &init, &CASES[1], 0);
+        g_ckpt = 0;
+        CHECK_MSG(g_arena_cap[1] < g_arena_cap[0], "checkpointed arena %zu floats, plain %zu",
+                  g_arena_cap[1], g_arena_cap[0]);
+        printf("arena floats: plain %zu, gradient checkpointing %zu\n", g_arena_cap[0], g_arena_cap[1]);
         test_velocity(be, f, &d);
         k22_backend_free(be);
         be = k22_backend_cpu_new(1);

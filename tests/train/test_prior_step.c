@@ -168,18 +168,23 @@ static void gather(const dataset *d, const int64_t *idx, const float *noise, bat
 
 /* corrupt != 0 feeds timestep 1 instead of the fixture's 0 to the first sample of the first
  * micro-batch (the canary). Returns the number of failed checks. */
+/* run_case with gradient checkpointing (the same numbers are expected: recomputation repeats the
+ * same float operations), and the arena size each mode got. */
+static int g_ckpt;
+static size_t g_arena_cap[2];
+
 static int run_case(const k22_backend *be, const k22_st_file *f, const dataset *d,
                     const k22_params *init, const cfg_case *c, int corrupt)
 {
     int failures0 = k22_test_failures;
     char key[128], dir[128], label[64];
     int A = c->accum, nm = STEPS * A, E = d->E;
-    snprintf(label, sizeof label, "%s config %s", be->name, c->name);
+    snprintf(label, sizeof label, "%s config %s%s", be->name, c->name, g_ckpt ? " checkpointed" : "");
     sf_run r;
     if (!sf_run_load(f, c->name, nm, BATCH, E, STEPS, &r)) return k22_test_failures - failures0;
 
-    k22_prior_train_hparams hp;
-    k22_prior_train_hparams_default(&hp);
+    k22_train_hparams hp;
+    k22_train_hparams_default(&hp);
     hp.snr_gamma = c->snr_gamma;
     hp.max_grad_norm = c->max_grad_norm;
     hp.gradient_accumulation_steps = A;
@@ -188,6 +193,7 @@ static int run_case(const k22_backend *be, const k22_st_file *f, const dataset *
     hp.lr_warmup_steps = c->warmup;
     hp.max_train_steps = STEPS;
     hp.micro_batch = BATCH;
+    hp.gradient_checkpointing = g_ckpt;
     k22_prior_trainer tr;
     k22_err err;
     snprintf(dir, sizeof dir, "%s/init", g_root);
@@ -195,6 +201,8 @@ static int run_case(const k22_backend *be, const k22_st_file *f, const dataset *
         CHECK_MSG(0, "%s: %s", label, err.msg);
         return k22_test_failures - failures0;
     }
+    g_arena_cap[g_ckpt] = tr.arena.cap;
+    CHECK(tr.model.grad_ckpt == g_ckpt);
     int64_t t_first[BATCH];
     memcpy(t_first, r.ts, sizeof t_first);
     if (corrupt) t_first[0] += 1;
@@ -205,29 +213,29 @@ static int run_case(const k22_backend *be, const k22_st_file *f, const dataset *
     for (int s = 0; s < STEPS; s++) {
         for (int k = 0; k < A; k++) {
             int m = s * A + k;
-            CHECK(!k22_prior_trainer_sync_due(&tr));
+            CHECK(!k22_train_core_sync_due(&tr.core));
             gather(d, r.index + (size_t)m * BATCH, r.noise + (size_t)m * BATCH * E, &bb);
             k22_prior_batch b = {BATCH, bb.proj, bb.hidden, bb.mask, bb.img, bb.noise,
                                  m == 0 ? t_first : r.ts + (size_t)m * BATCH};
             k22_prior_trainer_micro_step(&tr, &b);
         }
-        CHECK(k22_prior_trainer_sync_due(&tr));
-        k22_prior_step_log log;
-        k22_prior_trainer_sync(&tr, &log);
+        CHECK(k22_train_core_sync_due(&tr.core));
+        k22_train_step_log log;
+        k22_train_core_sync(&tr.core, &log);
         sf_check_step(label, &r, s, log.step, log.loss, log.lr, log.grad_norm, TOL_LOSS_REL,
                       TOL_NORM_REL, &se);
     }
-    snprintf(dir, sizeof dir, "%s/out_%s_%s", g_root, be->name, c->name);
-    CHECK_MSG(k22_prior_trainer_save(&tr, dir, 0, &err) == K22_OK, "%s", err.msg);
+    snprintf(dir, sizeof dir, "%s/out_%s_%s%d", g_root, be->name, c->name, g_ckpt);
+    CHECK_MSG(k22_train_core_save(&tr.core, dir, 0, &err) == K22_OK, "%s", err.msg);
     snprintf(key, sizeof key, "%s.final", c->name);
     check_weights(f, dir, key, init, se.lr_sum, &e, label);
     if (c->use_ema) {
-        snprintf(dir, sizeof dir, "%s/ema_%s_%s", g_root, be->name, c->name);
-        CHECK_MSG(k22_prior_trainer_save(&tr, dir, 1, &err) == K22_OK, "%s", err.msg);
+        snprintf(dir, sizeof dir, "%s/ema_%s_%s%d", g_root, be->name, c->name, g_ckpt);
+        CHECK_MSG(k22_train_core_save(&tr.core, dir, 1, &err) == K22_OK, "%s", err.msg);
         snprintf(key, sizeof key, "%s.ema", c->name);
         check_weights(f, dir, key, init, se.lr_sum, &e, label);
     } else {
-        CHECK(k22_prior_trainer_save(&tr, dir, 1, &err) == K22_ERR_ARG);
+        CHECK(k22_train_core_save(&tr.core, dir, 1, &err) == K22_ERR_ARG);
     }
     printf("%-8s config %s: loss max rel %.2e, grad norm max rel %.2e, weights max |err|/max|ref| "
            "%.2e, max |err|/max|update| %.2e; to_k.bias max |err| %.2e (bound %.2e)\n", be->name,
@@ -240,8 +248,8 @@ static int run_case(const k22_backend *be, const k22_st_file *f, const dataset *
 /* Bad hyper-parameters are refused with the flag's name, and the trainer is left empty. */
 static void test_bad_hparams(const k22_backend *be)
 {
-    k22_prior_train_hparams hp;
-    k22_prior_train_hparams_default(&hp);
+    k22_train_hparams hp;
+    k22_train_hparams_default(&hp);
     hp.gradient_accumulation_steps = 0;
     k22_prior_trainer tr;
     k22_err err;
@@ -250,12 +258,12 @@ static void test_bad_hparams(const k22_backend *be)
     CHECK(k22_prior_trainer_init(&tr, be, dir, &hp, &err) == K22_ERR_ARG);
     CHECK(strstr(err.msg, "--gradient_accumulation_steps") != NULL);
     k22_prior_trainer_free(&tr);
-    k22_prior_train_hparams_default(&hp);
+    k22_train_hparams_default(&hp);
     hp.max_grad_norm = NAN;
     CHECK(k22_prior_trainer_init(&tr, be, dir, &hp, &err) == K22_ERR_ARG);
     k22_prior_trainer_free(&tr);
     snprintf(dir, sizeof dir, "%s/missing", g_root);
-    k22_prior_train_hparams_default(&hp);
+    k22_train_hparams_default(&hp);
     CHECK(k22_prior_trainer_init(&tr, be, dir, &hp, &err) != K22_OK);
     k22_prior_trainer_free(&tr);
 }
@@ -269,7 +277,7 @@ static void canary(const k22_st_file *f, const dataset *d, const k22_params *ini
     k22_params ps;
     k22_err err;
     k22_params_init(&ps);
-    snprintf(src, sizeof src, "%s/out_cpu_a", g_root);
+    snprintf(src, sizeof src, "%s/out_cpu_a0", g_root);
     if (k22_component_load(src, &cfg, &ps, &err)) {
         CHECK_MSG(0, "canary: %s", err.msg);
         return;
@@ -316,6 +324,15 @@ int main(void)
         for (int ref = 1; ref >= 0; ref--) {
             k22_backend *be = k22_backend_cpu_new(ref);
             for (size_t i = 0; i < sizeof CASES / sizeof CASES[0]; i++) run_case(be, f, &d, &init, &CASES[i], 0);
+            if (!ref) {
+                g_ckpt = 1;
+                run_case(be, f, &d, &init, &CASES[0], 0);
+                g_ckpt = 0;
+                /* The fixture's prior is too shallow for checkpointing to shrink its arena. */
+                CHECK_MSG(g_arena_cap[1] <= g_arena_cap[0], "checkpointed arena %zu floats, plain %zu",
+                          g_arena_cap[1], g_arena_cap[0]);
+                printf("arena floats: plain %zu, gradient checkpointing %zu\n", g_arena_cap[0], g_arena_cap[1]);
+            }
             if (ref) test_bad_hparams(be);
             k22_backend_free(be);
         }

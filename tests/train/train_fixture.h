@@ -1,6 +1,6 @@
 /* train_fixture.h: what the training tests share: a tiny prior pipeline (k22 init), a small
  * prior pack of random embeddings written through pack.h, running k22, and reading
- * train_log.jsonl back. */
+ * metrics.jsonl back. */
 #ifndef K22_TRAIN_FIXTURE_H
 #define K22_TRAIN_FIXTURE_H
 
@@ -8,6 +8,7 @@
 #include "k22/fsutil.h"
 #include "k22/pack.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,8 +37,11 @@ static inline int tf_sh(const char *fmt, ...)
 }
 
 /* rows rows of random inputs (values in [-1, 1], masks of 3..77 tokens) for use (prior or
- * decoder); res is the image resolution (latents res/8 square). */
-static inline int tf_write_pack(const char *path, k22_pack_for use, int rows, int res, uint64_t seed)
+ * decoder); res is the image resolution (latents res/f square, f = 2 for a decoder pack, the
+ * tiny decoder's MoVQ factor, else 8). Rows from nan_from on get NaN
+ * image embeddings (rows: none); rows from copy_from on repeat rows 0, 1, ... (rows: none). */
+static inline int tf_write_pack_ex(const char *path, k22_pack_for use, int rows, int res, uint64_t seed,
+                                   int nan_from, int copy_from)
 {
     k22_pack_meta m;
     memset(&m, 0, sizeof m);
@@ -46,6 +50,7 @@ static inline int tf_write_pack(const char *path, k22_pack_for use, int rows, in
     m.embed_dim = TF_E;
     m.resolution = res;
     m.latent_channels = 4;
+    m.latent_factor = (use & K22_PACK_FOR_DECODER) ? 2 : 8;
     snprintf(m.preprocessing, sizeof m.preprocessing, "test: random embeddings");
     m.chunk_bytes = 1 << 16;
     m.n_models = 1;
@@ -58,15 +63,24 @@ static inline int tf_write_pack(const char *path, k22_pack_for use, int rows, in
     int32_t *ids = calloc(n * 77, sizeof(int32_t));
     uint8_t *mask = calloc(n * 77, 1);
     const char **cap = malloc(n * sizeof *cap);
-    size_t nl = (size_t)4 * (size_t)(res / 8) * (size_t)(res / 8);
+    size_t nl = (size_t)4 * (size_t)(res / m.latent_factor) * (size_t)(res / m.latent_factor);
     float *lat = malloc(n * nl * sizeof(float));
     k22_test_fill(lat, (int64_t)(n * nl), seed + 3, -1, 1);
     k22_test_fill(te, (int64_t)(n * TF_E), seed, -1, 1);
     k22_test_fill(th, (int64_t)(n * 77 * TF_E), seed + 1, -1, 1);
     k22_test_fill(ie, (int64_t)(n * TF_E), seed + 2, -1, 1);
+    for (size_t i = (size_t)copy_from; i < n; i++) {
+        size_t j = i - (size_t)copy_from;
+        memcpy(te + i * TF_E, te + j * TF_E, TF_E * sizeof(float));
+        memcpy(th + i * 77 * TF_E, th + j * 77 * TF_E, 77 * TF_E * sizeof(float));
+        memcpy(ie + i * TF_E, ie + j * TF_E, TF_E * sizeof(float));
+        memcpy(lat + i * nl, lat + j * nl, nl * sizeof(float));
+    }
+    for (size_t i = (size_t)nan_from * TF_E; i < n * TF_E; i++) ie[i] = NAN;
     for (size_t i = 0; i < n; i++) {
         cap[i] = "a caption";
-        for (size_t k = 0; k < 3 + (i * 7) % 75; k++) mask[i * 77 + k] = 1, ids[i * 77 + k] = (int32_t)k;
+        size_t src = i >= (size_t)copy_from ? i - (size_t)copy_from : i;
+        for (size_t k = 0; k < 3 + (src * 7) % 75; k++) mask[i * 77 + k] = 1, ids[i * 77 + k] = (int32_t)k;
     }
     k22_pack_batch b = {.caption = cap, .source = cap, .input_ids = ids, .attention_mask = mask,
                         .text_embeds = te, .text_hidden = th, .image_embeds = ie, .latents = lat};
@@ -83,17 +97,22 @@ static inline int tf_write_pack(const char *path, k22_pack_for use, int rows, in
     return st ? -1 : 0;
 }
 
+static inline int tf_write_pack(const char *path, k22_pack_for use, int rows, int res, uint64_t seed)
+{
+    return tf_write_pack_ex(path, use, rows, res, seed, rows, rows);
+}
+
 static inline int tf_write_prior_pack(const char *path, int rows, uint64_t seed)
 {
     return tf_write_pack(path, K22_PACK_FOR_PRIOR, rows, 16, seed);
 }
 
-/* Fills loss[step] (1-based, up to max) from OUT/train_log.jsonl; a step logged twice (a run
+/* Fills loss[step] (1-based, up to max) from OUT/metrics.jsonl; a step logged twice (a run
  * resumed from an earlier checkpoint) keeps its last value. Returns the largest step seen. */
 static inline int tf_read_losses(const char *out_dir, double *loss, int max)
 {
     char p[8192], line[1024];
-    snprintf(p, sizeof p, "%s/train_log.jsonl", out_dir);
+    snprintf(p, sizeof p, "%s/metrics.jsonl", out_dir);
     FILE *f = fopen(p, "r");
     if (!f) return 0;
     int top = 0;
@@ -106,6 +125,23 @@ static inline int tf_read_losses(const char *out_dir, double *loss, int max)
     }
     fclose(f);
     return top;
+}
+
+/* The held-out loss OUT/metrics.jsonl gives for step; NAN when there is none. */
+static inline double tf_read_val_loss(const char *out_dir, int step)
+{
+    char p[8192], line[1024];
+    snprintf(p, sizeof p, "%s/metrics.jsonl", out_dir);
+    FILE *f = fopen(p, "r");
+    double v = NAN;
+    if (!f) return v;
+    while (fgets(line, sizeof line, f)) {
+        int s = 0;
+        const char *l = strstr(line, "\"val_loss\": ");
+        if (sscanf(line, "{\"step\": %d", &s) == 1 && l && s == step) v = strtod(l + 12, NULL);
+    }
+    fclose(f);
+    return v;
 }
 
 /* 1 when the two files have the same bytes. */

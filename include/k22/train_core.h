@@ -1,0 +1,79 @@
+/* train_core.h: what the prior and decoder trainers share: the script flags that shape an
+ * optimizer step, and the optimizer side of a trainer (weights and their table, AdamW, EMA, the
+ * LR schedule, the step counters and the script's logged train_loss). The stage trainers
+ * (train_prior.h, train_decoder.h) add their model, noise schedule and batch buffers. */
+#ifndef K22_TRAIN_CORE_H
+#define K22_TRAIN_CORE_H
+
+#include "k22/lr_schedule.h"
+#include "k22/optim.h"
+
+/* The scripts' flags that change a step (names follow the flags). */
+typedef struct {
+    double learning_rate;             /* 1e-4 */
+    double adam_beta1, adam_beta2;    /* 0.9, 0.999 */
+    double adam_weight_decay;         /* 0 */
+    double adam_epsilon;              /* 1e-8 */
+    double max_grad_norm;             /* 1.0 */
+    double snr_gamma;                 /* 0: off (the script's None) */
+    int gradient_accumulation_steps;  /* 1 */
+    k22_lr_kind lr_scheduler;         /* constant */
+    int64_t lr_warmup_steps;          /* 500 (ignored by constant) */
+    int64_t max_train_steps;          /* the schedule's length in optimizer steps */
+    int world_size;                   /* 1; scheduler steps per optimizer step */
+    int use_ema;                      /* 0 */
+    int gradient_checkpointing;       /* 0; the arena is sized for the mode chosen here */
+    int micro_batch;                  /* the largest B a micro-step is given */
+} k22_train_hparams;
+
+/* The scripts' defaults; max_train_steps 1 and micro_batch 1 until the caller sets them. */
+void k22_train_hparams_default(k22_train_hparams *hp);
+
+/* What one optimizer step reports. */
+typedef struct {
+    int64_t step;     /* global_step after the step (1 for the first) */
+    double loss;      /* the script's logged train_loss */
+    double lr;        /* the lr this step used */
+    float grad_norm;  /* the norm before clipping (clip_grad_norm_'s return value) */
+    int skipped;      /* 1: the gradient norm was not finite and nothing was updated */
+} k22_train_step_log;
+
+typedef struct {
+    const k22_backend *be;
+    k22_train_hparams hp;
+    k22_model_config cfg;
+    k22_params ps;             /* the table; ps.data is host staging for loads and saves */
+    k22_optim opt;             /* weights, gradients, moments, EMA (owns the buffers) */
+    k22_lr_schedule lr;
+    int64_t global_step;       /* optimizer steps taken */
+    int micro;                 /* micro-steps since the last sync */
+    double train_loss;         /* the script's accumulator, reset at each sync */
+    int64_t nonfinite_run;     /* skipped syncs in a row (0 after a good one) */
+    int64_t nonfinite_total;   /* skipped syncs in this process */
+} k22_train_core;
+
+/* Checks hp (K22_ERR_ARG naming the flag; micro_batch at most max_micro_batch) and that ps holds
+ * loaded weights, then sets the LR schedule and the optimizer up on be. Takes ps over on success
+ * and on failure (the caller's struct is emptied); on failure c is left empty. stage names the
+ * command in messages ("train-prior"). */
+k22_status k22_train_core_init(k22_train_core *c, const char *stage, const k22_backend *be,
+                               const k22_model_config *cfg, k22_params *ps,
+                               const k22_train_hparams *hp, int max_micro_batch, k22_err *err);
+void k22_train_core_free(k22_train_core *c);
+
+/* Program invariants of a micro-step of B samples: 1 <= B <= micro_batch, fewer than A
+ * micro-steps since the last sync. */
+void k22_train_core_begin_micro(const k22_train_core *c, int B);
+/* Ends a micro-step with its unscaled loss: train_loss += loss / A (the script's accumulation). */
+void k22_train_core_end_micro(k22_train_core *c, float loss);
+/* 1 when A micro-steps have run since the last sync. */
+int k22_train_core_sync_due(const k22_train_core *c);
+/* The optimizer step after 1..A micro-steps: clip, AdamW at this step's lr, zero the gradients,
+ * EMA. Fills log when non-NULL. A non-finite gradient norm skips the update (optim.h): the step
+ * is not counted (global_step stays), nonfinite_run/total go up and log->skipped is 1. */
+void k22_train_core_sync(k22_train_core *c, k22_train_step_log *log);
+/* Writes the trained weights (ema != 0: the EMA shadow, which needs use_ema) as a diffusers
+ * component folder into dir. */
+k22_status k22_train_core_save(k22_train_core *c, const char *dir, int ema, k22_err *err);
+
+#endif

@@ -1,0 +1,103 @@
+/* train_core.c: the optimizer side both stage trainers share (include/k22/train_core.h). */
+#include "k22/train_core.h"
+
+#include <math.h>
+#include <string.h>
+
+void k22_train_hparams_default(k22_train_hparams *hp)
+{
+    memset(hp, 0, sizeof *hp);
+    hp->learning_rate = 1e-4;
+    hp->adam_beta1 = 0.9;
+    hp->adam_beta2 = 0.999;
+    hp->adam_weight_decay = 0.0;
+    hp->adam_epsilon = 1e-8;
+    hp->max_grad_norm = 1.0;
+    hp->snr_gamma = 0.0;
+    hp->gradient_accumulation_steps = 1;
+    hp->lr_scheduler = K22_LR_CONSTANT;
+    hp->lr_warmup_steps = 500;
+    hp->max_train_steps = 1;
+    hp->world_size = 1;
+    hp->micro_batch = 1;
+}
+
+k22_status k22_train_core_init(k22_train_core *c, const char *stage, const k22_backend *be,
+                               const k22_model_config *cfg, k22_params *ps,
+                               const k22_train_hparams *hp, int max_micro_batch, k22_err *err)
+{
+    memset(c, 0, sizeof *c);
+    c->ps = *ps;
+    memset(ps, 0, sizeof *ps); /* taken over whatever happens next */
+    k22_optim_flags f = {hp->adam_beta1, hp->adam_beta2, hp->adam_epsilon, hp->adam_weight_decay,
+                         hp->max_grad_norm, hp->snr_gamma, hp->gradient_accumulation_steps,
+                         hp->micro_batch, max_micro_batch};
+    k22_status st = k22_optim_flags_check(&f, err);
+    if (!st && !c->ps.data)
+        st = k22_err_set(err, K22_ERR_ARG, "%s: the %s has no loaded weights", stage,
+                         k22_model_class_name(cfg->kind));
+    if (!st)
+        st = k22_lr_schedule_init(&c->lr, hp->lr_scheduler, hp->learning_rate, hp->lr_warmup_steps,
+                                  hp->max_train_steps, hp->gradient_accumulation_steps, hp->world_size,
+                                  err);
+    if (st) {
+        k22_params_free(&c->ps);
+        memset(c, 0, sizeof *c);
+        return st;
+    }
+    c->be = be;
+    c->hp = *hp;
+    c->cfg = *cfg;
+    k22_optim_init(&c->opt, be, &c->ps, hp->use_ema);
+    return K22_OK;
+}
+
+void k22_train_core_free(k22_train_core *c)
+{
+    if (c->be) k22_optim_free(&c->opt);
+    k22_params_free(&c->ps);
+    memset(c, 0, sizeof *c);
+}
+
+void k22_train_core_begin_micro(const k22_train_core *c, int B)
+{
+    K22_REQUIRE(B >= 1 && B <= c->hp.micro_batch && c->micro < c->hp.gradient_accumulation_steps);
+}
+
+void k22_train_core_end_micro(k22_train_core *c, float loss)
+{
+    c->train_loss += (double)loss / c->hp.gradient_accumulation_steps; /* `train_loss += avg_loss.item() / A` */
+    c->micro++;
+}
+
+int k22_train_core_sync_due(const k22_train_core *c)
+{
+    return c->micro >= c->hp.gradient_accumulation_steps;
+}
+
+void k22_train_core_sync(k22_train_core *c, k22_train_step_log *log)
+{
+    K22_REQUIRE(c->micro >= 1);
+    double lr = k22_lr_at(&c->lr, c->global_step);
+    k22_optim_step_args a = {.lr = lr, .beta1 = c->hp.adam_beta1, .beta2 = c->hp.adam_beta2,
+                             .eps = c->hp.adam_epsilon, .weight_decay = c->hp.adam_weight_decay,
+                             .max_grad_norm = c->hp.max_grad_norm, .step = c->global_step + 1};
+    float norm = k22_optim_step(&c->opt, &a);
+    int skipped = !isfinite(norm);
+    if (skipped) c->nonfinite_run++, c->nonfinite_total++;
+    else c->global_step++, c->nonfinite_run = 0;
+    if (log) {
+        log->step = c->global_step;
+        log->loss = c->train_loss;
+        log->lr = lr;
+        log->grad_norm = norm;
+        log->skipped = skipped;
+    }
+    c->train_loss = 0.0;
+    c->micro = 0;
+}
+
+k22_status k22_train_core_save(k22_train_core *c, const char *dir, int ema, k22_err *err)
+{
+    return k22_optim_save(&c->opt, ema, dir, &c->cfg, &c->ps, err);
+}
