@@ -14,6 +14,7 @@ static const k22_cmd k22_cmds[] = {
     {"pack", k22_cmd_pack, "encode captioned images once into the HDF5 training pack (MPI ranks, --resume)"},
     {"train-prior", k22_cmd_train_prior, "train the prior on a pack (MPI ranks; exit 99 = checkpointed after a signal, requeue)"},
     {"train-decoder", k22_cmd_train_decoder, "train the decoder UNet on a pack (MPI ranks; exit 99 = checkpointed after a signal, requeue)"},
+    {"sample", k22_cmd_sample, "text to image with a prior and a decoder pipeline folder, one PNG grid"},
 };
 static const int k22_ncmds = (int)(sizeof k22_cmds / sizeof k22_cmds[0]);
 

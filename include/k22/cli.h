@@ -18,5 +18,6 @@ int k22_cmd_synth(int argc, char **argv);
 int k22_cmd_pack(int argc, char **argv);
 int k22_cmd_train_prior(int argc, char **argv);
 int k22_cmd_train_decoder(int argc, char **argv);
+int k22_cmd_sample(int argc, char **argv);
 
 #endif

@@ -30,6 +30,7 @@
 
 #include "k22/diffusers.h"
 #include "k22/dist.h"
+#include "k22/opts.h"
 
 #include <jansson.h>
 
@@ -49,6 +50,10 @@ typedef struct {
     int64_t stop_at_step;      /* 0: off */
     double validation_split;   /* fraction of the pack's rows held out (the last ones); 0: off */
     int64_t max_skipped_steps; /* non-finite optimizer steps in a row that stop the run */
+    k22_strlist validation_prompts; /* validation images: one grid of these per validation */
+    int64_t validation_epochs;      /* after epochs 0, N, 2N, ... and at the end */
+    int64_t validation_resolution;  /* image side; 0: the pack's resolution */
+    const char *other_for_validation; /* train-prior: the decoder pipeline; train-decoder: the prior */
     int use_ema, gradient_checkpointing;
     json_t *settings;          /* the resolved options, saved in checkpoints (borrowed) */
 } k22_train_opts;

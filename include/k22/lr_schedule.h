@@ -44,6 +44,10 @@ typedef struct {
     int world_size;    /* scheduler steps per optimizer step */
     double num_cycles; /* cosine 0.5, cosine_with_restarts 1 */
     double lr_end, power;
+    /* A run resumed at optimizer step resumed_at whose scheduler had taken resumed_steps steps
+     * (accelerate restores the count, then steps the new world size per optimizer step): both
+     * 0 for a fresh run. */
+    int64_t resumed_at, resumed_steps;
 } k22_lr_schedule;
 
 /* The --lr_scheduler names ("constant", "constant_with_warmup", "linear", "cosine",
@@ -61,6 +65,9 @@ k22_status k22_lr_schedule_init(k22_lr_schedule *s, k22_lr_kind kind, double bas
 /* diffusers' lr_lambda at a scheduler step (LambdaLR's last_epoch). */
 double k22_lr_lambda(const k22_lr_schedule *s, int64_t sched_step);
 
+/* The scheduler steps taken before optimizer step k (0-based): resumed_steps + (k - resumed_at)
+ * * world_size. */
+int64_t k22_lr_sched_steps(const k22_lr_schedule *s, int64_t opt_step);
 /* The lr optimizer step k (0-based; the checkpoint's global_step before the step) uses. */
 double k22_lr_at(const k22_lr_schedule *s, int64_t opt_step);
 

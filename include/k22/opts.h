@@ -7,12 +7,21 @@
 
 #include <stdio.h>
 
-typedef enum { K22_OPT_STR, K22_OPT_INT, K22_OPT_FLOAT, K22_OPT_FLAG, K22_OPT_CHOICE } k22_opt_type;
+typedef enum { K22_OPT_STR, K22_OPT_INT, K22_OPT_FLOAT, K22_OPT_FLAG, K22_OPT_CHOICE, K22_OPT_LIST } k22_opt_type;
+
+/* K22_OPT_LIST: one or more values, as argparse's nargs="+": "--x a b c" takes the arguments up
+ * to the next one that starts with "--"; "--x=a" takes one; repeating the option adds more. */
+#define K22_OPT_LIST_MAX 64
+typedef struct {
+    const char *v[K22_OPT_LIST_MAX]; /* pointers into argv or the default */
+    int n;
+} k22_strlist;
 
 typedef struct {
     const char *name;    /* long name without "--", e.g. "out" */
     k22_opt_type type;
-    void *dst;           /* const char **, int64_t *, double *, int * (flag: 0/1), const char ** */
+    void *dst;           /* const char **, int64_t *, double *, int * (flag: 0/1), const char **,
+                            k22_strlist * (list) */
     const char *def;     /* default as text, NULL = none (required when .required) */
     const char *help;
     const char *env;     /* environment variable consulted before the default, or NULL */

@@ -35,6 +35,12 @@ static json_t *settings_json(const k22_opt *opts, int n)
         case K22_OPT_INT: v = json_integer(*(int64_t *)p->dst); break;
         case K22_OPT_FLOAT: v = json_real(*(double *)p->dst); break;
         case K22_OPT_FLAG: v = json_boolean(*(int *)p->dst); break;
+        case K22_OPT_LIST: {
+            const k22_strlist *l = p->dst;
+            v = json_array();
+            for (int k = 0; k < l->n; k++) json_array_append_new(v, json_string(l->v[k]));
+            break;
+        }
         }
         json_object_set_new(o, p->name, v ? v : json_null());
     }
@@ -82,6 +88,18 @@ static int run_train(int argc, char **argv, k22_pipe_kind stage)
          "hold out this fraction of the pack (its last rows) and report their loss at each checkpoint (0: off)", NULL, NULL, 0},
         {"max_skipped_steps", K22_OPT_INT, &t.max_skipped_steps, "10",
          "stop (checkpoint, exit 3) after N optimizer steps in a row with a non-finite gradient, each skipped", NULL, NULL, 0},
+        {"validation_prompts", K22_OPT_LIST, &t.validation_prompts, NULL,
+         stage == K22_PIPE_PRIOR ? "prompts of the validation image grid (needs --decoder_for_validation)"
+                                 : "prompts of the validation image grid (needs --prior_for_validation)", NULL, NULL, 0},
+        {"validation_epochs", K22_OPT_INT, &t.validation_epochs, "5",
+         "validation images after epochs 0, N, 2N, ... and at the end", NULL, NULL, 0},
+        {stage == K22_PIPE_PRIOR ? "decoder_for_validation" : "prior_for_validation", K22_OPT_STR,
+         &t.other_for_validation, NULL,
+         stage == K22_PIPE_PRIOR ? "decoder pipeline folder that draws the validation images"
+                                 : "prior pipeline folder that turns the validation prompts into image embeddings",
+         NULL, NULL, 0},
+        {"validation_resolution", K22_OPT_INT, &t.validation_resolution, "0",
+         "side of the validation images (0: the pack's resolution)", NULL, NULL, 0},
         {"stop_at_step", K22_OPT_INT, &t.stop_at_step, "0", "k22: checkpoint and exit 99 after step N, as after a signal (0: off)", NULL, NULL, 0},
     };
     k22_cmd_spec spec = {

@@ -50,6 +50,13 @@ static k22_status set_value(const k22_opt *o, const char *v, const char *from, k
         *(double *)o->dst = x;
         return K22_OK;
     }
+    case K22_OPT_LIST: {
+        k22_strlist *l = o->dst;
+        if (l->n >= K22_OPT_LIST_MAX)
+            return k22_err_set(err, K22_ERR_ARG, "--%s: more than %d values", o->name, K22_OPT_LIST_MAX);
+        l->v[l->n++] = v;
+        return K22_OK;
+    }
     case K22_OPT_FLAG:
         if (!strcmp(v, "1") || !strcmp(v, "true") || !strcmp(v, "yes")) *(int *)o->dst = 1;
         else if (!strcmp(v, "0") || !strcmp(v, "false") || !strcmp(v, "no")) *(int *)o->dst = 0;
@@ -72,6 +79,7 @@ k22_status k22_opts_parse(k22_cmd_spec *spec, int argc, char **argv, int *help_s
         const char *env = o->env ? getenv(o->env) : NULL;
         k22_status st = K22_OK;
         if (o->type == K22_OPT_FLAG) *(int *)o->dst = 0;
+        if (o->type == K22_OPT_LIST) ((k22_strlist *)o->dst)->n = 0;
         if (env && *env) st = set_value(o, env, o->env, err);
         else if (o->def) st = set_value(o, o->def, "default", err);
         else if (o->type == K22_OPT_STR || o->type == K22_OPT_CHOICE) *(const char **)o->dst = NULL;
@@ -109,6 +117,9 @@ k22_status k22_opts_parse(k22_cmd_spec *spec, int argc, char **argv, int *help_s
         else if (a + 1 < argc) v = argv[++a];
         else return k22_err_set(err, K22_ERR_ARG, "--%s needs a value", o->name);
         k22_status st = set_value(o, v, "command line", err);
+        /* nargs="+": the following arguments up to the next option belong to the list too. */
+        while (!st && !eq && o->type == K22_OPT_LIST && a + 1 < argc && strncmp(argv[a + 1], "--", 2))
+            st = set_value(o, argv[++a], "command line", err);
         if (st) return st;
         seen[idx] = 1;
     }
@@ -140,6 +151,7 @@ static const char *type_hint(const k22_opt *o)
     case K22_OPT_FLOAT: return "X";
     case K22_OPT_FLAG: return "";
     case K22_OPT_CHOICE: return o->choices;
+    case K22_OPT_LIST: return "STR...";
     }
     return "";
 }
@@ -170,6 +182,13 @@ void k22_opts_print(const k22_cmd_spec *spec, FILE *out)
         case K22_OPT_CHOICE: {
             const char *s = *(const char **)o->dst;
             fprintf(out, "%s\n", s ? s : "(none)");
+            break;
+        }
+        case K22_OPT_LIST: {
+            const k22_strlist *l = o->dst;
+            if (!l->n) fprintf(out, "(none)");
+            for (int k = 0; k < l->n; k++) fprintf(out, "%s'%s'", k ? ", " : "", l->v[k]);
+            fputc('\n', out);
             break;
         }
         case K22_OPT_INT: fprintf(out, "%lld\n", (long long)*(int64_t *)o->dst); break;

@@ -46,6 +46,9 @@ static k22_status check_opts(const k22_train_opts *o, k22_err *err)
         return k22_err_set(err, K22_ERR_ARG, "--max_train_steps, --lr_warmup_steps, --seed and --stop_at_step must "
                            "be >= 0; --num_train_epochs, --checkpointing_steps, --log_every and "
                            "--max_skipped_steps >= 1");
+    if (o->validation_epochs < 1 || o->validation_resolution < 0 || o->validation_resolution > 4096)
+        return k22_err_set(err, K22_ERR_ARG, "--validation_epochs must be >= 1 and --validation_resolution in "
+                           "0..4096");
     if (!(o->validation_split >= 0 && o->validation_split <= 0.5))
         return k22_err_set(err, K22_ERR_ARG, "--validation_split %g: must lie in [0, 0.5]", o->validation_split);
     return K22_OK;
@@ -137,6 +140,12 @@ static k22_status setup(k22_run *r, k22_err *err)
     if (!st && ckpt[0]) st = k22_fs_join(r->comp_dir, sizeof r->comp_dir, ckpt, r->prior ? "prior" : "unet", err);
     if (!st) st = k22_run_stage_init(r, err);
     if (!st && ckpt[0]) st = k22_run_resume(r, ckpt, err);
+    if (!st) {
+        r->images_step = -1;
+        r->val_size = r->o->validation_resolution ? (int)r->o->validation_resolution
+                                                  : k22_pack_meta_of(r->pack)->resolution;
+        st = k22_run_images_open(r, err);
+    }
     if (!st && ckpt[0] && r->d->rank == 0)
         printf("k22: resuming from %s at step %lld (epoch %lld, micro-step %lld)\n", ckpt,
                (long long)k22_run_global_step(r), (long long)r->epoch, (long long)r->start_micro);
@@ -218,6 +227,7 @@ static int train(k22_run *r, k22_log *lg, k22_err *err)
                 return K22_EXIT_REQUEUE;
             }
         }
+        if (r->epoch % o->validation_epochs == 0) k22_run_images(r, lg); /* as the scripts: epoch % N */
     }
     return 0;
 }
@@ -255,7 +265,7 @@ int k22_train_run(const k22_train_opts *o, k22_dist *d)
         goto out;
     }
     rc = train(&r, &lg, &err);
-    if (rc == 0) validate(&r, &lg);
+    if (rc == 0) validate(&r, &lg), k22_run_images(&r, &lg);
     k22_log_close(&lg);
     if (rc == 0 && d->rank == 0) {
         if (k22_run_save_final(&r, &err)) K22_FATAL("writing %s: %s", o->output_dir, err.msg);
@@ -263,6 +273,7 @@ int k22_train_run(const k22_train_opts *o, k22_dist *d)
     }
     k22_dist_barrier(d);
 out:
+    k22_run_images_close(&r);
     k22_run_stage_free(&r);
     k22_shard_free(&r.shard);
     k22_pack_close(r.pack);

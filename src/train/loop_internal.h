@@ -6,6 +6,7 @@
 #include "k22/ckpt.h"
 #include "k22/loop.h"
 #include "k22/pack.h"
+#include "k22/sample.h"
 #include "k22/shard.h"
 #include "k22/train_decoder.h"
 #include "k22/train_prior.h"
@@ -37,6 +38,10 @@ typedef struct {
     int64_t max_steps, epochs;
     int64_t epoch, start_micro; /* where the run starts (resume) */
     int64_t n_train, n_val;     /* pack rows trained on (the first) and held out (the rest) */
+    /* validation images (rank 0) */
+    k22_sampler *sampler;       /* NULL: no images */
+    int64_t images_step;        /* the step of the last grid (-1: none yet) */
+    int val_size, val_h, val_w; /* requested side, the image size the pipelines give */
 } k22_run;
 
 /* Rank 0's record of the run (loop_log.c). */
@@ -68,6 +73,12 @@ void k22_log_val(const k22_run *r, k22_log *lg, int64_t step, double loss, int64
 
 /* loop_val.c: the mean held-out loss over all ranks (every rank calls it); *n the samples. */
 double k22_run_val_loss(k22_run *r, int64_t *n);
+
+/* loop_images.c: k22_run_images_open on every rank (rank 0 loads the pipelines); k22_run_images
+ * at a validation point on every rank (rank 0 draws, the others wait). */
+k22_status k22_run_images_open(k22_run *r, k22_err *err);
+void k22_run_images(k22_run *r, k22_log *lg);
+void k22_run_images_close(k22_run *r);
 
 /* loop_out.c */
 void k22_run_checkpoint(k22_run *r, int64_t epoch, int64_t epoch_pos);

@@ -52,7 +52,11 @@ k22_status k22_log_open(k22_run *r, k22_log *lg, k22_err *err)
     lg->t0 = k22_now_s();
     lg->first_step = k22_run_global_step(r);
     if (r->d->rank) return K22_OK;
-    lg->tty = isatty(STDOUT_FILENO);
+    /* Open MPI hands ranks a pseudo-terminal even when mpirun writes to a file, so a launcher
+     * means a log; K22_PROGRESS=plain|line overrides. */
+    const char *pr = getenv("K22_PROGRESS");
+    int launched = getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMI_SIZE") || getenv("SLURM_JOB_ID");
+    lg->tty = pr ? !strcmp(pr, "line") : isatty(STDOUT_FILENO) && !launched;
     char p[4096];
     k22_status st = k22_fs_join(p, sizeof p, r->o->output_dir, "metrics.jsonl", err);
     if (!st) st = keep_steps_upto(p, lg->first_step, err);

@@ -57,7 +57,7 @@ static k22_status write_checkpoint(k22_run *r, int64_t epoch, int64_t epoch_pos,
     s.world_size = r->d->world;
     s.train_batch_size = r->B;
     s.gradient_accumulation_steps = r->A;
-    s.lr_sched_steps = *b.global_step * r->d->world;
+    s.lr_sched_steps = k22_lr_sched_steps(&k22_run_core(r)->lr, *b.global_step);
     s.ema_step = b.ema->optimization_step;
     s.ema_decay = b.ema->cur_decay;
     s.hparams = o->settings;
@@ -138,8 +138,12 @@ k22_status k22_run_resume(k22_run *r, const char *ckpt, k22_err *err)
     if (!st && b.S) st = load_ema(r, ckpt, &b, err);
     if (st) goto out;
     if (s.world_size != r->d->world && r->d->rank == 0)
-        fprintf(stderr, "k22: note: resuming %d-rank training on %d ranks; the learning rate follows "
-                        "this run's world size from here on\n", s.world_size, r->d->world);
+        fprintf(stderr, "k22: note: resuming %d-rank training on %d ranks; the learning-rate scheduler goes "
+                        "on from its %lld steps and takes %d per optimizer step from here on (as accelerate)\n",
+                s.world_size, r->d->world, (long long)s.lr_sched_steps, r->d->world);
+    /* accelerate restores the scheduler's step count, then steps it world-size times. */
+    k22_run_core(r)->lr.resumed_at = s.global_step;
+    k22_run_core(r)->lr.resumed_steps = s.lr_sched_steps;
     r->be->to_device(r->be->ctx, b.M, m, bytes);
     r->be->to_device(r->be->ctx, b.V, v, bytes);
     *b.global_step = s.global_step;

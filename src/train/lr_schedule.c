@@ -97,7 +97,12 @@ double k22_lr_lambda(const k22_lr_schedule *s, int64_t step)
     }
 }
 
+int64_t k22_lr_sched_steps(const k22_lr_schedule *s, int64_t opt_step)
+{
+    return s->resumed_steps + (opt_step - s->resumed_at) * s->world_size;
+}
+
 double k22_lr_at(const k22_lr_schedule *s, int64_t opt_step)
 {
-    return s->base_lr * k22_lr_lambda(s, opt_step * s->world_size);
+    return s->base_lr * k22_lr_lambda(s, k22_lr_sched_steps(s, opt_step));
 }

@@ -57,6 +57,12 @@ static void test_parse(void)
     CHECK(k22_lr_schedule_init(&a, K22_LR_CONSTANT_WITH_WARMUP, 1.0, 3, 12, 1, 2, &err) == K22_OK);
     CHECK(k22_lr_schedule_init(&b, K22_LR_CONSTANT_WITH_WARMUP, 1.0, 3, 12, 2, 1, &err) == K22_OK);
     CHECK(k22_lr_at(&a, 1) == 2.0 / 3.0 && k22_lr_at(&b, 1) == 1.0 / 6.0);
+    /* 3 optimizer steps on 1 rank, resumed on 2: the scheduler goes on from 3, two per step */
+    CHECK(k22_lr_schedule_init(&a, K22_LR_COSINE, 1.0, 2, 12, 1, 2, &err) == K22_OK);
+    a.resumed_at = 3;
+    a.resumed_steps = 3;
+    CHECK(k22_lr_sched_steps(&a, 5) == 7 && k22_lr_at(&a, 5) == k22_lr_lambda(&a, 7));
+    CHECK(k22_lr_sched_steps(&a, 3) == 3);
 }
 
 int main(void)

@@ -44,6 +44,7 @@ GENERATORS = [
     ("make_unet_fixtures.py", "unet", True, None),
     ("decoder_train_ref.py", "decoder_train", True, None),
     ("pack_ref.py", "pack", False, "k22 synth --seed 3, k22 init --seed 0 (in the script)"),
+    ("make_sample_fixtures.py", "sample", True, None),
 ]
 
 
@@ -58,7 +59,7 @@ def extra_args(script, k22):
         return ["--k22", k22, "--unet-test", os.path.join(build, "model_test_unet")]
     if script == "pack_ref.py":
         return [os.path.dirname(os.path.abspath(k22))]
-    if script in ("prior_train_ref.py", "decoder_train_ref.py"):
+    if script in ("prior_train_ref.py", "decoder_train_ref.py", "make_sample_fixtures.py"):
         return ["--k22", k22]
     if script == "make_movq_fixtures.py":
         build = os.path.dirname(os.path.abspath(k22))
