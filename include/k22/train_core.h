@@ -66,6 +66,8 @@ void k22_train_core_free(k22_train_core *c);
 void k22_train_core_begin_micro(const k22_train_core *c, int B);
 /* Ends a micro-step with its unscaled loss: train_loss += loss / A (the script's accumulation). */
 void k22_train_core_end_micro(k22_train_core *c, float loss);
+/* The loss the step left at dev (backend memory, one float), on the host. */
+float k22_train_core_loss(const k22_train_core *c, const float *dev);
 /* 1 when A micro-steps have run since the last sync. */
 int k22_train_core_sync_due(const k22_train_core *c);
 /* The optimizer step after 1..A micro-steps: clip, AdamW at this step's lr, zero the gradients,

@@ -184,9 +184,7 @@ float k22_decoder_trainer_eval(k22_decoder_trainer *tr, const k22_decoder_batch 
     const float *w;
     forward_loss(tr, b, 0, &w);
     k22_arena_reset(&tr->arena, 0);
-    float loss;
-    tr->core.be->to_host(tr->core.be->ctx, &loss, tr->loss, sizeof loss);
-    return loss;
+    return k22_train_core_loss(&tr->core, tr->loss);
 }
 
 float k22_decoder_trainer_micro_step(k22_decoder_trainer *tr, const k22_decoder_batch *b)
@@ -208,8 +206,7 @@ float k22_decoder_trainer_micro_step(k22_decoder_trainer *tr, const k22_decoder_
         be->copy(be->ctx, tr->dout + i * NO, tr->dpred + i * N, (size_t)N * f);
     k22_unet_backward(be, &tr->model, &tr->arena, tr->dout, NULL);
     k22_arena_reset(&tr->arena, 0);
-    float loss;
-    be->to_host(be->ctx, &loss, tr->loss, sizeof loss);
+    float loss = k22_train_core_loss(&tr->core, tr->loss);
     k22_train_core_end_micro(&tr->core, loss);
     return loss;
 }

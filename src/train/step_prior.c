@@ -140,9 +140,7 @@ float k22_prior_trainer_eval(k22_prior_trainer *tr, const k22_prior_batch *b)
 {
     forward_loss(tr, b, 0);
     k22_arena_reset(&tr->arena, 0);
-    float loss;
-    tr->core.be->to_host(tr->core.be->ctx, &loss, tr->loss, sizeof loss);
-    return loss;
+    return k22_train_core_loss(&tr->core, tr->loss);
 }
 
 float k22_prior_trainer_micro_step(k22_prior_trainer *tr, const k22_prior_batch *b)
@@ -157,8 +155,7 @@ float k22_prior_trainer_micro_step(k22_prior_trainer *tr, const k22_prior_batch 
     be->mse_bwd(be->ctx, tr->dpred, (float)(1.0 / A), tr->pred, tr->x0, w, B, E);
     k22_prior_backward(be, &tr->model, &tr->arena, tr->dpred, NULL, NULL, NULL);
     k22_arena_reset(&tr->arena, 0);
-    float loss;
-    be->to_host(be->ctx, &loss, tr->loss, sizeof loss);
+    float loss = k22_train_core_loss(&tr->core, tr->loss);
     k22_train_core_end_micro(&tr->core, loss);
     return loss;
 }

@@ -70,6 +70,13 @@ void k22_train_core_end_micro(k22_train_core *c, float loss)
     c->micro++;
 }
 
+float k22_train_core_loss(const k22_train_core *c, const float *dev)
+{
+    float loss;
+    c->be->to_host(c->be->ctx, &loss, dev, sizeof loss);
+    return loss;
+}
+
 int k22_train_core_sync_due(const k22_train_core *c)
 {
     return c->micro >= c->hp.gradient_accumulation_steps;

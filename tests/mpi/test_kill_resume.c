@@ -104,10 +104,7 @@ static void write_errors(void)
 
 int main(void)
 {
-    setenv("ASAN_OPTIONS", "detect_leaks=0", 1);
-    setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 0);
-    setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 0);
-    setenv("OMP_NUM_THREADS", "1", 1);
+    tf_mpi_env();
     CHECK(mkdtemp(dir) != NULL);
     char p[4096];
     snprintf(p, sizeof p, "%s/data.h5", dir);

@@ -226,7 +226,7 @@ int main(void)
 {
     /* Open MPI's own allocations (k22 starts MPI) are not ours to chase: no leak checks in the
      * k22 processes under ASan; this process and the in-process checks keep them. */
-    setenv("ASAN_OPTIONS", "detect_leaks=0", 1);
+    tf_mpi_env();
     CHECK(mkdtemp(dir) != NULL);
     char p[4096];
     snprintf(p, sizeof p, "%s/data.h5", dir);

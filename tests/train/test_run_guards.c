@@ -111,7 +111,7 @@ static void grad_ckpt(void)
 
 int main(void)
 {
-    setenv("OMP_NUM_THREADS", "1", 1);
+    tf_mpi_env();
     CHECK(mkdtemp(dir) != NULL);
     char p[4096];
     /* The held-out rows 12..15 repeat rows 0..3 (with other noise and timesteps): training

@@ -23,6 +23,17 @@ static inline const char *tf_bin(void)
     return b ? b : "build/k22";
 }
 
+/* The environment of tests that run k22 (which starts MPI) and mpirun: Open MPI's own
+ * allocations are not ours to chase (no leak checks in the k22 processes under ASan), root may
+ * run mpirun, one OpenMP thread per rank on this small machine. */
+static inline void tf_mpi_env(void)
+{
+    setenv("ASAN_OPTIONS", "detect_leaks=0", 1);
+    setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 0);
+    setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 0);
+    setenv("OMP_NUM_THREADS", "1", 1);
+}
+
 /* Runs a shell command line; returns its exit code (-1 when killed). */
 static inline int tf_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static inline int tf_sh(const char *fmt, ...)
