@@ -11,7 +11,7 @@ all: build
 help:
 	@echo "make            build k22 into build/ (CPU backend)"
 	@echo "make test       build, then run every CPU test (plain build + ASan/UBSan build)"
-	@echo "make demo       build, then init + inspect the tiny models into demo/"
+	@echo "make demo       build, then synth, init, pack, train (mpirun -np 2), inspect, sample: tiny models, demo/"
 	@echo "make cuda       build with the CUDA backend (sm_80, sm_90) into build-cuda/"
 	@echo "make test-cuda  run the cuda-labelled tests (needs a GPU)"
 	@echo "make asan       ASan + UBSan build in build-asan/, run every CPU test there"
