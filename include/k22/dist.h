@@ -1,12 +1,13 @@
 /* dist.h: the ranks of a training job and what they exchange (DESIGN.md section 2).
  *
  * MPI starts the job (mpirun, srun, or a plain run: a singleton of one rank). CPU ranks
- * all-reduce the flat gradient buffer with MPI_Allreduce; NCCL on GPUs is a later backend of the
- * same calls. Gradients are exchanged once per optimizer step, on the buffer the micro-steps
- * accumulated into: the sum of the ranks' sums equals the sum of every rank's per-micro-step
- * all-reduce (DDP's no_sync under accumulation does the same), at 1/A the traffic. The sum is
- * then scaled by 1/world, DDP's averaging. A failure on any rank ends the whole job (K22_FATAL ->
- * MPI_Abort). */
+ * all-reduce the flat gradient buffer with MPI_Allreduce; GPU ranks with NCCL (nccl.c, in builds
+ * with CUDA and NCCL), or through host staging and MPI where NCCL cannot serve (no NCCL in the
+ * build, ranks sharing one GPU, K22_NCCL=0). Gradients are exchanged once per optimizer step,
+ * on the buffer the micro-steps accumulated into: the sum of the ranks' sums equals the sum of
+ * every rank's per-micro-step all-reduce (DDP's no_sync under accumulation does the same), at 1/A
+ * the traffic. The sum is then scaled by 1/world, DDP's averaging. A failure on any rank ends the
+ * whole job (K22_FATAL -> MPI_Abort). */
 #ifndef K22_DIST_H
 #define K22_DIST_H
 
@@ -19,6 +20,8 @@ typedef struct {
     int owns_mpi;  /* this process called MPI_Init (and so calls MPI_Finalize) */
     float *host;   /* staging for device buffers, grown on demand */
     size_t host_floats;
+    void *nccl;    /* the job's NCCL communicator (nccl.c), made at the first GPU all-reduce */
+    int nccl_off;  /* 1 once NCCL was found unusable for this job: MPI staging from then on */
 } k22_dist;
 
 /* Starts MPI if nobody did yet and names this rank (k22_set_rank for the fatal path). */
@@ -28,9 +31,29 @@ void k22_dist_finalize(k22_dist *d);
 
 /* In place over n host floats: buf = (sum over ranks of buf) * (1 / world). */
 void k22_dist_allreduce_mean_f32(const k22_dist *d, float *buf, int64_t n);
-/* The same over backend memory (copied through host staging on a device backend; the CPU
- * backends' buffers are host memory already, but the copy keeps one code path). */
+/* The same over backend memory. A CUDA backend goes through NCCL when it can (the sum in NCCL,
+ * then be->scale by 1/world on the device: the same value as the division when world is a power
+ * of two, else within one rounding); otherwise through host staging (to_host, the host path,
+ * to_device; the CPU backends' buffers are host memory already, but the copy keeps one path). */
 void k22_dist_allreduce_mean_backend(k22_dist *d, const k22_backend *be, float *buf, int64_t n);
+/* The GPU rule, in one place: "--device cuda" takes GPU (local rank mod visible devices), the
+ * local rank being this process's index among the job's ranks on its node:
+ * OMPI_COMM_WORLD_LOCAL_RANK (mpirun), MPI_LOCALRANKID (MPICH), SLURM_LOCALID (srun), else, when
+ * MPI is running with several ranks, the rank in MPI_Comm_split_type(SHARED) -- a collective, so
+ * every rank must pick its device at the same point, as pack, train and sample do -- else 0. */
+int k22_dist_local_rank(void);
+/* Sets *device by that rule. K22_ERR_UNSUPPORTED with err set when no CUDA device is usable;
+ * in a build without CUDA sets 0 (k22_backend_cuda_new then says CUDA is missing). */
+k22_status k22_dist_gpu_pick(int *device, k22_err *err);
+
+/* nccl.c. In place over n floats of a CUDA backend: buf = sum over ranks of buf (no scaling).
+ * Returns 1 when done, 0 when the caller must use the MPI path instead (the same answer on every
+ * rank): a build without NCCL, K22_NCCL=0, or ranks sharing a GPU (NCCL refuses that). The first
+ * call makes the communicator: rank 0's ncclUniqueId broadcast over MPI_COMM_WORLD. */
+int k22_dist_nccl_allreduce_sum(k22_dist *d, const k22_backend *be, float *buf, int64_t n);
+/* Destroys the communicator (k22_dist_finalize calls it). */
+void k22_dist_nccl_free(k22_dist *d);
+
 /* Sum over ranks of one double (held-out loss sums). */
 double k22_dist_sum_f64(const k22_dist *d, double x);
 /* Mean over ranks of one double (the logged loss). */

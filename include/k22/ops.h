@@ -241,8 +241,22 @@ k22_backend *k22_backend_cpu_new(int reference);
  * device is usable. */
 k22_backend *k22_backend_cuda_new(int device, k22_err *err);
 
-/* By name: "cpu-ref", "cpu", "cuda", "cuda:N". NULL with err set when unknown/unavailable. */
+/* By name: "cpu-ref", "cpu", "cuda", "cuda:N". NULL with err set when unknown/unavailable.
+ * Plain "cuda" is the GPU of the rank's local rank (dist.h, k22_dist_gpu_pick). */
 k22_backend *k22_backend_by_name(const char *name, k22_err *err);
+/* The names this build accepts, without touching a device (for option checks before any work):
+ * K22_ERR_ARG for an unknown name, K22_ERR_UNSUPPORTED for cuda in a build without CUDA. */
+k22_status k22_backend_name_check(const char *name, k22_err *err);
+/* --device help text that tells the truth about this build. */
+#ifdef K22_HAVE_CUDA
+#define K22_DEVICE_NAMES "cpu, cpu-ref, cuda or cuda:N"
+#define K22_DEVICE_HELP                                                                            \
+    "cpu (OpenBLAS + OpenMP), cpu-ref (plain loops), cuda (the GPU of this rank's local rank, "   \
+    "modulo the GPUs visible) or cuda:N"
+#else
+#define K22_DEVICE_NAMES "cpu or cpu-ref (this k22 was built without CUDA)"
+#define K22_DEVICE_HELP "cpu (OpenBLAS + OpenMP) or cpu-ref (plain loops); cuda needs a k22 built with CUDA (make cuda)"
+#endif
 void k22_backend_free(k22_backend *be);
 
 #endif

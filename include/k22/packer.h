@@ -26,7 +26,7 @@ typedef struct {
     int batch;                  /* inputs per rank per chunk */
     int resume, strict;
     const char *caption_column, *image_column;
-    int reference_backend;      /* 1: the plain-loop cpu-ref backend */
+    const char *device;         /* backend name (k22_backend_by_name); NULL: "cpu" */
     int progress;               /* 1: rank 0 prints images/s and ETA to stderr */
     size_t chunk_bytes;         /* HDF5 chunk target (0: pack.h default) */
 } k22_packer_opts;

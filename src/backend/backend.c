@@ -1,10 +1,12 @@
 /* backend.c: choosing a backend by name, freeing it, conv2d output geometry, and global
- * gradient-norm clipping written once over the op table (torch clip_grad_norm_ semantics). */
+ * gradient-norm clipping written once over the op table (torch clip_grad_norm_ semantics).
+ * Plain "cuda" takes the GPU of the rank's local rank (k22_dist_gpu_pick, src/dist/device.c). */
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "k22/dist.h"
 #include "k22/ops.h"
 
 int k22_conv2d_out_h(const k22_conv2d_desc *d)
@@ -24,11 +26,12 @@ k22_backend *k22_backend_cuda_new(int device, k22_err *err)
 }
 #endif
 
-/* "cuda" is device 0; "cuda:N" needs N a plain non-negative decimal integer. */
+/* "cuda" is -1 (the local rank's GPU, picked later); "cuda:N" needs N a plain non-negative
+ * decimal integer. */
 static int backend_cuda_index(const char *name, int *dev)
 {
     if (strcmp(name, "cuda") == 0) {
-        *dev = 0;
+        *dev = -1;
         return 0;
     }
     if (strncmp(name, "cuda:", 5) != 0) return -1;
@@ -42,6 +45,22 @@ static int backend_cuda_index(const char *name, int *dev)
     return 0;
 }
 
+k22_status k22_backend_name_check(const char *name, k22_err *err)
+{
+    int dev;
+    if (!name) name = "";
+    if (strcmp(name, "cpu-ref") == 0 || strcmp(name, "cpu") == 0) return K22_OK;
+    if (backend_cuda_index(name, &dev) != 0)
+        return k22_err_set(err, K22_ERR_ARG, "unknown device '%s': expected %s", name,
+                           K22_DEVICE_NAMES);
+#ifndef K22_HAVE_CUDA
+    return k22_err_set(err, K22_ERR_UNSUPPORTED,
+                       "device %s: this k22 was built without CUDA; build with make cuda", name);
+#else
+    return K22_OK;
+#endif
+}
+
 k22_backend *k22_backend_by_name(const char *name, k22_err *err)
 {
     int dev;
@@ -49,12 +68,15 @@ k22_backend *k22_backend_by_name(const char *name, k22_err *err)
     if (strcmp(name, "cpu-ref") == 0) return k22_backend_cpu_new(1);
     if (strcmp(name, "cpu") == 0) return k22_backend_cpu_new(0);
     if (backend_cuda_index(name, &dev) == 0) {
+        if (dev < 0 && k22_dist_gpu_pick(&dev, err)) {
+            k22_err_prefix(err, "device %s", name);
+            return NULL;
+        }
         k22_backend *be = k22_backend_cuda_new(dev, err);
         if (!be) k22_err_prefix(err, "device %s", name);
         return be;
     }
-    k22_err_set(err, K22_ERR_ARG, "unknown device '%s': expected cpu, cpu-ref, cuda or cuda:N",
-                name);
+    k22_err_set(err, K22_ERR_ARG, "unknown device '%s': expected %s", name, K22_DEVICE_NAMES);
     return NULL;
 }
 

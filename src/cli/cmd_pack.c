@@ -1,6 +1,7 @@
 /* cmd_pack.c: `k22 pack`: captioned images -> the HDF5 training pack (packer.h), on one
  * process or over MPI ranks (mpirun -n N k22 pack ...). */
 #include "k22/cli.h"
+#include "k22/ops.h"
 #include "k22/opts.h"
 #include "k22/packer.h"
 
@@ -42,7 +43,7 @@ int k22_cmd_pack(int argc, char **argv)
         {"strict", K22_OPT_FLAG, &strict, NULL, "any rejected input is an error (nothing is left written)", NULL, NULL, 0},
         {"caption_column", K22_OPT_STR, &capcol, "text", "metadata column holding the caption", NULL, NULL, 0},
         {"image_column", K22_OPT_STR, &imgcol, "file_name", "metadata column holding the image file name", NULL, NULL, 0},
-        {"device", K22_OPT_CHOICE, &device, "cpu", "backend for the encoders", "K22_DEVICE", "cpu|cpu-ref", 0},
+        {"device", K22_OPT_STR, &device, "cpu", "backend for the encoders: " K22_DEVICE_HELP, "K22_DEVICE", NULL, 0},
         {"chunk_kib", K22_OPT_INT, &chunk_kib, "0", "HDF5 chunk size target in KiB (0: 2 MiB)", NULL, NULL, 0},
         {"quiet", K22_OPT_FLAG, &quiet, NULL, "no settings table or progress lines", NULL, NULL, 0},
     };
@@ -57,6 +58,11 @@ int k22_cmd_pack(int argc, char **argv)
     };
     int rc = k22_opts_parse_cli(&spec, argc, argv, "pack");
     if (rc >= 0) return rc;
+    k22_err derr;
+    if (k22_backend_name_check(device, &derr)) {
+        fprintf(stderr, "k22 pack: --device: %s\n", derr.msg);
+        return 2;
+    }
     int inited = 0, rank = 0, world = 1;
     MPI_Initialized(&inited);
     if (!inited) MPI_Init(NULL, NULL);
@@ -67,7 +73,7 @@ int k22_cmd_pack(int argc, char **argv)
         .train_data_dir = dir, .webdataset = wds, .prior_dir = prior, .decoder_dir = decoder, .out = out,
         .resolution = (int)res, .dtype = !strcmp(dtype, "fp16") ? K22_DTYPE_F16 : K22_DTYPE_F32,
         .batch = batch > 0 && batch <= 4096 ? (int)batch : 0, .resume = resume, .strict = strict,
-        .caption_column = capcol, .image_column = imgcol, .reference_backend = !strcmp(device, "cpu-ref"),
+        .caption_column = capcol, .image_column = imgcol, .device = device,
         .progress = !quiet, .chunk_bytes = chunk_kib > 0 && chunk_kib < (1 << 20) ? (size_t)chunk_kib << 10 : 0,
     };
     if (res < 8 || res > 4096) po.resolution = 0;

@@ -2,6 +2,7 @@
  * (sample.h), written as one PNG grid: a row per prompt when several images are asked. */
 #include "k22/cli.h"
 #include "k22/fsutil.h"
+#include "k22/ops.h"
 #include "k22/opts.h"
 #include "k22/sample.h"
 
@@ -94,6 +95,7 @@ static k22_status check_args(const sample_args *a, k22_err *err)
     if (a->seed < 0) return k22_err_set(err, K22_ERR_ARG, "--seed %lld: expected >= 0", (long long)a->seed);
     if (!isfinite(a->guidance) || !isfinite(a->prior_guidance))
         return k22_err_set(err, K22_ERR_ARG, "guidance scales must be finite numbers");
+    if (k22_backend_name_check(a->device, err)) return K22_ERR_ARG; /* a bad option: exit 2 */
     return check_out(a->out, err);
 }
 
@@ -196,7 +198,7 @@ int k22_cmd_sample(int argc, char **argv)
         {"out", K22_OPT_STR, &a.out, NULL, "the PNG to write (one grid of every image)", NULL, NULL, 1},
         {"batch", K22_OPT_INT, &a.batch, "4", "prompts per batch (memory); an image's noise is keyed by its index, not by its batch", NULL, NULL, 0},
         {"cols", K22_OPT_INT, &a.cols, "0", "grid columns (0: num_images, or a square grid for one image a prompt)", NULL, NULL, 0},
-        {"device", K22_OPT_STR, &a.device, "cpu", "backend: cpu (OpenBLAS + OpenMP), cpu-ref (plain loops), cuda, cuda:N", "K22_DEVICE", NULL, 0},
+        {"device", K22_OPT_STR, &a.device, "cpu", K22_DEVICE_HELP, "K22_DEVICE", NULL, 0},
         {"quiet", K22_OPT_FLAG, &a.quiet, NULL, "no settings table or progress lines", NULL, NULL, 0},
     };
     k22_cmd_spec spec = {

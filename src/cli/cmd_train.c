@@ -2,6 +2,7 @@
  * into k22_train_opts, then the training loop (loop.h) on every MPI rank. */
 #include "k22/cli.h"
 #include "k22/loop.h"
+#include "k22/ops.h"
 #include "k22/opts.h"
 
 #include <stdio.h>
@@ -81,8 +82,8 @@ static int run_train(int argc, char **argv, k22_pipe_kind stage)
         {"adam_epsilon", K22_OPT_FLOAT, &t.adam_epsilon, "1e-8", "AdamW epsilon", NULL, NULL, 0},
         {"seed", K22_OPT_INT, &t.seed, "0", "data order, noise and timesteps (never the rank count)", NULL, NULL, 0},
         {"gradient_checkpointing", K22_OPT_FLAG, &t.gradient_checkpointing, NULL, "recompute activations in backward", NULL, NULL, 0},
-        {"mixed_precision", K22_OPT_CHOICE, &t.mixed_precision, "no", "no only for now (fp16/bf16 need the CUDA backend)", NULL, "no|fp16|bf16", 0},
-        {"device", K22_OPT_CHOICE, &t.device, "cpu", "cpu (OpenBLAS + OpenMP) or cpu-ref (plain loops)", "K22_DEVICE", "cpu|cpu-ref", 0},
+        {"mixed_precision", K22_OPT_CHOICE, &t.mixed_precision, "no", "no only for now: every device trains in fp32 (fp16/bf16 are not implemented yet)", NULL, "no|fp16|bf16", 0},
+        {"device", K22_OPT_STR, &t.device, "cpu", K22_DEVICE_HELP, "K22_DEVICE", NULL, 0},
         {"log_every", K22_OPT_INT, &t.log_every, "10", "progress line every N steps (metrics.jsonl gets every step)", NULL, NULL, 0},
         {"validation_split", K22_OPT_FLOAT, &t.validation_split, "0",
          "hold out this fraction of the pack (its last rows) and report their loss at each checkpoint (0: off)", NULL, NULL, 0},
@@ -112,6 +113,11 @@ static int run_train(int argc, char **argv, k22_pipe_kind stage)
     };
     int rc = k22_opts_parse_cli(&spec, argc, argv, cmd);
     if (rc >= 0) return rc;
+    k22_err derr;
+    if (k22_backend_name_check(t.device, &derr)) {
+        fprintf(stderr, "k22 %s: --device: %s\n", cmd, derr.msg);
+        return 2;
+    }
     k22_dist d;
     k22_dist_init(&d);
     if (d.rank == 0) {

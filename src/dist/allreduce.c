@@ -1,4 +1,5 @@
-/* allreduce.c: the gradient all-reduce over the flat buffer (MPI; NCCL comes with CUDA). */
+/* allreduce.c: the gradient all-reduce over the flat buffer: MPI over host memory, or NCCL over
+ * device memory (nccl.c) on GPU ranks. */
 #include "k22/dist.h"
 
 #include <limits.h>
@@ -24,6 +25,12 @@ void k22_dist_allreduce_mean_f32(const k22_dist *d, float *buf, int64_t n)
 void k22_dist_allreduce_mean_backend(k22_dist *d, const k22_backend *be, float *buf, int64_t n)
 {
     if (d->world == 1 || n <= 0) return;
+    if (k22_dist_nccl_allreduce_sum(d, be, buf, n)) {
+        /* The host path's sum-then-divide on the device: x * (1/w) is x / w exactly when w is a
+         * power of two (1/w exact), within one rounding otherwise. */
+        be->scale(be->ctx, buf, buf, 1.0f / (float)d->world, n);
+        return;
+    }
     if ((size_t)n > d->host_floats) {
         free(d->host);
         d->host = k22_xmalloc((size_t)n * sizeof(float));

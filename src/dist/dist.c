@@ -26,6 +26,7 @@ void k22_dist_init(k22_dist *d)
 
 void k22_dist_finalize(k22_dist *d)
 {
+    k22_dist_nccl_free(d);
     free(d->host);
     if (d->owns_mpi) {
         int fin = 0;

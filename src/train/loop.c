@@ -33,9 +33,8 @@ static void install_signals(void)
 static k22_status check_opts(const k22_train_opts *o, k22_err *err)
 {
     if (strcmp(o->mixed_precision, "no"))
-        return k22_err_set(err, K22_ERR_UNSUPPORTED, "--mixed_precision %s needs the CUDA backend, which "
-                           "train does not drive yet; on --device cpu|cpu-ref use --mixed_precision no",
-                           o->mixed_precision);
+        return k22_err_set(err, K22_ERR_UNSUPPORTED, "--mixed_precision %s is not implemented yet: every device "
+                           "trains in fp32; use --mixed_precision no", o->mixed_precision);
     if (o->train_batch_size < 1 || o->train_batch_size > 65536)
         return k22_err_set(err, K22_ERR_ARG, "--train_batch_size %lld: must be in 1..65536", (long long)o->train_batch_size);
     if (o->gradient_accumulation_steps < 1 || o->gradient_accumulation_steps > 65536)

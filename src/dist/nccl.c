@@ -1,0 +1,135 @@
+/* nccl.c: the GPU gradient all-reduce: one NCCL communicator per job (rank 0's ncclUniqueId
+ * broadcast over MPI), a sum over the flat gradient buffer in device memory (dist.h). Compiled
+ * to stubs that always answer "use MPI" unless the build has CUDA and NCCL (K22_HAVE_NCCL). */
+#include "k22/dist.h"
+
+#if defined(K22_HAVE_CUDA) && defined(K22_HAVE_NCCL)
+
+#include <cuda_runtime.h>
+#include <mpi.h>
+#include <nccl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    ncclComm_t comm;
+    cudaStream_t stream; /* NCCL's own: the backend's stream is private to src/backend/cuda */
+    int device;
+} nccl_state;
+
+static void nccl_check_at(ncclResult_t r, const char *what, int device, const char *file, int line)
+{
+    if (r != ncclSuccess)
+        k22_fatal_at(file, line, "%s failed on CUDA device %d: %s (NCCL %d.%d, ncclResult %d)", what, device,
+                     ncclGetErrorString(r), NCCL_MAJOR, NCCL_MINOR, (int)r);
+}
+static void cuda_check_at(cudaError_t e, const char *what, int device, const char *file, int line)
+{
+    if (e != cudaSuccess)
+        k22_fatal_at(file, line, "%s failed on CUDA device %d: %s (%s)", what, device, cudaGetErrorString(e),
+                     cudaGetErrorName(e));
+}
+#define NCCL_CHECK(call, dev) nccl_check_at((call), #call, (dev), __FILE__, __LINE__)
+#define CUDA_CHECK(call, dev) cuda_check_at((call), #call, (dev), __FILE__, __LINE__)
+#define MPI_CHECK(call)                                                                            \
+    do {                                                                                           \
+        int rc_ = (call);                                                                          \
+        if (rc_ != MPI_SUCCESS) K22_FATAL("%s failed (MPI error %d)", #call, rc_);                 \
+    } while (0)
+
+/* Whether this job can use NCCL, the same answer on every rank from one gathered table of
+ * (GPU UUID, K22_NCCL=0 here): not when any rank turned it off, nor when two ranks hold the same
+ * GPU (by UUID, so across nodes too): NCCL refuses a communicator with a device twice, as when
+ * tests oversubscribe one GPU. */
+static int nccl_usable(const k22_dist *d, int device)
+{
+    struct cudaDeviceProp p;
+    CUDA_CHECK(cudaGetDeviceProperties(&p, device), device);
+    unsigned char mine[17], *all = k22_xmalloc((size_t)d->world * 17);
+    const char *env = getenv("K22_NCCL");
+    memcpy(mine, p.uuid.bytes, 16);
+    mine[16] = env && !strcmp(env, "0");
+    MPI_CHECK(MPI_Allgather(mine, 17, MPI_BYTE, all, 17, MPI_BYTE, MPI_COMM_WORLD));
+    int off = 0, shared = 0;
+    for (int i = 0; i < d->world; i++) {
+        off |= all[17 * i + 16];
+        for (int j = i + 1; j < d->world && !shared; j++) shared = !memcmp(all + 17 * i, all + 17 * j, 16);
+    }
+    free(all);
+    if (shared && !off && d->rank == 0)
+        fprintf(stderr, "k22: ranks share a GPU, which NCCL does not allow: gradients are all-reduced through "
+                        "host memory and MPI\n");
+    return !off && !shared;
+}
+
+/* Decides, on every rank alike, whether this job uses NCCL; makes the communicator if so. */
+static void nccl_open(k22_dist *d)
+{
+    int device = -1;
+    CUDA_CHECK(cudaGetDevice(&device), -1); /* the backend made its device current at creation */
+    if (!nccl_usable(d, device)) {
+        d->nccl_off = 1;
+        return;
+    }
+    ncclUniqueId id;
+    memset(&id, 0, sizeof id);
+    if (d->rank == 0) NCCL_CHECK(ncclGetUniqueId(&id), device);
+    MPI_CHECK(MPI_Bcast(&id, (int)sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD));
+    nccl_state *s = k22_xcalloc(1, sizeof *s);
+    s->device = device;
+    NCCL_CHECK(ncclCommInitRank(&s->comm, d->world, id, d->rank), device);
+    CUDA_CHECK(cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking), device);
+    d->nccl = s;
+    if (d->rank == 0)
+        fprintf(stderr, "k22: gradients are all-reduced with NCCL %d.%d over %d GPUs\n", NCCL_MAJOR, NCCL_MINOR,
+                d->world);
+}
+
+int k22_dist_nccl_allreduce_sum(k22_dist *d, const k22_backend *be, float *buf, int64_t n)
+{
+    if (be->dev != K22_DEV_CUDA || d->nccl_off) return 0;
+    if (!d->nccl) nccl_open(d);
+    if (!d->nccl) return 0;
+    nccl_state *s = d->nccl;
+    if (n <= 0) return 1;
+    /* The gradients were written on the backend's stream, which NCCL's cannot wait on from
+     * here: the host waits for it instead, once per optimizer step (sumsq waits anyway). */
+    be->sync(be->ctx);
+    NCCL_CHECK(ncclAllReduce(buf, buf, (size_t)n, ncclFloat32, ncclSum, s->comm, s->stream), s->device);
+    CUDA_CHECK(cudaStreamSynchronize(s->stream), s->device);
+    return 1;
+}
+
+void k22_dist_nccl_free(k22_dist *d)
+{
+    nccl_state *s = d->nccl;
+    if (!s) return;
+    /* Finalize first: it flushes the communicator's work, so the destroy cannot hang on it. */
+    NCCL_CHECK(ncclCommFinalize(s->comm), s->device);
+    NCCL_CHECK(ncclCommDestroy(s->comm), s->device);
+    cudaStreamDestroy(s->stream);
+    free(s);
+    d->nccl = NULL;
+}
+
+#else
+
+#include <stdio.h>
+
+int k22_dist_nccl_allreduce_sum(k22_dist *d, const k22_backend *be, float *buf, int64_t n)
+{
+    (void)buf, (void)n;
+    if (be->dev == K22_DEV_CUDA && !d->nccl_off && d->rank == 0)
+        fprintf(stderr, "k22: this k22 was built without NCCL: gradients are all-reduced through host memory "
+                        "and MPI\n");
+    d->nccl_off = 1;
+    return 0;
+}
+
+void k22_dist_nccl_free(k22_dist *d)
+{
+    d->nccl = NULL;
+}
+
+#endif

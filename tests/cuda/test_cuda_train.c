@@ -1,0 +1,274 @@
+/* test_cuda_train.c: training on the GPU against the CPU, through the k22 binary (K22_BIN), on
+ * the tiny models of `k22 init --size tiny`:
+ *  1. one optimizer step of train-prior and of train-decoder on cuda against cpu-ref: the
+ *     logged loss and gradient norm, and the weights written;
+ *  2. a checkpoint written on the GPU resumes on the CPU, and one written on the CPU resumes on
+ *     the GPU; each ends near the run that stayed on the CPU;
+ *  3. with mpirun: 2 ranks x 1 accumulation step on cuda against 1 rank x 2 (the same samples per
+ *     optimizer step). Over NCCL when the build has it and the ranks have a GPU each (then also
+ *     NCCL against K22_NCCL=0's MPI path); on one GPU NCCL refuses two ranks on the same device,
+ *     so they all-reduce through MPI. The test prints which path it ran.
+ * Tolerances (fp32 everywhere; the CUDA GEMMs are true fp32, no TF32): the GPU and the CPU sum in
+ * different orders, so losses and norms agree to rounding (stated per check). Weights after
+ * AdamW: a gradient at the rounding level is noise of either sign on either device (the
+ * attention key biases, whose true gradient is zero as softmax ignores a shift shared by every
+ * key; in the tiny UNet mostly conv biases), and AdamW's step m / sqrt(v) turns noise into steps
+ * of up to lr. Such weights may differ by up to 2 lr x steps; at most
+ * 1 in 500 weights (and at least 16) may, the rest are held to 1e-5 absolute. Measured between
+ * cpu and cpu-ref (the same test with cuda read as cpu), after one step: prior 12 of 13680
+ * weights (exactly its to_k.bias) up to 6.7e-5, the rest within 7.6e-6; decoder 171 of 884456
+ * (mostly conv biases) up to 2.7e-4, the rest within 9.6e-6.
+ * Without a usable CUDA device it says why in one line and exits 0, unless K22_REQUIRE_CUDA is
+ * set (not "" or "0"): then it fails, as test_cuda_ops does. */
+#include "train/train_fixture.h"
+#include "k22/ops.h"
+#include "k22/safetensors.h"
+
+#include <math.h>
+#include <unistd.h>
+
+#ifdef K22_HAVE_CUDA
+#include <cuda_runtime.h>
+#endif
+
+static char dir[] = "/tmp/k22_cuda_train_XXXXXX";
+
+#define LR 1e-3
+#define PRIOR "--pack %s/prior.h5 --pretrained %s/prior --train_batch_size 2 --learning_rate 1e-3 --seed 3 " \
+              "--log_every 100"
+#define DEC "--pack %s/dec.h5 --pretrained %s/decoder --train_batch_size 2 --learning_rate 1e-3 --seed 5 " \
+            "--log_every 100"
+
+/* "grad_norm" of step (1-based) in OUT/metrics.jsonl; NAN when absent. */
+static double read_grad_norm(const char *out, int step)
+{
+    char p[4096], line[1024];
+    snprintf(p, sizeof p, "%s/metrics.jsonl", out);
+    FILE *f = fopen(p, "r");
+    double v = NAN;
+    if (!f) return v;
+    while (fgets(line, sizeof line, f)) {
+        int s = 0;
+        const char *g = strstr(line, "\"grad_norm\": ");
+        if (sscanf(line, "{\"step\": %d", &s) == 1 && g && s == step) v = strtod(g + 13, NULL);
+    }
+    fclose(f);
+    return v;
+}
+
+typedef struct {
+    double max_abs;   /* largest |a - b| over the weights held to 1e-5 */
+    double loose_abs; /* largest |a - b| over the weights allowed a flipped AdamW step */
+    int64_t loose, n; /* how many weights needed the loose bound; all weights */
+} wdiff;
+
+/* Compares OUT_A/comp and OUT_B/comp's weights. 0 after a read error. */
+static int weights_diff(const char *a_dir, const char *b_dir, const char *comp, wdiff *w)
+{
+    char a[8192], b[8192];
+    snprintf(a, sizeof a, "%s/%s/diffusion_pytorch_model.safetensors", a_dir, comp);
+    snprintf(b, sizeof b, "%s/%s/diffusion_pytorch_model.safetensors", b_dir, comp);
+    memset(w, 0, sizeof *w);
+    k22_st_file *fa = NULL, *fb = NULL;
+    int ok = !k22_st_open(a, &fa, NULL) && !k22_st_open(b, &fb, NULL) && k22_st_count(fa) == k22_st_count(fb);
+    for (int i = 0; ok && i < k22_st_count(fa); i++) {
+        const k22_st_tensor *x = k22_st_at(fa, i), *y = k22_st_find(fb, x->name);
+        if (!y || y->nbytes != x->nbytes || x->dtype != K22_DTYPE_F32) {
+            ok = 0;
+            break;
+        }
+        const float *p = x->data, *q = y->data;
+        for (size_t k = 0; k < x->nbytes / 4; k++, w->n++) {
+            double d = fabs((double)p[k] - q[k]);
+            if (!(d <= 1e-5)) {
+                w->loose++;
+                if (!(d <= w->loose_abs)) w->loose_abs = d; /* NaN sticks */
+            } else if (d > w->max_abs) {
+                w->max_abs = d;
+            }
+        }
+    }
+    k22_st_close(fa);
+    k22_st_close(fb);
+    return ok;
+}
+
+/* The weights of two runs of `steps` optimizer steps: at most 1e-5 apart, except up to 1 in
+ * 500 weights (at least 16) with a gradient at the rounding level: 2 lr x steps (file head). */
+static void check_weights(const char *what, const char *a, const char *b, const char *comp, int steps)
+{
+    char pa[4096], pb[4096];
+    snprintf(pa, sizeof pa, "%s/%s", dir, a);
+    snprintf(pb, sizeof pb, "%s/%s", dir, b);
+    wdiff w;
+    int ok = weights_diff(pa, pb, comp, &w);
+    CHECK_MSG(ok, "%s: could not read and pair the %s weights of %s and %s", what, comp, a, b);
+    if (!ok) return;
+    int64_t allowed = w.n / 500 > 16 ? w.n / 500 : 16;
+    printf("%s: %lld weights: %lld within %.2e (max), %lld noise-gradient weights up to %.2e\n", what,
+           (long long)w.n, (long long)(w.n - w.loose), w.max_abs, (long long)w.loose, w.loose_abs);
+    CHECK_MSG(w.loose <= allowed, "%s: %lld weights differ by more than 1e-5 (allowed %lld)", what,
+              (long long)w.loose, (long long)allowed);
+    CHECK_MSG(w.loose_abs <= 2 * LR * steps + 1e-5, "%s: a weight differs by %.3e (bound 2 lr x %d steps)",
+              what, w.loose_abs, steps);
+}
+
+/* Losses of steps lo..hi of two runs within rel_tol of each other. */
+static void check_losses(const char *what, const char *a, const char *b, int lo, int hi, double rel_tol)
+{
+    char pa[4096], pb[4096];
+    snprintf(pa, sizeof pa, "%s/%s", dir, a);
+    snprintf(pb, sizeof pb, "%s/%s", dir, b);
+    double la[16] = {0}, lb[16] = {0};
+    int na = tf_read_losses(pa, la, 15), nb = tf_read_losses(pb, lb, 15);
+    CHECK_MSG(na >= hi && nb >= hi, "%s: %s logged %d steps, %s %d; want %d", what, a, na, b, nb, hi);
+    double worst = 0;
+    for (int s = lo; s <= hi && s <= na && s <= nb; s++) {
+        double r = fabs(la[s] - lb[s]) / fabs(lb[s]);
+        if (!(r <= worst)) worst = r;
+    }
+    printf("%s: losses of steps %d..%d agree to %.2e relative\n", what, lo, hi, worst);
+    CHECK_MSG(worst <= rel_tol, "%s: losses differ by %.3e relative (tolerance %.0e)", what, worst, rel_tol);
+}
+
+/* The common options of train-prior (PRIOR) or train-decoder (DEC) into buf. */
+static const char *stage_args(const char *stage, char *buf, size_t n)
+{
+    if (!strcmp(stage, "train-decoder")) snprintf(buf, n, DEC, dir, dir);
+    else snprintf(buf, n, PRIOR, dir, dir);
+    return buf;
+}
+
+/* Runs `k22 STAGE <its options> --device DEV EXTRA --output_dir dir/OUT`, logging to OUT.log. */
+static int run_k22(const char *stage, const char *dev, const char *extra, const char *out)
+{
+    char args[4096];
+    return tf_sh("%s %s %s --device %s %s --output_dir %s/%s >>%s/%s.log 2>&1", tf_bin(), stage,
+                 stage_args(stage, args, sizeof args), dev, extra, dir, out, dir, out);
+}
+
+/* 1. One optimizer step on the GPU against cpu-ref. */
+static void one_step(const char *stage, const char *comp, const char *tag)
+{
+    char g[64], c[64], what[96];
+    snprintf(g, sizeof g, "%s_gpu1", tag);
+    snprintf(c, sizeof c, "%s_ref1", tag);
+    int rc = run_k22(stage, "cuda", "--max_train_steps 1", g);
+    CHECK_MSG(rc == 0, "%s --device cuda, 1 step: exit %d (see %s/%s.log)", stage, rc, dir, g);
+    rc = run_k22(stage, "cpu-ref", "--max_train_steps 1", c);
+    CHECK_MSG(rc == 0, "%s --device cpu-ref, 1 step: exit %d (see %s/%s.log)", stage, rc, dir, c);
+    snprintf(what, sizeof what, "%s one step, cuda vs cpu-ref", stage);
+    /* The step's loss is a forward over identical weights and inputs: only summation order. */
+    check_losses(what, g, c, 1, 1, 1e-5);
+    char pg[4096], pc[4096];
+    snprintf(pg, sizeof pg, "%s/%s", dir, g);
+    snprintf(pc, sizeof pc, "%s/%s", dir, c);
+    double ng = read_grad_norm(pg, 1), nc = read_grad_norm(pc, 1);
+    double rn = fabs(ng - nc) / nc;
+    printf("%s: gradient norm %.9g vs %.9g (%.2e relative)\n", what, ng, nc, rn);
+    /* Backward sums longer chains in another order than the forward: a looser 1e-4. */
+    CHECK_MSG(isfinite(ng) && isfinite(nc) && rn <= 1e-4, "%s: gradient norm %.9g vs %.9g", what, ng, nc);
+    check_weights(what, g, c, comp, 1);
+}
+
+/* 2. A 2-step checkpoint written on device FROM resumed on device TO for 2 more steps, against
+ * 4 straight steps on the CPU. */
+static void cross_resume(const char *from, const char *to, const char *out)
+{
+    int rc = run_k22("train-prior", from, "--max_train_steps 4 --stop_at_step 2", out);
+    CHECK_MSG(rc == 99, "train-prior --device %s --stop_at_step 2: exit %d, want 99 (see %s/%s.log)", from, rc,
+              dir, out);
+    char p[4096];
+    snprintf(p, sizeof p, "%s/%s/checkpoint-2/k22_complete", dir, out);
+    CHECK_MSG(k22_fs_is_file(p), "no complete checkpoint-2 written on %s", from);
+    rc = run_k22("train-prior", to, "--max_train_steps 4 --resume_from_checkpoint latest", out);
+    CHECK_MSG(rc == 0, "resuming a %s checkpoint on %s: exit %d (see %s/%s.log)", from, to, rc, dir, out);
+    char what[128];
+    snprintf(what, sizeof what, "checkpoint written on %s, resumed on %s, vs 4 steps on cpu", from, to);
+    /* Four steps of weights a few ulps apart: the loss moves by more than one step's rounding. */
+    check_losses(what, out, "p_cpu4", 1, 4, 1e-4);
+    check_weights(what, out, "p_cpu4", "prior", 4);
+}
+
+/* The number of CUDA devices this process sees (0 in a build without CUDA). */
+static int gpu_count(void)
+{
+    int n = 0;
+#ifdef K22_HAVE_CUDA
+    if (cudaGetDeviceCount(&n) != cudaSuccess) n = 0;
+#endif
+    return n;
+}
+
+/* 3. 2 ranks x 1 accumulation vs 1 rank x 2, on cuda. */
+static void two_ranks(void)
+{
+    if (tf_sh("command -v mpirun >/dev/null 2>&1") != 0) {
+        printf("two ranks on cuda: skipped (no mpirun on PATH)\n");
+        return;
+    }
+    const char *x = "--max_train_steps 4 --gradient_accumulation_steps";
+    char args[4096];
+    stage_args("train-prior", args, sizeof args);
+    int rc = tf_sh("timeout 300 mpirun --oversubscribe -np 2 %s train-prior %s --device cuda %s 1 --output_dir %s/r2 "
+                   ">%s/r2.log 2>&1", tf_bin(), args, x, dir, dir);
+    CHECK_MSG(rc == 0, "mpirun -np 2 train-prior --device cuda: exit %d (see %s/r2.log)", rc, dir);
+    rc = run_k22("train-prior", "cuda", "--max_train_steps 4 --gradient_accumulation_steps 2", "r1");
+    CHECK_MSG(rc == 0, "1 rank x 2 accumulation on cuda: exit %d (see %s/r1.log)", rc, dir);
+    int nccl = tf_sh("grep -q 'all-reduced with NCCL' %s/r2.log", dir) == 0;
+    int shared = tf_sh("grep -q 'ranks share a GPU' %s/r2.log", dir) == 0;
+    printf("two ranks on cuda: %d GPU(s); the gradient all-reduce went through %s\n", gpu_count(),
+           nccl ? "NCCL" : shared ? "MPI (the ranks share a GPU, which NCCL refuses)" : "MPI (no NCCL in this build)");
+    /* As tests/mpi/test_train_ranks.c: only the order of the gradient sums differs. */
+    check_losses("2 ranks x 1 vs 1 rank x 2 on cuda", "r2", "r1", 1, 4, 1e-5);
+    check_weights("2 ranks x 1 vs 1 rank x 2 on cuda", "r2", "r1", "prior", 4);
+    if (!nccl) return;
+    /* NCCL against the MPI path on the same GPUs: the same sums of two buffers. */
+    setenv("K22_NCCL", "0", 1);
+    rc = tf_sh("timeout 300 mpirun --oversubscribe -x K22_NCCL -np 2 %s train-prior %s --device cuda %s 1 "
+               "--output_dir %s/r2mpi >%s/r2mpi.log 2>&1", tf_bin(), args, x, dir, dir);
+    unsetenv("K22_NCCL");
+    CHECK_MSG(rc == 0, "mpirun -np 2 with K22_NCCL=0: exit %d (see %s/r2mpi.log)", rc, dir);
+    check_losses("2 ranks: NCCL vs MPI all-reduce", "r2", "r2mpi", 1, 4, 1e-6);
+    check_weights("2 ranks: NCCL vs MPI all-reduce", "r2", "r2mpi", "prior", 4);
+}
+
+int main(void)
+{
+    k22_err err;
+    k22_err_clear(&err);
+    k22_backend *gpu = k22_backend_by_name("cuda", &err);
+    if (!gpu) {
+        const char *req = getenv("K22_REQUIRE_CUDA");
+        int required = req && *req && strcmp(req, "0") != 0;
+        printf("test_cuda_train: skipped: no CUDA backend: %s\n", err.msg);
+        if (required) {
+            fprintf(stderr, "test_cuda_train: FAIL: K22_REQUIRE_CUDA=%s but CUDA is unavailable\n", req);
+            return 1;
+        }
+        return 0;
+    }
+    k22_backend_free(gpu);
+    tf_mpi_env();
+    CHECK(mkdtemp(dir) != NULL);
+    char p[4096];
+    snprintf(p, sizeof p, "%s/prior.h5", dir);
+    CHECK(tf_write_prior_pack(p, 16, 21) == 0);
+    snprintf(p, sizeof p, "%s/dec.h5", dir);
+    CHECK(tf_write_pack(p, K22_PACK_FOR_DECODER, 8, 8, 4) == 0); /* 4x4 latents */
+    CHECK(tf_sh("%s init prior --size tiny --seed 2 --out %s/prior >/dev/null 2>&1", tf_bin(), dir) == 0);
+    CHECK(tf_sh("%s init decoder --size tiny --seed 1 --out %s/decoder >/dev/null 2>&1", tf_bin(), dir) == 0);
+
+    one_step("train-prior", "prior", "p");
+    one_step("train-decoder", "unet", "d");
+
+    int rc = run_k22("train-prior", "cpu", "--max_train_steps 4", "p_cpu4");
+    CHECK_MSG(rc == 0, "4 steps on cpu: exit %d", rc);
+    cross_resume("cuda", "cpu", "g2c");
+    cross_resume("cpu", "cuda", "c2g");
+
+    two_ranks();
+    if (!k22_test_failures) tf_sh("rm -rf %s", dir);
+    else printf("test_cuda_train: outputs kept in %s\n", dir);
+    return k22_test_finish("test_cuda_train");
+}
