@@ -26,6 +26,11 @@ typedef struct {
     size_t workspace_bytes;
     int async_alloc;  /* device supports stream-ordered allocation (cudaMallocAsync) */
     double *partials; /* sumsq scratch: K22_CUDA_REDUCE_BLOCKS per-block sums, then the total */
+    void *scratch;    /* grow-only op scratch (im2col columns, attention scores, norm partials) */
+    size_t scratch_bytes;
+    /* Work-chunk limits in floats: im2col columns per band, attention scores per chunk. Tests
+     * lower both (environment K22_CUDA_CHUNK_FLOATS) to run the banded paths on small shapes. */
+    int64_t conv_col_floats, attn_chunk_floats;
 } k22_cuda_ctx;
 
 /* Block size of the elementwise and reduction kernels, and the fixed block count of the sumsq
@@ -55,7 +60,50 @@ static inline unsigned k22_cuda_blocks(int64_t n)
 
 #define K22_CUDA_CTX(p) ((k22_cuda_ctx *)(p))
 
-/* matmul.cu */
+/* Returns ctx's scratch, grown (stream-ordered) to at least `bytes`; valid until the next call.
+ * One op runs at a time on the stream, so one buffer serves every op. It grows during the first
+ * step of a run and then stays. Dies when the device is out of memory. */
+void *k22_cuda_scratch(k22_cuda_ctx *ctx, size_t bytes);
+
+/* Grid-stride loop over n elements. */
+#define K22_GRID_STRIDE(i, n)                                                                      \
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n);                      \
+         i += (int64_t)gridDim.x * blockDim.x)
+
+/* The block-wide sum (or max) of v over K22_CUDA_THREADS threads in a fixed tree order, given to
+ * every thread. sh: a __shared__ array of K22_CUDA_THREADS elements the caller owns; it may be
+ * reused right after the call. Every thread of the block must call it. */
+__device__ __forceinline__ double k22_cuda_block_sum(double v, double *sh)
+{
+    sh[threadIdx.x] = v;
+    for (int k = K22_CUDA_THREADS / 2; k > 0; k >>= 1) {
+        __syncthreads();
+        if ((int)threadIdx.x < k) sh[threadIdx.x] += sh[threadIdx.x + k];
+    }
+    __syncthreads();
+    double r = sh[0];
+    __syncthreads();
+    return r;
+}
+__device__ __forceinline__ float k22_cuda_block_max(float v, float *sh)
+{
+    sh[threadIdx.x] = v;
+    for (int k = K22_CUDA_THREADS / 2; k > 0; k >>= 1) {
+        __syncthreads();
+        if ((int)threadIdx.x < k) sh[threadIdx.x] = fmaxf(sh[threadIdx.x], sh[threadIdx.x + k]);
+    }
+    __syncthreads();
+    float r = sh[0];
+    __syncthreads();
+    return r;
+}
+
+/* matmul.cu. k22_cuda_gemm is the row-major GEMM of ops.h's matmul with explicit leading
+ * dimensions (lda >= op-less row length of A as stored, and so on), for sub-blocks of larger
+ * matrices. */
+void k22_cuda_gemm(k22_cuda_ctx *ctx, int ta, int tb, int M, int N, int K, float alpha,
+                   const float *A, int64_t lda, int64_t sA, const float *Bm, int64_t ldb,
+                   int64_t sB, float beta, float *C, int64_t ldc, int64_t sC, int batch);
 void k22_cuda_matmul(void *ctx, int ta, int tb, int M, int N, int K, float alpha, const float *A,
                      int64_t sA, const float *Bm, int64_t sB, float beta, float *C, int64_t sC,
                      int batch);
@@ -79,5 +127,66 @@ void k22_cuda_scale_bwd(void *ctx, float *da, const float *dy, float s, int64_t 
 void k22_cuda_adamw_step(void *ctx, float *p, const float *g, float *m, float *v, int64_t n,
                          const k22_adamw_hparams *h);
 void k22_cuda_sumsq(void *ctx, double *out, const float *g, int64_t n);
+
+/* conv.cu */
+void k22_cuda_conv2d_fwd(void *ctx, float *y, const float *x, const float *w, const float *bias,
+                         const k22_conv2d_desc *d);
+void k22_cuda_conv2d_bwd(void *ctx, float *dx, float *dw, float *dbias, const float *dy,
+                         const float *x, const float *w, const k22_conv2d_desc *d);
+
+/* norm.cu */
+void k22_cuda_group_norm_fwd(void *ctx, float *y, float *mean, float *rstd, const float *x,
+                             const float *gamma, const float *beta, int B, int C, int S, int G,
+                             float eps);
+void k22_cuda_group_norm_bwd(void *ctx, float *dx, float *dgamma, float *dbeta, const float *dy,
+                             const float *x, const float *mean, const float *rstd,
+                             const float *gamma, int B, int C, int S, int G);
+void k22_cuda_layer_norm_fwd(void *ctx, float *y, float *mean, float *rstd, const float *x,
+                             const float *gamma, const float *beta, int N, int C, float eps);
+void k22_cuda_layer_norm_bwd(void *ctx, float *dx, float *dgamma, float *dbeta, const float *dy,
+                             const float *x, const float *mean, const float *rstd,
+                             const float *gamma, int N, int C);
+
+/* attention.cu */
+void k22_cuda_softmax_fwd(void *ctx, float *y, const float *x, int64_t rows, int cols);
+void k22_cuda_softmax_bwd(void *ctx, float *dx, const float *dy, const float *y, int64_t rows,
+                          int cols);
+void k22_cuda_attention_fwd(void *ctx, float *out, float *lse, const float *q, const float *k,
+                            const float *v, const k22_attn_desc *d);
+void k22_cuda_attention_bwd(void *ctx, float *dq, float *dk, float *dv, const float *dout,
+                            const float *q, const float *k, const float *v, const float *out,
+                            const float *lse, const k22_attn_desc *d);
+
+/* layout.cu */
+void k22_cuda_concat_fwd(void *ctx, float *y, const float *a, const float *b, int64_t outer,
+                         int64_t na, int64_t nb, int64_t inner);
+void k22_cuda_concat_bwd(void *ctx, float *da, float *db, const float *dy, int64_t outer,
+                         int64_t na, int64_t nb, int64_t inner);
+void k22_cuda_permute_fwd(void *ctx, float *y, const float *x, int ndim, const int64_t *in_shape,
+                          const int *perm);
+void k22_cuda_permute_bwd(void *ctx, float *dx, const float *dy, int ndim,
+                          const int64_t *in_shape, const int *perm);
+void k22_cuda_upsample2x_fwd(void *ctx, float *y, const float *x, int B, int C, int H, int W);
+void k22_cuda_upsample2x_bwd(void *ctx, float *dx, const float *dy, int B, int C, int H, int W);
+void k22_cuda_avgpool2x_fwd(void *ctx, float *y, const float *x, int B, int C, int H, int W);
+void k22_cuda_avgpool2x_bwd(void *ctx, float *dx, const float *dy, int B, int C, int H, int W);
+void k22_cuda_resize_nearest_fwd(void *ctx, float *y, const float *x, int B, int C, int H, int W,
+                                 int OH, int OW);
+void k22_cuda_chan_affine_fwd(void *ctx, float *y, const float *x, const float *scale,
+                              const float *shift, float scale_offset, int B, int C, int64_t S);
+void k22_cuda_chan_affine_bwd(void *ctx, float *dx, float *dscale, float *dshift,
+                              const float *dy, const float *x, const float *scale,
+                              float scale_offset, int B, int C, int64_t S);
+
+/* embed_loss.cu */
+void k22_cuda_timestep_embed_fwd(void *ctx, float *y, const float *t, int N, int dim,
+                                 int flip_sin_to_cos, float shift, float scale, float max_period);
+void k22_cuda_timestep_embed_bwd(void *ctx, float *dt, const float *dy, const float *t, int N,
+                                 int dim, int flip_sin_to_cos, float shift, float scale,
+                                 float max_period);
+void k22_cuda_mse_fwd(void *ctx, float *loss, float *per_sample, const float *pred,
+                      const float *target, const float *w, int B, int64_t N);
+void k22_cuda_mse_bwd(void *ctx, float *dpred, float dloss, const float *pred,
+                      const float *target, const float *w, int B, int64_t N);
 
 #endif

@@ -1,6 +1,6 @@
 /* cuda_backend.cu: the CUDA backend's context (device, stream, cuBLASLt handle, workspace), its
- * memory entries, the fatal-error checks, and the op table (include/k22/ops.h). Entries left NULL
- * are ops this backend does not have yet. */
+ * memory entries, the grow-only op scratch, the fatal-error checks, and the op table
+ * (include/k22/ops.h): every entry is filled. */
 #include "common.cuh"
 
 #include <stdio.h>
@@ -65,6 +65,28 @@ static void k22_cuda_free(void *vctx, void *p)
     }
 }
 
+void *k22_cuda_scratch(k22_cuda_ctx *ctx, size_t bytes)
+{
+    if (bytes <= ctx->scratch_bytes) return ctx->scratch;
+    /* Grow by at least half again, so a run whose sizes creep up reallocates only a few times. */
+    size_t want = ctx->scratch_bytes + ctx->scratch_bytes / 2;
+    if (want < bytes) want = bytes;
+    k22_cuda_free(ctx, ctx->scratch);
+    ctx->scratch = NULL;
+    ctx->scratch_bytes = 0;
+    void *p = NULL;
+    cudaError_t e =
+        ctx->async_alloc ? cudaMallocAsync(&p, want, ctx->stream) : cudaMalloc(&p, want);
+    if (e != cudaSuccess) {
+        char what[96];
+        snprintf(what, sizeof what, "cudaMalloc(op scratch of %zu bytes)", want);
+        k22_cuda_check_at(e, what, __FILE__, __LINE__);
+    }
+    ctx->scratch = p;
+    ctx->scratch_bytes = want;
+    return p;
+}
+
 /* Returns when host_src may be reused or freed: CUDA only promises that for pageable memory
  * loosely, so wait for the copy. Uploads are rare (weights once, one batch per step). */
 static void k22_cuda_to_device(void *vctx, void *dst, const void *host_src, size_t bytes)
@@ -106,6 +128,7 @@ static void k22_cuda_sync(void *vctx)
 static void k22_cuda_ctx_release(k22_cuda_ctx *ctx)
 {
     if (ctx->stream) cudaStreamSynchronize(ctx->stream);
+    if (ctx->scratch) cudaFree(ctx->scratch);
     if (ctx->partials) cudaFree(ctx->partials);
     if (ctx->workspace) cudaFree(ctx->workspace);
     if (ctx->lt) cublasLtDestroy(ctx->lt);
@@ -126,6 +149,21 @@ static void k22_cuda_destroy(k22_backend *self)
 
 /* ---- construction ---- */
 
+/* Chunk limits: 128 MiB of im2col columns, 256 MiB of attention scores; K22_CUDA_CHUNK_FLOATS (a
+ * positive integer) lowers both, for the tests of the banded paths. */
+static void k22_cuda_limits_init(k22_cuda_ctx *ctx)
+{
+    ctx->conv_col_floats = (int64_t)32 << 20;
+    ctx->attn_chunk_floats = (int64_t)64 << 20;
+    const char *s = getenv("K22_CUDA_CHUNK_FLOATS");
+    if (!s || !*s) return;
+    char *end;
+    long long v = strtoll(s, &end, 10);
+    if (*end || v < 1) K22_FATAL("K22_CUDA_CHUNK_FLOATS='%s': expected a positive integer", s);
+    if (v < ctx->conv_col_floats) ctx->conv_col_floats = v;
+    if (v < ctx->attn_chunk_floats) ctx->attn_chunk_floats = v;
+}
+
 /* Recoverable: no driver, no device, or the device refuses the context are user-facing
  * conditions (the caller may fall back to the CPU), so they fill err instead of dying. */
 static k22_status k22_cuda_ctx_init(k22_cuda_ctx *ctx, int device, k22_err *err)
@@ -140,6 +178,7 @@ static k22_status k22_cuda_ctx_init(k22_cuda_ctx *ctx, int device, k22_err *err)
         return k22_err_set(err, K22_ERR_ARG, "CUDA device %d requested but %d device%s visible",
                            device, count, count == 1 ? " is" : "s are");
     ctx->device = device;
+    k22_cuda_limits_init(ctx);
     if ((e = cudaSetDevice(device)) != cudaSuccess) goto cuda_fail;
     step = "cudaDeviceGetAttribute(cudaDevAttrMemoryPoolsSupported)";
     e = cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, device);
@@ -205,10 +244,38 @@ static void k22_cuda_table_fill(k22_backend *be)
     be->mul_bwd = k22_cuda_mul_bwd;
     be->scale_bwd = k22_cuda_scale_bwd;
 
+    be->conv2d_fwd = k22_cuda_conv2d_fwd;
+    be->conv2d_bwd = k22_cuda_conv2d_bwd;
+
+    be->group_norm_fwd = k22_cuda_group_norm_fwd;
+    be->group_norm_bwd = k22_cuda_group_norm_bwd;
+    be->layer_norm_fwd = k22_cuda_layer_norm_fwd;
+    be->layer_norm_bwd = k22_cuda_layer_norm_bwd;
+
+    be->softmax_fwd = k22_cuda_softmax_fwd;
+    be->softmax_bwd = k22_cuda_softmax_bwd;
+    be->attention_fwd = k22_cuda_attention_fwd;
+    be->attention_bwd = k22_cuda_attention_bwd;
+
+    be->concat_fwd = k22_cuda_concat_fwd;
+    be->concat_bwd = k22_cuda_concat_bwd;
+    be->permute_fwd = k22_cuda_permute_fwd;
+    be->permute_bwd = k22_cuda_permute_bwd;
+    be->upsample2x_fwd = k22_cuda_upsample2x_fwd;
+    be->upsample2x_bwd = k22_cuda_upsample2x_bwd;
+    be->avgpool2x_fwd = k22_cuda_avgpool2x_fwd;
+    be->avgpool2x_bwd = k22_cuda_avgpool2x_bwd;
+    be->resize_nearest_fwd = k22_cuda_resize_nearest_fwd;
+    be->chan_affine_fwd = k22_cuda_chan_affine_fwd;
+    be->chan_affine_bwd = k22_cuda_chan_affine_bwd;
+
+    be->timestep_embed_fwd = k22_cuda_timestep_embed_fwd;
+    be->timestep_embed_bwd = k22_cuda_timestep_embed_bwd;
+    be->mse_fwd = k22_cuda_mse_fwd;
+    be->mse_bwd = k22_cuda_mse_bwd;
+
     be->adamw_step = k22_cuda_adamw_step;
     be->sumsq = k22_cuda_sumsq;
-    /* conv2d, norms, softmax, attention, concat, permute, upsample, timestep embedding and mse
-     * stay NULL until their kernels land. */
 }
 
 /* Returns a backend on `device` (owned by the caller; release with k22_backend_free), or NULL

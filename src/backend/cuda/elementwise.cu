@@ -4,10 +4,6 @@
  * ops accumulate (+=), as ops.h requires. */
 #include "common.cuh"
 
-#define K22_GRID_STRIDE(i, n)                                                                      \
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n);                      \
-         i += (int64_t)gridDim.x * blockDim.x)
-
 #define K22_LAUNCH(kernel, n, ...)                                                                 \
     do {                                                                                           \
         if ((n) <= 0) return;                                                                      \

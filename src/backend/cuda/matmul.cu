@@ -9,12 +9,12 @@
 
 #include <stdio.h>
 
-/* The largest power of two <= 256 that divides a pointer (and, in a batch, the batch stride in
- * bytes). cuBLASLt's heuristic assumes 256-byte aligned operands unless told otherwise, and
- * k22 passes views into arenas at any float offset. */
-static uint32_t k22_cuda_align(const void *p, int64_t stride, int batch)
+/* The largest power of two <= 256 that divides a pointer, its leading dimension in bytes and, in
+ * a batch, the batch stride in bytes. cuBLASLt's heuristic assumes 256-byte aligned operands
+ * unless told otherwise, and k22 passes views into arenas at any float offset. */
+static uint32_t k22_cuda_align(const void *p, int64_t ld, int64_t stride, int batch)
 {
-    uintptr_t a = (uintptr_t)p;
+    uintptr_t a = (uintptr_t)p | (uintptr_t)ld * sizeof(float);
     if (batch > 1) a |= (uintptr_t)stride * sizeof(float);
     uint32_t al = 256;
     while (al > 4 && (a & (al - 1))) al >>= 1;
@@ -38,8 +38,9 @@ static void k22_cuda_layout(cublasLtMatrixLayout_t *l, uint64_t rows, uint64_t c
  * refusal (NOT_SUPPORTED when it finds no algorithm; the caller then splits the batch or dies);
  * errors of the other calls are fatal here. */
 static cublasStatus_t k22_cuda_lt_gemm(k22_cuda_ctx *ctx, int ta, int tb, int M, int N, int K,
-                                       float alpha, const float *A, int64_t sA, const float *Bm,
-                                       int64_t sB, float beta, float *C, int64_t sC, int batch)
+                                       float alpha, const float *A, int64_t lda, int64_t sA,
+                                       const float *Bm, int64_t ldb, int64_t sB, float beta,
+                                       float *C, int64_t ldc, int64_t sC, int batch)
 {
     cublasLtMatmulDesc_t op = NULL;
     cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
@@ -55,21 +56,21 @@ static cublasStatus_t k22_cuda_lt_gemm(k22_cuda_ctx *ctx, int ta, int tb, int M,
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa));
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
     if (tb)
-        k22_cuda_layout(&la, K, N, K, batch, sB);
+        k22_cuda_layout(&la, K, N, ldb, batch, sB);
     else
-        k22_cuda_layout(&la, N, K, N, batch, sB);
+        k22_cuda_layout(&la, N, K, ldb, batch, sB);
     if (ta)
-        k22_cuda_layout(&lb, M, K, M, batch, sA);
+        k22_cuda_layout(&lb, M, K, lda, batch, sA);
     else
-        k22_cuda_layout(&lb, K, M, K, batch, sA);
-    k22_cuda_layout(&lc, N, M, N, batch, sC); /* C^T: (N, M) column-major */
+        k22_cuda_layout(&lb, K, M, lda, batch, sA);
+    k22_cuda_layout(&lc, N, M, ldc, batch, sC); /* C^T: (N, M) column-major */
 
     CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
         pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ctx->workspace_bytes,
         sizeof ctx->workspace_bytes));
-    uint32_t al_a = k22_cuda_align(Bm, sB, batch), al_b = k22_cuda_align(A, sA, batch);
-    uint32_t al_c = k22_cuda_align(C, sC, batch);
+    uint32_t al_a = k22_cuda_align(Bm, ldb, sB, batch), al_b = k22_cuda_align(A, lda, sA, batch);
+    uint32_t al_c = k22_cuda_align(C, ldc, sC, batch);
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
         pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a, sizeof al_a));
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
@@ -93,39 +94,51 @@ static cublasStatus_t k22_cuda_lt_gemm(k22_cuda_ctx *ctx, int ta, int tb, int M,
     return s;
 }
 
+/* Row-major GEMM with leading dimensions; see common.cuh. */
+void k22_cuda_gemm(k22_cuda_ctx *ctx, int ta, int tb, int M, int N, int K, float alpha,
+                   const float *A, int64_t lda, int64_t sA, const float *Bm, int64_t ldb,
+                   int64_t sB, float beta, float *C, int64_t ldc, int64_t sC, int batch)
+{
+    K22_REQUIRE(M >= 0 && N >= 0 && K >= 0 && batch >= 0);
+    if (M == 0 || N == 0 || batch == 0) return;
+    if (K == 0) { /* empty sum: C = beta * C, and beta = 0 must clear NaN too */
+        if (beta == 1.0f) return;
+        for (int b = 0; b < batch; b++)
+            for (int r = 0; r < M; r++) {
+                float *Cr = C + (int64_t)b * sC + (int64_t)r * ldc;
+                if (beta == 0.0f)
+                    CUDA_CHECK(cudaMemsetAsync(Cr, 0, (size_t)N * sizeof(float), ctx->stream));
+                else
+                    k22_cuda_scale(ctx, Cr, Cr, beta, N);
+            }
+        return;
+    }
+    cublasStatus_t s = k22_cuda_lt_gemm(ctx, ta, tb, M, N, K, alpha, A, lda, sA, Bm, ldb, sB, beta,
+                                        C, ldc, sC, batch);
+    /* No batched algorithm for these strides (e.g. a broadcast operand): one call per item. */
+    if (s != CUBLAS_STATUS_SUCCESS && batch > 1) {
+        s = CUBLAS_STATUS_SUCCESS;
+        for (int b = 0; b < batch && s == CUBLAS_STATUS_SUCCESS; b++)
+            s = k22_cuda_lt_gemm(ctx, ta, tb, M, N, K, alpha, A + (int64_t)b * sA, lda, 0,
+                                 Bm + (int64_t)b * sB, ldb, 0, beta, C + (int64_t)b * sC, ldc, 0,
+                                 1);
+    }
+    if (s == CUBLAS_STATUS_SUCCESS) return;
+    K22_FATAL("cuBLASLt has no algorithm for matmul ta=%d tb=%d M=%d N=%d K=%d batch=%d "
+              "ld %lld/%lld/%lld strides %lld/%lld/%lld: %s (device %d)",
+              ta, tb, M, N, K, batch, (long long)lda, (long long)ldb, (long long)ldc,
+              (long long)sA, (long long)sB, (long long)sC, cublasLtGetStatusString(s),
+              ctx->device);
+}
+
 /* See ops.h. Strides are in floats; a stride of 0 repeats one operand over the batch. */
 void k22_cuda_matmul(void *vctx, int ta, int tb, int M, int N, int K, float alpha, const float *A,
                      int64_t sA, const float *Bm, int64_t sB, float beta, float *C, int64_t sC,
                      int batch)
 {
-    k22_cuda_ctx *ctx = K22_CUDA_CTX(vctx);
-    K22_REQUIRE(M >= 0 && N >= 0 && K >= 0 && batch >= 0);
-    if (M == 0 || N == 0 || batch == 0) return;
-    if (K == 0) { /* empty sum: C = beta * C, and beta = 0 must clear NaN too */
-        if (beta == 1.0f) return;
-        for (int b = 0; b < batch; b++) {
-            float *Cb = C + (int64_t)b * sC;
-            if (beta == 0.0f)
-                CUDA_CHECK(cudaMemsetAsync(Cb, 0, (size_t)M * N * sizeof(float), ctx->stream));
-            else
-                k22_cuda_scale(ctx, Cb, Cb, beta, (int64_t)M * N);
-        }
-        return;
-    }
-    cublasStatus_t s = k22_cuda_lt_gemm(ctx, ta, tb, M, N, K, alpha, A, sA, Bm, sB, beta, C, sC,
-                                        batch);
-    /* No batched algorithm for these strides (e.g. a broadcast operand): one call per item. */
-    if (s != CUBLAS_STATUS_SUCCESS && batch > 1) {
-        s = CUBLAS_STATUS_SUCCESS;
-        for (int b = 0; b < batch && s == CUBLAS_STATUS_SUCCESS; b++)
-            s = k22_cuda_lt_gemm(ctx, ta, tb, M, N, K, alpha, A + (int64_t)b * sA, 0,
-                                 Bm + (int64_t)b * sB, 0, beta, C + (int64_t)b * sC, 0, 1);
-    }
-    if (s == CUBLAS_STATUS_SUCCESS) return;
-    K22_FATAL("cuBLASLt has no algorithm for matmul ta=%d tb=%d M=%d N=%d K=%d batch=%d "
-              "strides %lld/%lld/%lld: %s (device %d)",
-              ta, tb, M, N, K, batch, (long long)sA, (long long)sB, (long long)sC,
-              cublasLtGetStatusString(s), ctx->device);
+    /* Dense operands: the leading dimension is the stored row length. */
+    k22_cuda_gemm(K22_CUDA_CTX(vctx), ta, tb, M, N, K, alpha, A, ta ? M : K, sA, Bm, tb ? K : N,
+                  sB, beta, C, N, sC, batch);
 }
 
 /* y (N, O) += b (O) broadcast over rows. */

@@ -1,36 +1,32 @@
 /* optim.cu: the AdamW step and the sum of squares behind gradient-norm clipping.
  *
- * AdamW follows ops.h (torch.optim.AdamW, single-tensor path) operation by operation, with
- * explicit round-to-nearest intrinsics so nvcc cannot fuse a multiply and an add into an FMA:
- * the CPU reference rounds every step, and so must this kernel to match it to the last bit or
- * nearly. The sum of squares uses a fixed block count and a fixed reduction tree, so it is
- * deterministic run to run (no atomics). */
+ * AdamW follows the CPU reference operation by operation with explicit round-to-nearest
+ * intrinsics (nvcc would otherwise contract other multiply-adds into FMAs), so the two backends
+ * agree to the bit. The sum of squares uses a fixed block count and a fixed reduction tree, so it
+ * is deterministic run to run (no atomics). */
 #include "common.cuh"
 
 #include <math.h>
 
-/* Per element, in ops.h's order:
- *   p *= decay;  m = lerp(m, g, w1);  v = b2*v + w2*g*g;
- *   p -= step_size * m / (sqrt(v)/bc2_sqrt + eps)
- * with decay = 1 - lr*wd, w1 = 1 - b1, w2 = 1 - b2, step_size = lr/bc1 (host, double, rounded). */
+/* k22_adamw_scalars_of: the step's scalars, formed once on the host for every backend. */
+extern "C" {
+#include "../cpu/cpu_ops.h"
+}
+
+/* Per element, the CPU reference's expression for expression (src/backend/cpu/ref_optim.c, which
+ * matches torch 2.15's AdamW bit for bit): the lerp and the addcmul are the fused multiply-adds
+ * torch's kernels compile to, every other operation is rounded on its own. */
 __global__ void k22_adamw_kernel(float *p, const float *g, float *m, float *v, int64_t n,
-                                 float decay, float w1, float b2, float w2, float step_size,
-                                 float bc2_sqrt, float eps)
+                                 k22_adamw_scalars s)
 {
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
-         i += (int64_t)gridDim.x * blockDim.x) {
+    K22_GRID_STRIDE(i, n)
+    {
         float gi = g[i];
-        float pi = __fmul_rn(p[i], decay);
-        float mi = m[i];
-        /* torch's lerp: the form that is exact at its nearer end. */
-        if (w1 < 0.5f)
-            mi = __fadd_rn(mi, __fmul_rn(w1, __fsub_rn(gi, mi)));
-        else
-            mi = __fsub_rn(gi, __fmul_rn(__fsub_rn(gi, mi), __fsub_rn(1.0f, w1)));
-        float vi = __fadd_rn(__fmul_rn(b2, v[i]), __fmul_rn(__fmul_rn(w2, gi), gi));
-        float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(vi), bc2_sqrt), eps);
-        pi = __fsub_rn(pi, __fdiv_rn(__fmul_rn(step_size, mi), denom));
-        p[i] = pi;
+        float pi = __fmul_rn(p[i], s.decay);
+        float mi = __fmaf_rn(s.one_m_b1, __fsub_rn(gi, m[i]), m[i]);
+        float vi = __fmaf_rn(__fmul_rn(s.one_m_b2, gi), gi, __fmul_rn(v[i], s.b2));
+        float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(vi), s.bc2_sqrt), s.eps);
+        p[i] = __fadd_rn(pi, __fdiv_rn(__fmul_rn(s.neg_step, mi), denom));
         m[i] = mi;
         v[i] = vi;
     }
@@ -42,14 +38,8 @@ void k22_cuda_adamw_step(void *vctx, float *p, const float *g, float *m, float *
     k22_cuda_ctx *ctx = K22_CUDA_CTX(vctx);
     K22_REQUIRE(h->step >= 1);
     if (n <= 0) return;
-    double bc1 = 1.0 - pow((double)h->beta1, (double)h->step);
-    double bc2 = 1.0 - pow((double)h->beta2, (double)h->step);
-    float decay = (float)(1.0 - (double)h->lr * (double)h->weight_decay);
-    float w1 = (float)(1.0 - (double)h->beta1), w2 = (float)(1.0 - (double)h->beta2);
-    float step_size = (float)((double)h->lr / bc1);
-    float bc2_sqrt = (float)sqrt(bc2);
-    k22_adamw_kernel<<<k22_cuda_blocks(n), K22_CUDA_THREADS, 0, ctx->stream>>>(
-        p, g, m, v, n, decay, w1, h->beta2, w2, step_size, bc2_sqrt, h->eps);
+    k22_adamw_scalars s = k22_adamw_scalars_of(h); /* the same scalars as the CPU */
+    k22_adamw_kernel<<<k22_cuda_blocks(n), K22_CUDA_THREADS, 0, ctx->stream>>>(p, g, m, v, n, s);
     CUDA_CHECK_LAUNCH();
 }
 

@@ -1,0 +1,151 @@
+/* cuda_runtime.h (emulator): just enough of the CUDA runtime and of CUDA C++ to compile
+ * the .cu files of src/backend/cuda with a host C++ compiler and run every kernel on the CPU, so
+ * the CUDA backend's logic (indexing, masks, reductions, accumulation) is checked where no GPU
+ * exists. tests/cuda/emu/run builds it; it is a test tool, never part of k22.
+ *
+ * Model: "device" memory is host memory; a kernel launch runs its blocks one after another, and
+ * the threads of a block as cooperative fibers (ucontext) that switch at __syncthreads, so block
+ * barriers and __shared__ arrays (function statics: one block lives at a time) behave as on a
+ * GPU. Launches are synchronous. Warp intrinsics are not emulated. */
+#ifndef K22_EMU_CUDA_RUNTIME_H
+#define K22_EMU_CUDA_RUNTIME_H
+
+#include <functional>
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __shared__ static
+#define __launch_bounds__(...)
+
+struct uint3 {
+    unsigned x, y, z;
+};
+struct dim3 {
+    unsigned x, y, z;
+    dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {}
+};
+extern uint3 threadIdx, blockIdx;
+extern dim3 blockDim, gridDim;
+
+typedef enum {
+    cudaSuccess = 0,
+    cudaErrorInvalidValue = 1,
+    cudaErrorMemoryAllocation = 2,
+    cudaErrorInvalidConfiguration = 9,
+    cudaErrorInvalidDevice = 101,
+    cudaErrorNoDevice = 100,
+} cudaError_t;
+typedef enum {
+    cudaMemcpyHostToHost,
+    cudaMemcpyHostToDevice,
+    cudaMemcpyDeviceToHost,
+    cudaMemcpyDeviceToDevice,
+    cudaMemcpyDefault
+} cudaMemcpyKind;
+typedef enum { cudaDevAttrMemoryPoolsSupported = 115 } cudaDeviceAttr;
+typedef enum { cudaMemPoolAttrReleaseThreshold = 4 } cudaMemPoolAttr;
+typedef struct k22_emu_stream *cudaStream_t;
+typedef struct k22_emu_pool *cudaMemPool_t;
+#define cudaStreamNonBlocking 1
+
+cudaError_t cudaGetDeviceCount(int *n);
+cudaError_t cudaSetDevice(int d);
+cudaError_t cudaGetDevice(int *d);
+cudaError_t cudaDeviceGetAttribute(int *v, cudaDeviceAttr a, int d);
+cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t *p, int d);
+cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t p, cudaMemPoolAttr a, void *v);
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags);
+cudaError_t cudaStreamDestroy(cudaStream_t s);
+cudaError_t cudaStreamSynchronize(cudaStream_t s);
+cudaError_t cudaDeviceSynchronize(void);
+cudaError_t cudaMalloc(void **p, size_t n);
+cudaError_t cudaMallocAsync(void **p, size_t n, cudaStream_t s);
+cudaError_t cudaFree(void *p);
+cudaError_t cudaFreeAsync(void *p, cudaStream_t s);
+cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, cudaMemcpyKind k, cudaStream_t st);
+cudaError_t cudaMemcpy(void *d, const void *s, size_t n, cudaMemcpyKind k);
+cudaError_t cudaMemcpy2DAsync(void *d, size_t dp, const void *s, size_t sp, size_t w, size_t h,
+                              cudaMemcpyKind k, cudaStream_t st);
+cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t s);
+cudaError_t cudaGetLastError(void);
+const char *cudaGetErrorString(cudaError_t e);
+const char *cudaGetErrorName(cudaError_t e);
+
+/* Exact float intrinsics: the emulator is built with -ffp-contract=off. */
+static inline float __fmul_rn(float a, float b) {
+    return a * b;
+}
+static inline float __fadd_rn(float a, float b) {
+    return a + b;
+}
+static inline float __fsub_rn(float a, float b) {
+    return a - b;
+}
+static inline float __fdiv_rn(float a, float b) {
+    return a / b;
+}
+static inline float __fsqrt_rn(float a) {
+    return sqrtf(a);
+}
+static inline float __fmaf_rn(float a, float b, float c) {
+    return fmaf(a, b, c);
+}
+static inline double __dmul_rn(double a, double b) {
+    return a * b;
+}
+static inline double __dadd_rn(double a, double b) {
+    return a + b;
+}
+static inline float __int_as_float(int i) {
+    float f;
+    memcpy(&f, &i, 4);
+    return f;
+}
+static inline float __saturatef(float x) {
+    return x < 0 ? 0 : (x > 1 ? 1 : x);
+}
+template <class T> static inline T min(T a, T b) {
+    return a < b ? a : b;
+}
+template <class T> static inline T max(T a, T b) {
+    return a > b ? a : b;
+}
+static inline float atomicAdd(float *p, float v) {
+    float o = *p;
+    *p = o + v;
+    return o;
+}
+static inline double atomicAdd(double *p, double v) {
+    double o = *p;
+    *p = o + v;
+    return o;
+}
+
+void __syncthreads(void);
+
+/* Runs fn for every thread of every block (see the header comment). */
+void k22_emu_run(dim3 grid, dim3 block, size_t shmem, const std::function<void()> &fn);
+
+template <class... P> struct k22_emu_launcher {
+    void (*k)(P...);
+    dim3 g, b;
+    size_t shm;
+    template <class... A> void operator()(A... a) const {
+        auto kk = k;
+        std::function<void()> fn = [=]() { kk(static_cast<P>(a)...); };
+        k22_emu_run(g, b, shm, fn);
+    }
+};
+template <class... P>
+k22_emu_launcher<P...> k22_emu_launch(void (*k)(P...), dim3 g, dim3 b, size_t shm = 0,
+                                      cudaStream_t s = 0) {
+    return k22_emu_launcher<P...>{k, g, b, shm};
+}
+
+#endif
