@@ -68,10 +68,15 @@ fixtures: build $(VENV)/.done
 conformance: build $(VENV)/.done
 	$(VENV)/bin/python tools/reference/conformance.py --k22 build/k22
 
+# BENCH_ARGS go to bench/train_vs_torch.sh: empty = tiny models on the CPU; on a GPU machine
+# `make bench BENCH_ARGS="--size full --device cuda"` (bench/NOTES.md: with the gpu-bundle build,
+# run bench/train_vs_torch.sh there directly with --bin).
+BENCH_ARGS ?=
 bench: build
 	@build/bench_ops
 	@bench/prior_step.sh
 	@bench/decoder_step.sh
+	@bench/train_vs_torch.sh $(BENCH_ARGS)
 
 clean:
 	rm -rf build build-asan build-cuda build-fuzz build.log build-asan.log build-cuda.log build-fuzz.log

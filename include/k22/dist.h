@@ -36,6 +36,17 @@ void k22_dist_allreduce_mean_f32(const k22_dist *d, float *buf, int64_t n);
  * of two, else within one rounding); otherwise through host staging (to_host, the host path,
  * to_device; the CPU backends' buffers are host memory already, but the copy keeps one path). */
 void k22_dist_allreduce_mean_backend(k22_dist *d, const k22_backend *be, float *buf, int64_t n);
+/* ZeRO-1 (--zero_stage 1): a buffer of world * n floats is cut into world blocks of n, rank r
+ * owning floats [r n, (r + 1) n). Backend memory; NCCL on GPU ranks where it serves (dist.h's
+ * rule above), else host staging and MPI (MPI_Reduce_scatter_block, MPI_Allgather: n is an MPI
+ * count, at most INT_MAX; past it the job ends with a message).
+ * out (n floats) = (sum over ranks of this rank's block of buf) * (1 / world): the block the
+ * all-reduce above would leave there, bit for bit on the MPI path with 2 ranks (a + b is
+ * commutative; with more ranks MPI may add in another order). */
+void k22_dist_reduce_scatter_mean_backend(k22_dist *d, const k22_backend *be, const float *buf, float *out,
+                                          int64_t n);
+/* In place over world * n floats: every rank's block ends up on every rank. */
+void k22_dist_allgather_backend(k22_dist *d, const k22_backend *be, float *buf, int64_t n);
 /* The GPU rule, in one place: "--device cuda" takes GPU (local rank mod visible devices), the
  * local rank being this process's index among the job's ranks on its node:
  * OMPI_COMM_WORLD_LOCAL_RANK (mpirun), MPI_LOCALRANKID (MPICH), SLURM_LOCALID (srun), else, when
@@ -51,6 +62,11 @@ k22_status k22_dist_gpu_pick(int *device, k22_err *err);
  * rank): a build without NCCL, K22_NCCL=0, or ranks sharing a GPU (NCCL refuses that). The first
  * call makes the communicator: rank 0's ncclUniqueId broadcast over MPI_COMM_WORLD. */
 int k22_dist_nccl_allreduce_sum(k22_dist *d, const k22_backend *be, float *buf, int64_t n);
+/* The same answer for ZeRO-1: recv (n floats) = sum over ranks of this rank's block of send
+ * (world * n floats); and the in-place all-gather of buf (world * n floats). */
+int k22_dist_nccl_reduce_scatter_sum(k22_dist *d, const k22_backend *be, const float *send, float *recv,
+                                     int64_t n);
+int k22_dist_nccl_allgather(k22_dist *d, const k22_backend *be, float *buf, int64_t n);
 /* Destroys the communicator (k22_dist_finalize calls it). */
 void k22_dist_nccl_free(k22_dist *d);
 

@@ -21,6 +21,9 @@
  * losses and weights of an uninterrupted one bit for bit. The diffusers scripts do not: they set
  * first_epoch = N // updates_per_epoch and restart at the top of that epoch, training again on
  * its first batches (reference-math.md section 1).
+ * --zero_stage 1 shards the AdamW moments and the EMA over the ranks (optim.h); checkpoints keep
+ * the same format (rank 0 gathers the whole state before writing), so a run resumes under either
+ * stage and on another rank count, and validation images draw with the gathered EMA.
  * Rank 0 appends every optimizer step to OUT/metrics.jsonl ({"step", "epoch", "loss", "lr",
  * "grad_norm", "skipped", "time_s"}, loss and lr with 17 digits) and, with --validation_split,
  * the held-out loss at each checkpoint and at the end ({"step", "val_loss", "val_samples"}).
@@ -55,6 +58,7 @@ typedef struct {
     int64_t validation_resolution;  /* image side; 0: the pack's resolution */
     const char *other_for_validation; /* train-prior: the decoder pipeline; train-decoder: the prior */
     int use_ema, gradient_checkpointing;
+    int64_t zero_stage;        /* 0 | 1: ZeRO-1 sharding of the optimizer state over the ranks (optim.h) */
     json_t *settings;          /* the resolved options, saved in checkpoints (borrowed) */
 } k22_train_opts;
 

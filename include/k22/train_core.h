@@ -24,6 +24,8 @@ typedef struct {
     int use_ema;                      /* 0 */
     int gradient_checkpointing;       /* 0; the arena is sized for the mode chosen here */
     int micro_batch;                  /* the largest B a micro-step is given */
+    int zero_stage;                   /* 0; 1: ZeRO-1 optimizer state sharding (optim.h) */
+    k22_dist *dist;                   /* NULL: one process; else the ranks the sync exchanges with */
 } k22_train_hparams;
 
 /* The scripts' defaults; max_train_steps 1 and micro_batch 1 until the caller sets them. */
@@ -70,8 +72,8 @@ void k22_train_core_end_micro(k22_train_core *c, float loss);
 float k22_train_core_loss(const k22_train_core *c, const float *dev);
 /* 1 when A micro-steps have run since the last sync. */
 int k22_train_core_sync_due(const k22_train_core *c);
-/* The optimizer step after 1..A micro-steps: clip, AdamW at this step's lr, zero the gradients,
- * EMA. Fills log when non-NULL. A non-finite gradient norm skips the update (optim.h): the step
+/* The optimizer step after 1..A micro-steps (every rank of hp.dist calls it): the gradient mean
+ * over the ranks, clip, AdamW at this step's lr, zero the gradients, EMA (k22_optim_step). Fills log when non-NULL. A non-finite gradient norm skips the update (optim.h): the step
  * is not counted (global_step stays), nonfinite_run/total go up and log->skipped is 1. */
 void k22_train_core_sync(k22_train_core *c, k22_train_step_log *log);
 /* Writes the trained weights (ema != 0: the EMA shadow, which needs use_ema) as a diffusers

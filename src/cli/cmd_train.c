@@ -101,6 +101,9 @@ static int run_train(int argc, char **argv, k22_pipe_kind stage)
          NULL, NULL, 0},
         {"validation_resolution", K22_OPT_INT, &t.validation_resolution, "0",
          "side of the validation images (0: the pack's resolution)", NULL, NULL, 0},
+        {"zero_stage", K22_OPT_INT, &t.zero_stage, "0",
+         "k22: 1 shards the AdamW moments and the EMA over the ranks (ZeRO-1: gradients reduce-scattered, weights "
+         "all-gathered; same results and checkpoints); 0 keeps them whole on every rank", NULL, NULL, 0},
         {"stop_at_step", K22_OPT_INT, &t.stop_at_step, "0", "k22: checkpoint and exit 99 after step N, as after a signal (0: off)", NULL, NULL, 0},
     };
     k22_cmd_spec spec = {

@@ -86,17 +86,47 @@ static void nccl_open(k22_dist *d)
                 d->world);
 }
 
+/* The job's communicator with the backend's work finished, or NULL: use MPI. */
+static nccl_state *nccl_ready(k22_dist *d, const k22_backend *be)
+{
+    if (be->dev != K22_DEV_CUDA || d->nccl_off) return NULL;
+    if (!d->nccl) nccl_open(d);
+    if (!d->nccl) return NULL;
+    /* The buffers were written on the backend's stream, which NCCL's cannot wait on from
+     * here: the host waits for it instead, once per exchange (sumsq waits anyway). */
+    be->sync(be->ctx);
+    return d->nccl;
+}
+
 int k22_dist_nccl_allreduce_sum(k22_dist *d, const k22_backend *be, float *buf, int64_t n)
 {
-    if (be->dev != K22_DEV_CUDA || d->nccl_off) return 0;
-    if (!d->nccl) nccl_open(d);
-    if (!d->nccl) return 0;
-    nccl_state *s = d->nccl;
+    nccl_state *s = nccl_ready(d, be);
+    if (!s) return 0;
     if (n <= 0) return 1;
-    /* The gradients were written on the backend's stream, which NCCL's cannot wait on from
-     * here: the host waits for it instead, once per optimizer step (sumsq waits anyway). */
-    be->sync(be->ctx);
     NCCL_CHECK(ncclAllReduce(buf, buf, (size_t)n, ncclFloat32, ncclSum, s->comm, s->stream), s->device);
+    CUDA_CHECK(cudaStreamSynchronize(s->stream), s->device);
+    return 1;
+}
+
+int k22_dist_nccl_reduce_scatter_sum(k22_dist *d, const k22_backend *be, const float *send, float *recv,
+                                     int64_t n)
+{
+    nccl_state *s = nccl_ready(d, be);
+    if (!s) return 0;
+    if (n <= 0) return 1;
+    NCCL_CHECK(ncclReduceScatter(send, recv, (size_t)n, ncclFloat32, ncclSum, s->comm, s->stream), s->device);
+    CUDA_CHECK(cudaStreamSynchronize(s->stream), s->device);
+    return 1;
+}
+
+int k22_dist_nccl_allgather(k22_dist *d, const k22_backend *be, float *buf, int64_t n)
+{
+    nccl_state *s = nccl_ready(d, be);
+    if (!s) return 0;
+    if (n <= 0) return 1;
+    /* In place: NCCL takes send == recv + rank * n as the in-place form. */
+    const float *mine = buf + (size_t)n * (size_t)d->rank;
+    NCCL_CHECK(ncclAllGather(mine, buf, (size_t)n, ncclFloat32, s->comm, s->stream), s->device);
     CUDA_CHECK(cudaStreamSynchronize(s->stream), s->device);
     return 1;
 }
@@ -121,10 +151,22 @@ int k22_dist_nccl_allreduce_sum(k22_dist *d, const k22_backend *be, float *buf, 
 {
     (void)buf, (void)n;
     if (be->dev == K22_DEV_CUDA && !d->nccl_off && d->rank == 0)
-        fprintf(stderr, "k22: this k22 was built without NCCL: gradients are all-reduced through host memory "
+        fprintf(stderr, "k22: this k22 was built without NCCL: gradients are exchanged through host memory "
                         "and MPI\n");
     d->nccl_off = 1;
     return 0;
+}
+
+int k22_dist_nccl_reduce_scatter_sum(k22_dist *d, const k22_backend *be, const float *send, float *recv,
+                                     int64_t n)
+{
+    (void)send;
+    return k22_dist_nccl_allreduce_sum(d, be, recv, n);
+}
+
+int k22_dist_nccl_allgather(k22_dist *d, const k22_backend *be, float *buf, int64_t n)
+{
+    return k22_dist_nccl_allreduce_sum(d, be, buf, n);
 }
 
 void k22_dist_nccl_free(k22_dist *d)

@@ -48,6 +48,8 @@ static k22_status check_opts(const k22_train_opts *o, k22_err *err)
     if (o->validation_epochs < 1 || o->validation_resolution < 0 || o->validation_resolution > 4096)
         return k22_err_set(err, K22_ERR_ARG, "--validation_epochs must be >= 1 and --validation_resolution in "
                            "0..4096");
+    if (o->zero_stage < 0 || o->zero_stage > 1)
+        return k22_err_set(err, K22_ERR_ARG, "--zero_stage %lld: must be 0 or 1", (long long)o->zero_stage);
     if (!(o->validation_split >= 0 && o->validation_split <= 0.5))
         return k22_err_set(err, K22_ERR_ARG, "--validation_split %g: must lie in [0, 0.5]", o->validation_split);
     return K22_OK;
@@ -160,16 +162,18 @@ static void print_plan(const k22_run *r)
            (long long)r->d->world * r->B * r->A, (long long)r->n_train, (long long)r->n_val,
            (long long)r->steps_per_epoch, (long long)r->updates_per_epoch, (long long)r->max_steps,
            (long long)r->epochs);
+    /* What ZeRO-1 saves; the activations, weights and gradients are the same either way. */
+    const k22_optim *op = r->prior ? &r->pt.core.opt : &r->dt.core.opt;
+    printf("k22: optimizer state (AdamW moments%s) per rank: %lld bytes with --zero_stage 1, %lld bytes with "
+           "--zero_stage 0 (this run: %lld)\n", op->S ? " + EMA" : "", (long long)k22_optim_state_bytes(op, 1),
+           (long long)k22_optim_state_bytes(op, 0), (long long)k22_optim_state_bytes(op, op->zero));
     fflush(stdout);
 }
 
-/* One optimizer step's end: all-reduce, sync, log. Returns 1 when the step was skipped (a
- * non-finite gradient norm: the same on every rank, as the gradients are all-reduced). */
+/* One optimizer step's end: sync (the gradient exchange included), log. Returns 1 when the step
+ * was skipped (a non-finite global gradient norm: the same on every rank). */
 static int finish_step(k22_run *r, k22_log *lg)
 {
-    int64_t n;
-    float *G = k22_run_grads(r, &n);
-    k22_dist_allreduce_mean_backend(r->d, r->be, G, n);
     k22_train_step_log l;
     k22_run_sync(r, &l);
     l.loss = k22_dist_mean_f64(r->d, l.loss);
@@ -266,9 +270,9 @@ int k22_train_run(const k22_train_opts *o, k22_dist *d)
     rc = train(&r, &lg, &err);
     if (rc == 0) validate(&r, &lg), k22_run_images(&r, &lg);
     k22_log_close(&lg);
-    if (rc == 0 && d->rank == 0) {
+    if (rc == 0) {
         if (k22_run_save_final(&r, &err)) K22_FATAL("writing %s: %s", o->output_dir, err.msg);
-        printf("k22: training done; pipeline written to %s\n", o->output_dir);
+        if (d->rank == 0) printf("k22: training done; pipeline written to %s\n", o->output_dir);
     }
     k22_dist_barrier(d);
 out:

@@ -3,7 +3,9 @@
  * --use_ema, as the scripts validate) and writes OUT/validation/step-N.png, one grid of the
  * prompts, and a metrics.jsonl line naming it and the prompts. train-prior takes the decoder
  * from --decoder_for_validation (without it, no images: the held-out loss of --validation_split
- * is the prior's measure); train-decoder takes the prior from --prior_for_validation. */
+ * is the prior's measure); train-decoder takes the prior from --prior_for_validation. Under
+ * --zero_stage 1 the EMA is sharded: every rank gathers it into the gradient buffer (whole and
+ * free between optimizer steps) for the drawing, and zeroes that again after. */
 #include "loop_internal.h"
 
 #include "k22/fsutil.h"
@@ -34,11 +36,15 @@ k22_status k22_run_images_open(k22_run *r, k22_err *err)
     }
     if (r->d->rank) return K22_OK;
     k22_status st = k22_sampler_open_on(&r->sampler, prior, decoder, r->be, err);
-    if (st) return st;
+    if (st) {
+        k22_err_prefix(err, "validation images (--%s %s)", r->prior ? "decoder_for_validation" : "prior_for_validation",
+                       o->other_for_validation);
+        return st;
+    }
     /* The trained component runs with the trainer's buffer: no copy, always current. */
     k22_train_core *c = k22_run_core(r);
-    st = k22_sampler_use_weights(r->sampler, r->prior ? K22_MODEL_PRIOR : K22_MODEL_UNET, &c->ps,
-                                 c->opt.S ? c->opt.S : c->opt.P, err);
+    const float *w = !c->opt.S ? c->opt.P : c->opt.zero ? c->opt.G : c->opt.S;
+    st = k22_sampler_use_weights(r->sampler, r->prior ? K22_MODEL_PRIOR : K22_MODEL_UNET, &c->ps, w, err);
     if (!st) {
         int lh, lw;
         st = k22_sampler_sizes(r->sampler, r->val_size, r->val_size, &lh, &lw, &r->val_h, &r->val_w, err);
@@ -71,6 +77,8 @@ void k22_run_images(k22_run *r, k22_log *lg)
     int64_t step = k22_run_global_step(r);
     if (!r->o->validation_prompts.n || step == r->images_step) return;
     r->images_step = step;
+    k22_optim *opt = &k22_run_core(r)->opt;
+    const float *ema = opt->S && opt->zero ? k22_optim_gather_begin(opt, opt->S) : NULL;
     if (r->d->rank == 0 && r->sampler) {
         const k22_train_opts *o = r->o;
         double t0 = k22_now_s();
@@ -104,5 +112,6 @@ void k22_run_images(k22_run *r, k22_log *lg)
         lg->open_line = 0;
         fflush(stdout);
     }
+    if (ema) k22_optim_gather_end(opt);
     k22_dist_barrier(r->d);
 }

@@ -57,7 +57,6 @@ k22_status k22_run_stage_init(k22_run *r, k22_err *err);
 k22_status k22_run_read_batch(k22_run *r, int64_t step, k22_err *err);
 double k22_run_micro_step(k22_run *r);
 void k22_run_sync(k22_run *r, k22_train_step_log *log);
-float *k22_run_grads(k22_run *r, int64_t *n);
 k22_train_core *k22_run_core(k22_run *r); /* the trainer's shared part (pt or dt) */
 int64_t k22_run_global_step(const k22_run *r);
 void k22_run_stage_free(k22_run *r);
@@ -80,9 +79,10 @@ k22_status k22_run_images_open(k22_run *r, k22_err *err);
 void k22_run_images(k22_run *r, k22_log *lg);
 void k22_run_images_close(k22_run *r);
 
-/* loop_out.c */
+/* loop_out.c. k22_run_checkpoint: every rank, between optimizer steps (it gathers the state). */
 void k22_run_checkpoint(k22_run *r, int64_t epoch, int64_t epoch_pos);
 k22_status k22_run_resume(k22_run *r, const char *ckpt, k22_err *err);
+/* Every rank calls it (the EMA may be sharded); rank 0 writes the final folder. */
 k22_status k22_run_save_final(k22_run *r, k22_err *err);
 
 #endif

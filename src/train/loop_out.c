@@ -1,5 +1,6 @@
 /* loop_out.c: the training run's writes and reads of disk: checkpoints (ckpt.h), resuming from
- * one, and the final pipeline folder. */
+ * one, and the final pipeline folder. Rank 0 writes; under --zero_stage 1 every rank first takes
+ * part in gathering the sharded optimizer state, so the files are those of an unsharded run. */
 #include "loop_internal.h"
 
 #include "k22/fsutil.h"
@@ -12,7 +13,7 @@
 #include <sys/stat.h>
 
 typedef struct {
-    float *P, *M, *V, *S;
+    k22_optim *opt;
     int64_t total;
     k22_ema *ema;
     int64_t *global_step;
@@ -23,17 +24,45 @@ static bufs run_bufs(k22_run *r)
 {
     k22_train_core *c = k22_run_core(r);
     k22_optim *o = &c->opt;
-    return (bufs){o->P, o->M, o->V, o->S, o->total, &o->ema, &c->global_step,
-                  r->prior ? "prior" : "unet", r->prior ? "prior_ema" : "unet_ema"};
+    return (bufs){o, o->total, &o->ema, &c->global_step, r->prior ? "prior" : "unet",
+                  r->prior ? "prior_ema" : "unet_ema"};
 }
 
-static k22_status save_component(k22_run *r, const char *dir, int ema, k22_err *err)
+/* The whole optimizer state in rank 0's host memory (total floats each; NULL on the other ranks,
+ * and s without EMA). */
+typedef struct {
+    float *m, *v, *s;
+} host_state;
+
+/* Every rank calls it (collectives under ZeRO-1); moments: also M and V, else only the EMA. */
+static void host_state_gather(k22_run *r, host_state *h, int moments)
 {
-    return k22_train_core_save(k22_run_core(r), dir, ema, err);
+    k22_optim *o = &k22_run_core(r)->opt;
+    size_t bytes = (size_t)o->total * sizeof(float);
+    int root = r->d->rank == 0;
+    memset(h, 0, sizeof *h);
+    if (root && moments) h->m = k22_xmalloc(bytes), h->v = k22_xmalloc(bytes);
+    if (root && o->S) h->s = k22_xmalloc(bytes);
+    if (moments) k22_optim_gather(o, o->M, h->m), k22_optim_gather(o, o->V, h->v);
+    if (o->S) k22_optim_gather(o, o->S, h->s);
 }
 
-static k22_status write_checkpoint(k22_run *r, int64_t epoch, int64_t epoch_pos, char *final,
-                                   size_t n, k22_err *err)
+static void host_state_free(host_state *h)
+{
+    free(h->m);
+    free(h->v);
+    free(h->s);
+}
+
+/* The weights (w NULL: the trained ones, whole on every rank) or the host copy w. */
+static k22_status save_component(k22_run *r, const char *dir, const float *w, k22_err *err)
+{
+    k22_train_core *c = k22_run_core(r);
+    return w ? k22_optim_save_host(w, dir, &c->cfg, &c->ps, err) : k22_train_core_save(c, dir, 0, err);
+}
+
+static k22_status write_checkpoint(k22_run *r, const host_state *h, int64_t epoch, int64_t epoch_pos,
+                                   char *final, size_t n, k22_err *err)
 {
     const k22_train_opts *o = r->o;
     bufs b = run_bufs(r);
@@ -44,9 +73,9 @@ static k22_status write_checkpoint(k22_run *r, int64_t epoch, int64_t epoch_pos,
     if (!st) st = k22_fs_rm_rf(tmp, err);
     if (!st) st = k22_ckpt_prune(o->output_dir, o->checkpoints_total_limit, err);
     if (!st) st = k22_fs_join(p, sizeof p, tmp, b.comp, err);
-    if (!st) st = save_component(r, p, 0, err);
-    if (!st && b.S) st = k22_fs_join(p, sizeof p, tmp, b.comp_ema, err);
-    if (!st && b.S) st = save_component(r, p, 1, err);
+    if (!st) st = save_component(r, p, NULL, err);
+    if (!st && h->s) st = k22_fs_join(p, sizeof p, tmp, b.comp_ema, err);
+    if (!st && h->s) st = save_component(r, p, h->s, err);
     if (st) return st;
     k22_ckpt_state s = {0};
     snprintf(s.stage, sizeof s.stage, "%s", r->prior ? "prior" : "decoder");
@@ -61,30 +90,27 @@ static k22_status write_checkpoint(k22_run *r, int64_t epoch, int64_t epoch_pos,
     s.ema_step = b.ema->optimization_step;
     s.ema_decay = b.ema->cur_decay;
     s.hparams = o->settings;
-    size_t bytes = (size_t)b.total * sizeof(float);
-    float *m = k22_xmalloc(bytes), *v = k22_xmalloc(bytes);
-    r->be->to_host(r->be->ctx, m, b.M, bytes);
-    r->be->to_host(r->be->ctx, v, b.V, bytes);
     st = k22_fs_join(p, sizeof p, tmp, "k22_state", err);
-    if (!st) st = k22_ckpt_state_write(p, &s, m, v, b.total, err);
-    free(m);
-    free(v);
+    if (!st) st = k22_ckpt_state_write(p, &s, h->m, h->v, b.total, err);
     if (!st) st = k22_ckpt_commit(tmp, final, err);
     return st;
 }
 
 void k22_run_checkpoint(k22_run *r, int64_t epoch, int64_t epoch_pos)
 {
+    host_state h;
+    host_state_gather(r, &h, 1);
     if (r->d->rank == 0) {
         k22_err err;
         k22_err_clear(&err);
         char final[4096];
         /* The other ranks wait in the barrier below: a failed write must end them all. */
-        if (write_checkpoint(r, epoch, epoch_pos, final, sizeof final, &err))
+        if (write_checkpoint(r, &h, epoch, epoch_pos, final, sizeof final, &err))
             K22_FATAL("writing a checkpoint: %s", err.msg);
         printf("k22: saved %s\n", final);
         fflush(stdout);
     }
+    host_state_free(&h);
     k22_dist_barrier(r->d);
 }
 
@@ -101,7 +127,7 @@ static k22_status load_ema(k22_run *r, const char *ckpt, bufs *b, k22_err *err)
     if (!st && (int64_t)ps.total != b->total)
         st = k22_err_set(err, K22_ERR_KEY, "%s: %zu parameters, the model has %lld", p, ps.total,
                          (long long)b->total);
-    if (!st) r->be->to_device(r->be->ctx, b->S, ps.data, ps.total * sizeof(float));
+    if (!st) k22_optim_scatter(b->opt, b->opt->S, ps.data);
     k22_params_free(&ps);
     return st;
 }
@@ -133,9 +159,9 @@ k22_status k22_run_resume(k22_run *r, const char *ckpt, k22_err *err)
                          "has %lld (%d ranks x %lld x %d): resuming needs the same global batch",
                          ckpt, (long long)gb_old, s.world_size, s.train_batch_size,
                          s.gradient_accumulation_steps, (long long)gb_new, r->d->world, (long long)r->B, r->A);
-    else if (b.S == NULL && s.ema_step > 0)
+    else if (b.opt->S == NULL && s.ema_step > 0)
         st = k22_err_set(err, K22_ERR_ARG, "%s: written with --use_ema; add --use_ema to resume", ckpt);
-    if (!st && b.S) st = load_ema(r, ckpt, &b, err);
+    if (!st && b.opt->S) st = load_ema(r, ckpt, &b, err);
     if (st) goto out;
     if (s.world_size != r->d->world && r->d->rank == 0)
         fprintf(stderr, "k22: note: resuming %d-rank training on %d ranks; the learning-rate scheduler goes "
@@ -144,8 +170,8 @@ k22_status k22_run_resume(k22_run *r, const char *ckpt, k22_err *err)
     /* accelerate restores the scheduler's step count, then steps it world-size times. */
     k22_run_core(r)->lr.resumed_at = s.global_step;
     k22_run_core(r)->lr.resumed_steps = s.lr_sched_steps;
-    r->be->to_device(r->be->ctx, b.M, m, bytes);
-    r->be->to_device(r->be->ctx, b.V, v, bytes);
+    k22_optim_scatter(b.opt, b.opt->M, m);
+    k22_optim_scatter(b.opt, b.opt->V, v);
     *b.global_step = s.global_step;
     b.ema->optimization_step = s.ema_step;
     b.ema->cur_decay = s.ema_decay;
@@ -224,7 +250,7 @@ static k22_status copy_pipeline(k22_run *r, const char *skip, k22_err *err)
 }
 
 /* As the scripts: the EMA weights (with --use_ema) become the saved model. */
-k22_status k22_run_save_final(k22_run *r, k22_err *err)
+static k22_status save_final(k22_run *r, const float *ema, k22_err *err)
 {
     bufs b = run_bufs(r);
     char dir[4096], tmp[4096];
@@ -232,10 +258,19 @@ k22_status k22_run_save_final(k22_run *r, k22_err *err)
     if (!st && snprintf(tmp, sizeof tmp, "%s.tmp", dir) >= (int)sizeof tmp)
         st = k22_err_set(err, K22_ERR_ARG, "%s: path too long", dir);
     if (!st) st = k22_fs_rm_rf(tmp, err);
-    if (!st) st = save_component(r, tmp, b.S != NULL, err);
+    if (!st) st = save_component(r, tmp, ema, err);
     if (!st) st = k22_fs_rm_rf(dir, err);
     if (!st) st = k22_fs_rename(tmp, dir, err);
     if (!st && r->pipe_dir[0]) st = copy_pipeline(r, b.comp, err);
     if (!st) st = k22_fs_fsync_path(r->o->output_dir, err);
+    return st;
+}
+
+k22_status k22_run_save_final(k22_run *r, k22_err *err)
+{
+    host_state h;
+    host_state_gather(r, &h, 0);
+    k22_status st = r->d->rank == 0 ? save_final(r, h.s, err) : K22_OK;
+    host_state_free(&h);
     return st;
 }

@@ -41,6 +41,8 @@ static k22_status hparams_of(const k22_run *r, k22_train_hparams *hp, k22_err *e
     hp->use_ema = o->use_ema;
     hp->gradient_checkpointing = o->gradient_checkpointing;
     hp->micro_batch = r->B;
+    hp->zero_stage = (int)o->zero_stage;
+    hp->dist = r->d;
     return k22_lr_kind_parse(o->lr_scheduler, &hp->lr_scheduler, err);
 }
 
@@ -180,13 +182,6 @@ k22_train_core *k22_run_core(k22_run *r)
 void k22_run_sync(k22_run *r, k22_train_step_log *log)
 {
     k22_train_core_sync(k22_run_core(r), log);
-}
-
-float *k22_run_grads(k22_run *r, int64_t *n)
-{
-    k22_optim *o = &k22_run_core(r)->opt;
-    *n = o->total;
-    return o->G;
 }
 
 int64_t k22_run_global_step(const k22_run *r)

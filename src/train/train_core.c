@@ -33,6 +33,8 @@ k22_status k22_train_core_init(k22_train_core *c, const char *stage, const k22_b
                          hp->max_grad_norm, hp->snr_gamma, hp->gradient_accumulation_steps,
                          hp->micro_batch, max_micro_batch};
     k22_status st = k22_optim_flags_check(&f, err);
+    if (!st && (hp->zero_stage < 0 || hp->zero_stage > 1))
+        st = k22_err_set(err, K22_ERR_ARG, "--zero_stage must be 0 or 1, got %d", hp->zero_stage);
     if (!st && !c->ps.data)
         st = k22_err_set(err, K22_ERR_ARG, "%s: the %s has no loaded weights", stage,
                          k22_model_class_name(cfg->kind));
@@ -48,7 +50,7 @@ k22_status k22_train_core_init(k22_train_core *c, const char *stage, const k22_b
     c->be = be;
     c->hp = *hp;
     c->cfg = *cfg;
-    k22_optim_init(&c->opt, be, &c->ps, hp->use_ema);
+    k22_optim_init(&c->opt, be, &c->ps, hp->use_ema, hp->dist, hp->zero_stage);
     return K22_OK;
 }
 

@@ -45,6 +45,7 @@ GENERATORS = [
     ("decoder_train_ref.py", "decoder_train", True, None),
     ("pack_ref.py", "pack", False, "k22 synth --seed 3, k22 init --seed 0 (in the script)"),
     ("make_sample_fixtures.py", "sample", True, None),
+    ("make_flops_fixtures.py", "flops", False, "none: models run on the meta device, no values"),
 ]
 
 

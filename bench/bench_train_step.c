@@ -1,0 +1,321 @@
+/* bench_train_step.c: one training step of the prior or the decoder UNet through k22's trainer
+ * API (train_prior.h, train_decoder.h: micro-step + optimizer step, the scripts' defaults) on
+ * fixed pseudo-random data, timed over K steps after W warm-up steps; prints one "k22_bench"
+ * line of key=value pairs that bench/train_vs_torch.sh reads beside
+ * bench/bench_train_step_torch.py's (same keys). Prints, never asserts.
+ *
+ *   bench_train_step --model prior|unet [--size tiny|full] [--device cpu|cpu-ref|cuda[:N]]
+ *                    [--batch B] [--latent N] [--steps K] [--warmup W] [--grad_ckpt]
+ *                    [--from DIR] [--seed S]
+ *
+ * Weights: k22_params_init_random of the size's preset (what `k22 init --size S` writes), built
+ * in memory, or a component folder (--from: the prior/ or unet/ folder). Model FLOPs are
+ * flops.h's count (3 x forward per step); MFU is over 989 TFLOP/s (H100 SXM dense bf16) and
+ * over the 798 TFLOP/s bf16 GEMM ceiling measured on the GPU machine. Peak memory: on CUDA the
+ * device memory this process added (driver-reported use, plus the stream-ordered pool's high
+ * mark for peaks between samples); on the CPU the process's max RSS. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "k22/diffusers.h"
+#include "k22/flops.h"
+#include "k22/train_decoder.h"
+#include "k22/train_prior.h"
+
+#include "bench_util.h"
+
+#ifdef K22_HAVE_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
+#define H100_BF16_DENSE 989e12 /* H100 SXM datasheet, dense bf16 */
+#define H100_GEMM_MEASURED 798e12 /* 8192^3 bf16 through PyTorch on the GPU machine */
+
+typedef struct {
+    const char *model, *size, *device, *from;
+    int B, latent, steps, warmup, ckpt;
+    uint64_t seed;
+} bench_args;
+
+static int usage(const char *why)
+{
+    fprintf(stderr, "bench_train_step: %s\nusage: bench_train_step --model prior|unet [--size tiny|full] "
+            "[--device cpu|cpu-ref|cuda[:N]] [--batch B] [--latent N] [--steps K] [--warmup W] "
+            "[--grad_ckpt] [--from DIR] [--seed S]\n", why);
+    return 2;
+}
+
+/* 0 on success, else 2 after the usage line; numbers are range-checked before use. */
+static int parse(int argc, char **argv, bench_args *a)
+{
+    *a = (bench_args){"prior", "tiny", "cpu", NULL, 8, 32, 20, 3, 0, 0};
+    for (int i = 1; i < argc; i++) {
+        const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int *n = !strcmp(k, "--batch") ? &a->B : !strcmp(k, "--latent") ? &a->latent
+               : !strcmp(k, "--steps") ? &a->steps : !strcmp(k, "--warmup") ? &a->warmup : NULL;
+        if (!strcmp(k, "--grad_ckpt")) { a->ckpt = 1; continue; }
+        if (!v) return usage("a flag without its value, or an unknown flag");
+        if (n) {
+            char *end;
+            long x = strtol(v, &end, 10);
+            /* --latent 0 is allowed for the prior, which has none (the unet's count refuses it) */
+            int lo = n == &a->warmup || n == &a->latent ? 0 : 1;
+            if (*end || x < lo || x > 100000)
+                return usage("--batch and --steps need 1..100000, --latent and --warmup 0..100000");
+            *n = (int)x;
+        } else if (!strcmp(k, "--model")) a->model = v;
+        else if (!strcmp(k, "--size")) a->size = v;
+        else if (!strcmp(k, "--device")) a->device = v;
+        else if (!strcmp(k, "--from")) a->from = v;
+        else if (!strcmp(k, "--seed")) a->seed = strtoull(v, NULL, 10);
+        else return usage("unknown flag");
+        i++;
+    }
+    if (strcmp(a->model, "prior") && strcmp(a->model, "unet")) return usage("--model is prior or unet");
+    if (a->ckpt && !strcmp(a->model, "prior")) return usage("--grad_ckpt is a decoder option (the prior script has none)");
+    return 0;
+}
+
+/* ---- peak memory ---- */
+
+typedef struct {
+    int cuda, dev;
+    size_t base, peak; /* bytes in use before the model, and the largest seen above it */
+} bench_mem;
+
+#ifdef K22_HAVE_CUDA
+static size_t cuda_used(void)
+{
+    size_t fr = 0, tot = 0;
+    return cudaMemGetInfo(&fr, &tot) == cudaSuccess ? tot - fr : 0;
+}
+static uint64_t cuda_pool(int dev, enum cudaMemPoolAttr attr)
+{
+    cudaMemPool_t p;
+    uint64_t v = 0;
+    if (cudaDeviceGetDefaultMemPool(&p, dev) == cudaSuccess) cudaMemPoolGetAttribute(p, attr, &v);
+    return v;
+}
+#endif
+
+static void bench_mem_start(bench_mem *m, const char *device)
+{
+    memset(m, 0, sizeof *m);
+    m->cuda = !strncmp(device, "cuda", 4);
+#ifdef K22_HAVE_CUDA
+    if (m->cuda) {
+        m->dev = device[4] == ':' ? atoi(device + 5) : 0;
+        if (cudaSetDevice(m->dev) == cudaSuccess) cudaFree(0); /* the context, outside the count */
+        m->base = cuda_used();
+    }
+#endif
+}
+
+/* After a synchronized step: device use now, with the pool's reserved memory replaced by its
+ * high mark (the pool keeps what it reserved, but a peak inside a step is gone by now). */
+static void bench_mem_sample(bench_mem *m)
+{
+#ifdef K22_HAVE_CUDA
+    if (m->cuda) {
+        size_t used = cuda_used();
+        uint64_t cur = cuda_pool(m->dev, cudaMemPoolAttrReservedMemCurrent);
+        uint64_t high = cuda_pool(m->dev, cudaMemPoolAttrReservedMemHigh);
+        size_t p = used - cur + high > m->base ? used - cur + high - m->base : 0;
+        if (p > m->peak) m->peak = p;
+    }
+#endif
+    (void)m;
+}
+
+static double bench_mem_peak_mib(const bench_mem *m)
+{
+    if (m->cuda) return m->peak / 1048576.0;
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss / 1024.0; /* KiB on Linux */
+}
+
+/* ---- the two models ---- */
+
+/* Weights: the preset of a->size initialized as `k22 init` does, or the folder a->from. */
+static k22_status load(const bench_args *a, k22_model_kind kind, k22_model_config *cfg,
+                       k22_params *ps, k22_err *err)
+{
+    k22_params_init(ps);
+    if (a->from) {
+        k22_status st = k22_component_load(a->from, cfg, ps, err);
+        if (!st && cfg->kind != kind)
+            st = k22_err_set(err, K22_ERR_ARG, "%s: a %s folder, --model wants a %s", a->from,
+                             k22_model_class_name(cfg->kind), k22_model_class_name(kind));
+        return st;
+    }
+    k22_status st = k22_config_preset(kind, a->size, cfg, err);
+    if (!st) st = k22_params_build(cfg, ps, err);
+    if (st) return st;
+    k22_params_alloc(ps);
+    k22_params_init_random(cfg, ps, a->seed);
+    return K22_OK;
+}
+
+/* A step: one micro-batch and the optimizer step (accumulation 1, the scripts' default). */
+typedef struct {
+    k22_prior_trainer *tr;
+    const k22_prior_batch *b;
+} prior_run;
+typedef struct {
+    k22_decoder_trainer *tr;
+    const k22_decoder_batch *b;
+} unet_run;
+
+static void prior_step(void *p)
+{
+    prior_run *r = p;
+    k22_prior_trainer_micro_step(r->tr, r->b);
+    k22_train_core_sync(&r->tr->core, NULL);
+}
+
+static void unet_step(void *p)
+{
+    unet_run *r = p;
+    k22_decoder_trainer_micro_step(r->tr, r->b);
+    k22_train_core_sync(&r->tr->core, NULL);
+}
+
+static int cmp_double(const void *x, const void *y)
+{
+    double a = *(const double *)x, b = *(const double *)y;
+    return (a > b) - (a < b);
+}
+
+/* Runs warm-up then timed steps (each synchronized, so a step's time is its own); fills the
+ * sorted step times in ms and returns the process CPU ms per timed step (all threads: on a
+ * shared CPU machine a steadier figure than the wall clock). */
+static double time_steps(const k22_backend *be, void (*step)(void *), void *ctx,
+                         const bench_args *a, bench_mem *mem, double *ms)
+{
+    for (int s = 0; s < a->warmup; s++) {
+        step(ctx);
+        be->sync(be->ctx);
+        bench_mem_sample(mem);
+    }
+    double c0 = bench_cpu_s();
+    for (int s = 0; s < a->steps; s++) {
+        double t0 = bench_wall_s();
+        step(ctx);
+        be->sync(be->ctx);
+        ms[s] = 1e3 * (bench_wall_s() - t0);
+        bench_mem_sample(mem);
+    }
+    double cpu_ms = 1e3 * (bench_cpu_s() - c0) / a->steps;
+    qsort(ms, (size_t)a->steps, sizeof *ms, cmp_double);
+    return cpu_ms;
+}
+
+static void report(const bench_args *a, const k22_backend *be, double fwd, size_t nparams,
+                   const double *ms, double cpu_ms, const bench_mem *mem)
+{
+    double med = ms[a->steps / 2], model = k22_flops_train(fwd), rate = model / (med * 1e-3);
+    printf("k22_bench impl=k22 model=%s size=%s device=%s precision=fp32 batch=%d latent=%d "
+           "grad_ckpt=%d params=%zu steps=%d step_ms=%.3f step_ms_min=%.3f step_ms_max=%.3f "
+           "cpu_ms=%.3f samples_per_s=%.3f fwd_gflop=%.4f train_tflop=%.6f model_tflops=%.4f "
+           "mfu_989=%.5f mfu_798=%.5f peak_mem_mib=%.1f mem=%s\n",
+           a->model, a->size, be->name, a->B, strcmp(a->model, "unet") ? 0 : a->latent, a->ckpt,
+           nparams, a->steps, med, ms[0], ms[a->steps - 1], cpu_ms, a->B / (med * 1e-3), fwd / 1e9,
+           model / 1e12, rate / 1e12, rate / H100_BF16_DENSE, rate / H100_GEMM_MEASURED,
+           bench_mem_peak_mib(mem), mem->cuda ? "device" : "max_rss");
+}
+
+static int bench_prior(const bench_args *a, const k22_backend *be, bench_mem *mem, double *ms)
+{
+    k22_err err;
+    k22_model_config cfg;
+    k22_params ps;
+    k22_prior_trainer tr;
+    k22_train_hparams hp;
+    k22_train_hparams_default(&hp);
+    hp.micro_batch = a->B;
+    hp.max_train_steps = a->warmup + a->steps + 1;
+    if (load(a, K22_MODEL_PRIOR, &cfg, &ps, &err) ||
+        k22_prior_trainer_init_loaded(&tr, be, &cfg, &ps, &hp, &err)) {
+        fprintf(stderr, "bench_train_step: %s\n", err.msg);
+        k22_params_free(&ps);
+        return 1;
+    }
+    const k22_prior_config *c = &tr.core.cfg.u.prior;
+    int B = a->B, E = c->embedding_dim, EP = c->embedding_proj_dim, L = c->num_embeddings;
+    float *te = bench_fill((size_t)B * EP, 1), *th = bench_fill((size_t)B * L * E, 2);
+    float *ie = bench_fill((size_t)B * E, 3), *nz = bench_fill((size_t)B * E, 4);
+    uint8_t *mask = k22_xmalloc((size_t)B * L);
+    int64_t *t = k22_xmalloc((size_t)B * sizeof *t);
+    for (int b = 0; b < B; b++) { /* captions of various lengths, timesteps spread over 0..999 */
+        t[b] = (b * 397 + 11) % 1000;
+        for (int i = 0; i < L; i++) mask[b * L + i] = i <= (10 + 7 * b) % L;
+    }
+    k22_prior_batch batch = {B, te, th, mask, ie, nz, t};
+    prior_run run = {&tr, &batch};
+    double cpu_ms = time_steps(be, prior_step, &run, a, mem, ms);
+    report(a, be, k22_flops_prior_forward(c, B).total, k22_params_numel(&tr.core.ps), ms, cpu_ms,
+           mem);
+    free(te), free(th), free(ie), free(nz), free(mask), free(t);
+    k22_prior_trainer_free(&tr);
+    return 0;
+}
+
+static int bench_unet(const bench_args *a, const k22_backend *be, bench_mem *mem, double *ms)
+{
+    k22_err err;
+    k22_model_config cfg;
+    k22_params ps;
+    k22_sched_config sc;
+    k22_decoder_trainer tr;
+    k22_decoder_train_hparams hp;
+    k22_decoder_train_hparams_default(&hp);
+    hp.base.micro_batch = a->B;
+    hp.base.max_train_steps = a->warmup + a->steps + 1;
+    hp.base.gradient_checkpointing = a->ckpt;
+    hp.latent_h = hp.latent_w = a->latent;
+    k22_flops f;
+    if (load(a, K22_MODEL_UNET, &cfg, &ps, &err) ||
+        k22_flops_unet_forward(&cfg.u.unet, a->B, a->latent, a->latent, &f, &err) ||
+        k22_sched_preset("decoder", &sc, &err) ||
+        k22_decoder_trainer_init_loaded(&tr, be, &cfg, &ps, &sc, &hp, &err)) {
+        fprintf(stderr, "bench_train_step: %s\n", err.msg);
+        k22_params_free(&ps);
+        return 1;
+    }
+    int B = a->B;
+    size_t n = (size_t)B * 4 * (size_t)a->latent * (size_t)a->latent;
+    float *lat = bench_fill(n, 1), *nz = bench_fill(n, 2);
+    float *img = bench_fill((size_t)B * tr.core.cfg.u.unet.encoder_hid_dim, 3);
+    int64_t *t = k22_xmalloc((size_t)B * sizeof *t);
+    for (int b = 0; b < B; b++) t[b] = (b * 397 + 11) % 1000;
+    k22_decoder_batch batch = {B, lat, img, nz, t};
+    unet_run run = {&tr, &batch};
+    double cpu_ms = time_steps(be, unet_step, &run, a, mem, ms);
+    report(a, be, f.total, k22_params_numel(&tr.core.ps), ms, cpu_ms, mem);
+    free(lat), free(nz), free(img), free(t);
+    k22_decoder_trainer_free(&tr);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    bench_args a;
+    int rc = parse(argc, argv, &a);
+    if (rc) return rc;
+    bench_mem mem;
+    bench_mem_start(&mem, a.device);
+    k22_err err;
+    k22_backend *be = k22_backend_by_name(a.device, &err);
+    if (!be) {
+        fprintf(stderr, "bench_train_step: %s\n", err.msg);
+        return 1;
+    }
+    double *ms = k22_xmalloc((size_t)a.steps * sizeof *ms);
+    rc = !strcmp(a.model, "prior") ? bench_prior(&a, be, &mem, ms) : bench_unet(&a, be, &mem, ms);
+    free(ms);
+    k22_backend_free(be);
+    return rc;
+}

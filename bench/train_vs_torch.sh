@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# train_vs_torch.sh: k22's training step (bench_train_step) beside diffusers' (bench_train_step_torch.py)
+# for the prior and the decoder UNet, same config, batch and data, in one run on one machine;
+# prints each "k22_bench" line, then a table, then the ratios last.
+#
+#   bench/train_vs_torch.sh                      # tiny models on the CPU (what `make bench` runs)
+#   bench/train_vs_torch.sh --size full --device cuda    # the GPU machine (bench/NOTES.md)
+#   bench/train_vs_torch.sh --size full --device cuda --max-batch   # largest decoder batch that fits
+#
+# Options: --size tiny|full, --device cpu|cuda[:N], --steps K, --warmup W, --bin PATH (the
+# bench_train_step binary; default build/bench_train_step, or $K22_BENCH_BIN), --python PY
+# (default tools/reference/.venv/bin/python when present, else python3), --log DIR (each run's
+# output; default a temporary folder). Batches: PRIOR_BATCH, UNET_BATCH, LATENT in the
+# environment (defaults: tiny 8, 4, 32; full 32, 8, 96); --max-batch: see max_batch() below.
+# On cuda, torch runs twice: bf16 autocast + SDPA (the scripts' --mixed_precision bf16, the
+# issue's baseline) and fp32 without TF32 (k22's precision today). Exit status: 1 when a k22 run
+# failed; a torch side that cannot run (no diffusers) is reported and skipped.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+SIZE=tiny DEV=cpu STEPS= WARMUP=3 BIN=${K22_BENCH_BIN:-build/bench_train_step} PY= LOG= MAXB=0
+while [ $# -gt 0 ]; do
+  case $1 in
+    --size) SIZE=$2; shift 2 ;;
+    --device) DEV=$2; shift 2 ;;
+    --steps) STEPS=$2; shift 2 ;;
+    --warmup) WARMUP=$2; shift 2 ;;
+    --bin) BIN=$2; shift 2 ;;
+    --python) PY=$2; shift 2 ;;
+    --log) LOG=$2; shift 2 ;;
+    --max-batch) MAXB=1; shift ;;
+    *) echo "train_vs_torch.sh: unknown option $1 (see the head of this file)" >&2; exit 2 ;;
+  esac
+done
+if [ "$SIZE" = full ]; then
+  PB=${PRIOR_BATCH:-32} UB=${UNET_BATCH:-8} LAT=${LATENT:-96} STEPS=${STEPS:-10}
+else
+  PB=${PRIOR_BATCH:-8} UB=${UNET_BATCH:-4} LAT=${LATENT:-32} STEPS=${STEPS:-20}
+fi
+[ -n "$PY" ] || { [ -x tools/reference/.venv/bin/python ] && PY=tools/reference/.venv/bin/python || PY=python3; }
+[ -x "$BIN" ] || { echo "train_vs_torch.sh: no $BIN: build first (make), or give --bin" >&2; exit 2; }
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+[ -n "$LOG" ] || LOG=$TMP/log
+mkdir -p "$LOG"
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)} OMP_WAIT_POLICY=PASSIVE OMPI_MCA_ess_singleton_isolated=1
+# diffusers: the machine's, else the carried build-pydeps/pydeps.tar.xz (bench/carry_diffusers.sh):
+# diffusers alone first, then with the carried huggingface_hub as well.
+TORCH=1
+if ! "$PY" -c "import diffusers" 2>"$LOG/diffusers-import.txt"; then
+  TORCH=0
+  if [ -f build-pydeps/pydeps.tar.xz ]; then
+    tar -C "$TMP" -xJf build-pydeps/pydeps.tar.xz
+    for pp in "$TMP/first" "$TMP/first:$TMP/fallback"; do
+      if PYTHONPATH="$pp${PYTHONPATH:+:$PYTHONPATH}" "$PY" -c "import diffusers" 2>>"$LOG/diffusers-import.txt"; then
+        export PYTHONPATH="$pp${PYTHONPATH:+:$PYTHONPATH}"
+        TORCH=1
+        echo "train_vs_torch.sh: diffusers from the carried build-pydeps ($pp)"
+        break
+      fi
+    done
+  fi
+  [ "$TORCH" = 1 ] || echo "train_vs_torch.sh: $PY cannot import diffusers ($LOG/diffusers-import.txt): the torch side is skipped (run bench/carry_diffusers.sh here and carry build-pydeps)"
+fi
+RC=0
+RESULTS=$LOG/results.txt
+: >"$RESULTS"
+
+# run NAME CMD...: runs one benchmark, keeps its k22_bench line; a failure is logged, not fatal.
+run() {
+  local name=$1
+  shift
+  if "$@" >"$LOG/$name.log" 2>&1; then
+    grep '^k22_bench ' "$LOG/$name.log" | tee -a "$RESULTS"
+  else
+    echo "train_vs_torch.sh: $name failed (exit $?): $(tail -3 "$LOG/$name.log" | tr '\n' ' ')"
+    return 1
+  fi
+}
+
+# k22 and torch at one case: model batch latent ckpt
+bench_case() {
+  local model=$1 b=$2 lat=$3 ck=$4 flag=
+  [ "$ck" = 1 ] && flag=--grad_ckpt
+  local common=(--model "$model" --size "$SIZE" --batch "$b" --latent "$lat" --steps "$STEPS" --warmup "$WARMUP" $flag)
+  local tag=$model-b$b-l$lat-c$ck
+  run "k22-$tag" "$BIN" "${common[@]}" --device "$DEV" || RC=1
+  [ "$TORCH" = 1 ] || return 0
+  if [ "${DEV%%:*}" = cuda ]; then
+    run "torch-bf16-$tag" "$PY" bench/bench_train_step_torch.py "${common[@]}" --device "$DEV" --mixed_precision bf16
+    run "torch-fp32-$tag" "$PY" bench/bench_train_step_torch.py "${common[@]}" --device "$DEV" --mixed_precision no
+  else
+    run "torch-$tag" "$PY" bench/bench_train_step_torch.py "${common[@]}" --device "$DEV"
+  fi
+}
+
+# The largest decoder batch whose step runs (doubling from MAX_BATCH_START, default 1, up to
+# MAX_BATCH_LIMIT; one warm-up + one step each), per implementation in MAX_BATCH_IMPLS
+# ("k22 torch-bf16") and checkpointing mode in MAX_BATCH_CKPT ("0 1"): on the GPU machine split
+# them over several commands, each probe of the full UNet loads it anew.
+max_batch() {
+  local impl=$1 ck=$2 b=${MAX_BATCH_START:-1} best=0 flag=
+  [ "$ck" = 1 ] && flag=--grad_ckpt
+  while [ "$b" -le "${MAX_BATCH_LIMIT:-1024}" ]; do
+    local cmd=("$BIN" --device "$DEV")
+    [ "$impl" = k22 ] || cmd=("$PY" bench/bench_train_step_torch.py --device "$DEV" --mixed_precision "${impl#torch-}")
+    "${cmd[@]}" --model unet --size "$SIZE" --batch "$b" --latent "$LAT" --steps 1 --warmup 1 $flag \
+      >"$LOG/maxb-$impl-c$ck-b$b.log" 2>&1 || break
+    best=$b
+    b=$((b * 2))
+  done
+  printf 'max decoder batch %-11s latents %dx%d grad_ckpt=%d: %d (power of 2; logs %s/maxb-*)\n' \
+    "$impl" "$LAT" "$LAT" "$ck" "$best" "$LOG"
+}
+
+if [ "$MAXB" = 1 ]; then
+  for impl in ${MAX_BATCH_IMPLS:-k22 torch-bf16}; do
+    [ "$impl" = k22 ] || [ "$TORCH" = 1 ] || continue
+    for ck in ${MAX_BATCH_CKPT:-0 1}; do max_batch "$impl" "$ck"; done
+  done
+  exit $RC
+fi
+
+bench_case prior "$PB" 0 0
+bench_case unet "$UB" "$LAT" 0
+bench_case unet "$UB" "$LAT" 1
+
+# The table, then the ratios (k22 over each torch run of the same case) last.
+awk '
+function kv(line, a,   i, n, f, p) { n = split(line, f, " "); for (i = 2; i <= n; i++) { p = index(f[i], "="); a[substr(f[i], 1, p - 1)] = substr(f[i], p + 1) } }
+BEGIN { printf "\n%-5s %-4s %-6s %5s %4s %4s %-6s %-13s %10s %10s %10s %9s %7s %7s %10s\n", "model", "size", "device", "batch", "lat", "ckpt", "impl", "precision", "step_ms", "cpu_ms", "samples/s", "TFLOP/s", "MFU989", "MFU798", "peak_MiB" }
+{ delete r; kv($0, r); key = r["model"] " b" r["batch"] " lat" r["latent"] " ckpt" r["grad_ckpt"]
+  printf "%-5s %-4s %-6s %5d %4d %4d %-6s %-13s %10.2f %10.2f %10.2f %9.3f %6.2f%% %6.2f%% %10.1f\n", r["model"], r["size"], r["device"], r["batch"], r["latent"], r["grad_ckpt"], r["impl"], r["precision"], r["step_ms"], r["cpu_ms"], r["samples_per_s"], r["model_tflops"], 100 * r["mfu_989"], 100 * r["mfu_798"], r["peak_mem_mib"]
+  if (r["impl"] == "k22") { ks[key] = r["samples_per_s"]; kc[key] = r["cpu_ms"]; km[key] = r["peak_mem_mib"]; order[++n] = key }
+  else { m = ++tn[key]; ts[key, m] = r["samples_per_s"]; tc[key, m] = r["cpu_ms"]; tm[key, m] = r["peak_mem_mib"]; tp[key, m] = r["precision"] } }
+END { print ""; print "ratios k22 / torch (samples/s > 1: k22 faster; cpu_ms < 1: k22 uses less CPU; memory < 1: k22 smaller):"
+  for (i = 1; i <= n; i++) { key = order[i]
+    if (!tn[key]) { printf "  %-26s no torch run\n", key; continue }
+    for (m = 1; m <= tn[key]; m++)
+      printf "  %-26s vs torch %-13s samples/s %6.2fx  cpu_ms %6.2fx  peak memory %6.2fx\n", key, tp[key, m], ks[key] / ts[key, m], kc[key] / tc[key, m], km[key] / tm[key, m] } }
+' "$RESULTS"
+exit $RC
