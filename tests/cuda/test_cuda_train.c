@@ -42,18 +42,7 @@ static char dir[] = "/tmp/k22_cuda_train_XXXXXX";
 /* "grad_norm" of step (1-based) in OUT/metrics.jsonl; NAN when absent. */
 static double read_grad_norm(const char *out, int step)
 {
-    char p[4096], line[1024];
-    snprintf(p, sizeof p, "%s/metrics.jsonl", out);
-    FILE *f = fopen(p, "r");
-    double v = NAN;
-    if (!f) return v;
-    while (fgets(line, sizeof line, f)) {
-        int s = 0;
-        const char *g = strstr(line, "\"grad_norm\": ");
-        if (sscanf(line, "{\"step\": %d", &s) == 1 && g && s == step) v = strtod(g + 13, NULL);
-    }
-    fclose(f);
-    return v;
+    return tf_read_metric(out, step, "grad_norm");
 }
 
 typedef struct {

@@ -138,21 +138,29 @@ static inline int tf_read_losses(const char *out_dir, double *loss, int max)
     return top;
 }
 
-/* The held-out loss OUT/metrics.jsonl gives for step; NAN when there is none. */
-static inline double tf_read_val_loss(const char *out_dir, int step)
+/* The number OUT/metrics.jsonl gives under key ("val_loss", "grad_norm") for step, from the last
+ * line that has both; NAN when there is none. */
+static inline double tf_read_metric(const char *out_dir, int step, const char *key)
 {
-    char p[8192], line[1024];
+    char p[8192], line[1024], k[64];
     snprintf(p, sizeof p, "%s/metrics.jsonl", out_dir);
+    snprintf(k, sizeof k, "\"%s\": ", key);
     FILE *f = fopen(p, "r");
     double v = NAN;
     if (!f) return v;
     while (fgets(line, sizeof line, f)) {
         int s = 0;
-        const char *l = strstr(line, "\"val_loss\": ");
-        if (sscanf(line, "{\"step\": %d", &s) == 1 && l && s == step) v = strtod(l + 12, NULL);
+        const char *l = strstr(line, k);
+        if (sscanf(line, "{\"step\": %d", &s) == 1 && l && s == step) v = strtod(l + strlen(k), NULL);
     }
     fclose(f);
     return v;
+}
+
+/* The held-out loss of step; NAN when there is none. */
+static inline double tf_read_val_loss(const char *out_dir, int step)
+{
+    return tf_read_metric(out_dir, step, "val_loss");
 }
 
 /* 1 when the two files have the same bytes. */

@@ -60,6 +60,16 @@ static inline unsigned k22_cuda_blocks(int64_t n)
 
 #define K22_CUDA_CTX(p) ((k22_cuda_ctx *)(p))
 
+/* Launches kernel over n elements on the context's stream (the op's context parameter is named
+ * vctx) and checks the launch; returns from the op at once when n <= 0. */
+#define K22_LAUNCH(kernel, n, ...)                                                                 \
+    do {                                                                                           \
+        if ((n) <= 0) return;                                                                      \
+        kernel<<<k22_cuda_blocks(n), K22_CUDA_THREADS, 0, K22_CUDA_CTX(vctx)->stream>>>(           \
+            __VA_ARGS__);                                                                          \
+        CUDA_CHECK_LAUNCH();                                                                       \
+    } while (0)
+
 /* Returns ctx's scratch, grown (stream-ordered) to at least `bytes`; valid until the next call.
  * One op runs at a time on the stream, so one buffer serves every op. It grows during the first
  * step of a run and then stays. Dies when the device is out of memory. */

@@ -4,14 +4,6 @@
  * ops accumulate (+=), as ops.h requires. */
 #include "common.cuh"
 
-#define K22_LAUNCH(kernel, n, ...)                                                                 \
-    do {                                                                                           \
-        if ((n) <= 0) return;                                                                      \
-        kernel<<<k22_cuda_blocks(n), K22_CUDA_THREADS, 0, K22_CUDA_CTX(vctx)->stream>>>(           \
-            __VA_ARGS__);                                                                          \
-        CUDA_CHECK_LAUNCH();                                                                       \
-    } while (0)
-
 /* sqrt(2/pi), 1/sqrt(2), 1/sqrt(2 pi), and the constants of the two GELU approximations. */
 #define K22_SQRT_2_OVER_PI 0.7978845608028654f
 #define K22_SQRT1_2 0.70710678118654752f

@@ -5,14 +5,6 @@
  * (explicit _rn intrinsics where nvcc would otherwise fuse a multiply and an add). */
 #include "common.cuh"
 
-#define K22_LAUNCH_N(kernel, n, ...)                                                               \
-    do {                                                                                           \
-        if ((n) <= 0) return;                                                                      \
-        kernel<<<k22_cuda_blocks(n), K22_CUDA_THREADS, 0, K22_CUDA_CTX(vctx)->stream>>>(           \
-            __VA_ARGS__);                                                                          \
-        CUDA_CHECK_LAUNCH();                                                                       \
-    } while (0)
-
 /* ---- concat ---- */
 
 __global__ void k22_concat_fwd_kernel(float *y, const float *a, const float *b, int64_t n,
@@ -43,7 +35,7 @@ void k22_cuda_concat_fwd(void *vctx, float *y, const float *a, const float *b, i
                          int64_t na, int64_t nb, int64_t inner)
 {
     int64_t ra = na * inner, rb = nb * inner;
-    K22_LAUNCH_N(k22_concat_fwd_kernel, outer * (ra + rb), y, a, b, outer * (ra + rb), ra, rb);
+    K22_LAUNCH(k22_concat_fwd_kernel, outer * (ra + rb), y, a, b, outer * (ra + rb), ra, rb);
 }
 
 void k22_cuda_concat_bwd(void *vctx, float *da, float *db, const float *dy, int64_t outer,
@@ -51,7 +43,7 @@ void k22_cuda_concat_bwd(void *vctx, float *da, float *db, const float *dy, int6
 {
     int64_t ra = na * inner, rb = nb * inner;
     if (!da && !db) return;
-    K22_LAUNCH_N(k22_concat_bwd_kernel, outer * (ra + rb), da, db, dy, outer * (ra + rb), ra, rb);
+    K22_LAUNCH(k22_concat_bwd_kernel, outer * (ra + rb), da, db, dy, outer * (ra + rb), ra, rb);
 }
 
 /* ---- permute ---- */
@@ -109,7 +101,7 @@ void k22_cuda_permute_fwd(void *vctx, float *y, const float *x, int ndim, const 
 {
     k22_perm_geom g = k22_perm_geom_of(ndim, in_shape, perm);
     int64_t n = g.os[0] * g.os[1] * g.os[2] * g.os[3];
-    K22_LAUNCH_N(k22_permute_fwd_kernel, n, y, x, g, n);
+    K22_LAUNCH(k22_permute_fwd_kernel, n, y, x, g, n);
 }
 
 void k22_cuda_permute_bwd(void *vctx, float *dx, const float *dy, int ndim,
@@ -118,7 +110,7 @@ void k22_cuda_permute_bwd(void *vctx, float *dx, const float *dy, int ndim,
     k22_perm_geom g = k22_perm_geom_of(ndim, in_shape, perm);
     int64_t n = g.os[0] * g.os[1] * g.os[2] * g.os[3];
     if (!dx) return;
-    K22_LAUNCH_N(k22_permute_bwd_kernel, n, dx, dy, g, n);
+    K22_LAUNCH(k22_permute_bwd_kernel, n, dx, dy, g, n);
 }
 
 /* ---- nearest 2x upsample ---- */
@@ -148,14 +140,14 @@ __global__ void k22_upsample2x_bwd_kernel(float *dx, const float *dy, int64_t n,
 void k22_cuda_upsample2x_fwd(void *vctx, float *y, const float *x, int B, int C, int H, int W)
 {
     int64_t n = (int64_t)B * C * 4 * H * W;
-    K22_LAUNCH_N(k22_upsample2x_fwd_kernel, n, y, x, n, H, W);
+    K22_LAUNCH(k22_upsample2x_fwd_kernel, n, y, x, n, H, W);
 }
 
 void k22_cuda_upsample2x_bwd(void *vctx, float *dx, const float *dy, int B, int C, int H, int W)
 {
     int64_t n = (int64_t)B * C * H * W;
     if (!dx) return;
-    K22_LAUNCH_N(k22_upsample2x_bwd_kernel, n, dx, dy, n, H, W);
+    K22_LAUNCH(k22_upsample2x_bwd_kernel, n, dx, dy, n, H, W);
 }
 
 /* ---- 2x2 average pooling ---- */
@@ -189,14 +181,14 @@ __global__ void k22_avgpool2x_bwd_kernel(float *dx, const float *dy, int64_t n, 
 void k22_cuda_avgpool2x_fwd(void *vctx, float *y, const float *x, int B, int C, int H, int W)
 {
     int64_t n = (int64_t)B * C * (H / 2) * (W / 2);
-    K22_LAUNCH_N(k22_avgpool2x_fwd_kernel, n, y, x, n, H, W);
+    K22_LAUNCH(k22_avgpool2x_fwd_kernel, n, y, x, n, H, W);
 }
 
 void k22_cuda_avgpool2x_bwd(void *vctx, float *dx, const float *dy, int B, int C, int H, int W)
 {
     int64_t n = (int64_t)B * C * H * W;
     if (!dx) return;
-    K22_LAUNCH_N(k22_avgpool2x_bwd_kernel, n, dx, dy, n, H, W);
+    K22_LAUNCH(k22_avgpool2x_bwd_kernel, n, dx, dy, n, H, W);
 }
 
 /* ---- nearest resize ---- */
@@ -228,7 +220,7 @@ void k22_cuda_resize_nearest_fwd(void *vctx, float *y, const float *x, int B, in
                                  int OH, int OW)
 {
     int64_t n = (int64_t)B * C * OH * OW;
-    K22_LAUNCH_N(k22_resize_nearest_kernel, n, y, x, n, H, W, OH, OW);
+    K22_LAUNCH(k22_resize_nearest_kernel, n, y, x, n, H, W, OH, OW);
 }
 
 /* ---- per-(sample, channel) affine ---- */
@@ -283,7 +275,7 @@ void k22_cuda_chan_affine_fwd(void *vctx, float *y, const float *x, const float 
                               const float *shift, float scale_offset, int B, int C, int64_t S)
 {
     int64_t n = (int64_t)B * C * S;
-    K22_LAUNCH_N(k22_chan_affine_fwd_kernel, n, y, x, scale, shift, scale_offset, n, S);
+    K22_LAUNCH(k22_chan_affine_fwd_kernel, n, y, x, scale, shift, scale_offset, n, S);
 }
 
 void k22_cuda_chan_affine_bwd(void *vctx, float *dx, float *dscale, float *dshift,
