@@ -50,6 +50,11 @@ typedef struct {
     int64_t global_step;       /* optimizer steps taken */
     int micro;                 /* micro-steps since the last sync */
     double train_loss;         /* the script's accumulator, reset at each sync */
+    /* Under gradient accumulation (A > 1) each micro-step's gradient is computed into a zeroed G
+     * and then added here, as torch's AccumulateGrad adds a fresh gradient to .grad: so A
+     * micro-steps sum exactly as A ranks' gradients do in the all-reduce (2 ranks x 1 equal
+     * 1 rank x 2 bit for bit). Backend (opt.padded floats), NULL when A is 1. */
+    float *Gacc;
     int64_t nonfinite_run;     /* skipped syncs in a row (0 after a good one) */
     int64_t nonfinite_total;   /* skipped syncs in this process */
 } k22_train_core;

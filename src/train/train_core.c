@@ -51,12 +51,18 @@ k22_status k22_train_core_init(k22_train_core *c, const char *stage, const k22_b
     c->hp = *hp;
     c->cfg = *cfg;
     k22_optim_init(&c->opt, be, &c->ps, hp->use_ema, hp->dist, hp->zero_stage);
+    if (hp->gradient_accumulation_steps > 1) {
+        size_t bytes = (size_t)c->opt.padded * sizeof(float);
+        c->Gacc = be->alloc(be->ctx, bytes);
+        be->zero(be->ctx, c->Gacc, bytes);
+    }
     return K22_OK;
 }
 
 void k22_train_core_free(k22_train_core *c)
 {
     if (c->be) k22_optim_free(&c->opt);
+    if (c->Gacc) c->be->free(c->be->ctx, c->Gacc);
     k22_params_free(&c->ps);
     memset(c, 0, sizeof *c);
 }
@@ -69,6 +75,14 @@ void k22_train_core_begin_micro(const k22_train_core *c, int B)
 void k22_train_core_end_micro(k22_train_core *c, float loss)
 {
     c->train_loss += (double)loss / c->hp.gradient_accumulation_steps; /* `train_loss += avg_loss.item() / A` */
+    if (c->Gacc) {
+        const k22_backend *be = c->be;
+        size_t n = (size_t)c->opt.padded;
+        /* the first gradient is copied, not added to zeros: 0 + g is g anyway, and cheaper */
+        if (c->micro == 0) be->copy(be->ctx, c->Gacc, c->opt.G, n * sizeof(float));
+        else be->add(be->ctx, c->Gacc, c->Gacc, c->opt.G, (int64_t)n);
+        be->zero(be->ctx, c->opt.G, n * sizeof(float));
+    }
     c->micro++;
 }
 
@@ -87,6 +101,8 @@ int k22_train_core_sync_due(const k22_train_core *c)
 void k22_train_core_sync(k22_train_core *c, k22_train_step_log *log)
 {
     K22_REQUIRE(c->micro >= 1);
+    if (c->Gacc) /* G is zero here; the optimizer step reads (and zeroes) G */
+        c->be->copy(c->be->ctx, c->opt.G, c->Gacc, (size_t)c->opt.padded * sizeof(float));
     double lr = k22_lr_at(&c->lr, c->global_step);
     k22_optim_step_args a = {.lr = lr, .beta1 = c->hp.adam_beta1, .beta2 = c->hp.adam_beta2,
                              .eps = c->hp.adam_epsilon, .weight_decay = c->hp.adam_weight_decay,

@@ -15,6 +15,8 @@ static char dir[] = "/tmp/k22_ranks_test_XXXXXX";
 
 #define COMMON "--pack %s/data.h5 --pretrained %s/prior --train_batch_size 2 --learning_rate 1e-3 --seed 3 " \
                "--max_train_steps 6 --log_every 100 --validation_split 0.25"
+#define COMMON12 "--pack %s/data12.h5 --pretrained %s/prior --train_batch_size 2 --learning_rate 1e-3 --seed 3 " \
+                 "--max_train_steps 6 --log_every 100"
 #define MPIRUN "timeout 60 mpirun --oversubscribe -np 2"
 
 /* Largest |a - b| / (1e-6 + |b|) over the two prior weight files' tensors; -1 on a read error.
@@ -22,8 +24,11 @@ static char dir[] = "/tmp/k22_ranks_test_XXXXXX";
  * key bias's true gradient is zero (adding a constant to every key shifts a query's scores by a
  * constant, which softmax ignores), so its gradient is rounding noise, which AdamW's m / sqrt(v)
  * turns into lr-sized steps of arbitrary sign: it can only be held to lr * steps. */
+static long g_over, g_count; /* weights (outside key biases) differing by more than 1e-5, of all */
+
 static double weights_diff(const char *a_dir, const char *b_dir, double *max_abs, double *kbias_abs)
 {
+    g_over = g_count = 0;
     *kbias_abs = 0;
     char a[4096], b[4096];
     snprintf(a, sizeof a, "%s/prior/diffusion_pytorch_model.safetensors", a_dir);
@@ -46,6 +51,8 @@ static double weights_diff(const char *a_dir, const char *b_dir, double *max_abs
                     continue;
                 }
                 if (d > *max_abs) *max_abs = d;
+                g_count++;
+                g_over += d > 1e-5;
                 if (d / (1e-6 + fabs(q[k])) > worst) worst = d / (1e-6 + fabs(q[k]));
             }
         }
@@ -55,7 +62,9 @@ static double weights_diff(const char *a_dir, const char *b_dir, double *max_abs
     return worst;
 }
 
-static void compare(const char *what, const char *x, const char *y)
+/* exact: the two runs must agree bit for bit (2 ranks vs 2 accumulation steps: a + b either
+ * way); otherwise within the stated tolerances (3-way sums in another order). */
+static void compare(const char *what, const char *x, const char *y, int exact)
 {
     char a[2048], b[2048];
     snprintf(a, sizeof a, "%s/%s", dir, x);
@@ -70,12 +79,30 @@ static void compare(const char *what, const char *x, const char *y)
     double max_abs, kb, rel = weights_diff(a, b, &max_abs, &kb);
     printf("%s: losses agree to %.2e relative; weights to %.2e absolute, %.2e relative (key biases %.2e)\n",
            what, worst_loss, max_abs, rel, kb);
+    if (exact) {
+        char fa[4096], fb[4096];
+        snprintf(fa, sizeof fa, "%s/prior/diffusion_pytorch_model.safetensors", a);
+        snprintf(fb, sizeof fb, "%s/prior/diffusion_pytorch_model.safetensors", b);
+        CHECK_MSG(worst_loss == 0 && tf_same_file(fa, fb), "%s: should be bit-identical (losses %.3e, weights %.3e)",
+                  what, worst_loss, max_abs);
+    }
     CHECK_MSG(kb <= 6e-3, "%s: key biases differ by %.3e, more than lr x steps", what, kb);
     CHECK_MSG(worst_loss < 1e-5, "%s: losses differ by %.3e relative (tolerance 1e-5)", what, worst_loss);
-    CHECK_MSG(rel >= 0 && max_abs < 1e-6, "%s: weights differ by %.3e (tolerance 1e-6 absolute)", what, max_abs);
+    if (exact || !strstr(what, "3 ranks")) {
+        CHECK_MSG(rel >= 0 && max_abs < 1e-6, "%s: weights differ by %.3e (tolerance 1e-6 absolute)", what, max_abs);
+    } else {
+        /* Three gradients summed in another order differ in the last bit; AdamW's m / sqrt(v)
+         * turns that into a different step for weights whose gradient is itself rounding noise
+         * (as the key biases above): at most 1 in 500 weights may move apart, each by at most
+         * 2 x lr x steps; every other weight within 1e-5. */
+        printf("%s: %ld of %ld weights differ by more than 1e-5\n", what, g_over, g_count);
+        CHECK_MSG(rel >= 0 && g_over * 500 <= g_count && max_abs <= 2 * 1e-3 * 6,
+                  "%s: %ld of %ld weights differ by more than 1e-5, the largest by %.3e", what, g_over, g_count, max_abs);
+    }
     /* The held-out loss (4 of the 16 rows) at the end: batches of 2 on one rank or split over
      * two, the same samples, noise and timesteps. */
     double va = tf_read_val_loss(a, 6), vb = tf_read_val_loss(b, 6);
+    if (isnan(va) && isnan(vb)) return; /* a run without --validation_split */
     printf("%s: held-out loss %.9f vs %.9f\n", what, va, vb);
     CHECK_MSG(isfinite(va) && isfinite(vb) && fabs(va - vb) <= 1e-5 * fabs(vb), "%s: held-out loss %.9g vs %.9g",
               what, va, vb);
@@ -131,7 +158,18 @@ int main(void)
     rc = tf_sh("%s train-prior " COMMON " --gradient_accumulation_steps 2 --checkpointing_steps 3 --output_dir %s/w1 "
                ">%s/w1.log 2>&1", k, dir, dir, dir, dir);
     CHECK_MSG(rc == 0, "1-rank run exited %d", rc);
-    compare("2 ranks x 1 vs 1 rank x 2", "w2", "w1");
+    compare("2 ranks x 1 vs 1 rank x 2", "w2", "w1", 1);
+    /* 3 ranks x 1 vs 1 rank x 3 on 12 rows (2 optimizer steps per epoch either way, no padding):
+     * the all-reduce adds three gradients in its own order, so rounding only. */
+    snprintf(p, sizeof p, "%s/data12.h5", dir);
+    CHECK(tf_write_prior_pack(p, 12, 22) == 0);
+    rc = tf_sh("timeout 60 mpirun --oversubscribe -np 3 %s train-prior " COMMON12 " --gradient_accumulation_steps 1 "
+               "--output_dir %s/t3 >%s/t3.log 2>&1", k, dir, dir, dir, dir);
+    CHECK_MSG(rc == 0, "3-rank run exited %d", rc);
+    rc = tf_sh("%s train-prior " COMMON12 " --gradient_accumulation_steps 3 --output_dir %s/t1 >%s/t1.log 2>&1", k, dir,
+               dir, dir, dir);
+    CHECK_MSG(rc == 0, "1-rank x 3 run exited %d", rc);
+    compare("3 ranks x 1 vs 1 rank x 3", "t3", "t1", 0);
     /* w1's checkpoint-3 resumed on 2 ranks x 1: the same global batch of 4. */
     /* w1's metrics go along: the resume must keep steps 1..3 and replace 4..6. */
     CHECK(tf_sh("cp -r %s/w1/checkpoint-3 %s/ck3 && mkdir -p %s/r2 && cp -r %s/ck3 %s/r2/checkpoint-3 && "
@@ -141,7 +179,7 @@ int main(void)
     CHECK_MSG(rc == 0, "2-rank resume of a 1-rank checkpoint exited %d", rc);
     CHECK_MSG(tf_sh("test $(grep -c '\"epoch\"' %s/r2/metrics.jsonl) -eq 6", dir) == 0,
               "the resumed run's metrics.jsonl should hold steps 1..6 once each");
-    compare("1 rank x 2 then resumed on 2 ranks x 1", "r2", "w1");
+    compare("1 rank x 2 then resumed on 2 ranks x 1", "r2", "w1", 1);
     rc = tf_sh(MPIRUN " %s train-prior " COMMON " --gradient_accumulation_steps 2 --resume_from_checkpoint %s/ck3 "
                "--output_dir %s/bad >%s/bad.log 2>&1", k, dir, dir, dir, dir, dir);
     CHECK_MSG(rc == 2, "resume with another global batch exited %d, want 2", rc);
