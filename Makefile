@@ -3,6 +3,9 @@ JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 DEPS := scripts/install-deps
 VENV := tools/reference/.venv
+# The bench and test programs link k22core without k22's main, which sets this itself: libgomp's
+# spinning default starves OpenBLAS's threads (see src/main.c).
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: all deps build test asan fuzz cuda test-cuda demo fixtures conformance bench clean help
 
@@ -71,12 +74,16 @@ conformance: build $(VENV)/.done
 # BENCH_ARGS go to bench/train_vs_torch.sh: empty = tiny models on the CPU; on a GPU machine
 # `make bench BENCH_ARGS="--size full --device cuda"` (bench/NOTES.md: with the gpu-bundle build,
 # run bench/train_vs_torch.sh there directly with --bin).
+# PACK_BENCH_ARGS go to bench/pack_vs_torch.sh (the frozen encoders of `k22 pack`; it takes the same
+# --size and --device, not --steps).
 BENCH_ARGS ?=
+PACK_BENCH_ARGS ?= $(BENCH_ARGS)
 bench: build
 	@build/bench_ops
 	@bench/prior_step.sh
 	@bench/decoder_step.sh
 	@bench/train_vs_torch.sh $(BENCH_ARGS)
+	@bench/pack_vs_torch.sh $(PACK_BENCH_ARGS)
 
 clean:
 	rm -rf build build-asan build-cuda build-fuzz build.log build-asan.log build-cuda.log build-fuzz.log

@@ -3,6 +3,7 @@
 #include "k22/k22.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 
 int k22_cmd_version(int argc, char **argv)
 {
@@ -14,5 +15,8 @@ int k22_cmd_version(int argc, char **argv)
 #else
     printf("cuda: no (build with `make cuda`)\n");
 #endif
+    /* what the OpenMP runtime runs with (main.c sets PASSIVE unless the user chose) */
+    const char *w = getenv("OMP_WAIT_POLICY");
+    printf("openmp wait policy: %s\n", w ? w : "(libgomp default)");
     return 0;
 }
