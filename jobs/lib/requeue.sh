@@ -26,7 +26,9 @@ _k22_job_forward() {
 k22_job_run() {
   local pid rc
   K22_JOB_SIGNAL=""
-  k22_job_log "start: srun ${K22_SRUN_ARGS:-} $*"
+  # one OpenMP thread per CPU Slurm gave each task, unless the user chose
+  export OMP_NUM_THREADS=${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}
+  k22_job_log "start: srun ${K22_SRUN_ARGS:-} $* (OMP_NUM_THREADS=$OMP_NUM_THREADS)"
   # K22_SRUN_ARGS is split on purpose (e.g. "--mpi=pmix --cpu-bind=cores")
   # shellcheck disable=SC2086
   srun ${K22_SRUN_ARGS:-} "$@" &
