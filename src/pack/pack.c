@@ -180,6 +180,14 @@ static k22_status models_load(models *m, const k22_packer_opts *o, k22_pack_meta
         size_t t = k22_movq_encode_arena_floats(&m->movq, o->batch, o->resolution, o->resolution);
         if (t > need) need = t;
     }
+    /* The MoVQ's mid-block attention grows with the square of the pixels: say what to lower
+     * rather than die in the allocator. */
+    double gib = (double)need * sizeof(float) / (1u << 30);
+    long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+    if (pages > 0 && psz > 0 && (double)need * sizeof(float) > (double)pages * (double)psz)
+        return k22_err_set(err, K22_ERR_ARG, "encoding %d images of %dx%d at once needs %.1f GiB of activations, more "
+                           "than this machine's %.1f GiB: lower --batch (or --resolution)", o->batch, o->resolution,
+                           o->resolution, gib, (double)pages * (double)psz / (1u << 30));
     k22_arena_init(&m->ar, be, need);
     return K22_OK;
 }

@@ -119,6 +119,10 @@ expect_in "$tmp/inspect" "latent_factor 8" "prior pack records latent_factor 8"
 expect_rc 2 "no input" "$K22" pack --prior "$tmp/prior" --out "$tmp/x.h5" --for prior
 expect_rc 2 "bad resolution" "${PACK[@]}" --train_data_dir "$tmp/r" --out "$tmp/x.h5" --resolution 100
 expect_rc 1 "decoder without movq" "$K22" pack --prior "$tmp/prior" --decoder "$tmp/prior" --train_data_dir "$tmp/r" --out "$tmp/x.h5" --resolution 64
+# activations beyond the machine's memory: refused before any work, saying what to lower
+expect_rc 2 "batch too large for memory" "$K22" pack --prior "$tmp/prior" --decoder "$tmp/decoder" --for both \
+    --resolution 768 --batch 4000 --train_data_dir "$tmp/t" --out "$tmp/huge.h5"
+expect_in "$tmp/err" "lower --batch" "the memory message says what to lower"
 expect_rc 0 "help" "$K22" pack --help
 expect_in "$tmp/out" "--resume" "help lists options"
 
