@@ -6,6 +6,7 @@
 # .gpu-bundle/logs/bench). bench/NOTES.md has the whole recipe.
 #   bench/gpu_bench.sh --size full --device cuda
 #   MAX_BATCH_IMPLS=k22 bench/gpu_bench.sh --size full --device cuda --max-batch
+#   bench/gpu_bench.sh --pack --size full --device cuda   # bench/pack_vs_torch.sh instead (item 5)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=/tmp/k22-gpu-bundle
@@ -22,4 +23,5 @@ export LD_LIBRARY_PATH="$dir/lib:/usr/local/cuda/lib64${pip:+:$pip}${LD_LIBRARY_
 mkdir -p "$out"
 { nvidia-smi -L; nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,power.limit --format=csv; } >"$out/gpu.txt" 2>&1 || true
 cat "$out/gpu.txt"
+[ "${1:-}" != --pack ] || { shift; exec bench/pack_vs_torch.sh --bin "$dir/bin/bench_pack_encode" --python python3 --log "$out" "$@"; }
 exec bench/train_vs_torch.sh --bin "$dir/bin/bench_train_step" --python python3 --log "$out" "$@"

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# pack_vs_torch.sh: the frozen-encoder pass of `k22 pack` (bench_pack_encode: CLIP text, CLIP
+# vision, MoVQ encode) beside transformers/diffusers' (bench_pack_encode_torch.py), same configs,
+# batch, captions and images, in one run on one machine; prints each "k22_bench" line, then a
+# table, then the ratios last (issue 10, item 5).
+#
+#   bench/pack_vs_torch.sh                               # tiny models on the CPU (`make bench`)
+#   bench/pack_vs_torch.sh --size full --device cuda     # the GPU machine (bench/NOTES.md)
+#
+# Options: --size tiny|full, --device cpu|cuda[:N], --batch B, --resolution R, --images N,
+# --warmup W, --prior DIR / --decoder DIR (weights from folders, e.g. `k22 init`, given to both
+# sides), --bin PATH (bench_pack_encode; default build/bench_pack_encode, or $K22_PACK_BENCH_BIN),
+# --python PY (default tools/reference/.venv/bin/python when present, else python3), --log DIR.
+# Defaults: tiny: batch 4, resolution 64, 32 images, 2 warm-up batches; full: batch 16 (k22
+# pack's default), resolution 768, 64 images, 1 warm-up batch. On cuda torch runs three times:
+# bf16 autocast (the issue's baseline), fp32 without TF32 (k22's precision today) and bf16
+# weights (what the scripts do to their frozen encoders). Exit status 1 when the k22 run failed;
+# a torch side that cannot run (no diffusers) is reported and skipped.
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 2
+SIZE=tiny DEV=cpu B= RES= N= WARMUP= BIN=${K22_PACK_BENCH_BIN:-build/bench_pack_encode} PY= LOG= FROM=()
+while [ $# -gt 0 ]; do
+  case $1 in
+    --size) SIZE=$2; shift 2 ;;
+    --device) DEV=$2; shift 2 ;;
+    --batch) B=$2; shift 2 ;;
+    --resolution) RES=$2; shift 2 ;;
+    --images) N=$2; shift 2 ;;
+    --warmup) WARMUP=$2; shift 2 ;;
+    --prior|--decoder) FROM+=("$1" "$2"); shift 2 ;;
+    --bin) BIN=$2; shift 2 ;;
+    --python) PY=$2; shift 2 ;;
+    --log) LOG=$2; shift 2 ;;
+    *) echo "pack_vs_torch.sh: unknown option $1 (see the head of this file)" >&2; exit 2 ;;
+  esac
+done
+if [ "$SIZE" = full ]; then
+  B=${B:-16} RES=${RES:-768} N=${N:-64} WARMUP=${WARMUP:-1}
+else
+  B=${B:-4} RES=${RES:-64} N=${N:-32} WARMUP=${WARMUP:-2}
+fi
+[ -n "$PY" ] || { [ -x tools/reference/.venv/bin/python ] && PY=tools/reference/.venv/bin/python || PY=python3; }
+[ -x "$BIN" ] || { echo "pack_vs_torch.sh: no $BIN: build first (make), or give --bin" >&2; exit 2; }
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+[ -n "$LOG" ] || LOG=$TMP/log
+mkdir -p "$LOG"
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)} OMP_WAIT_POLICY=PASSIVE OMPI_MCA_ess_singleton_isolated=1
+# diffusers: the machine's, else the carried build-pydeps/pydeps.tar.xz (bench/carry_diffusers.sh),
+# as train_vs_torch.sh finds it.
+TORCH=1
+if ! "$PY" -c "import diffusers" 2>"$LOG/diffusers-import.txt"; then
+  TORCH=0
+  if [ -f build-pydeps/pydeps.tar.xz ]; then
+    tar -C "$TMP" -xJf build-pydeps/pydeps.tar.xz
+    for pp in "$TMP/first" "$TMP/first:$TMP/fallback"; do
+      if PYTHONPATH="$pp${PYTHONPATH:+:$PYTHONPATH}" "$PY" -c "import diffusers" 2>>"$LOG/diffusers-import.txt"; then
+        export PYTHONPATH="$pp${PYTHONPATH:+:$PYTHONPATH}"
+        TORCH=1
+        echo "pack_vs_torch.sh: diffusers from the carried build-pydeps ($pp)"
+        break
+      fi
+    done
+  fi
+  [ "$TORCH" = 1 ] || echo "pack_vs_torch.sh: $PY cannot import diffusers ($LOG/diffusers-import.txt): the torch side is skipped (run bench/carry_diffusers.sh here and carry build-pydeps)"
+fi
+RC=0
+RESULTS=$LOG/pack-results.txt
+: >"$RESULTS"
+
+# run NAME CMD...: runs one benchmark, keeps its k22_bench lines; a failure is logged, not fatal.
+run() {
+  local name=$1
+  shift
+  if "$@" >"$LOG/$name.log" 2>&1; then
+    grep '^k22_bench ' "$LOG/$name.log" | tee -a "$RESULTS"
+  else
+    echo "pack_vs_torch.sh: $name failed (exit $?): $(tail -3 "$LOG/$name.log" | tr '\n' ' ')"
+    return 1
+  fi
+}
+
+common=(--size "$SIZE" --batch "$B" --resolution "$RES" --images "$N" --warmup "$WARMUP" "${FROM[@]}")
+run k22-pack "$BIN" "${common[@]}" --device "$DEV" || RC=1
+if [ "$TORCH" = 1 ]; then
+  if [ "${DEV%%:*}" = cuda ]; then
+    for mp in bf16 no bf16-weights; do
+      run "torch-pack-$mp" "$PY" bench/bench_pack_encode_torch.py "${common[@]}" --device "$DEV" --mixed_precision "$mp"
+    done
+  else
+    run torch-pack "$PY" bench/bench_pack_encode_torch.py "${common[@]}" --device "$DEV"
+  fi
+fi
+
+# The table (TFLOP/s from torch's FLOP count of each encoder over model_ms, for both sides),
+# then the ratios (k22 over each torch run, per encoder) last.
+awk '
+function kv(line, a,   i, n, f, p) { n = split(line, f, " "); for (i = 2; i <= n; i++) { p = index(f[i], "="); a[substr(f[i], 1, p - 1)] = substr(f[i], p + 1) } }
+{ line[NR] = $0; delete r; kv($0, r); if (r["gflop_per_image"] != "") gf[r["encoder"]] = r["gflop_per_image"] }
+END {
+  printf "\n%-7s %-4s %-6s %5s %5s %6s %-6s %-13s %10s %9s %9s %9s %10s %8s %10s\n", "encoder", "size", "device", "batch", "res", "images", "impl", "precision", "ms/batch", "prep_ms", "model_ms", "cpu_ms", "images/s", "TFLOP/s", "peak_MiB"
+  for (j = 1; j <= NR; j++) { delete r; kv(line[j], r); key = r["encoder"]
+    tf = (key in gf) && r["model_ms"] > 0 ? sprintf("%8.3f", gf[key] * r["batch"] / r["model_ms"]) : sprintf("%8s", "-")
+    printf "%-7s %-4s %-6s %5d %5d %6d %-6s %-13s %10.2f %9.2f %9.2f %9.2f %10.2f %s %10.1f\n", r["encoder"], r["size"], r["device"], r["batch"], r["resolution"], r["images"], r["impl"], r["precision"], r["ms_per_batch"], r["prep_ms"], r["model_ms"], r["cpu_ms"], r["images_per_s"], tf, r["peak_mem_mib"]
+    if (r["impl"] == "k22") { ks[key] = r["images_per_s"]; kc[key] = r["cpu_ms"]; km[key] = r["peak_mem_mib"]; ko[key] = r["out_mean_abs"]; kd[key] = r["model_ms"]; order[++n] = key }
+    else { m = ++tn[key]; ts[key, m] = r["images_per_s"]; tc[key, m] = r["cpu_ms"]; tm[key, m] = r["peak_mem_mib"]; tp[key, m] = r["precision"]; to[key, m] = r["out_mean_abs"]; td[key, m] = r["model_ms"] } }
+  print ""; print "ratios k22 / torch (images/s > 1: k22 faster; model: the same without host prep, torch model_ms / k22 model_ms;"
+  print "cpu_ms < 1: k22 uses less CPU; memory < 1: k22 smaller):"
+  for (i = 1; i <= n; i++) { key = order[i]
+    if (!tn[key]) { printf "  %-7s no torch run\n", key; continue }
+    for (m = 1; m <= tn[key]; m++) {
+      printf "  %-7s vs torch %-13s images/s %6.2fx  model %6.2fx  cpu_ms %6.2fx  peak memory %6.2fx", key, tp[key, m], ks[key] / ts[key, m], (kd[key] > 0 ? td[key, m] / kd[key] : 0), kc[key] / tc[key, m], km[key] / tm[key, m]
+      # same weights on both sides (--prior/--decoder): the mean |output| should agree
+      if (same && key != "total" && to[key, m] > 0) printf "  mean|out| %.5fx", ko[key] / to[key, m]
+      printf "\n" } } }
+' same=$((${#FROM[@]} > 0)) "$RESULTS"
+exit $RC
