@@ -86,64 +86,7 @@ static int parse(int argc, char **argv, pe_args *a)
     return 0;
 }
 
-/* ---- peak memory (as bench_train_step.c measures it) ---- */
-
-typedef struct {
-    int cuda, dev;
-    size_t base, peak; /* bytes in use before the models, and the largest seen above it */
-} pe_mem;
-
-#ifdef K22_HAVE_CUDA
-static size_t cuda_used(void)
-{
-    size_t fr = 0, tot = 0;
-    return cudaMemGetInfo(&fr, &tot) == cudaSuccess ? tot - fr : 0;
-}
-static uint64_t cuda_pool(int dev, enum cudaMemPoolAttr attr)
-{
-    cudaMemPool_t p;
-    uint64_t v = 0;
-    if (cudaDeviceGetDefaultMemPool(&p, dev) == cudaSuccess) cudaMemPoolGetAttribute(p, attr, &v);
-    return v;
-}
-#endif
-
-static void pe_mem_start(pe_mem *m, const char *device)
-{
-    memset(m, 0, sizeof *m);
-    m->cuda = !strncmp(device, "cuda", 4);
-#ifdef K22_HAVE_CUDA
-    if (m->cuda) {
-        m->dev = device[4] == ':' ? atoi(device + 5) : 0;
-        if (cudaSetDevice(m->dev) == cudaSuccess) cudaFree(0); /* the context, outside the count */
-        m->base = cuda_used();
-    }
-#endif
-}
-
-/* After a synchronized batch: device use now, the pool's reserved memory replaced by its high
- * mark (a peak inside an encoder is gone by the time we look). */
-static void pe_mem_sample(pe_mem *m)
-{
-#ifdef K22_HAVE_CUDA
-    if (m->cuda) {
-        size_t used = cuda_used();
-        uint64_t cur = cuda_pool(m->dev, cudaMemPoolAttrReservedMemCurrent);
-        uint64_t high = cuda_pool(m->dev, cudaMemPoolAttrReservedMemHigh);
-        size_t p = used - cur + high > m->base ? used - cur + high - m->base : 0;
-        if (p > m->peak) m->peak = p;
-    }
-#endif
-    (void)m;
-}
-
-static double pe_mem_peak_mib(const pe_mem *m)
-{
-    if (m->cuda) return m->peak / 1048576.0;
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return ru.ru_maxrss / 1024.0; /* KiB on Linux */
-}
+#include "bench_mem.h" /* peak memory */
 
 /* ---- the three encoders, loaded as pack loads them ---- */
 
@@ -414,7 +357,7 @@ static double median(const double *v, int n, double *lo, double *hi)
 
 static void report_line(const pe_args *a, const char *dev, const char *enc, int nb, double prep,
                         double model, double total, double lo, double hi, double cpu, size_t nparams,
-                        double oma, const pe_mem *mem)
+                        double oma, const bench_mem *mem)
 {
     int h = (a->res > 224 ? a->res : 224) * 5 / 4, w = h * 4 / 3;
     printf("k22_bench impl=k22 bench=pack_encode encoder=%s size=%s device=%s precision=fp32 batch=%d "
@@ -422,12 +365,12 @@ static void report_line(const pe_args *a, const char *dev, const char *enc, int 
            "ms_max=%.3f prep_ms=%.3f model_ms=%.3f cpu_ms=%.3f images_per_s=%.3f peak_mem_mib=%.1f "
            "mem=%s out_mean_abs=%.6g\n",
            enc, a->size, dev, a->B, a->res, w, h, nb * a->B, nb, nparams, total, lo, hi, prep, model,
-           cpu, a->B / (total * 1e-3), pe_mem_peak_mib(mem), mem->cuda ? "device" : "max_rss", oma);
+           cpu, a->B / (total * 1e-3), bench_mem_peak_mib(mem), mem->cuda ? "device" : "max_rss", oma);
 }
 
 /* One line per encoder (medians of its prep, model and prep + model), then the total (median
  * over batches of the three encoders' sum). */
-static void report(const pe_args *a, const k22_backend *be, const pe_times *t, int nb, const pe_mem *mem)
+static void report(const pe_args *a, const k22_backend *be, const pe_times *t, int nb, const bench_mem *mem)
 {
     double *sum = k22_xcalloc((size_t)nb, sizeof *sum), *one = k22_xmalloc((size_t)nb * sizeof *one);
     double sp = 0, sm = 0, sc = 0, lo, hi;
@@ -444,7 +387,7 @@ static void report(const pe_args *a, const k22_backend *be, const pe_times *t, i
     free(sum), free(one);
 }
 
-static int pe_run(const pe_args *a, const k22_backend *be, pe_mem *mem)
+static int pe_run(const pe_args *a, const k22_backend *be, bench_mem *mem)
 {
     k22_err err;
     pe_models m;
@@ -467,7 +410,7 @@ static int pe_run(const pe_args *a, const k22_backend *be, pe_mem *mem)
     pe_bufs_init(&b, be, &m, a->B, a->res);
     for (int s = -a->warmup; s < nb && !st; s++) {
         st = pe_batch(be, &m, &b, imgs, nimg, a, (s + a->warmup) * a->B, &t, s, &err);
-        pe_mem_sample(mem);
+        bench_mem_sample(mem);
     }
     if (st) goto out;
     report(a, be, &t, nb, mem);
@@ -487,8 +430,8 @@ int main(int argc, char **argv)
     pe_args a;
     int rc = parse(argc, argv, &a);
     if (rc) return rc;
-    pe_mem mem;
-    pe_mem_start(&mem, a.device);
+    bench_mem mem;
+    bench_mem_start(&mem, a.device);
     k22_err err;
     k22_backend *be = k22_backend_by_name(a.device, &err);
     if (!be) {

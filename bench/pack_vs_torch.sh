@@ -45,25 +45,9 @@ TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 [ -n "$LOG" ] || LOG=$TMP/log
 mkdir -p "$LOG"
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)} OMP_WAIT_POLICY=PASSIVE OMPI_MCA_ess_singleton_isolated=1
-# diffusers: the machine's, else the carried build-pydeps/pydeps.tar.xz (bench/carry_diffusers.sh),
-# as train_vs_torch.sh finds it.
-TORCH=1
-if ! "$PY" -c "import diffusers" 2>"$LOG/diffusers-import.txt"; then
-  TORCH=0
-  if [ -f build-pydeps/pydeps.tar.xz ]; then
-    tar -C "$TMP" -xJf build-pydeps/pydeps.tar.xz
-    for pp in "$TMP/first" "$TMP/first:$TMP/fallback"; do
-      if PYTHONPATH="$pp${PYTHONPATH:+:$PYTHONPATH}" "$PY" -c "import diffusers" 2>>"$LOG/diffusers-import.txt"; then
-        export PYTHONPATH="$pp${PYTHONPATH:+:$PYTHONPATH}"
-        TORCH=1
-        echo "pack_vs_torch.sh: diffusers from the carried build-pydeps ($pp)"
-        break
-      fi
-    done
-  fi
-  [ "$TORCH" = 1 ] || echo "pack_vs_torch.sh: $PY cannot import diffusers ($LOG/diffusers-import.txt): the torch side is skipped (run bench/carry_diffusers.sh here and carry build-pydeps)"
-fi
+. bench/bench_lib.sh
+bench_env
+bench_find_diffusers pack_vs_torch.sh "$PY" "$LOG" "$TMP"
 RC=0
 RESULTS=$LOG/pack-results.txt
 : >"$RESULTS"
