@@ -5,6 +5,7 @@
 #ifndef K22_TEST_STEP_FIXTURE_H
 #define K22_TEST_STEP_FIXTURE_H
 
+#include "harness/fixture.h"
 #include "harness/harness.h"
 #include "k22/safetensors.h"
 
@@ -19,11 +20,7 @@
 /* The fixture tensor `name` with n values of dtype dt, or NULL after a failed check. */
 static inline const void *sf_get(const k22_st_file *f, const char *name, k22_dtype dt, int64_t n)
 {
-    const k22_st_tensor *t = k22_st_find(f, name);
-    int ok = t && t->dtype == dt && k22_shape_numel(t->ndim, t->shape) == n;
-    CHECK_MSG(ok, "fixture tensor '%s' missing or not %s with %lld values (regenerate with "
-                  "tools/reference/" SF_GENERATOR ")", name, k22_dtype_name(dt), (long long)n);
-    return ok ? t->data : NULL;
+    return k22_fx_get_hint(f, name, dt, n, " (regenerate with tools/reference/" SF_GENERATOR ")");
 }
 
 /* Value i of a float64 tensor stored as its I64 bit patterns. */

@@ -5,33 +5,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "harness/fixture.h"
 #include "harness/harness.h"
 #include "k22/ema.h"
 #include "k22/safetensors.h"
-
-static const char *source_dir(void)
-{
-    const char *e = getenv("K22_SOURCE_DIR");
-    return e && *e ? e : ".";
-}
-
-static const void *fx_get(k22_st_file *f, const char *name, k22_dtype dt, int64_t n)
-{
-    const k22_st_tensor *t = k22_st_find(f, name);
-    int ok = t && t->dtype == dt && k22_shape_numel(t->ndim, t->shape) == n;
-    CHECK_MSG(ok, "fixture tensor '%s' missing or not %s with %lld values", name,
-              k22_dtype_name(dt), (long long)n);
-    return ok ? t->data : NULL;
-}
 
 /* a (40) then b (10) of the fixture's `prefix` into dst (50). */
 static int load_ab(k22_st_file *f, const char *prefix, float *dst)
 {
     char key[64];
     snprintf(key, sizeof key, "%s.a", prefix);
-    const float *a = fx_get(f, key, K22_DTYPE_F32, 40);
+    const float *a = k22_fx_get(f, key, K22_DTYPE_F32, 40);
     snprintf(key, sizeof key, "%s.b", prefix);
-    const float *b = fx_get(f, key, K22_DTYPE_F32, 10);
+    const float *b = k22_fx_get(f, key, K22_DTYPE_F32, 10);
     if (!a || !b) return 0;
     memcpy(dst, a, 40 * sizeof(float));
     memcpy(dst + 40, b, 10 * sizeof(float));
@@ -55,7 +41,7 @@ static void run(k22_st_file *f, const k22_backend *be, int64_t nscratch)
                  k);
         k22_check_close(what, shadow, ref, 50, 0, 0);
         snprintf(key, sizeof key, "step%d.decay", k);
-        const int64_t *d = fx_get(f, key, K22_DTYPE_I64, 1);
+        const int64_t *d = k22_fx_get(f, key, K22_DTYPE_I64, 1);
         CHECK_MSG((d && memcmp(d, &e.cur_decay, 8) == 0), "%s: decay %.17g", key, e.cur_decay);
     }
     CHECK(e.optimization_step == 5);
@@ -70,7 +56,7 @@ int main(void)
     char path[512];
     k22_err err = {0};
     k22_st_file *f = NULL;
-    snprintf(path, sizeof path, "%s/tests/fixtures/schedule/ema.safetensors", source_dir());
+    snprintf(path, sizeof path, "%s/tests/fixtures/schedule/ema.safetensors", k22_fx_source_dir());
     if (k22_st_open(path, &f, &err) != K22_OK)
         CHECK_MSG(0, "%s (rerun tools/reference/make_schedule_fixtures.py)", err.msg);
     k22_backend *bes[2] = {k22_backend_cpu_new(1), k22_backend_cpu_new(0)};

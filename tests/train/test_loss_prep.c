@@ -7,24 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "harness/fixture.h"
 #include "harness/harness.h"
 #include "k22/loss.h"
 #include "k22/safetensors.h"
-
-static const char *source_dir(void)
-{
-    const char *e = getenv("K22_SOURCE_DIR");
-    return e && *e ? e : ".";
-}
-
-static const void *fx_get(k22_st_file *f, const char *name, k22_dtype dt, int64_t n)
-{
-    const k22_st_tensor *t = k22_st_find(f, name);
-    int ok = t && t->dtype == dt && k22_shape_numel(t->ndim, t->shape) == n;
-    CHECK_MSG(ok, "fixture tensor '%s' missing or not %s with %lld values", name,
-              k22_dtype_name(dt), (long long)n);
-    return ok ? t->data : NULL;
-}
 
 static int schedule_of(const char *preset, k22_beta_schedule betas, k22_noise_schedule *s)
 {
@@ -42,9 +28,9 @@ static int use_torch_coefs(k22_st_file *f, const char *name, k22_noise_schedule 
 {
     char key[64];
     snprintf(key, sizeof key, "%s.sqrt_a", name);
-    const float *sa = fx_get(f, key, K22_DTYPE_F32, 1000);
+    const float *sa = k22_fx_get(f, key, K22_DTYPE_F32, 1000);
     snprintf(key, sizeof key, "%s.sqrt_1ma", name);
-    const float *s1 = fx_get(f, key, K22_DTYPE_F32, 1000);
+    const float *s1 = k22_fx_get(f, key, K22_DTYPE_F32, 1000);
     if (!sa || !s1) return 0;
     memcpy(s->sqrt_a, sa, 1000 * sizeof(float));
     memcpy(s->sqrt_1ma, s1, 1000 * sizeof(float));
@@ -54,13 +40,13 @@ static int use_torch_coefs(k22_st_file *f, const char *name, k22_noise_schedule 
 static void test_prior(k22_st_file *f, k22_backend *be)
 {
     enum { B = 4, E = 32 };
-    const float *ie = fx_get(f, "prior.image_embeds", K22_DTYPE_F32, B * E);
-    const float *mean = fx_get(f, "prior.clip_mean", K22_DTYPE_F32, E);
-    const float *std = fx_get(f, "prior.clip_std", K22_DTYPE_F32, E);
-    const float *noise = fx_get(f, "prior.noise", K22_DTYPE_F32, B * E);
-    const int64_t *t = fx_get(f, "prior.t", K22_DTYPE_I64, B);
-    const float *rx0 = fx_get(f, "prior.x0", K22_DTYPE_F32, B * E);
-    const float *rxt = fx_get(f, "prior.x_t", K22_DTYPE_F32, B * E);
+    const float *ie = k22_fx_get(f, "prior.image_embeds", K22_DTYPE_F32, B * E);
+    const float *mean = k22_fx_get(f, "prior.clip_mean", K22_DTYPE_F32, E);
+    const float *std = k22_fx_get(f, "prior.clip_std", K22_DTYPE_F32, E);
+    const float *noise = k22_fx_get(f, "prior.noise", K22_DTYPE_F32, B * E);
+    const int64_t *t = k22_fx_get(f, "prior.t", K22_DTYPE_I64, B);
+    const float *rx0 = k22_fx_get(f, "prior.x0", K22_DTYPE_F32, B * E);
+    const float *rxt = k22_fx_get(f, "prior.x_t", K22_DTYPE_F32, B * E);
     k22_noise_schedule s;
     if (!ie || !mean || !std || !noise || !t || !rx0 || !rxt) return;
     if (!schedule_of("prior_train", K22_BETAS_SQUAREDCOS_CAP_V2, &s)) return;
@@ -95,10 +81,10 @@ static void test_prior(k22_st_file *f, k22_backend *be)
 static void test_decoder(k22_st_file *f, k22_backend *be)
 {
     enum { B = 2, N = 64 };
-    const float *lat = fx_get(f, "decoder.latents", K22_DTYPE_F32, B * N);
-    const float *noise = fx_get(f, "decoder.noise", K22_DTYPE_F32, B * N);
-    const int64_t *t = fx_get(f, "decoder.t", K22_DTYPE_I64, B);
-    const float *rxt = fx_get(f, "decoder.x_t", K22_DTYPE_F32, B * N);
+    const float *lat = k22_fx_get(f, "decoder.latents", K22_DTYPE_F32, B * N);
+    const float *noise = k22_fx_get(f, "decoder.noise", K22_DTYPE_F32, B * N);
+    const int64_t *t = k22_fx_get(f, "decoder.t", K22_DTYPE_I64, B);
+    const float *rxt = k22_fx_get(f, "decoder.x_t", K22_DTYPE_F32, B * N);
     k22_noise_schedule s;
     if (!lat || !noise || !t || !rxt) return;
     if (!schedule_of("decoder", K22_BETAS_LINEAR, &s)) return;
@@ -120,7 +106,7 @@ int main(void)
     char path[512];
     k22_err err = {0};
     k22_st_file *f = NULL;
-    snprintf(path, sizeof path, "%s/tests/fixtures/schedule/noise.safetensors", source_dir());
+    snprintf(path, sizeof path, "%s/tests/fixtures/schedule/noise.safetensors", k22_fx_source_dir());
     if (k22_st_open(path, &f, &err) != K22_OK)
         CHECK_MSG(0, "%s (rerun tools/reference/make_schedule_fixtures.py)", err.msg);
     k22_backend *bes[2] = {k22_backend_cpu_new(1), k22_backend_cpu_new(0)};

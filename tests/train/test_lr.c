@@ -5,15 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "harness/fixture.h"
 #include "harness/harness.h"
 #include "k22/lr_schedule.h"
 #include "k22/safetensors.h"
-
-static const char *source_dir(void)
-{
-    const char *e = getenv("K22_SOURCE_DIR");
-    return e && *e ? e : ".";
-}
 
 static void check_case(k22_st_file *f, k22_lr_kind kind, int ws, int ga)
 {
@@ -70,7 +65,7 @@ int main(void)
     char path[512];
     k22_err err = {0};
     k22_st_file *f = NULL;
-    snprintf(path, sizeof path, "%s/tests/fixtures/schedule/lr.safetensors", source_dir());
+    snprintf(path, sizeof path, "%s/tests/fixtures/schedule/lr.safetensors", k22_fx_source_dir());
     if (k22_st_open(path, &f, &err) != K22_OK)
         CHECK_MSG(0, "%s (rerun tools/reference/make_schedule_fixtures.py --accelerate DIR)",
                   err.msg);

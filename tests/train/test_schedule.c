@@ -6,22 +6,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "harness/fixture.h"
 #include "harness/harness.h"
 #include "k22/safetensors.h"
 #include "k22/schedule.h"
-
-static const char *source_dir(void)
-{
-    const char *e = getenv("K22_SOURCE_DIR");
-    return e && *e ? e : ".";
-}
 
 static k22_st_file *fixture_open(const char *name)
 {
     char path[512];
     k22_err err = {0};
     k22_st_file *f = NULL;
-    snprintf(path, sizeof path, "%s/tests/fixtures/schedule/%s", source_dir(), name);
+    snprintf(path, sizeof path, "%s/tests/fixtures/schedule/%s", k22_fx_source_dir(), name);
     if (k22_st_open(path, &f, &err) != K22_OK) {
         CHECK_MSG(0, "%s (rerun tools/reference/make_schedule_fixtures.py)", err.msg);
         return NULL;
@@ -30,15 +25,6 @@ static k22_st_file *fixture_open(const char *name)
 }
 
 /* The tensor `name` of dtype dt with n values, or NULL and a failed check. */
-static const void *fx_get(k22_st_file *f, const char *name, k22_dtype dt, int64_t n)
-{
-    const k22_st_tensor *t = k22_st_find(f, name);
-    int ok = t && t->dtype == dt && k22_shape_numel(t->ndim, t->shape) == n;
-    CHECK_MSG(ok, "fixture tensor '%s' missing or not %s with %lld values", name,
-              k22_dtype_name(dt), (long long)n);
-    return ok ? t->data : NULL;
-}
-
 typedef struct {
     const char *name;
     k22_beta_schedule betas;
@@ -71,13 +57,13 @@ static void check_downstream(k22_st_file *f, const sched_case *c, const k22_nois
                              const char *tag)
 {
     char key[96], what[200];
-    const int64_t *t = fx_get(f, "t_add", K22_DTYPE_I64, 6);
+    const int64_t *t = k22_fx_get(f, "t_add", K22_DTYPE_I64, 6);
     snprintf(key, sizeof key, "%s.x0", c->name);
-    const float *x0 = fx_get(f, key, K22_DTYPE_F32, 240);
+    const float *x0 = k22_fx_get(f, key, K22_DTYPE_F32, 240);
     snprintf(key, sizeof key, "%s.noise", c->name);
-    const float *noise = fx_get(f, key, K22_DTYPE_F32, 240);
+    const float *noise = k22_fx_get(f, key, K22_DTYPE_F32, 240);
     snprintf(key, sizeof key, "%s.x_t", c->name);
-    const float *xt = fx_get(f, key, K22_DTYPE_F32, 240);
+    const float *xt = k22_fx_get(f, key, K22_DTYPE_F32, 240);
     for (int k = 0; k < nbe && t && x0 && noise && xt; k++) {
         float y[240], tmp[40];
         k22_noise_add(bes[k], s, y, x0, noise, t, 6, 40, tmp);
@@ -88,7 +74,7 @@ static void check_downstream(k22_st_file *f, const sched_case *c, const k22_nois
     float got[1000];
     for (int i = 0; i < 1000; i++) all[i] = i;
     snprintf(key, sizeof key, "%s.snr", c->name);
-    const float *snr = fx_get(f, key, K22_DTYPE_F32, 1000);
+    const float *snr = k22_fx_get(f, key, K22_DTYPE_F32, 1000);
     if (snr) {
         for (int i = 0; i < 1000; i++) got[i] = k22_noise_snr(s, i);
         snprintf(what, sizeof what, "%s (%s)", key, tag);
@@ -98,7 +84,7 @@ static void check_downstream(k22_st_file *f, const sched_case *c, const k22_nois
         {"sample", K22_PRED_SAMPLE}, {"epsilon", K22_PRED_EPSILON}, {"v_prediction", K22_PRED_V}};
     for (int j = 0; j < 3; j++) {
         snprintf(key, sizeof key, "%s.w_%s", c->name, preds[j].n);
-        const float *w = fx_get(f, key, K22_DTYPE_F32, 1000);
+        const float *w = k22_fx_get(f, key, K22_DTYPE_F32, 1000);
         if (!w) continue;
         k22_min_snr_weights(s, all, 1000, 5.0, preds[j].p, got);
         snprintf(what, sizeof what, "%s (%s)", key, tag);
@@ -119,10 +105,10 @@ static void test_case(k22_st_file *f, const sched_case *c, k22_backend *const *b
         return;
     }
     snprintf(key, sizeof key, "%s.betas", c->name);
-    const float *betas = fx_get(f, key, K22_DTYPE_F32, 1000);
+    const float *betas = k22_fx_get(f, key, K22_DTYPE_F32, 1000);
     if (betas) k22_check_close(key, s.betas, betas, 1000, 0, 0);
     snprintf(key, sizeof key, "%s.alphas_cumprod", c->name);
-    const float *ac = fx_get(f, key, K22_DTYPE_F32, 1000);
+    const float *ac = k22_fx_get(f, key, K22_DTYPE_F32, 1000);
     if (ac) {
         k22_check_close(key, s.alphas_cumprod, ac, 1000, 0, 0);
         /* canary: a float running product (the wrong accumulator) must be caught */
@@ -133,9 +119,9 @@ static void test_case(k22_st_file *f, const sched_case *c, k22_backend *const *b
 
     /* torch's coefficients: MKL's float sqrt, within 1 ulp of k22's correctly rounded one */
     snprintf(key, sizeof key, "%s.sqrt_a", c->name);
-    const float *sa = fx_get(f, key, K22_DTYPE_F32, 1000);
+    const float *sa = k22_fx_get(f, key, K22_DTYPE_F32, 1000);
     snprintf(key, sizeof key, "%s.sqrt_1ma", c->name);
-    const float *s1 = fx_get(f, key, K22_DTYPE_F32, 1000);
+    const float *s1 = k22_fx_get(f, key, K22_DTYPE_F32, 1000);
     if (!sa || !s1) goto out;
     snprintf(what, sizeof what, "%s sqrt(alphas_cumprod) vs torch-CPU (1 ulp: MKL sqrt)", c->name);
     k22_check_close(what, s.sqrt_a, sa, 1000, 0, 1.2e-7);
@@ -186,10 +172,10 @@ static void test_extra(k22_st_file *f)
             continue;
         }
         snprintf(key, sizeof key, "extra.%s.betas", ex[i].name);
-        const float *b = fx_get(f, key, K22_DTYPE_F32, ex[i].T);
+        const float *b = k22_fx_get(f, key, K22_DTYPE_F32, ex[i].T);
         if (b) k22_check_close(key, s.betas, b, ex[i].T, 0, 0);
         snprintf(key, sizeof key, "extra.%s.alphas_cumprod", ex[i].name);
-        const float *ac = fx_get(f, key, K22_DTYPE_F32, ex[i].T);
+        const float *ac = k22_fx_get(f, key, K22_DTYPE_F32, ex[i].T);
         if (ac) k22_check_close(key, s.alphas_cumprod, ac, ex[i].T, 0, 0);
         k22_noise_schedule_free(&s);
     }
