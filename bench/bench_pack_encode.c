@@ -32,6 +32,8 @@
 #include "k22/preprocess.h"
 #include "k22/tokenizer.h"
 
+#include "k22/opts.h"
+
 #include "bench_util.h"
 
 #ifdef K22_HAVE_CUDA
@@ -47,43 +49,40 @@ typedef struct {
     uint64_t seed;
 } pe_args;
 
-static int usage(const char *why)
-{
-    fprintf(stderr, "bench_pack_encode: %s\nusage: bench_pack_encode [--size tiny|full] "
-            "[--device cpu|cpu-ref|cuda[:N]] [--batch B] [--resolution R] [--images N] [--warmup W] "
-            "[--prior DIR] [--decoder DIR] [--seed S]\n", why);
-    return 2;
-}
-
-/* 0 on success, else 2 after the usage line. Resolution defaults by size: 64 (tiny MoVQ,
- * factor 2: 32x32 latents as the tiny UNet bench) or 768 (Kandinsky 2.2's decoder). */
+/* -1 to go on, else the exit code (0 after --help, 2 for a bad option). Resolution defaults by
+ * size: 64 (tiny MoVQ, factor 2: 32x32 latents as the tiny UNet bench) or 768 (Kandinsky 2.2's
+ * decoder). */
 static int parse(int argc, char **argv, pe_args *a)
 {
-    *a = (pe_args){"tiny", "cpu", NULL, NULL, 16, 0, 0, 1, 0};
-    for (int i = 1; i < argc; i++) {
-        const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int *n = !strcmp(k, "--batch") ? &a->B : !strcmp(k, "--resolution") ? &a->res
-               : !strcmp(k, "--images") ? &a->images : !strcmp(k, "--warmup") ? &a->warmup : NULL;
-        if (!v) return usage("a flag without its value, or an unknown flag");
-        if (n) {
-            char *end;
-            long x = strtol(v, &end, 10);
-            int lo = n == &a->warmup ? 0 : 1;
-            if (*end || x < lo || x > 4096) return usage("--batch, --resolution, --images need 1..4096, --warmup 0..4096");
-            *n = (int)x;
-        } else if (!strcmp(k, "--size")) a->size = v;
-        else if (!strcmp(k, "--device")) a->device = v;
-        else if (!strcmp(k, "--prior")) a->prior = v;
-        else if (!strcmp(k, "--decoder")) a->decoder = v;
-        else if (!strcmp(k, "--seed")) a->seed = strtoull(v, NULL, 10);
-        else return usage("unknown flag");
-        i++;
+    int64_t B, res, images, warmup, seed;
+    const k22_opt opts[] = {
+        {"size", K22_OPT_CHOICE, &a->size, "tiny", "model shapes", NULL, "tiny|full", 0},
+        {"device", K22_OPT_STR, &a->device, "cpu", "cpu, cpu-ref, cuda or cuda:N", NULL, NULL, 0},
+        {"batch", K22_OPT_INT, &B, "16", "images per encoder batch (1..4096)", NULL, NULL, 0},
+        {"resolution", K22_OPT_INT, &res, "0", "decoder image side, a multiple of 8 (0: 64 tiny, 768 full)", NULL, NULL, 0},
+        {"images", K22_OPT_INT, &images, "0", "images timed (0: 4 x batch)", NULL, NULL, 0},
+        {"warmup", K22_OPT_INT, &warmup, "1", "untimed batches first (0..4096)", NULL, NULL, 0},
+        {"prior", K22_OPT_STR, &a->prior, NULL, "prior pipeline folder (else random weights)", NULL, NULL, 0},
+        {"decoder", K22_OPT_STR, &a->decoder, NULL, "decoder pipeline folder (else random weights)", NULL, NULL, 0},
+        {"seed", K22_OPT_INT, &seed, "0", "random weights' seed", NULL, NULL, 0},
+    };
+    k22_cmd_spec spec = {.usage = "bench_pack_encode [options]",
+                         .summary = "Times the frozen encoders of k22 pack on random images; one k22_bench line each.",
+                         .opts = opts, .nopts = (int)(sizeof opts / sizeof opts[0])};
+    int rc = k22_opts_parse_cli(&spec, argc, argv, "bench_pack_encode");
+    if (rc >= 0) return rc;
+    const char *bad = B < 1 || B > 4096 || res < 0 || res > 4096 || images < 0 || images > 4096 ||
+                      warmup < 0 || warmup > 4096 || seed < 0
+                          ? "--batch, --resolution, --images need 1..4096, --warmup 0..4096"
+                      : res % 8 ? "--resolution must be a multiple of 8 (k22 pack's rule)" : NULL;
+    if (bad) {
+        fprintf(stderr, "bench_pack_encode: %s\n", bad);
+        return 2;
     }
-    if (strcmp(a->size, "tiny") && strcmp(a->size, "full")) return usage("--size is tiny or full");
+    a->B = (int)B, a->res = (int)res, a->images = (int)images, a->warmup = (int)warmup, a->seed = (uint64_t)seed;
     if (!a->res) a->res = strcmp(a->size, "full") ? 64 : 768;
-    if (a->res % 8) return usage("--resolution must be a multiple of 8 (k22 pack's rule)");
     if (!a->images) a->images = 4 * a->B;
-    return 0;
+    return -1;
 }
 
 #include "bench_mem.h" /* peak memory */
@@ -429,7 +428,7 @@ int main(int argc, char **argv)
 {
     pe_args a;
     int rc = parse(argc, argv, &a);
-    if (rc) return rc;
+    if (rc >= 0) return rc;
     bench_mem mem;
     bench_mem_start(&mem, a.device);
     k22_err err;

@@ -24,6 +24,8 @@
 #include "k22/train_decoder.h"
 #include "k22/train_prior.h"
 
+#include "k22/opts.h"
+
 #include "bench_util.h"
 
 #ifdef K22_HAVE_CUDA
@@ -39,43 +41,40 @@ typedef struct {
     uint64_t seed;
 } bench_args;
 
-static int usage(const char *why)
-{
-    fprintf(stderr, "bench_train_step: %s\nusage: bench_train_step --model prior|unet [--size tiny|full] "
-            "[--device cpu|cpu-ref|cuda[:N]] [--batch B] [--latent N] [--steps K] [--warmup W] "
-            "[--grad_ckpt] [--from DIR] [--seed S]\n", why);
-    return 2;
-}
-
-/* 0 on success, else 2 after the usage line; numbers are range-checked before use. */
+/* -1 to go on, else the exit code (0 after --help, 2 for a bad option). */
 static int parse(int argc, char **argv, bench_args *a)
 {
-    *a = (bench_args){"prior", "tiny", "cpu", NULL, 8, 32, 20, 3, 0, 0};
-    for (int i = 1; i < argc; i++) {
-        const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int *n = !strcmp(k, "--batch") ? &a->B : !strcmp(k, "--latent") ? &a->latent
-               : !strcmp(k, "--steps") ? &a->steps : !strcmp(k, "--warmup") ? &a->warmup : NULL;
-        if (!strcmp(k, "--grad_ckpt")) { a->ckpt = 1; continue; }
-        if (!v) return usage("a flag without its value, or an unknown flag");
-        if (n) {
-            char *end;
-            long x = strtol(v, &end, 10);
-            /* --latent 0 is allowed for the prior, which has none (the unet's count refuses it) */
-            int lo = n == &a->warmup || n == &a->latent ? 0 : 1;
-            if (*end || x < lo || x > 100000)
-                return usage("--batch and --steps need 1..100000, --latent and --warmup 0..100000");
-            *n = (int)x;
-        } else if (!strcmp(k, "--model")) a->model = v;
-        else if (!strcmp(k, "--size")) a->size = v;
-        else if (!strcmp(k, "--device")) a->device = v;
-        else if (!strcmp(k, "--from")) a->from = v;
-        else if (!strcmp(k, "--seed")) a->seed = strtoull(v, NULL, 10);
-        else return usage("unknown flag");
-        i++;
+    int64_t B, latent, steps, warmup, seed;
+    const k22_opt opts[] = {
+        {"model", K22_OPT_CHOICE, &a->model, "prior", "the trained model", NULL, "prior|unet", 0},
+        {"size", K22_OPT_STR, &a->size, "tiny", "tiny or full shapes", NULL, NULL, 0},
+        {"device", K22_OPT_STR, &a->device, "cpu", "cpu, cpu-ref, cuda or cuda:N", NULL, NULL, 0},
+        {"batch", K22_OPT_INT, &B, "8", "samples per step (1..100000)", NULL, NULL, 0},
+        {"latent", K22_OPT_INT, &latent, "32", "UNet latent side (0..100000; the prior has none)", NULL, NULL, 0},
+        {"steps", K22_OPT_INT, &steps, "20", "timed steps (1..100000)", NULL, NULL, 0},
+        {"warmup", K22_OPT_INT, &warmup, "3", "untimed steps first (0..100000)", NULL, NULL, 0},
+        {"grad_ckpt", K22_OPT_FLAG, &a->ckpt, NULL, "gradient checkpointing (unet)", NULL, NULL, 0},
+        {"from", K22_OPT_STR, &a->from, NULL, "a component folder (else random weights)", NULL, NULL, 0},
+        {"seed", K22_OPT_INT, &seed, "0", "random weights' seed", NULL, NULL, 0},
+    };
+    k22_cmd_spec spec = {.usage = "bench_train_step --model prior|unet [options]",
+                         .summary = "Times k22's training step; one k22_bench line (ms, samples/s, TFLOP/s, MFU, memory).",
+                         .opts = opts, .nopts = (int)(sizeof opts / sizeof opts[0])};
+    int rc = k22_opts_parse_cli(&spec, argc, argv, "bench_train_step");
+    if (rc >= 0) return rc;
+    /* --latent 0 is allowed for the prior, which has none (the unet's count refuses it) */
+    const char *bad = B < 1 || B > 100000 || steps < 1 || steps > 100000 || latent < 0 || latent > 100000 ||
+                      warmup < 0 || warmup > 100000 || seed < 0
+                          ? "--batch and --steps need 1..100000, --latent and --warmup 0..100000"
+                      : a->ckpt && !strcmp(a->model, "prior") ? "--grad_ckpt is a decoder option (the prior script has none)"
+                                                              : NULL;
+    if (bad) {
+        fprintf(stderr, "bench_train_step: %s\n", bad);
+        return 2;
     }
-    if (strcmp(a->model, "prior") && strcmp(a->model, "unet")) return usage("--model is prior or unet");
-    if (a->ckpt && !strcmp(a->model, "prior")) return usage("--grad_ckpt is a decoder option (the prior script has none)");
-    return 0;
+    a->B = (int)B, a->latent = (int)latent, a->steps = (int)steps, a->warmup = (int)warmup;
+    a->seed = (uint64_t)seed;
+    return -1;
 }
 
 #include "bench_mem.h" /* peak memory */
@@ -247,7 +246,7 @@ int main(int argc, char **argv)
 {
     bench_args a;
     int rc = parse(argc, argv, &a);
-    if (rc) return rc;
+    if (rc >= 0) return rc;
     bench_mem mem;
     bench_mem_start(&mem, a.device);
     k22_err err;
