@@ -59,6 +59,16 @@ typedef struct {
     int64_t step;
 } k22_adamw_hparams;
 
+/* Compute precision of the GEMM-class ops: matmul, linear, conv2d and attention, forward and
+ * backward (--mixed_precision). K22_PREC_FP32 computes in fp32. Under K22_PREC_BF16 and
+ * K22_PREC_FP16 every GEMM operand (weights, activations, gradients, attention probabilities)
+ * is rounded to that type (to nearest even; fp16 overflows to inf past 65504, which the fp16
+ * loss scaler then sees) and the products are accumulated and returned in fp32, which is what
+ * a bf16/fp16 GEMM with fp32 output does on tensor cores; bias, alpha and beta stay fp32.
+ * Every other op, the weights and the optimizer state stay fp32. The cpu backend emulates the
+ * rounding (for checking a run's numerics, not for speed); cpu-ref computes in fp32 only. */
+typedef enum { K22_PREC_FP32 = 0, K22_PREC_BF16, K22_PREC_FP16, K22_PREC_COUNT } k22_precision;
+
 typedef struct k22_backend k22_backend;
 struct k22_backend {
     const char *name; /* "cpu-ref", "cpu", "cuda" */
@@ -74,6 +84,10 @@ struct k22_backend {
     void (*zero)(void *ctx, void *p, size_t bytes);
     void (*sync)(void *ctx);
     void (*destroy)(k22_backend *self);
+    /* The GEMM precision of the ops that follow (k22_precision); NULL: fp32 only. Set through
+     * k22_backend_set_precision, which also records it in `precision`. */
+    void (*set_precision)(void *ctx, int precision);
+    int precision;
 
     /* ---- matmul ----
      * For each b < batch: C_b = alpha * op(A_b) @ op(B_b) + beta * C_b, with op(A_b) (M, K),
@@ -182,6 +196,29 @@ struct k22_backend {
                             const float *x, const float *scale, float scale_offset, int B, int C,
                             int64_t S);
 
+    /* ---- fused group norm + per-(sample, channel) affine + activation ----
+     * x, y: (B, C, S); G groups (C % G == 0); gamma, beta: (C) or NULL as in group_norm;
+     * scale, shift: rows of C values, row b at b*ss_ld (ss_ld >= C; C for a dense (B, C)), or
+     * NULL as in chan_affine; act: K22_ACT_SILU or K22_ACT_NONE.
+     *   y = act(group_norm(x; gamma, beta) * (scale + scale_offset) + shift)
+     * Forward saves only mean, rstd: (B, G). Its y is bit-identical to this backend's
+     * group_norm_fwd, then chan_affine_fwd, then act_fwd (same arithmetic in the same order, each
+     * intermediate rounded to float as those ops store it), so a model keeps its figures; y may
+     * not alias x. tests/ops/test_ops_norm_act.c checks both.
+     * Backward recomputes the normalized and modulated values from x, mean, rstd (no stored
+     * intermediate) and ACCUMULATES into dx (B, C, S), dgamma, dbeta (C), dscale, dshift (rows
+     * at ss_ld as scale, shift); each may be NULL (skipped). It takes the forward's gamma, beta,
+     * scale, shift and scale_offset. */
+    void (*group_norm_act_fwd)(void *ctx, int act, float *y, float *mean, float *rstd,
+                               const float *x, const float *gamma, const float *beta,
+                               const float *scale, const float *shift, int64_t ss_ld,
+                               float scale_offset, int B, int C, int S, int G, float eps);
+    void (*group_norm_act_bwd)(void *ctx, int act, float *dx, float *dgamma, float *dbeta,
+                               float *dscale, float *dshift, const float *dy, const float *x,
+                               const float *mean, const float *rstd, const float *gamma,
+                               const float *beta, const float *scale, const float *shift,
+                               int64_t ss_ld, float scale_offset, int B, int C, int S, int G);
+
     /* ---- nearest resize, F.interpolate(mode="nearest") ----
      * x: (B, C, H, W) -> y: (B, C, OH, OW); source row min(floorf(i * (float)H / OH), H - 1),
      * column likewise: torch's float rule, which differs from exact integer division for some
@@ -220,6 +257,7 @@ struct k22_backend {
 
 /* Activation ids for act_fwd/act_bwd. */
 typedef enum {
+    K22_ACT_NONE = -1,  /* identity: group_norm_act only (act_fwd/act_bwd reject it) */
     K22_ACT_SILU = 0,   /* x * sigmoid(x) */
     K22_ACT_GELU,       /* exact: 0.5 x (1 + erf(x / sqrt 2)) */
     K22_ACT_GELU_TANH,  /* 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
@@ -258,5 +296,16 @@ k22_status k22_backend_name_check(const char *name, k22_err *err);
 #define K22_DEVICE_HELP "cpu (OpenBLAS + OpenMP) or cpu-ref (plain loops); cuda needs a k22 built with CUDA (make cuda)"
 #endif
 void k22_backend_free(k22_backend *be);
+
+/* Sets the GEMM precision of be (see k22_precision). K22_ERR_UNSUPPORTED, naming the backend,
+ * when it computes in fp32 only. */
+k22_status k22_backend_set_precision(k22_backend *be, k22_precision p, k22_err *err);
+/* "no", "bf16", "fp16": the names of --mixed_precision. */
+const char *k22_precision_name(k22_precision p);
+/* The inverse of k22_precision_name; K22_ERR_ARG naming the value otherwise. */
+k22_status k22_precision_parse(const char *name, k22_precision *p, k22_err *err);
+/* x rounded to the precision's type and back (identity for fp32): the operand rounding of
+ * k22_precision, on the host. */
+float k22_precision_round(k22_precision p, float x);
 
 #endif

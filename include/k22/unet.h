@@ -30,11 +30,14 @@ typedef struct {
 } k22_resnet;
 typedef struct {
     const float *x;                 /* (B, cin, H, W) the input (owned by the caller) */
-    float *n1, *mean1, *rstd1;      /* (B, cin, H, W), (B, G), (B, G) */
-    float *a1, *a1r, *xr;           /* silu(n1) (B, cin, H, W); a1, x resampled (B, cin, H', W') */
+    /* The norms' outputs are not kept: the fused group_norm_act backward recomputes them from
+     * the input and mean/rstd (ops.h). */
+    float *mean1, *rstd1;           /* (B, G) each */
+    float *a1, *a1r, *xr;           /* silu(norm1(x)) (B, cin, H, W), NULL when resampling (only
+                                     * its resampled a1r is kept); x resampled (B, cin, H', W') */
     float *h1, *ts;                 /* conv1 out (B, cout, H', W'); (B, 2 cout) scale | shift */
-    float *n2, *mean2, *rstd2;      /* (B, cout, H', W'), (B, G), (B, G) */
-    float *m2, *a2;                 /* modulated n2 and silu of it, (B, cout, H', W') each */
+    float *mean2, *rstd2;           /* (B, G) each */
+    float *a2;                      /* silu(norm2(h1) * (1 + s) + t) (B, cout, H', W') */
 } k22_resnet_cache;
 void k22_resnet_bind(k22_resnet *r, const k22_params *ps, const char *name, const float *P,
                      float *G, int groups, float eps, int resample);

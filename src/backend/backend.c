@@ -100,3 +100,40 @@ float k22_clip_grad_norm(const k22_backend *be, float *const *bufs, const int64_
         if (lens[i] > 0) be->scale(be->ctx, bufs[i], bufs[i], coef, lens[i]);
     return total;
 }
+
+static const char *const k22_precision_names[K22_PREC_COUNT] = {"no", "bf16", "fp16"};
+
+const char *k22_precision_name(k22_precision p)
+{
+    return (unsigned)p < K22_PREC_COUNT ? k22_precision_names[p] : "?";
+}
+
+k22_status k22_precision_parse(const char *name, k22_precision *p, k22_err *err)
+{
+    for (int i = 0; i < K22_PREC_COUNT; i++)
+        if (name && !strcmp(name, k22_precision_names[i])) {
+            *p = (k22_precision)i;
+            return K22_OK;
+        }
+    return k22_err_set(err, K22_ERR_ARG, "unknown precision '%s': expected no, bf16 or fp16",
+                       name ? name : "");
+}
+
+k22_status k22_backend_set_precision(k22_backend *be, k22_precision p, k22_err *err)
+{
+    if ((unsigned)p >= K22_PREC_COUNT)
+        return k22_err_set(err, K22_ERR_ARG, "precision %d is not one of no, bf16, fp16", (int)p);
+    if (p != K22_PREC_FP32 && !be->set_precision)
+        return k22_err_set(err, K22_ERR_UNSUPPORTED, "device %s computes in fp32 only; "
+                           "--mixed_precision %s needs cpu or cuda", be->name, k22_precision_name(p));
+    if (be->set_precision) be->set_precision(be->ctx, (int)p);
+    be->precision = (int)p;
+    return K22_OK;
+}
+
+float k22_precision_round(k22_precision p, float x)
+{
+    if (p == K22_PREC_BF16) return k22_bf16_to_f32(k22_f32_to_bf16(x));
+    if (p == K22_PREC_FP16) return k22_f16_to_f32(k22_f32_to_f16(x));
+    return x;
+}

@@ -73,6 +73,27 @@ static void mv_silu(k22_mv_run *r, float *x, size_t n)
     if (r->be) r->be->act_fwd(r->be->ctx, K22_ACT_SILU, x, x, (int64_t)n);
 }
 
+/* y = silu(norm(x)) over (B, C, H, W): one fused group_norm_act op for a plain group norm (one
+ * pass less over the activation, same bits as norm then SiLU), the two steps for a spatial one.
+ * Allocates what k22_mv_norm does, so the sizing pass (r->be NULL) counts the same. */
+static void mv_norm_silu(k22_mv_run *r, const k22_movq_norm *nm, float *y, const float *x, int C,
+                         int H, int W)
+{
+    if (nm->spatial) {
+        k22_mv_norm(r, nm, y, x, H, W);
+        mv_silu(r, y, (size_t)r->B * C * H * W);
+        return;
+    }
+    size_t mark = k22_mv_mark(r);
+    float *mean = k22_mv_alloc(r, (size_t)r->B * nm->gn.G);
+    float *rstd = k22_mv_alloc(r, (size_t)r->B * nm->gn.G);
+    if (r->be)
+        r->be->group_norm_act_fwd(r->be->ctx, K22_ACT_SILU, y, mean, rstd, x, nm->gn.g, nm->gn.b,
+                                  NULL, NULL, C, 0.0f, r->B, nm->gn.C, H * W, nm->gn.G,
+                                  nm->gn.eps);
+    k22_mv_reset(r, mark);
+}
+
 static void mv_add(k22_mv_run *r, float *y, const float *x, size_t n)
 {
     if (r->be) r->be->add(r->be->ctx, y, y, x, (int64_t)n);
@@ -85,11 +106,9 @@ void k22_mv_resnet(k22_mv_run *r, const k22_movq_resnet *rs, float *y, const flo
     int wide = rs->in > rs->out ? rs->in : rs->out;
     float *t1 = k22_mv_alloc(r, (size_t)r->B * wide * S);   // t1: (B, max(in, out), H, W)
     float *t2 = k22_mv_alloc(r, (size_t)r->B * rs->out * S); // t2: (B, out, H, W)
-    k22_mv_norm(r, &rs->n1, t1, x, H, W);
-    mv_silu(r, t1, (size_t)r->B * rs->in * S);
+    mv_norm_silu(r, &rs->n1, t1, x, rs->in, H, W);
     k22_mv_conv(r, &rs->conv1, t2, t1, H, W);
-    k22_mv_norm(r, &rs->n2, t1, t2, H, W);
-    mv_silu(r, t1, (size_t)r->B * rs->out * S);
+    mv_norm_silu(r, &rs->n2, t1, t2, rs->out, H, W);
     k22_mv_conv(r, &rs->conv2, y, t1, H, W); // dropout is the identity in eval
     if (rs->has_shortcut) {
         k22_mv_conv(r, &rs->shortcut, t2, x, H, W);

@@ -1,5 +1,8 @@
 /* resnet.c: diffusers ResnetBlock2D with scale_shift time conditioning and the optional 2x
- * down (avg-pool) / up (nearest) resampling inside it, forward and backward (see unet.h). */
+ * down (avg-pool) / up (nearest) resampling inside it, forward and backward (see unet.h).
+ * norm1 + SiLU and norm2 + modulation + SiLU each run as one group_norm_act op (ops.h), whose
+ * backward recomputes the normalized values from the block's input and statistics: the cache
+ * keeps only the conv inputs (a1 or its resampled a1r, a2), h1, ts and the statistics. */
 #include "k22/unet.h"
 
 #include <string.h>
@@ -54,16 +57,19 @@ size_t k22_resnet_cache_floats(const k22_resnet *r, int B, int H, int W)
     size_t inr = k22_arena_round((size_t)B * r->cin * OH * OW);
     size_t out = k22_arena_round((size_t)B * r->cout * OH * OW);
     size_t g1 = k22_arena_round((size_t)B * r->norm1.G), g2 = k22_arena_round((size_t)B * r->norm2.G);
-    size_t n = 2 * in + 2 * g1 + 2 * g2 + 4 * out + k22_arena_round((size_t)B * 2 * r->cout);
-    if (r->resample) n += 2 * inr;
-    return n;
+    /* a1 (or, resampling, a1r and xr), the statistics, h1, a2, ts */
+    size_t n = 2 * g1 + 2 * g2 + 2 * out + k22_arena_round((size_t)B * 2 * r->cout);
+    return n + (r->resample ? 2 * inr : in);
 }
 
 size_t k22_resnet_fwd_floats(const k22_resnet *r, int B, int H, int W)
 {
     int OH, OW;
     out_hw(r, H, W, &OH, &OW);
-    return r->has_shortcut ? k22_arena_round((size_t)B * r->cout * OH * OW) : 0;
+    /* the shortcut's output; before it, a1 when resampling (only a1r is kept) */
+    size_t sc = r->has_shortcut ? k22_arena_round((size_t)B * r->cout * OH * OW) : 0;
+    size_t a1 = r->resample ? k22_arena_round((size_t)B * r->cin * H * W) : 0;
+    return sc > a1 ? sc : a1;
 }
 
 size_t k22_resnet_bwd_floats(const k22_resnet *r, int B, int H, int W)
@@ -73,18 +79,32 @@ size_t k22_resnet_bwd_floats(const k22_resnet *r, int B, int H, int W)
     size_t in = k22_arena_round((size_t)B * r->cin * H * W);
     size_t inr = k22_arena_round((size_t)B * r->cin * OH * OW);
     size_t out = k22_arena_round((size_t)B * r->cout * OH * OW);
-    size_t n = 4 * out + k22_arena_round((size_t)B * 2 * r->cout) + inr + in;
+    /* da2, dh1, dts, da1r; resampling also dxr and da1 */
+    size_t n = 2 * out + k22_arena_round((size_t)B * 2 * r->cout) + inr;
     if (r->resample) n += inr + in;
     return n;
 }
 
-/* y = x * (1 + scale) + shift per sample: ts holds (B, 2C) = [scale | shift] rows. */
-static void modulate(const k22_backend *be, float *y, const float *x, const float *ts, int B, int C,
-                     int64_t S)
+/* y = silu(norm(x)), or with ts (B, 2C) = [scale | shift] rows, silu(norm(x) * (1 + scale) +
+ * shift); mean, rstd: (B, G). */
+static void norm_act_fwd(const k22_backend *be, const k22_groupnorm *gn, float *y, float *mean,
+                         float *rstd, const float *x, const float *ts, int B, int64_t S)
 {
-    for (int b = 0; b < B; b++)
-        be->chan_affine_fwd(be->ctx, y + (size_t)b * C * S, x + (size_t)b * C * S,
-                            ts + (size_t)b * 2 * C, ts + (size_t)b * 2 * C + C, 1.0f, 1, C, S);
+    int C = gn->C;
+    be->group_norm_act_fwd(be->ctx, K22_ACT_SILU, y, mean, rstd, x, gn->g, gn->b, ts,
+                           ts ? ts + C : NULL, 2 * (int64_t)C, ts ? 1.0f : 0.0f, B, C, (int)S,
+                           gn->G, gn->eps);
+}
+
+/* Backward of norm_act_fwd: dx, the norm's parameter gradients and dts (when ts) +=. */
+static void norm_act_bwd(const k22_backend *be, const k22_groupnorm *gn, float *dx, float *dts,
+                         const float *dy, const float *x, const float *mean, const float *rstd,
+                         const float *ts, int B, int64_t S)
+{
+    int C = gn->C;
+    be->group_norm_act_bwd(be->ctx, K22_ACT_SILU, dx, gn->dg, gn->db, dts, dts ? dts + C : NULL,
+                           dy, x, mean, rstd, gn->g, gn->b, ts, ts ? ts + C : NULL,
+                           2 * (int64_t)C, ts ? 1.0f : 0.0f, B, C, (int)S, gn->G);
 }
 
 static void resample_fwd(const k22_backend *be, int mode, float *y, const float *x, int B, int C,
@@ -113,32 +133,32 @@ void k22_resnet_forward(const k22_backend *be, const k22_resnet *r, k22_arena *a
     out_hw(r, H, W, &OH, &OW);
     int64_t S = (int64_t)H * W, So = (int64_t)OH * OW;
     c->x = x;
-    c->n1 = k22_arena_floats(ar, (size_t)B * ci * S); // n1: (B, cin, H, W)
     c->mean1 = k22_arena_floats(ar, (size_t)B * r->norm1.G);
     c->rstd1 = k22_arena_floats(ar, (size_t)B * r->norm1.G);
-    k22_groupnorm_forward(be, &r->norm1, c->n1, c->mean1, c->rstd1, x, B, S);
-    c->a1 = k22_arena_floats(ar, (size_t)B * ci * S); // a1: (B, cin, H, W)
-    be->act_fwd(be->ctx, K22_ACT_SILU, c->a1, c->n1, (int64_t)B * ci * S);
-    c->a1r = c->a1;
-    c->xr = (float *)x;
     if (r->resample) {
         c->a1r = k22_arena_floats(ar, (size_t)B * ci * So); // a1r: (B, cin, OH, OW)
         c->xr = k22_arena_floats(ar, (size_t)B * ci * So);  // xr: (B, cin, OH, OW)
-        resample_fwd(be, r->resample, c->a1r, c->a1, B, ci, H, W);
+        /* a1 is only the resampler's input here: a temporary above the cache */
+        size_t top = k22_arena_mark(ar);
+        float *a1 = k22_arena_floats(ar, (size_t)B * ci * S); // a1: (B, cin, H, W)
+        norm_act_fwd(be, &r->norm1, a1, c->mean1, c->rstd1, x, NULL, B, S);
+        resample_fwd(be, r->resample, c->a1r, a1, B, ci, H, W);
         resample_fwd(be, r->resample, c->xr, x, B, ci, H, W);
+        k22_arena_reset(ar, top);
+        c->a1 = NULL;
+    } else {
+        c->a1 = c->a1r = k22_arena_floats(ar, (size_t)B * ci * S); // a1: (B, cin, H, W)
+        norm_act_fwd(be, &r->norm1, c->a1, c->mean1, c->rstd1, x, NULL, B, S);
+        c->xr = (float *)x;
     }
     c->h1 = k22_arena_floats(ar, (size_t)B * co * So); // h1: (B, cout, OH, OW)
     k22_conv_forward(be, &r->conv1, c->h1, c->a1r, B, OH, OW);
     c->ts = k22_arena_floats(ar, (size_t)B * 2 * co); // ts: (B, 2 cout)
     k22_linear_forward(be, &r->temb_proj, c->ts, temb_act, B);
-    c->n2 = k22_arena_floats(ar, (size_t)B * co * So);
     c->mean2 = k22_arena_floats(ar, (size_t)B * r->norm2.G);
     c->rstd2 = k22_arena_floats(ar, (size_t)B * r->norm2.G);
-    k22_groupnorm_forward(be, &r->norm2, c->n2, c->mean2, c->rstd2, c->h1, B, So);
-    c->m2 = k22_arena_floats(ar, (size_t)B * co * So);
-    modulate(be, c->m2, c->n2, c->ts, B, co, So);
-    c->a2 = k22_arena_floats(ar, (size_t)B * co * So);
-    be->act_fwd(be->ctx, K22_ACT_SILU, c->a2, c->m2, (int64_t)B * co * So);
+    c->a2 = k22_arena_floats(ar, (size_t)B * co * So); // a2: (B, cout, OH, OW)
+    norm_act_fwd(be, &r->norm2, c->a2, c->mean2, c->rstd2, c->h1, c->ts, B, So);
     k22_conv_forward(be, &r->conv2, y, c->a2, B, OH, OW); // y: (B, cout, OH, OW)
     if (!r->has_shortcut) {
         be->add(be->ctx, y, y, c->xr, (int64_t)B * co * So);
@@ -167,16 +187,8 @@ void k22_resnet_backward(const k22_backend *be, const k22_resnet *r, k22_arena *
         be->add_bwd(be->ctx, dxr, NULL, dy, no);
     float *da2 = k22_arena_zeros(ar, (size_t)no);
     k22_conv_backward(be, &r->conv2, da2, dy, c->a2, B, OH, OW);
-    float *dm2 = k22_arena_zeros(ar, (size_t)no);
-    be->act_bwd(be->ctx, K22_ACT_SILU, dm2, da2, c->m2, no);
-    float *dn2 = k22_arena_zeros(ar, (size_t)no), *dts = k22_arena_zeros(ar, (size_t)B * 2 * co);
-    for (int b = 0; b < B; b++) {
-        size_t o = (size_t)b * co * So, t = (size_t)b * 2 * co;
-        be->chan_affine_bwd(be->ctx, dn2 + o, dts + t, dts + t + co, dm2 + o, c->n2 + o, c->ts + t,
-                            1.0f, 1, co, So);
-    }
-    float *dh1 = k22_arena_zeros(ar, (size_t)no);
-    k22_groupnorm_backward(be, &r->norm2, dh1, dn2, c->h1, c->mean2, c->rstd2, B, So);
+    float *dts = k22_arena_zeros(ar, (size_t)B * 2 * co), *dh1 = k22_arena_zeros(ar, (size_t)no);
+    norm_act_bwd(be, &r->norm2, dh1, dts, da2, c->h1, c->mean2, c->rstd2, c->ts, B, So);
     k22_linear_backward(be, &r->temb_proj, dtemb_act, dts, temb_act, B);
     float *da1r = k22_arena_zeros(ar, (size_t)B * ci * So);
     k22_conv_backward(be, &r->conv1, da1r, dh1, c->a1r, B, OH, OW);
@@ -185,9 +197,7 @@ void k22_resnet_backward(const k22_backend *be, const k22_resnet *r, k22_arena *
         da1 = k22_arena_zeros(ar, (size_t)B * ci * S);
         resample_bwd(be, r->resample, da1, da1r, B, ci, H, W);
     }
-    float *dn1 = k22_arena_zeros(ar, (size_t)B * ci * S);
-    be->act_bwd(be->ctx, K22_ACT_SILU, dn1, da1, c->n1, (int64_t)B * ci * S);
-    k22_groupnorm_backward(be, &r->norm1, dx, dn1, c->x, c->mean1, c->rstd1, B, S);
+    norm_act_bwd(be, &r->norm1, dx, NULL, da1, c->x, c->mean1, c->rstd1, NULL, B, S);
     if (r->resample) resample_bwd(be, r->resample, dx, dxr, B, ci, H, W);
     k22_arena_reset(ar, top);
 }

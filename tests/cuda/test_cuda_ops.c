@@ -1,5 +1,7 @@
 /* test_cuda_ops.c: every op the CUDA backend implements, against the CPU reference (cpu-ref:
- * plain loops, sums in double) on random inputs, with a tolerance stated per case.
+ * plain loops, sums in double) on random inputs, with a tolerance stated per case; and the
+ * GEMM-class ops under bf16/fp16 (k22_precision) against cpu-ref on rounded operands and
+ * against the cpu backend at the same precision (test_precision).
  *
  * Without a usable CUDA device (no GPU, or a build without CUDA) it says why and exits 0, unless
  * K22_REQUIRE_CUDA is set (to anything but "" or "0"): then it exits 1, so a GPU job that lost
@@ -917,6 +919,349 @@ static void test_mse(void)
     }
 }
 
+/* ---- bf16 / fp16 GEMMs (k22_precision, issue 10) ----
+ * Under K22_PREC_BF16/FP16 every GEMM operand is rounded to 16 bits (nearest even) and the
+ * products are summed in fp32. Two references:
+ *  - cpu-ref (double sums) fed operands rounded on the host with k22_precision_round: the exact
+ *    semantics for matmul, linear and conv (im2col only copies values). A product of two bf16
+ *    (8-bit significands) or fp16 (11-bit) values is exact in fp32, so the GPU may differ from
+ *    it only by fp32 accumulation, and the fp32 cases' tolerances apply unchanged.
+ *  - the cpu backend ("cpu", OpenBLAS) set to the same precision, for every GEMM-class op,
+ *    attention included: both sides round the same operands and sum in fp32 in different orders,
+ *    so twice the fp32 tolerances. Attention has intermediates (P, dS) that the two backends
+ *    compute in fp32 in different ways; see test_prec_attention_case for what that allows. */
+
+static k22_backend *fast; /* the cpu backend, at the precision under test */
+
+static const char *prec_tag(k22_precision p)
+{
+    return p == K22_PREC_BF16 ? "bf16" : p == K22_PREC_FP16 ? "fp16" : "fp32";
+}
+
+/* A host copy of h with every value rounded to p. */
+static float *host_rounded(const float *h, int64_t n, k22_precision p)
+{
+    float *r = k22_xmalloc((size_t)(n > 0 ? n : 1) * sizeof(float));
+    for (int64_t i = 0; i < n; i++) r[i] = k22_precision_round(p, h[i]);
+    return r;
+}
+
+/* The rounded copy of a pair's host half (what cpu-ref is fed). */
+static float *pair_rounded(const pair *x, k22_precision p)
+{
+    return host_rounded(x->h, x->n, p);
+}
+
+static int prec_set(k22_precision p)
+{
+    k22_err err;
+    k22_err_clear(&err);
+    int ok = k22_backend_set_precision(gpu, p, &err) == K22_OK;
+    CHECK_MSG(ok, "cuda set_precision %s: %s", prec_tag(p), err.msg);
+    k22_err_clear(&err);
+    int okc = k22_backend_set_precision(fast, p, &err) == K22_OK;
+    CHECK_MSG(okc, "cpu set_precision %s: %s", prec_tag(p), err.msg);
+    return ok && okc;
+}
+
+/* Copies device d to the host (caller frees). */
+static float *dev_fetch(const float *d, int64_t n)
+{
+    float *h = k22_xmalloc((size_t)(n > 0 ? n : 1) * sizeof(float));
+    gpu->to_host(gpu->ctx, h, d, (size_t)n * sizeof(float));
+    return h;
+}
+
+static void test_prec_matmul_case(const mm_case *c, k22_precision p)
+{
+    int64_t szA = (int64_t)c->M * c->K, szB = (int64_t)c->K * c->N, szC = (int64_t)c->M * c->N;
+    int64_t sA = c->padA < 0 ? 0 : szA + c->padA, sB = c->padB < 0 ? 0 : szB + c->padB;
+    int64_t sC = szC + c->padC;
+    int64_t nA = c->off + (c->batch - 1) * sA + szA + 1;
+    int64_t nB = c->off + (c->batch - 1) * sB + szB + 1;
+    int64_t nC = c->off + (c->batch - 1) * sC + szC;
+    float *A = host_rand(nA, 1211, -1, 1), *B = host_rand(nB, 1212, -1, 1);
+    float *C = host_rand(nC, 1213, -1, 1);
+    float *Ar = host_rounded(A, nA, p), *Br = host_rounded(B, nB, p);
+    float *Cref = host_dup(C, nC), *Cfast = host_dup(C, nC);
+    float *dA = dev_of(A, nA), *dB = dev_of(B, nB), *dC = dev_of(C, nC);
+    ref->matmul(ref->ctx, c->ta, c->tb, c->M, c->N, c->K, c->alpha, Ar + c->off, sA,
+                Br + c->off, sB, c->beta, Cref + c->off, sC, c->batch);
+    fast->matmul(fast->ctx, c->ta, c->tb, c->M, c->N, c->K, c->alpha, A + c->off, sA,
+                 B + c->off, sB, c->beta, Cfast + c->off, sC, c->batch);
+    gpu->matmul(gpu->ctx, c->ta, c->tb, c->M, c->N, c->K, c->alpha, dA + c->off, sA,
+                dB + c->off, sB, c->beta, dC + c->off, sC, c->batch);
+    float *got = dev_fetch(dC, nC);
+    char what[192];
+    snprintf(what, sizeof what, "%s matmul %s (M=%d N=%d K=%d batch=%d) vs cpu-ref on rounded",
+             prec_tag(p), c->name, c->M, c->N, c->K, c->batch);
+    k22_check_close(what, got, Cref, nC, c->atol, c->rtol);
+    snprintf(what, sizeof what, "%s matmul %s (M=%d N=%d K=%d batch=%d) vs cpu %s", prec_tag(p),
+             c->name, c->M, c->N, c->K, c->batch, prec_tag(p));
+    k22_check_close(what, got, Cfast, nC, 2 * c->atol, 2 * c->rtol);
+    gpu->free(gpu->ctx, dA), gpu->free(gpu->ctx, dB), gpu->free(gpu->ctx, dC);
+    free(A), free(B), free(C), free(Ar), free(Br), free(Cref), free(Cfast), free(got);
+}
+
+/* The rounding really happens, to nearest: against fp32 on the unrounded operands, every
+ * element is within the rounding bound sum_k |a_ik b_kj| (2u + u^2) (u = 2^-9 bf16, 2^-12
+ * fp16: half an ulp, relative) plus the fp32 summation tolerance, and the largest difference is
+ * well above what fp32 alone gives (1e-5 here): > 1e-3 for bf16, > 1e-4 for fp16 (expected
+ * ~1e-2 and ~1.5e-3 over 703 sums of 53 products of |v| <= 1). */
+static void test_prec_differs(k22_precision p)
+{
+    const int M = 37, N = 19, K = 53;
+    float *A = host_rand((int64_t)M * K, 1221, -1, 1), *B = host_rand((int64_t)K * N, 1222, -1, 1);
+    float *C = k22_xcalloc((size_t)M * N, sizeof(float));
+    float *dA = dev_of(A, (int64_t)M * K), *dB = dev_of(B, (int64_t)K * N);
+    float *dC = dev_of(C, (int64_t)M * N);
+    ref->matmul(ref->ctx, 0, 0, M, N, K, 1.0f, A, 0, B, 0, 0.0f, C, 0, 1);
+    gpu->matmul(gpu->ctx, 0, 0, M, N, K, 1.0f, dA, 0, dB, 0, 0.0f, dC, 0, 1);
+    float *got = dev_fetch(dC, (int64_t)M * N);
+    double u = p == K22_PREC_BF16 ? 0x1p-9 : 0x1p-12, worst = 0;
+    int64_t outside = 0;
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double bound = 1e-5, e = fabs((double)got[i * N + j] - C[i * N + j]);
+            for (int k = 0; k < K; k++)
+                bound += fabs((double)A[i * K + k] * B[k * N + j]) * (2 * u + u * u);
+            outside += e > bound;
+            worst = e > worst ? e : worst;
+        }
+    CHECK_MSG(outside == 0, "%s matmul: %lld elements beyond the rounding bound", prec_tag(p),
+              (long long)outside);
+    double floor_ = p == K22_PREC_BF16 ? 1e-3 : 1e-4;
+    CHECK_MSG(worst > floor_, "%s matmul equals fp32 (max diff %.3g <= %.3g): not rounding?",
+              prec_tag(p), worst, floor_);
+    if (getenv("K22_TEST_VERBOSE"))
+        printf("%s vs fp32 matmul: max diff %.3g\n", prec_tag(p), worst);
+    gpu->free(gpu->ctx, dA), gpu->free(gpu->ctx, dB), gpu->free(gpu->ctx, dC);
+    free(A), free(B), free(C), free(got);
+}
+
+/* fp16 overflows to inf past 65504: 65519 rounds down to 65504, 65520 (the tie) to even, which
+ * is inf, -70000 to -inf; both backends. K = 1, B = 1: C is the rounded A. */
+static void test_prec_fp16_overflow(void)
+{
+    const float a[3] = {65519.0f, 65520.0f, -70000.0f}, b[1] = {1.0f};
+    const float want[3] = {65504.0f, INFINITY, -INFINITY};
+    float c[3] = {0, 0, 0};
+    float *dA = dev_of(a, 3), *dB = dev_of(b, 1), *dC = dev_of(c, 3);
+    fast->matmul(fast->ctx, 0, 0, 3, 1, 1, 1.0f, a, 0, b, 0, 0.0f, c, 0, 1);
+    gpu->matmul(gpu->ctx, 0, 0, 3, 1, 1, 1.0f, dA, 0, dB, 0, 0.0f, dC, 0, 1);
+    float *got = dev_fetch(dC, 3);
+    for (int i = 0; i < 3; i++) {
+        CHECK_MSG(got[i] == want[i], "fp16 cuda: %.9g rounds to %.9g, want %.9g", a[i], got[i],
+                  want[i]);
+        CHECK_MSG(c[i] == want[i], "fp16 cpu: %.9g rounds to %.9g, want %.9g", a[i], c[i], want[i]);
+    }
+    gpu->free(gpu->ctx, dA), gpu->free(gpu->ctx, dB), gpu->free(gpu->ctx, dC);
+    free(got);
+}
+
+static void test_prec_matmul(k22_precision p)
+{
+    /* Tolerances as test_matmul's (see the section comment); broadcast A and B (stride 0) go
+     * through one packed copy reused by every batch item. */
+    static const mm_case cases[] = {
+        {"NN", 0, 0, 37, 19, 53, 0.75f, 0.0f, 1, 0, 0, 0, 0, 1e-5, 1e-5},
+        {"NT", 0, 1, 37, 19, 53, 0.75f, 0.0f, 1, 0, 0, 0, 0, 1e-5, 1e-5},
+        {"TN beta", 1, 0, 37, 19, 53, 1.0f, 1.5f, 1, 0, 0, 0, 0, 1e-5, 1e-5},
+        {"TT beta", 1, 1, 16, 64, 32, -0.5f, 1.0f, 1, 0, 0, 0, 0, 1e-5, 1e-5},
+        {"batched padded misaligned", 1, 0, 21, 13, 40, 1.0f, 0.5f, 3, 5, 3, 7, 1, 1e-5, 1e-5},
+        {"batched broadcast B", 0, 1, 24, 40, 32, 1.0f, 0.0f, 4, 0, -1, 0, 0, 1e-5, 1e-5},
+        {"batched broadcast A", 1, 1, 9, 11, 13, 1.0f, 1.0f, 3, -1, 2, 1, 1, 1e-5, 1e-5},
+        {"K=0 beta", 0, 0, 5, 7, 0, 1.0f, 0.5f, 2, 0, 0, 0, 0, 0, 0},
+        {"large", 0, 1, 256, 192, 1024, 1.0f, 1.0f, 1, 0, 0, 0, 0, 2e-4, 1e-4},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) test_prec_matmul_case(&cases[i], p);
+    test_prec_differs(p);
+}
+
+static void test_prec_linear_case(int N, int I, int O, k22_precision p)
+{
+    pair x = pair_rand((int64_t)N * I, 1231, -1, 1), w = pair_rand((int64_t)O * I, 1232, -1, 1);
+    pair b = pair_rand(O, 1233, -1, 1), y = pair_rand((int64_t)N * O, 1234, -1, 1);
+    pair dy = pair_rand((int64_t)N * O, 1235, -1, 1), dx = pair_rand(x.n, 1236, -1, 1);
+    pair dw = pair_rand(w.n, 1237, -1, 1), db = pair_rand(O, 1238, -1, 1);
+    float *xr = pair_rounded(&x, p), *wr = pair_rounded(&w, p), *dyr = pair_rounded(&dy, p);
+    float *yf = host_dup(y.h, y.n), *dxf = host_dup(dx.h, dx.n), *dwf = host_dup(dw.h, dw.n);
+    float *dbf = host_dup(db.h, O);
+    char what[160];
+    /* Bias and its gradient are fp32 on every side (not GEMM operands): db from unrounded dy. */
+    ref->linear_fwd(ref->ctx, y.h, xr, wr, b.h, N, I, O);
+    fast->linear_fwd(fast->ctx, yf, x.h, w.h, b.h, N, I, O);
+    gpu->linear_fwd(gpu->ctx, y.d, x.d, w.d, b.d, N, I, O);
+    ref->linear_bwd(ref->ctx, dx.h, dw.h, NULL, dyr, xr, wr, N, I, O);
+    ref->linear_bwd(ref->ctx, NULL, NULL, db.h, dy.h, x.h, w.h, N, I, O);
+    fast->linear_bwd(fast->ctx, dxf, dwf, dbf, dy.h, x.h, w.h, N, I, O);
+    gpu->linear_bwd(gpu->ctx, dx.d, dw.d, db.d, dy.d, x.d, w.d, N, I, O);
+    /* Tolerances as test_linear's: 1e-5 for sums of <= 65 terms, 1e-3 for the 3000-row dw. */
+    double tol = N > 1000 ? 1e-3 : 1e-5, rtol = N > 1000 ? 1e-4 : 1e-5;
+    const pair *outs[4] = {&y, &dx, &dw, &db};
+    const float *fasts[4] = {yf, dxf, dwf, dbf};
+    const char *names[4] = {"linear_fwd y", "linear_bwd dx", "linear_bwd dw", "linear_bwd db"};
+    for (int i = 0; i < 4; i++) {
+        float *got = dev_fetch(outs[i]->d, outs[i]->n);
+        snprintf(what, sizeof what, "%s %s N=%d I=%d O=%d vs cpu-ref on rounded", prec_tag(p),
+                 names[i], N, I, O);
+        k22_check_close(what, got, outs[i]->h, outs[i]->n, tol, rtol);
+        snprintf(what, sizeof what, "%s %s N=%d I=%d O=%d vs cpu %s", prec_tag(p), names[i], N,
+                 I, O, prec_tag(p));
+        k22_check_close(what, got, fasts[i], outs[i]->n, 2 * tol, 2 * rtol);
+        free(got);
+    }
+    pair_free(&x), pair_free(&w), pair_free(&b), pair_free(&y), pair_free(&dy);
+    pair_free(&dx), pair_free(&dw), pair_free(&db);
+    free(xr), free(wr), free(dyr), free(yf), free(dxf), free(dwf), free(dbf);
+}
+
+static void test_prec_conv_case(const conv_case *c, const char *tag, k22_precision p)
+{
+    const k22_conv2d_desc *d = &c->d;
+    int OH = k22_conv2d_out_h(d), OW = k22_conv2d_out_w(d);
+    int64_t nx = (int64_t)d->B * d->C * d->H * d->W, nw = (int64_t)d->O * d->C * d->KH * d->KW;
+    int64_t ny = (int64_t)d->B * d->O * OH * OW;
+    pair x = pair_rand(nx, 1241, -1, 1), w = pair_rand(nw, 1242, -1, 1);
+    pair b = pair_rand(d->O, 1243, -1, 1), y = pair_rand(ny, 1244, -1, 1);
+    pair dy = pair_rand(ny, 1245, -1, 1), dx = pair_rand(nx, 1246, -1, 1);
+    pair dw = pair_rand(nw, 1247, -1, 1), db = pair_rand(d->O, 1248, -1, 1);
+    float *xr = pair_rounded(&x, p), *wr = pair_rounded(&w, p), *dyr = pair_rounded(&dy, p);
+    float *yf = host_dup(y.h, ny), *dxf = host_dup(dx.h, nx), *dwf = host_dup(dw.h, nw);
+    float *dbf = host_dup(db.h, d->O);
+    const float *bh = c->bias ? b.h : NULL;
+    ref->conv2d_fwd(ref->ctx, y.h, xr, wr, bh, d);
+    fast->conv2d_fwd(fast->ctx, yf, x.h, w.h, bh, d);
+    gpu->conv2d_fwd(gpu->ctx, y.d, x.d, w.d, c->bias ? b.d : NULL, d);
+    ref->conv2d_bwd(ref->ctx, dx.h, dw.h, NULL, dyr, xr, wr, d);
+    if (c->bias) ref->conv2d_bwd(ref->ctx, NULL, NULL, db.h, dy.h, x.h, w.h, d);
+    fast->conv2d_bwd(fast->ctx, dxf, dwf, c->bias ? dbf : NULL, dy.h, x.h, w.h, d);
+    gpu->conv2d_bwd(gpu->ctx, dx.d, dw.d, c->bias ? db.d : NULL, dy.d, x.d, w.d, d);
+    const pair *outs[4] = {&y, &dx, &dw, &db};
+    const float *fasts[4] = {yf, dxf, dwf, dbf};
+    const char *names[4] = {"conv2d_fwd y", "conv2d_bwd dx", "conv2d_bwd dw", "conv2d_bwd dbias"};
+    char what[240];
+    for (int i = 0; i < 4; i++) {
+        float *got = dev_fetch(outs[i]->d, outs[i]->n);
+        snprintf(what, sizeof what, "%s %s B%d C%d %dx%d O%d k%dx%d s%d,%d%s vs cpu-ref on rounded",
+                 prec_tag(p), names[i], d->B, d->C, d->H, d->W, d->O, d->KH, d->KW, d->SH, d->SW,
+                 tag);
+        k22_check_close(what, got, outs[i]->h, outs[i]->n, c->atol, c->rtol);
+        snprintf(what, sizeof what, "%s %s B%d C%d %dx%d O%d k%dx%d s%d,%d%s vs cpu %s",
+                 prec_tag(p), names[i], d->B, d->C, d->H, d->W, d->O, d->KH, d->KW, d->SH, d->SW,
+                 tag, prec_tag(p));
+        k22_check_close(what, got, fasts[i], outs[i]->n, 2 * c->atol, 2 * c->rtol);
+        free(got);
+    }
+    pair_free(&x), pair_free(&w), pair_free(&b), pair_free(&y), pair_free(&dy);
+    pair_free(&dx), pair_free(&dw), pair_free(&db);
+    free(xr), free(wr), free(dyr), free(yf), free(dxf), free(dwf), free(dbf);
+}
+
+/* Attention at precision p against the cpu backend at p. Both round the same GEMM operands:
+ * q, k (scores), P and v (out), dout, v, P (dV, dP), dS, k, q (dQ, dK; both round the unscaled
+ * dS = P (dP - D) and apply the softmax scale as the GEMM's alpha). But P and dS are themselves
+ * fp32 results the backends compute differently (exp in double on the GPU, expf on the CPU;
+ * sums in other orders), a few fp32 ulps apart; where such a value lies within those ulps of a
+ * rounding midpoint the two round it to neighbouring 16-bit values, one ulp (2^-7 relative at
+ * most in bf16, 2^-10 in fp16) apart. That happens to about one value in 10^4 (bf16) or 10^3
+ * (fp16), each moving one term of one sum. Hence two measures: the NMSE against the cpu
+ * (prec_nmse: 1e-9 bf16, 1e-10 fp16: a few such terms among thousands; bf16 against fp32 is
+ * ~1e-5) and a max-abs bound of a few such terms (prec_atol: 2e-3 bf16, 3e-4 fp16, for
+ * |values| <= 1; fp32 rounding alone is 5e-5). lse is fp32 from fp32 logits: 2e-5 as in fp32. */
+static void test_prec_attention_case(const attn_case *c, const char *tag, k22_precision p)
+{
+    int64_t nq = (int64_t)c->B * c->NH * c->TQ * c->D, nk = (int64_t)c->B * c->NH * c->TK * c->D;
+    int64_t nv = (int64_t)c->B * c->NH * c->TK * c->DV, no = (int64_t)c->B * c->NH * c->TQ * c->DV;
+    int64_t nl = (int64_t)c->B * c->NH * c->TQ;
+    int64_t nmask = (c->mask == 2 ? c->B : 1) * (int64_t)c->TQ * c->TK;
+    pair q = pair_rand(nq, 1251, -1, 1), k = pair_rand(nk, 1252, -1, 1);
+    pair v = pair_rand(nv, 1253, -1, 1), out = pair_rand(no, 1254, -1, 1);
+    pair lse = pair_rand(nl, 1255, -1, 1), mask = pair_rand(nmask, 1256, -2, 0);
+    pair dout = pair_rand(no, 1257, -1, 1), dq = pair_rand(nq, 1258, -1, 1);
+    pair dk = pair_rand(nk, 1259, -1, 1), dv = pair_rand(nv, 1260, -1, 1);
+    uint8_t *keep = k22_xmalloc((size_t)c->B * c->TK);
+    for (int b = 0; b < c->B; b++)
+        for (int j = 0; j < c->TK; j++)
+            keep[b * c->TK + j] = c->keep == 2 && b == 1 ? 0 : (j % 5 != 3);
+    uint8_t *dkeep = gpu->alloc(gpu->ctx, (size_t)c->B * c->TK);
+    gpu->to_device(gpu->ctx, dkeep, keep, (size_t)c->B * c->TK);
+    k22_attn_desc dh = {c->B, c->NH, c->TQ, c->TK, c->D, c->DV, 1.0f / sqrtf((float)c->D),
+                        c->mask ? mask.h : NULL, c->mask == 2 ? (int64_t)c->TQ * c->TK : 0,
+                        c->causal, c->keep ? keep : NULL};
+    k22_attn_desc dd = dh;
+    dd.mask = c->mask ? mask.d : NULL;
+    dd.key_keep = c->keep ? dkeep : NULL;
+    double atol = p == K22_PREC_BF16 ? 2e-3 : 3e-4, nmse_max = p == K22_PREC_BF16 ? 1e-9 : 1e-10;
+    char what[240], geo[160];
+    snprintf(geo, sizeof geo, "B%d NH%d TQ%d TK%d D%d DV%d mask%d causal%d keep%d%s", c->B, c->NH,
+             c->TQ, c->TK, c->D, c->DV, c->mask, c->causal, c->keep, tag);
+
+    fast->attention_fwd(fast->ctx, out.h, lse.h, q.h, k.h, v.h, &dh);
+    gpu->attention_fwd(gpu->ctx, out.d, lse.d, q.d, k.d, v.d, &dd);
+    snprintf(what, sizeof what, "%s attention_fwd lse %s vs cpu", prec_tag(p), geo);
+    check_lse(what, &lse);
+    /* Backward from the cpu's out and lse, so it is tested on its own. */
+    float *o_gpu = dev_fetch(out.d, no);
+    gpu->to_device(gpu->ctx, out.d, out.h, (size_t)no * sizeof(float));
+    gpu->to_device(gpu->ctx, lse.d, lse.h, (size_t)nl * sizeof(float));
+    fast->attention_bwd(fast->ctx, dq.h, dk.h, dv.h, dout.h, q.h, k.h, v.h, out.h, lse.h, &dh);
+    gpu->attention_bwd(gpu->ctx, dq.d, dk.d, dv.d, dout.d, q.d, k.d, v.d, out.d, lse.d, &dd);
+    const float *gots[4] = {o_gpu, NULL, NULL, NULL};
+    const pair *refs[4] = {&out, &dq, &dk, &dv};
+    const char *names[4] = {"attention_fwd out", "attention_bwd dq", "attention_bwd dk",
+                            "attention_bwd dv"};
+    for (int i = 0; i < 4; i++) {
+        float *got = gots[i] ? (float *)gots[i] : dev_fetch(refs[i]->d, refs[i]->n);
+        snprintf(what, sizeof what, "%s %s %s vs cpu %s", prec_tag(p), names[i], geo, prec_tag(p));
+        k22_check_close(what, got, refs[i]->h, refs[i]->n, atol, 1e-3);
+        double e = k22_nmse(got, refs[i]->h, refs[i]->n);
+        CHECK_MSG(e <= nmse_max, "%s: nmse %.3g > %.3g", what, e, nmse_max);
+        if (getenv("K22_TEST_VERBOSE")) printf("%s: nmse %.3g\n", what, e);
+        free(got);
+    }
+    pair_free(&q), pair_free(&k), pair_free(&v), pair_free(&out), pair_free(&lse);
+    pair_free(&mask), pair_free(&dout), pair_free(&dq), pair_free(&dk), pair_free(&dv);
+    gpu->free(gpu->ctx, dkeep);
+    free(keep);
+}
+
+/* Every GEMM-class op at bf16 and fp16; then fp32 again, which must be bit for bit what it was
+ * before (a matmul checked against a run made before any precision was set). `full`: matmul
+ * and linear too (the chunked backend reruns only conv and attention). */
+static void test_precision(const char *tag, int full)
+{
+    const k22_precision precs[2] = {K22_PREC_BF16, K22_PREC_FP16};
+    const int M = 37, N = 19, K = 53;
+    float *A = host_rand((int64_t)M * K, 1271, -1, 1), *B = host_rand((int64_t)K * N, 1272, -1, 1);
+    float *dA = dev_of(A, (int64_t)M * K), *dB = dev_of(B, (int64_t)K * N);
+    float *dC = gpu->alloc(gpu->ctx, (size_t)M * N * sizeof(float));
+    gpu->matmul(gpu->ctx, 0, 0, M, N, K, 1.0f, dA, 0, dB, 0, 0.0f, dC, 0, 1);
+    float *before = dev_fetch(dC, (int64_t)M * N);
+    for (int i = 0; i < 2; i++) {
+        k22_precision p = precs[i];
+        if (!prec_set(p)) continue;
+        if (full) {
+            test_prec_matmul(p);
+            test_prec_linear_case(33, 65, 47, p);
+            test_prec_linear_case(3000, 16, 70, p);
+            if (p == K22_PREC_FP16) test_prec_fp16_overflow();
+        }
+        for (size_t j = 0; j < sizeof conv_cases / sizeof conv_cases[0]; j++)
+            test_prec_conv_case(&conv_cases[j], tag, p);
+        for (size_t j = 0; j < sizeof attn_cases / sizeof attn_cases[0]; j++)
+            test_prec_attention_case(&attn_cases[j], tag, p);
+    }
+    prec_set(K22_PREC_FP32);
+    gpu->matmul(gpu->ctx, 0, 0, M, N, K, 1.0f, dA, 0, dB, 0, 0.0f, dC, 0, 1);
+    float *after = dev_fetch(dC, (int64_t)M * N);
+    char what[96];
+    snprintf(what, sizeof what, "fp32 matmul after bf16/fp16 unchanged (exact)%s", tag);
+    k22_check_close(what, after, before, (int64_t)M * N, 0, 0);
+    gpu->free(gpu->ctx, dA), gpu->free(gpu->ctx, dB), gpu->free(gpu->ctx, dC);
+    free(A), free(B), free(before), free(after);
+}
+
 /* ---- the table itself ---- */
 
 static void test_errors(void)
@@ -940,6 +1285,7 @@ static void test_table_complete(void)
 #define ENTRY(f) {#f, (const void *)gpu->f}
         ENTRY(matmul),         ENTRY(linear_fwd),         ENTRY(linear_bwd),
         ENTRY(conv2d_fwd),     ENTRY(conv2d_bwd),         ENTRY(group_norm_fwd),
+        ENTRY(group_norm_act_fwd), ENTRY(group_norm_act_bwd), ENTRY(set_precision),
         ENTRY(group_norm_bwd), ENTRY(layer_norm_fwd),     ENTRY(layer_norm_bwd),
         ENTRY(act_fwd),        ENTRY(act_bwd),            ENTRY(softmax_fwd),
         ENTRY(softmax_bwd),    ENTRY(attention_fwd),      ENTRY(attention_bwd),
@@ -975,6 +1321,7 @@ int main(void)
         return 0;
     }
     ref = k22_backend_cpu_new(1);
+    fast = k22_backend_cpu_new(0);
     test_memory();
     test_matmul();
     test_linear();
@@ -995,6 +1342,7 @@ int main(void)
     test_timestep_embed();
     test_mse();
     test_errors();
+    test_precision("", 1);
     k22_backend_free(gpu);
     /* Again on a backend with tiny work chunks: conv in bands of output rows, attention in
      * chunks of query rows, the paths full-size models take. */
@@ -1004,9 +1352,11 @@ int main(void)
     if (gpu) {
         test_conv2d(" (banded)");
         test_attention(" (row chunks)");
+        test_precision(" (banded, row chunks)", 0);
         k22_backend_free(gpu);
     }
     unsetenv("K22_CUDA_CHUNK_FLOATS");
     k22_backend_free(ref);
+    k22_backend_free(fast);
     return k22_test_finish("test_cuda_ops");
 }

@@ -33,7 +33,7 @@ static void cpu_destroy(k22_backend *self)
 {
     if (!self) return;
     k22_cpu_ctx *c = self->ctx;
-    if (c) free(c->scratch);
+    if (c) free(c->scratch), free(c->prec_a), free(c->prec_b);
     free(c);
     free(self);
 }
@@ -88,6 +88,8 @@ static void cpu_set_ref(k22_backend *be)
     be->avgpool2x_bwd = k22_ref_avgpool2x_bwd;
     be->chan_affine_fwd = k22_ref_chan_affine_fwd;
     be->chan_affine_bwd = k22_ref_chan_affine_bwd;
+    be->group_norm_act_fwd = k22_ref_group_norm_act_fwd;
+    be->group_norm_act_bwd = k22_ref_group_norm_act_bwd;
     be->resize_nearest_fwd = k22_ref_resize_nearest_fwd;
     be->mse_fwd = k22_ref_mse_fwd;
     be->mse_bwd = k22_ref_mse_bwd;
@@ -95,9 +97,15 @@ static void cpu_set_ref(k22_backend *be)
     be->sumsq = k22_ref_sumsq;
 }
 
+static void cpu_set_precision(void *ctx, int precision)
+{
+    ((k22_cpu_ctx *)ctx)->precision = precision;
+}
+
 static void cpu_set_fast(k22_backend *be)
 {
     be->name = "cpu";
+    be->set_precision = cpu_set_precision; /* emulated: cpu-ref stays fp32 */
     be->matmul = k22_fast_matmul;
     be->linear_fwd = k22_fast_linear_fwd;
     be->linear_bwd = k22_fast_linear_bwd;
@@ -125,6 +133,8 @@ static void cpu_set_fast(k22_backend *be)
     be->avgpool2x_bwd = k22_fast_avgpool2x_bwd;
     be->chan_affine_fwd = k22_fast_chan_affine_fwd;
     be->chan_affine_bwd = k22_fast_chan_affine_bwd;
+    be->group_norm_act_fwd = k22_fast_group_norm_act_fwd;
+    be->group_norm_act_bwd = k22_fast_group_norm_act_bwd;
     be->resize_nearest_fwd = k22_ref_resize_nearest_fwd;
     be->mse_fwd = k22_fast_mse_fwd;
     be->mse_bwd = k22_fast_mse_bwd;
@@ -139,6 +149,7 @@ k22_backend *k22_backend_cpu_new(int reference)
     k22_cpu_ctx *c = k22_xcalloc(1, sizeof *c);
     c->reference = reference != 0;
     c->conv_col_floats = (size_t)8 << 20; /* 32 MiB */
+    c->attn_chunk_floats = (size_t)16 << 20; /* 64 MiB of scores */
     be->ctx = c;
     cpu_set_common(be);
     if (reference)

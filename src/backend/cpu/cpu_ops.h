@@ -13,10 +13,19 @@ typedef struct {
     float *scratch;
     size_t scratch_floats;
     size_t conv_col_floats; /* im2col band size limit (tests lower it to force many bands) */
+    size_t attn_chunk_floats; /* attention score rows per chunk, in floats (tests lower it) */
+    int precision;          /* k22_precision of the GEMMs (fast mode only; ops.h) */
+    float *prec_a, *prec_b; /* grow-only copies of the two GEMM operands, rounded */
+    size_t prec_a_floats, prec_b_floats;
 } k22_cpu_ctx;
 
 /* Returns ctx's scratch, grown to at least n floats; valid until the next call. Dies on OOM. */
 float *k22_cpu_scratch(void *ctx, size_t n);
+/* Row-major C = alpha op(A) op(B) + beta C on OpenBLAS (cblas_sgemm's arguments, ld in floats),
+ * the operands rounded to ctx->precision first (ops.h, k22_precision): every fast GEMM goes
+ * through here. Call it outside OpenMP regions. */
+void k22_cpu_sgemm(void *ctx, int ta, int tb, int M, int N, int K, float alpha, const float *A,
+                   int lda, const float *Bm, int ldb, float beta, float *C, int ldc);
 
 /* ---- reference ---- */
 void k22_ref_matmul(void *ctx, int ta, int tb, int M, int N, int K, float alpha, const float *A,
@@ -75,6 +84,15 @@ void k22_ref_chan_affine_fwd(void *ctx, float *y, const float *x, const float *s
 void k22_ref_chan_affine_bwd(void *ctx, float *dx, float *dscale, float *dshift, const float *dy,
                              const float *x, const float *scale, float scale_offset, int B, int C,
                              int64_t S);
+void k22_ref_group_norm_act_fwd(void *ctx, int act, float *y, float *mean, float *rstd,
+                                const float *x, const float *gamma, const float *beta,
+                                const float *scale, const float *shift, int64_t ss_ld,
+                                float scale_offset, int B, int C, int S, int G, float eps);
+void k22_ref_group_norm_act_bwd(void *ctx, int act, float *dx, float *dgamma, float *dbeta,
+                                float *dscale, float *dshift, const float *dy, const float *x,
+                                const float *mean, const float *rstd, const float *gamma,
+                                const float *beta, const float *scale, const float *shift,
+                                int64_t ss_ld, float scale_offset, int B, int C, int S, int G);
 /* Both modes use this one (ref_resize.c); k22_resize_nearest_src is torch's source index. */
 void k22_ref_resize_nearest_fwd(void *ctx, float *y, const float *x, int B, int C, int H, int W,
                                 int OH, int OW);
@@ -154,6 +172,15 @@ void k22_fast_chan_affine_fwd(void *ctx, float *y, const float *x, const float *
 void k22_fast_chan_affine_bwd(void *ctx, float *dx, float *dscale, float *dshift, const float *dy,
                               const float *x, const float *scale, float scale_offset, int B, int C,
                               int64_t S);
+void k22_fast_group_norm_act_fwd(void *ctx, int act, float *y, float *mean, float *rstd,
+                                 const float *x, const float *gamma, const float *beta,
+                                 const float *scale, const float *shift, int64_t ss_ld,
+                                 float scale_offset, int B, int C, int S, int G, float eps);
+void k22_fast_group_norm_act_bwd(void *ctx, int act, float *dx, float *dgamma, float *dbeta,
+                                 float *dscale, float *dshift, const float *dy, const float *x,
+                                 const float *mean, const float *rstd, const float *gamma,
+                                 const float *beta, const float *scale, const float *shift,
+                                 int64_t ss_ld, float scale_offset, int B, int C, int S, int G);
 void k22_fast_mse_fwd(void *ctx, float *loss, float *per_sample, const float *pred,
                       const float *target, const float *w, int B, int64_t N);
 void k22_fast_mse_bwd(void *ctx, float *dpred, float dloss, const float *pred, const float *target,

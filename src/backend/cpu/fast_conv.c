@@ -10,8 +10,6 @@
 
 #include "cpu_ops.h"
 
-#include <cblas.h>
-#undef I /* complex.h, pulled in by cblas.h, defines I; k22 uses it as a size */
 
 /* A band of output rows [oy0, oy0 + rows): np = rows * OW columns starting at p0 = oy0 * OW. */
 typedef struct {
@@ -102,14 +100,14 @@ void k22_fast_conv2d_fwd(void *ctx, float *y, const float *x, const float *w, co
         for (int oy0 = 0; oy0 < OH; oy0 += band_rows) {
             conv_band bd = conv_band_at(oy0, band_rows, OH, OW);
             if (!direct) conv_im2col(col, xb, d, OW, bd);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d->O, bd.np, CKK, 1.0f, w, CKK,
-                        direct ? xb + bd.p0 : col, direct ? P : bd.np, 1.0f, yb + bd.p0, P);
+            k22_cpu_sgemm(ctx, 0, 0, d->O, bd.np, CKK, 1.0f, w, CKK, direct ? xb + bd.p0 : col,
+                          direct ? P : bd.np, 1.0f, yb + bd.p0, P);
         }
     }
 }
 
 /* One sample's dx and dw, band by band; dw's GEMM reads the columns before dx's overwrites. */
-static void conv_bwd_sample(float *dxb, float *dw, const float *dyb, const float *xb,
+static void conv_bwd_sample(void *ctx, float *dxb, float *dw, const float *dyb, const float *xb,
                             const float *w, float *col, const k22_conv2d_desc *d, int OH, int OW,
                             int band_rows, int direct)
 {
@@ -118,17 +116,16 @@ static void conv_bwd_sample(float *dxb, float *dw, const float *dyb, const float
         conv_band bd = conv_band_at(oy0, band_rows, OH, OW);
         if (dw) {
             if (!direct) conv_im2col(col, xb, d, OW, bd);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, d->O, CKK, bd.np, 1.0f,
-                        dyb + bd.p0, P, direct ? xb + bd.p0 : col, direct ? P : bd.np, 1.0f, dw,
-                        CKK);
+            k22_cpu_sgemm(ctx, 0, 1, d->O, CKK, bd.np, 1.0f, dyb + bd.p0, P,
+                          direct ? xb + bd.p0 : col, direct ? P : bd.np, 1.0f, dw, CKK);
         }
         if (!dxb) continue;
         if (direct) {
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, CKK, bd.np, d->O, 1.0f, w, CKK,
-                        dyb + bd.p0, P, 1.0f, dxb + bd.p0, P);
+            k22_cpu_sgemm(ctx, 1, 0, CKK, bd.np, d->O, 1.0f, w, CKK, dyb + bd.p0, P, 1.0f,
+                          dxb + bd.p0, P);
         } else {
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, CKK, bd.np, d->O, 1.0f, w, CKK,
-                        dyb + bd.p0, P, 0.0f, col, bd.np);
+            k22_cpu_sgemm(ctx, 1, 0, CKK, bd.np, d->O, 1.0f, w, CKK, dyb + bd.p0, P, 0.0f, col,
+                          bd.np);
             conv_col2im(dxb, col, d, OW, bd);
         }
     }
@@ -143,7 +140,7 @@ void k22_fast_conv2d_bwd(void *ctx, float *dx, float *dw, float *dbias, const fl
     int band_rows = direct ? OH : conv_band_rows(ctx, CKK, OH, OW);
     float *col = direct ? NULL : k22_cpu_scratch(ctx, (size_t)CKK * (size_t)band_rows * OW);
     for (int b = 0; (dx || dw) && b < d->B; b++)
-        conv_bwd_sample(dx ? dx + (int64_t)b * d->C * d->H * d->W : NULL, dw,
+        conv_bwd_sample(ctx, dx ? dx + (int64_t)b * d->C * d->H * d->W : NULL, dw,
                         dy + (int64_t)b * d->O * P, x + (int64_t)b * d->C * d->H * d->W, w, col, d,
                         OH, OW, band_rows, direct);
     for (int o = 0; dbias && o < d->O; o++) {

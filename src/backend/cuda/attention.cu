@@ -251,15 +251,19 @@ static void k22_attn_bwd_chunk(k22_cuda_ctx *ctx, float *dq, float *dk, float *d
     k22_cuda_gemm(ctx, 0, 1, (int)qn, d->TK, d->DV, 1.0f, dout_c, d->DV, sO, v + bh0 * sV, d->DV,
                   sV, 0.0f, dp, d->TK, sP, (int)hb);
     int64_t n = hb * sP;
+    /* In fp32 the scale is folded into dS. Under bf16/fp16 the GEMMs round dS, and k22_precision
+     * (as the CPU backend) rounds the unscaled P (dP - D): the scale goes into alpha instead. */
+    int lowp = ctx->precision != K22_PREC_FP32;
+    float ds_scale = lowp ? 1.0f : d->scale, g_alpha = lowp ? d->scale : 1.0f;
     k22_attn_ds_kernel<<<k22_cuda_blocks(n), K22_CUDA_THREADS, 0, ctx->stream>>>(
-        dp, p, drow, n, d->TK, d->scale);
+        dp, p, drow, n, d->TK, ds_scale);
     CUDA_CHECK_LAUNCH();
     if (dq) /* dQ (qn, D) += dS K */
-        k22_cuda_gemm(ctx, 0, 0, (int)qn, d->D, d->TK, 1.0f, dp, d->TK, sP, k + bh0 * sK, d->D,
+        k22_cuda_gemm(ctx, 0, 0, (int)qn, d->D, d->TK, g_alpha, dp, d->TK, sP, k + bh0 * sK, d->D,
                       sK, 1.0f, dq + (bh0 * d->TQ + i0) * d->D, d->D, sQ, (int)hb);
     if (dk) /* dK (TK, D) += dS^T Q */
-        k22_cuda_gemm(ctx, 1, 0, d->TK, d->D, (int)qn, 1.0f, dp, d->TK, sP, q_c, d->D, sQ, 1.0f,
-                      dk + bh0 * sK, d->D, sK, (int)hb);
+        k22_cuda_gemm(ctx, 1, 0, d->TK, d->D, (int)qn, g_alpha, dp, d->TK, sP, q_c, d->D, sQ,
+                      1.0f, dk + bh0 * sK, d->D, sK, (int)hb);
 }
 
 void k22_cuda_attention_bwd(void *vctx, float *dq, float *dk, float *dv, const float *dout,

@@ -31,6 +31,11 @@ typedef struct {
     /* Work-chunk limits in floats: im2col columns per band, attention scores per chunk. Tests
      * lower both (environment K22_CUDA_CHUNK_FLOATS) to run the banded paths on small shapes. */
     int64_t conv_col_floats, attn_chunk_floats;
+    /* k22_precision of the GEMMs (set_precision). Under bf16/fp16 k22_cuda_gemm rounds the
+     * operands into lowp, a grow-only buffer of its own: callers pass pointers into scratch. */
+    int precision;
+    void *lowp;
+    size_t lowp_bytes;
 } k22_cuda_ctx;
 
 /* Block size of the elementwise and reduction kernels, and the fixed block count of the sumsq
@@ -74,6 +79,8 @@ static inline unsigned k22_cuda_blocks(int64_t n)
  * One op runs at a time on the stream, so one buffer serves every op. It grows during the first
  * step of a run and then stays. Dies when the device is out of memory. */
 void *k22_cuda_scratch(k22_cuda_ctx *ctx, size_t bytes);
+/* The same for ctx->lowp, the 16-bit GEMM operand buffer of k22_cuda_gemm (matmul.cu). */
+void *k22_cuda_lowp(k22_cuda_ctx *ctx, size_t bytes);
 
 /* Grid-stride loop over n elements. */
 #define K22_GRID_STRIDE(i, n)                                                                      \
@@ -156,6 +163,17 @@ void k22_cuda_layer_norm_fwd(void *ctx, float *y, float *mean, float *rstd, cons
 void k22_cuda_layer_norm_bwd(void *ctx, float *dx, float *dgamma, float *dbeta, const float *dy,
                              const float *x, const float *mean, const float *rstd,
                              const float *gamma, int N, int C);
+
+/* norm_act.cu */
+void k22_cuda_group_norm_act_fwd(void *ctx, int act, float *y, float *mean, float *rstd,
+                                 const float *x, const float *gamma, const float *beta,
+                                 const float *scale, const float *shift, int64_t ss_ld,
+                                 float scale_offset, int B, int C, int S, int G, float eps);
+void k22_cuda_group_norm_act_bwd(void *ctx, int act, float *dx, float *dgamma, float *dbeta,
+                                 float *dscale, float *dshift, const float *dy, const float *x,
+                                 const float *mean, const float *rstd, const float *gamma,
+                                 const float *beta, const float *scale, const float *shift,
+                                 int64_t ss_ld, float scale_offset, int B, int C, int S, int G);
 
 /* attention.cu */
 void k22_cuda_softmax_fwd(void *ctx, float *y, const float *x, int64_t rows, int cols);

@@ -65,26 +65,39 @@ static void k22_cuda_free(void *vctx, void *p)
     }
 }
 
-void *k22_cuda_scratch(k22_cuda_ctx *ctx, size_t bytes)
+/* Grows the buffer *buf of *have bytes to at least `bytes` (stream-ordered: work queued on the
+ * old buffer finishes before it is freed) and returns it. `what` names it in the fatal error. */
+static void *k22_cuda_grow(k22_cuda_ctx *ctx, void **buf, size_t *have, size_t bytes,
+                           const char *what)
 {
-    if (bytes <= ctx->scratch_bytes) return ctx->scratch;
+    if (bytes <= *have) return *buf;
     /* Grow by at least half again, so a run whose sizes creep up reallocates only a few times. */
-    size_t want = ctx->scratch_bytes + ctx->scratch_bytes / 2;
+    size_t want = *have + *have / 2;
     if (want < bytes) want = bytes;
-    k22_cuda_free(ctx, ctx->scratch);
-    ctx->scratch = NULL;
-    ctx->scratch_bytes = 0;
+    k22_cuda_free(ctx, *buf);
+    *buf = NULL;
+    *have = 0;
     void *p = NULL;
     cudaError_t e =
         ctx->async_alloc ? cudaMallocAsync(&p, want, ctx->stream) : cudaMalloc(&p, want);
     if (e != cudaSuccess) {
-        char what[96];
-        snprintf(what, sizeof what, "cudaMalloc(op scratch of %zu bytes)", want);
-        k22_cuda_check_at(e, what, __FILE__, __LINE__);
+        char msg[96];
+        snprintf(msg, sizeof msg, "cudaMalloc(%s of %zu bytes)", what, want);
+        k22_cuda_check_at(e, msg, __FILE__, __LINE__);
     }
-    ctx->scratch = p;
-    ctx->scratch_bytes = want;
+    *buf = p;
+    *have = want;
     return p;
+}
+
+void *k22_cuda_scratch(k22_cuda_ctx *ctx, size_t bytes)
+{
+    return k22_cuda_grow(ctx, &ctx->scratch, &ctx->scratch_bytes, bytes, "op scratch");
+}
+
+void *k22_cuda_lowp(k22_cuda_ctx *ctx, size_t bytes)
+{
+    return k22_cuda_grow(ctx, &ctx->lowp, &ctx->lowp_bytes, bytes, "16-bit GEMM operands");
 }
 
 /* Returns when host_src may be reused or freed: CUDA only promises that for pageable memory
@@ -124,11 +137,18 @@ static void k22_cuda_sync(void *vctx)
     CUDA_CHECK(cudaStreamSynchronize(K22_CUDA_CTX(vctx)->stream));
 }
 
+/* The GEMMs that follow round their operands to this k22_precision (matmul.cu). */
+static void k22_cuda_set_precision(void *vctx, int precision)
+{
+    K22_CUDA_CTX(vctx)->precision = precision;
+}
+
 /* Releases what k22_cuda_ctx_init made; safe on a partly built context. */
 static void k22_cuda_ctx_release(k22_cuda_ctx *ctx)
 {
     if (ctx->stream) cudaStreamSynchronize(ctx->stream);
     if (ctx->scratch) cudaFree(ctx->scratch);
+    if (ctx->lowp) cudaFree(ctx->lowp);
     if (ctx->partials) cudaFree(ctx->partials);
     if (ctx->workspace) cudaFree(ctx->workspace);
     if (ctx->lt) cublasLtDestroy(ctx->lt);
@@ -230,6 +250,7 @@ static void k22_cuda_table_fill(k22_backend *be)
     be->zero = k22_cuda_zero;
     be->sync = k22_cuda_sync;
     be->destroy = k22_cuda_destroy;
+    be->set_precision = k22_cuda_set_precision;
 
     be->matmul = k22_cuda_matmul;
     be->linear_fwd = k22_cuda_linear_fwd;
@@ -268,6 +289,8 @@ static void k22_cuda_table_fill(k22_backend *be)
     be->resize_nearest_fwd = k22_cuda_resize_nearest_fwd;
     be->chan_affine_fwd = k22_cuda_chan_affine_fwd;
     be->chan_affine_bwd = k22_cuda_chan_affine_bwd;
+    be->group_norm_act_fwd = k22_cuda_group_norm_act_fwd;
+    be->group_norm_act_bwd = k22_cuda_group_norm_act_bwd;
 
     be->timestep_embed_fwd = k22_cuda_timestep_embed_fwd;
     be->timestep_embed_bwd = k22_cuda_timestep_embed_bwd;

@@ -4,27 +4,34 @@
  * cuBLASLt is column-major. A row-major (R, C) matrix is the column-major (C, R) matrix with the
  * same bytes, so row-major C = op(A) op(B) is computed as column-major C^T = op(B)^T op(A)^T:
  * the roles of A and B swap and M and N swap; the transpose flags keep their meaning.
- * Compute is CUBLAS_COMPUTE_32F (true fp32, no TF32) so results stay close to the CPU reference. */
+ * Compute is CUBLAS_COMPUTE_32F (true fp32, no TF32) so results stay close to the CPU reference.
+ * Under bf16/fp16 (k22_precision, ops.h) the operands are first rounded to 16 bits by a packing
+ * kernel and the GEMM reads them as CUDA_R_16BF/CUDA_R_16F, still accumulating in fp32 into fp32
+ * C: every GEMM-class op (linear, conv, attention) comes through k22_cuda_gemm, so that is the
+ * one place the precision acts. */
 #include "common.cuh"
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <stdio.h>
 
 /* The largest power of two <= 256 that divides a pointer, its leading dimension in bytes and, in
- * a batch, the batch stride in bytes. cuBLASLt's heuristic assumes 256-byte aligned operands
- * unless told otherwise, and k22 passes views into arenas at any float offset. */
-static uint32_t k22_cuda_align(const void *p, int64_t ld, int64_t stride, int batch)
+ * a batch, the batch stride in bytes (elements of `esize` bytes). cuBLASLt's heuristic assumes
+ * 256-byte aligned operands unless told otherwise, and k22 passes views into arenas at any float
+ * offset. */
+static uint32_t k22_cuda_align(const void *p, int64_t ld, int64_t stride, int batch, size_t esize)
 {
-    uintptr_t a = (uintptr_t)p | (uintptr_t)ld * sizeof(float);
-    if (batch > 1) a |= (uintptr_t)stride * sizeof(float);
+    uintptr_t a = (uintptr_t)p | (uintptr_t)ld * esize;
+    if (batch > 1) a |= (uintptr_t)stride * esize;
     uint32_t al = 256;
-    while (al > 4 && (a & (al - 1))) al >>= 1;
+    while (al > esize && (a & (al - 1))) al >>= 1;
     return al;
 }
 
-static void k22_cuda_layout(cublasLtMatrixLayout_t *l, uint64_t rows, uint64_t cols, int64_t ld,
-                            int batch, int64_t stride)
+static void k22_cuda_layout(cublasLtMatrixLayout_t *l, cudaDataType_t type, uint64_t rows,
+                            uint64_t cols, int64_t ld, int batch, int64_t stride)
 {
-    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(l, CUDA_R_32F, rows, cols, ld));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(l, type, rows, cols, ld));
     if (batch > 1) {
         int32_t count = batch;
         CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(*l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT,
@@ -34,19 +41,24 @@ static void k22_cuda_layout(cublasLtMatrixLayout_t *l, uint64_t rows, uint64_t c
     }
 }
 
-/* One cuBLASLt call for `batch` products. Returns CUBLAS_STATUS_SUCCESS, or the heuristic's
- * refusal (NOT_SUPPORTED when it finds no algorithm; the caller then splits the batch or dies);
- * errors of the other calls are fatal here. */
-static cublasStatus_t k22_cuda_lt_gemm(k22_cuda_ctx *ctx, int ta, int tb, int M, int N, int K,
-                                       float alpha, const float *A, int64_t lda, int64_t sA,
-                                       const float *Bm, int64_t ldb, int64_t sB, float beta,
-                                       float *C, int64_t ldc, int64_t sC, int batch)
+/* One cuBLASLt call for `batch` products. A and B are of type ab (CUDA_R_32F, or CUDA_R_16BF /
+ * CUDA_R_16F under reduced precision); leading dimensions and strides count their elements; C
+ * is always fp32, and so are alpha, beta and the accumulation (CUBLAS_COMPUTE_32F with scale
+ * type CUDA_R_32F: a combination cuBLASLt supports for all three A/B types). Returns
+ * CUBLAS_STATUS_SUCCESS, or the heuristic's refusal (NOT_SUPPORTED when it finds no algorithm;
+ * the caller then splits the batch or dies); errors of the other calls are fatal here. */
+static cublasStatus_t k22_cuda_lt_gemm(k22_cuda_ctx *ctx, cudaDataType_t ab, int ta, int tb,
+                                       int M, int N, int K, float alpha, const void *A,
+                                       int64_t lda, int64_t sA, const void *Bm, int64_t ldb,
+                                       int64_t sB, float beta, float *C, int64_t ldc, int64_t sC,
+                                       int batch)
 {
     cublasLtMatmulDesc_t op = NULL;
     cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
     cublasLtMatmulPreference_t pref = NULL;
     cublasLtMatmulHeuristicResult_t heur;
     int found = 0;
+    size_t esize = ab == CUDA_R_32F ? sizeof(float) : 2;
 
     /* cuBLASLt operand "A" is our B: column-major (N, K) as stored, or (K, N) when tb. */
     cublasOperation_t opa = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -56,21 +68,22 @@ static cublasStatus_t k22_cuda_lt_gemm(k22_cuda_ctx *ctx, int ta, int tb, int M,
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa));
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
     if (tb)
-        k22_cuda_layout(&la, K, N, ldb, batch, sB);
+        k22_cuda_layout(&la, ab, K, N, ldb, batch, sB);
     else
-        k22_cuda_layout(&la, N, K, ldb, batch, sB);
+        k22_cuda_layout(&la, ab, N, K, ldb, batch, sB);
     if (ta)
-        k22_cuda_layout(&lb, M, K, lda, batch, sA);
+        k22_cuda_layout(&lb, ab, M, K, lda, batch, sA);
     else
-        k22_cuda_layout(&lb, K, M, lda, batch, sA);
-    k22_cuda_layout(&lc, N, M, ldc, batch, sC); /* C^T: (N, M) column-major */
+        k22_cuda_layout(&lb, ab, K, M, lda, batch, sA);
+    k22_cuda_layout(&lc, CUDA_R_32F, N, M, ldc, batch, sC); /* C^T: (N, M) column-major */
 
     CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
         pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ctx->workspace_bytes,
         sizeof ctx->workspace_bytes));
-    uint32_t al_a = k22_cuda_align(Bm, ldb, sB, batch), al_b = k22_cuda_align(A, lda, sA, batch);
-    uint32_t al_c = k22_cuda_align(C, ldc, sC, batch);
+    uint32_t al_a = k22_cuda_align(Bm, ldb, sB, batch, esize);
+    uint32_t al_b = k22_cuda_align(A, lda, sA, batch, esize);
+    uint32_t al_c = k22_cuda_align(C, ldc, sC, batch, sizeof(float));
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
         pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a, sizeof al_a));
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
@@ -94,6 +107,96 @@ static cublasStatus_t k22_cuda_lt_gemm(k22_cuda_ctx *ctx, int ta, int tb, int M,
     return s;
 }
 
+/* ---- reduced precision: operands rounded to 16 bits ---- */
+
+/* What the packing kernel needs: nb matrices of (rows, cols) floats, row stride ld, matrix
+ * stride s, written densely as 16-bit values with row stride pld (rows * pld per matrix). */
+typedef struct {
+    int64_t rows, cols, ld, s, pld;
+    int fp16;  /* 1: IEEE half (__float2half_rn); 0: bfloat16 (__float2bfloat16_rn) */
+    int dense; /* source and destination are the same contiguous run: no index arithmetic */
+} k22_lowp_pack;
+
+/* Round to nearest even, as the CPU backend's k22_precision_round: fp16 overflows to inf past
+ * 65504 (65520 and up), NaN stays NaN. */
+__global__ void k22_cuda_pack_lowp_kernel(uint16_t *dst, const float *src, k22_lowp_pack g,
+                                          int64_t n)
+{
+    int64_t per = g.rows * g.cols;
+    K22_GRID_STRIDE(e, n)
+    {
+        int64_t from = e, to = e;
+        if (!g.dense) { /* 64-bit divisions: only for strided or padded operands */
+            int64_t b = e / per, r = (e % per) / g.cols, c = e % g.cols;
+            from = b * g.s + r * g.ld + c;
+            to = (b * g.rows + r) * g.pld + c;
+        }
+        float x = src[from];
+        dst[to] = g.fp16 ? __half_as_ushort(__float2half_rn(x))
+                         : __bfloat16_as_ushort(__float2bfloat16_rn(x));
+    }
+}
+
+/* An operand packed for the 16-bit GEMM: where, and its leading dimension and batch stride in
+ * elements. The leading dimension is padded to 8 elements (16 bytes), the alignment tensor-core
+ * kernels want, whatever the caller's ld was. */
+typedef struct {
+    const uint16_t *p;
+    int64_t ld, stride;
+} k22_lowp_operand;
+
+static int64_t k22_lowp_pld(int64_t cols)
+{
+    return (cols + 7) / 8 * 8;
+}
+
+/* Rounds one operand (stored as rows x cols, nb matrices) into dst. */
+static k22_lowp_operand k22_lowp_pack_operand(k22_cuda_ctx *ctx, uint16_t *dst, const float *src,
+                                              int64_t rows, int64_t cols, int64_t ld, int64_t s,
+                                              int nb)
+{
+    k22_lowp_pack g = {rows, cols, ld, s, k22_lowp_pld(cols), ctx->precision == K22_PREC_FP16, 0};
+    g.dense = g.pld == cols && ld == cols && (nb == 1 || s == rows * cols);
+    int64_t n = rows * cols * nb;
+    k22_cuda_pack_lowp_kernel<<<k22_cuda_blocks(n), K22_CUDA_THREADS, 0, ctx->stream>>>(
+        dst, src, g, n);
+    CUDA_CHECK_LAUNCH();
+    k22_lowp_operand o = {dst, g.pld, nb > 1 ? rows * g.pld : 0};
+    return o;
+}
+
+/* k22_cuda_gemm under bf16/fp16 (ctx->precision): A and B, as far as the GEMM reads them, are
+ * rounded into ctx->lowp (never the op scratch: A or B may live there), densely, one matrix per
+ * batch item or one for a broadcast (stride 0) operand; then one 16-bit cuBLASLt call with fp32
+ * C, alpha, beta and accumulation. */
+static cublasStatus_t k22_cuda_gemm_lowp(k22_cuda_ctx *ctx, int ta, int tb, int M, int N, int K,
+                                         float alpha, const float *A, int64_t lda, int64_t sA,
+                                         const float *Bm, int64_t ldb, int64_t sB, float beta,
+                                         float *C, int64_t ldc, int64_t sC, int batch)
+{
+    int64_t ra = ta ? K : M, ca = ta ? M : K, rb = tb ? N : K, cb = tb ? K : N;
+    int na = batch > 1 && sA != 0 ? batch : 1, nb = batch > 1 && sB != 0 ? batch : 1;
+    /* B's copy starts 256-byte aligned after A's. */
+    size_t bytes_a = (size_t)(ra * k22_lowp_pld(ca) * na) * 2, off_b = (bytes_a + 255) / 256 * 256;
+    size_t bytes = off_b + (size_t)(rb * k22_lowp_pld(cb) * nb) * 2;
+    uint8_t *buf = (uint8_t *)k22_cuda_lowp(ctx, bytes);
+    k22_lowp_operand a = k22_lowp_pack_operand(ctx, (uint16_t *)buf, A, ra, ca, lda, sA, na);
+    k22_lowp_operand b = k22_lowp_pack_operand(ctx, (uint16_t *)(buf + off_b), Bm, rb, cb, ldb,
+                                               sB, nb);
+    cudaDataType_t t = ctx->precision == K22_PREC_FP16 ? CUDA_R_16F : CUDA_R_16BF;
+    cublasStatus_t s = k22_cuda_lt_gemm(ctx, t, ta, tb, M, N, K, alpha, a.p, a.ld, a.stride, b.p,
+                                        b.ld, b.stride, beta, C, ldc, sC, batch);
+    /* No batched algorithm for these strides (e.g. a broadcast operand): one call per item. */
+    if (s != CUBLAS_STATUS_SUCCESS && batch > 1) {
+        s = CUBLAS_STATUS_SUCCESS;
+        for (int i = 0; i < batch && s == CUBLAS_STATUS_SUCCESS; i++)
+            s = k22_cuda_lt_gemm(ctx, t, ta, tb, M, N, K, alpha, a.p + i * a.stride, a.ld, 0,
+                                 b.p + i * b.stride, b.ld, 0, beta, C + (int64_t)i * sC, ldc, 0,
+                                 1);
+    }
+    return s;
+}
+
 /* Row-major GEMM with leading dimensions; see common.cuh. */
 void k22_cuda_gemm(k22_cuda_ctx *ctx, int ta, int tb, int M, int N, int K, float alpha,
                    const float *A, int64_t lda, int64_t sA, const float *Bm, int64_t ldb,
@@ -113,22 +216,28 @@ void k22_cuda_gemm(k22_cuda_ctx *ctx, int ta, int tb, int M, int N, int K, float
             }
         return;
     }
-    cublasStatus_t s = k22_cuda_lt_gemm(ctx, ta, tb, M, N, K, alpha, A, lda, sA, Bm, ldb, sB, beta,
-                                        C, ldc, sC, batch);
-    /* No batched algorithm for these strides (e.g. a broadcast operand): one call per item. */
-    if (s != CUBLAS_STATUS_SUCCESS && batch > 1) {
-        s = CUBLAS_STATUS_SUCCESS;
-        for (int b = 0; b < batch && s == CUBLAS_STATUS_SUCCESS; b++)
-            s = k22_cuda_lt_gemm(ctx, ta, tb, M, N, K, alpha, A + (int64_t)b * sA, lda, 0,
-                                 Bm + (int64_t)b * sB, ldb, 0, beta, C + (int64_t)b * sC, ldc, 0,
-                                 1);
+    cublasStatus_t s;
+    if (ctx->precision == K22_PREC_BF16 || ctx->precision == K22_PREC_FP16) {
+        s = k22_cuda_gemm_lowp(ctx, ta, tb, M, N, K, alpha, A, lda, sA, Bm, ldb, sB, beta, C, ldc,
+                               sC, batch);
+    } else {
+        s = k22_cuda_lt_gemm(ctx, CUDA_R_32F, ta, tb, M, N, K, alpha, A, lda, sA, Bm, ldb, sB,
+                             beta, C, ldc, sC, batch);
+        /* No batched algorithm for these strides (e.g. a broadcast operand): one call per item. */
+        if (s != CUBLAS_STATUS_SUCCESS && batch > 1) {
+            s = CUBLAS_STATUS_SUCCESS;
+            for (int b = 0; b < batch && s == CUBLAS_STATUS_SUCCESS; b++)
+                s = k22_cuda_lt_gemm(ctx, CUDA_R_32F, ta, tb, M, N, K, alpha,
+                                     A + (int64_t)b * sA, lda, 0, Bm + (int64_t)b * sB, ldb, 0,
+                                     beta, C + (int64_t)b * sC, ldc, 0, 1);
+        }
     }
     if (s == CUBLAS_STATUS_SUCCESS) return;
     K22_FATAL("cuBLASLt has no algorithm for matmul ta=%d tb=%d M=%d N=%d K=%d batch=%d "
-              "ld %lld/%lld/%lld strides %lld/%lld/%lld: %s (device %d)",
-              ta, tb, M, N, K, batch, (long long)lda, (long long)ldb, (long long)ldc,
-              (long long)sA, (long long)sB, (long long)sC, cublasLtGetStatusString(s),
-              ctx->device);
+              "precision %s ld %lld/%lld/%lld strides %lld/%lld/%lld: %s (device %d)",
+              ta, tb, M, N, K, batch, k22_precision_name((k22_precision)ctx->precision),
+              (long long)lda, (long long)ldb, (long long)ldc, (long long)sA, (long long)sB,
+              (long long)sC, cublasLtGetStatusString(s), ctx->device);
 }
 
 /* See ops.h. Strides are in floats; a stride of 0 repeats one operand over the batch. */
