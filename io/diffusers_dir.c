@@ -215,7 +215,15 @@ static k22_status remove_old_weights(const char *dir, const char *base, k22_err 
 k22_status k22_component_save(const char *dir, const k22_model_config *cfg, const k22_params *ps,
                               size_t max_shard_bytes, k22_err *err)
 {
+    return k22_component_save_dtype(dir, cfg, ps, K22_DTYPE_F32, max_shard_bytes, err);
+}
+
+k22_status k22_component_save_dtype(const char *dir, const k22_model_config *cfg, const k22_params *ps,
+                                    k22_dtype dtype, size_t max_shard_bytes, k22_err *err)
+{
     if (!ps->data) return k22_err_set(err, K22_ERR_INTERNAL, "%s: parameters not allocated", dir);
+    if (dtype != K22_DTYPE_F32 && dtype != K22_DTYPE_F16 && dtype != K22_DTYPE_BF16)
+        return k22_err_set(err, K22_ERR_INTERNAL, "%s: weights are saved as F32, F16 or BF16", dir);
     char path[4096], base[256];
     const char *file = k22_model_weights_file(cfg->kind);
     size_t fl = strlen(file);
@@ -228,13 +236,20 @@ k22_status k22_component_save(const char *dir, const k22_model_config *cfg, cons
     if (!st) st = k22_config_write(path, cfg, err);
     if (!st) st = remove_old_weights(dir, base, err);
     if (st) return st;
+    uint16_t *half = NULL; /* the converted copy, laid out as ps->data */
+    if (dtype != K22_DTYPE_F32) {
+        half = k22_xmalloc(ps->total ? ps->total * sizeof *half : 1);
+        k22_convert_from_f32(half, dtype, ps->data, ps->total);
+    }
     k22_st_writer *w = k22_st_writer_new();
     k22_st_writer_meta(w, "format", "pt"); /* transformers refuses files without it */
     for (int i = 0; i < ps->count; i++) {
         const k22_param *p = &ps->items[i];
-        k22_st_writer_add(w, p->name, K22_DTYPE_F32, p->ndim, p->shape, ps->data + p->offset);
+        const void *data = half ? (const void *)(half + p->offset) : (const void *)(ps->data + p->offset);
+        k22_st_writer_add(w, p->name, dtype, p->ndim, p->shape, data);
     }
     st = k22_st_write_sharded(w, dir, base, max_shard_bytes, err);
     k22_st_writer_free(w);
+    free(half);
     return st;
 }

@@ -35,6 +35,11 @@ k22_status k22_component_load(const char *dir, k22_model_config *cfg, k22_params
  * parameters give the same bytes. */
 k22_status k22_component_save(const char *dir, const k22_model_config *cfg, const k22_params *ps,
                               size_t max_shard_bytes, k22_err *err);
+/* The same with the weights stored as dtype: F32, or F16 / BF16 (rounded to nearest even, as
+ * torch's .to(dtype); F16 overflows to inf past 65504, so the caller checks the range first when
+ * that matters). The in-memory parameters are not changed. */
+k22_status k22_component_save_dtype(const char *dir, const k22_model_config *cfg, const k22_params *ps,
+                                    k22_dtype dtype, size_t max_shard_bytes, k22_err *err);
 
 /* Deterministic random init of a built, allocated table (src/model/init_weights.c): element k
  * of parameter p is draw k of stream (kind << 32 | p) under seed. Biases 0, norm weights 1,

@@ -46,6 +46,7 @@ typedef struct {
     k22_pipe_kind stage;
     const char *pack, *pretrained, *output_dir, *resume_from_checkpoint, *device;
     const char *lr_scheduler, *mixed_precision;
+    const char *save_dtype;    /* fp32 | fp16 | bf16: the final model's weights (checkpoints stay fp32) */
     double learning_rate, adam_beta1, adam_beta2, adam_weight_decay, adam_epsilon;
     double max_grad_norm, snr_gamma;
     int64_t train_batch_size, gradient_accumulation_steps, max_train_steps, num_train_epochs;

@@ -57,6 +57,7 @@ void k22_optim_free(k22_optim *o);
 typedef struct {
     double lr, beta1, beta2, eps, weight_decay, max_grad_norm;
     int64_t step;
+    double loss_scale; /* > 0 and not 1: the gradients are divided by it before the norm (fp16) */
 } k22_optim_step_args;
 
 /* Every rank calls it: the gradient mean over ranks (all-reduce, or reduce-scatter under

@@ -12,6 +12,7 @@
 #ifndef K22_PACKER_H
 #define K22_PACKER_H
 
+#include "k22/ops.h"
 #include "k22/pack.h"
 
 typedef struct {
@@ -27,6 +28,8 @@ typedef struct {
     int resume, strict;
     const char *caption_column, *image_column;
     const char *device;         /* backend name (k22_backend_by_name); NULL: "cpu" */
+    k22_precision precision;    /* the encoders' GEMM precision (ops.h); recorded in the
+                                 * preprocessing attribute, so a resume must use the same */
     int progress;               /* 1: rank 0 prints images/s and ETA to stderr */
     size_t chunk_bytes;         /* HDF5 chunk target (0: pack.h default) */
 } k22_packer_opts;

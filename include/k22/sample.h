@@ -62,6 +62,9 @@ k22_status k22_sampler_open(k22_sampler **out, const char *prior_dir, const char
 /* The same on a backend the caller owns (the trainer's), which must outlive the sampler. */
 k22_status k22_sampler_open_on(k22_sampler **out, const char *prior_dir, const char *decoder_dir,
                                const k22_backend *be, k22_err *err);
+/* The GEMM precision of the sampler's own backend (ops.h k22_precision); K22_ERR_ARG for a
+ * sampler opened on a caller's backend (set it there) or a backend that computes in fp32 only. */
+k22_status k22_sampler_set_precision(k22_sampler *s, k22_precision p, k22_err *err);
 void k22_sampler_free(k22_sampler *s);
 /* Runs the prior (kind K22_MODEL_PRIOR) or the UNet (K22_MODEL_UNET) with the weights at P
  * instead of the loaded ones: P is backend memory laid out by table, which must be the loaded

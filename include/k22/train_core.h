@@ -25,6 +25,8 @@ typedef struct {
     int gradient_checkpointing;       /* 0; the arena is sized for the mode chosen here */
     int micro_batch;                  /* the largest B a micro-step is given */
     int zero_stage;                   /* 0; 1: ZeRO-1 optimizer state sharding (optim.h) */
+    k22_precision precision;          /* --mixed_precision: the backend's GEMM precision (ops.h);
+                                       * fp16 turns the dynamic loss scaler on */
     k22_dist *dist;                   /* NULL: one process; else the ranks the sync exchanges with */
 } k22_train_hparams;
 
@@ -38,7 +40,20 @@ typedef struct {
     double lr;        /* the lr this step used */
     float grad_norm;  /* the norm before clipping (clip_grad_norm_'s return value) */
     int skipped;      /* 1: the gradient norm was not finite and nothing was updated */
+    int overflow;     /* fp16: skipped with a finite loss: the loss scale was too large (halved) */
+    double loss_scale; /* fp16: the scale this step's backward used; 1 otherwise */
 } k22_train_step_log;
+
+/* torch.amp.GradScaler as accelerate sets it up for --mixed_precision fp16: the loss is scaled
+ * by `scale` before the backward, the gradients unscaled after the all-reduce; a non-finite
+ * gradient skips the step and halves the scale, and every 2000 finite steps in a row double it. */
+#define K22_LOSS_SCALE_INIT 65536.0
+#define K22_LOSS_SCALE_GROWTH_INTERVAL 2000
+typedef struct {
+    int on;            /* fp16 only */
+    double scale;      /* 1 when off */
+    int64_t good;      /* finite steps since the scale last changed (GradScaler's growth tracker) */
+} k22_loss_scaler;
 
 typedef struct {
     const k22_backend *be;
@@ -55,8 +70,10 @@ typedef struct {
      * micro-steps sum exactly as A ranks' gradients do in the all-reduce (2 ranks x 1 equal
      * 1 rank x 2 bit for bit). Backend (opt.padded floats), NULL when A is 1. */
     float *Gacc;
-    int64_t nonfinite_run;     /* skipped syncs in a row (0 after a good one) */
-    int64_t nonfinite_total;   /* skipped syncs in this process */
+    int64_t nonfinite_run;     /* skipped syncs in a row (0 after a good one); fp16 overflows
+                                * with a finite loss are the scaler's business and not counted */
+    int64_t nonfinite_total;   /* skipped syncs in this process (overflows included) */
+    k22_loss_scaler scaler;
 } k22_train_core;
 
 /* Checks hp (K22_ERR_ARG naming the flag; micro_batch at most max_micro_batch) and that ps holds
@@ -71,6 +88,8 @@ void k22_train_core_free(k22_train_core *c);
 /* Program invariants of a micro-step of B samples: 1 <= B <= micro_batch, fewer than A
  * micro-steps since the last sync. */
 void k22_train_core_begin_micro(const k22_train_core *c, int B);
+/* The dloss a micro-step's backward starts from: loss_scale / A (1 / A without fp16). */
+float k22_train_core_dloss(const k22_train_core *c);
 /* Ends a micro-step with its unscaled loss: train_loss += loss / A (the script's accumulation). */
 void k22_train_core_end_micro(k22_train_core *c, float loss);
 /* The loss the step left at dev (backend memory, one float), on the host. */
@@ -78,9 +97,15 @@ float k22_train_core_loss(const k22_train_core *c, const float *dev);
 /* 1 when A micro-steps have run since the last sync. */
 int k22_train_core_sync_due(const k22_train_core *c);
 /* The optimizer step after 1..A micro-steps (every rank of hp.dist calls it): the gradient mean
- * over the ranks, clip, AdamW at this step's lr, zero the gradients, EMA (k22_optim_step). Fills log when non-NULL. A non-finite gradient norm skips the update (optim.h): the step
- * is not counted (global_step stays), nonfinite_run/total go up and log->skipped is 1. */
+ * over the ranks, unscale (fp16), clip, AdamW at this step's lr, zero the gradients, EMA
+ * (k22_optim_step). Fills log when non-NULL; log->loss is the mean over the ranks. A non-finite
+ * gradient norm skips the update (optim.h): the step is not counted (global_step stays, so the
+ * LR schedule does not advance either, as accelerate's scheduler after a skipped fp16 step),
+ * nonfinite_total goes up, log->skipped is 1, and nonfinite_run goes up unless it was an fp16
+ * overflow (finite mean loss: the scaler halves its scale and the step is retried with it). */
 void k22_train_core_sync(k22_train_core *c, k22_train_step_log *log);
+/* GradScaler.update after a step whose gradients were finite (1) or not (0). */
+void k22_loss_scaler_update(k22_loss_scaler *s, int finite);
 /* Writes the trained weights (ema != 0: the EMA shadow, which needs use_ema) as a diffusers
  * component folder into dir. */
 k22_status k22_train_core_save(k22_train_core *c, const char *dir, int ema, k22_err *err);

@@ -26,7 +26,7 @@ static void print_summary(const k22_packer_opts *po, const k22_packer_stats *s, 
 int k22_cmd_pack(int argc, char **argv)
 {
     const char *dir = NULL, *wds = NULL, *prior = NULL, *decoder = NULL, *out = NULL, *use = NULL;
-    const char *dtype = NULL, *device = NULL, *capcol = NULL, *imgcol = NULL;
+    const char *dtype = NULL, *device = NULL, *capcol = NULL, *imgcol = NULL, *mp = NULL;
     int64_t res = 0, batch = 0, chunk_kib = 0;
     int resume = 0, strict = 0, quiet = 0;
     const k22_opt opts[] = {
@@ -44,6 +44,10 @@ int k22_cmd_pack(int argc, char **argv)
         {"caption_column", K22_OPT_STR, &capcol, "text", "metadata column holding the caption", NULL, NULL, 0},
         {"image_column", K22_OPT_STR, &imgcol, "file_name", "metadata column holding the image file name", NULL, NULL, 0},
         {"device", K22_OPT_STR, &device, "cpu", "backend for the encoders: " K22_DEVICE_HELP, "K22_DEVICE", NULL, 0},
+        {"mixed_precision", K22_OPT_CHOICE, &mp, "no",
+         "bf16/fp16 operands for the encoders' matmuls, convolutions and attention, fp32 accumulation (as the "
+         "scripts' encoders under --mixed_precision; recorded in the pack; emulated on cpu, not on cpu-ref)",
+         NULL, "no|fp16|bf16", 0},
         {"chunk_kib", K22_OPT_INT, &chunk_kib, "0", "HDF5 chunk size target in KiB (0: 2 MiB)", NULL, NULL, 0},
         {"quiet", K22_OPT_FLAG, &quiet, NULL, "no settings table or progress lines", NULL, NULL, 0},
     };
@@ -63,6 +67,12 @@ int k22_cmd_pack(int argc, char **argv)
         fprintf(stderr, "k22 pack: --device: %s\n", derr.msg);
         return 2;
     }
+    k22_precision prec = K22_PREC_FP32;
+    k22_precision_parse(mp, &prec, &derr); /* a choice the parser checked */
+    if (prec != K22_PREC_FP32 && !strcmp(device, "cpu-ref")) {
+        fprintf(stderr, "k22 pack: --mixed_precision %s: device cpu-ref computes in fp32 only\n", mp);
+        return 2;
+    }
     int inited = 0, rank = 0, world = 1;
     MPI_Initialized(&inited);
     if (!inited) MPI_Init(NULL, NULL);
@@ -73,7 +83,7 @@ int k22_cmd_pack(int argc, char **argv)
         .train_data_dir = dir, .webdataset = wds, .prior_dir = prior, .decoder_dir = decoder, .out = out,
         .resolution = (int)res, .dtype = !strcmp(dtype, "fp16") ? K22_DTYPE_F16 : K22_DTYPE_F32,
         .batch = batch > 0 && batch <= 4096 ? (int)batch : 0, .resume = resume, .strict = strict,
-        .caption_column = capcol, .image_column = imgcol, .device = device,
+        .caption_column = capcol, .image_column = imgcol, .device = device, .precision = prec,
         .progress = !quiet, .chunk_bytes = chunk_kib > 0 && chunk_kib < (1 << 20) ? (size_t)chunk_kib << 10 : 0,
     };
     if (res < 8 || res > 4096) po.resolution = 0;

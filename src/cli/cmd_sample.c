@@ -74,7 +74,7 @@ static k22_status check_out(const char *out, k22_err *err)
 }
 
 typedef struct {
-    const char *prior, *decoder, *prompt, *prompts, *negative, *out, *device;
+    const char *prior, *decoder, *prompt, *prompts, *negative, *out, *device, *precision;
     int64_t num_images, seed, steps, prior_steps, height, width, batch, cols;
     double guidance, prior_guidance;
     int quiet;
@@ -96,6 +96,10 @@ static k22_status check_args(const sample_args *a, k22_err *err)
     if (!isfinite(a->guidance) || !isfinite(a->prior_guidance))
         return k22_err_set(err, K22_ERR_ARG, "guidance scales must be finite numbers");
     if (k22_backend_name_check(a->device, err)) return K22_ERR_ARG; /* a bad option: exit 2 */
+    k22_precision p;
+    if (k22_precision_parse(a->precision, &p, err)) return K22_ERR_ARG;
+    if (p != K22_PREC_FP32 && !strcmp(a->device, "cpu-ref"))
+        return k22_err_set(err, K22_ERR_ARG, "--mixed_precision %s: device cpu-ref computes in fp32 only", a->precision);
     return check_out(a->out, err);
 }
 
@@ -155,6 +159,9 @@ static int run(const sample_args *a, k22_cmd_spec *spec)
     if (!a->quiet) k22_opts_print(spec, stderr);
     double t0 = now_s();
     st = k22_sampler_open(&s, a->prior, a->decoder, a->device, &err);
+    k22_precision prec = K22_PREC_FP32;
+    if (!st) k22_precision_parse(a->precision, &prec, &err); /* checked in check_args */
+    if (!st) st = k22_sampler_set_precision(s, prec, &err);
     if (st) goto out;
     k22_sample_opts o;
     k22_sample_opts_default(&o);
@@ -199,6 +206,9 @@ int k22_cmd_sample(int argc, char **argv)
         {"batch", K22_OPT_INT, &a.batch, "4", "prompts per batch (memory); an image's noise is keyed by its index, not by its batch", NULL, NULL, 0},
         {"cols", K22_OPT_INT, &a.cols, "0", "grid columns (0: num_images, or a square grid for one image a prompt)", NULL, NULL, 0},
         {"device", K22_OPT_STR, &a.device, "cpu", K22_DEVICE_HELP, "K22_DEVICE", NULL, 0},
+        {"mixed_precision", K22_OPT_CHOICE, &a.precision, "no",
+         "bf16/fp16 operands for matmuls, convolutions and attention, fp32 accumulation (as train-*; emulated on cpu, "
+         "not on cpu-ref)", NULL, "no|fp16|bf16", 0},
         {"quiet", K22_OPT_FLAG, &a.quiet, NULL, "no settings table or progress lines", NULL, NULL, 0},
     };
     k22_cmd_spec spec = {

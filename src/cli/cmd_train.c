@@ -82,13 +82,18 @@ static int run_train(int argc, char **argv, k22_pipe_kind stage)
         {"adam_epsilon", K22_OPT_FLOAT, &t.adam_epsilon, "1e-8", "AdamW epsilon", NULL, NULL, 0},
         {"seed", K22_OPT_INT, &t.seed, "0", "data order, noise and timesteps (never the rank count)", NULL, NULL, 0},
         {"gradient_checkpointing", K22_OPT_FLAG, &t.gradient_checkpointing, NULL, "recompute activations in backward", NULL, NULL, 0},
-        {"mixed_precision", K22_OPT_CHOICE, &t.mixed_precision, "no", "no only for now: every device trains in fp32 (fp16/bf16 are not implemented yet)", NULL, "no|fp16|bf16", 0},
+        {"mixed_precision", K22_OPT_CHOICE, &t.mixed_precision, "no",
+         "bf16/fp16: matmuls, convolutions and attention take bf16/fp16 operands and accumulate in fp32; "
+         "weights, AdamW state and the other ops stay fp32; fp16 adds dynamic loss scaling. Emulated on cpu "
+         "(to check a run's numerics; slower than no), not available on cpu-ref", NULL, "no|fp16|bf16", 0},
+        {"save_dtype", K22_OPT_CHOICE, &t.save_dtype, "fp32",
+         "dtype of the final model's weights (checkpoints keep fp32 so resuming is exact)", NULL, "fp32|fp16|bf16", 0},
         {"device", K22_OPT_STR, &t.device, "cpu", K22_DEVICE_HELP, "K22_DEVICE", NULL, 0},
         {"log_every", K22_OPT_INT, &t.log_every, "10", "progress line every N steps (metrics.jsonl gets every step)", NULL, NULL, 0},
         {"validation_split", K22_OPT_FLOAT, &t.validation_split, "0",
          "hold out this fraction of the pack (its last rows) and report their loss at each checkpoint (0: off)", NULL, NULL, 0},
         {"max_skipped_steps", K22_OPT_INT, &t.max_skipped_steps, "10",
-         "stop (checkpoint, exit 3) after N optimizer steps in a row with a non-finite gradient, each skipped", NULL, NULL, 0},
+         "stop (checkpoint, exit 3) after N optimizer steps in a row with a non-finite gradient, each skipped (fp16 overflows with a finite loss, which the loss scaler handles, do not count)", NULL, NULL, 0},
         {"validation_prompts", K22_OPT_LIST, &t.validation_prompts, NULL,
          stage == K22_PIPE_PRIOR ? "prompts of the validation image grid (needs --decoder_for_validation)"
                                  : "prompts of the validation image grid (needs --prior_for_validation)", NULL, NULL, 0},

@@ -114,6 +114,7 @@ static k22_status models_load(models *m, const k22_packer_opts *o, k22_pack_meta
     k22_params_init(&m->tps), k22_params_init(&m->vps), k22_params_init(&m->mps);
     m->be = k22_backend_by_name(o->device ? o->device : "cpu", err);
     if (!m->be) return err->code ? err->code : K22_ERR_ARG;
+    if (k22_backend_set_precision(m->be, o->precision, err)) return K22_ERR_ARG;
     const k22_backend *be = m->be;
     char path[1100];
     k22_status st = K22_OK;
@@ -381,13 +382,16 @@ static k22_status write_chunk(k22_pack_writer *w, const slot_layout *L, const k2
 
 static void describe_preprocessing(const k22_packer_opts *o, char *out, size_t n)
 {
+    char gemm[96] = "";
+    if (o->precision != K22_PREC_FP32) /* fp32 packs keep the text they always had */
+        snprintf(gemm, sizeof gemm, "; encoders: %s GEMM operands, fp32 accumulation", k22_precision_name(o->precision));
     snprintf(out, n,
              "images: PIL-equivalent decode to RGB (no EXIF transpose); clip: CLIPImageProcessor shortest_edge 224 "
              "(torch uint8 antialiased bicubic), center_crop 224, rescale 1/255, OpenAI CLIP mean/std; "
              "decoder: center crop to the short side, PIL BICUBIC resize to %d (reducing_gap 1), x/127.5-1, "
              "MoVQ encode (quant_conv output); text: CLIPTokenizer max_length 77 padding max_length truncation, "
-             "text encoder without attention_mask; captions: the first of a caption list",
-             o->resolution);
+             "text encoder without attention_mask; captions: the first of a caption list%s",
+             o->resolution, gemm);
 }
 
 /* Rank 0: opens OUT.partial (create or resume). Returns the inputs already committed. */

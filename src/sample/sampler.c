@@ -191,6 +191,14 @@ k22_status k22_sampler_open(k22_sampler **out, const char *prior_dir, const char
     return st;
 }
 
+k22_status k22_sampler_set_precision(k22_sampler *s, k22_precision p, k22_err *err)
+{
+    if (!s->own_be)
+        return k22_err_set(err, K22_ERR_ARG, "the sampler runs on its caller's backend: set the precision there");
+    k22_status st = k22_backend_set_precision(s->own_be, p, err);
+    return st ? K22_ERR_ARG : K22_OK;
+}
+
 /* Whether two parameter tables lay out the same tensors at the same offsets. */
 static int same_table(const k22_params *a, const k22_params *b)
 {

@@ -32,9 +32,6 @@ static void install_signals(void)
 
 static k22_status check_opts(const k22_train_opts *o, k22_err *err)
 {
-    if (strcmp(o->mixed_precision, "no"))
-        return k22_err_set(err, K22_ERR_UNSUPPORTED, "--mixed_precision %s is not implemented yet: every device "
-                           "trains in fp32; use --mixed_precision no", o->mixed_precision);
     if (o->train_batch_size < 1 || o->train_batch_size > 65536)
         return k22_err_set(err, K22_ERR_ARG, "--train_batch_size %lld: must be in 1..65536", (long long)o->train_batch_size);
     if (o->gradient_accumulation_steps < 1 || o->gradient_accumulation_steps > 65536)
@@ -135,6 +132,10 @@ static k22_status setup(k22_run *r, k22_err *err)
         r->be = k22_backend_by_name(r->o->device, err);
         if (!r->be) st = err->code ? err->code : K22_ERR_ARG;
     }
+    k22_precision prec = K22_PREC_FP32;
+    if (!st) st = k22_precision_parse(r->o->mixed_precision, &prec, err);
+    if (!st) st = k22_backend_set_precision(r->be, prec, err);
+    if (st == K22_ERR_UNSUPPORTED) st = K22_ERR_ARG; /* a flag combination: exit 2 */
     if (!st) st = resolve_pretrained(r, err);
     if (!st) st = open_data(r, err);
     if (!st) st = resolve_resume(r, ckpt, sizeof ckpt, err);
@@ -175,8 +176,7 @@ static void print_plan(const k22_run *r)
 static int finish_step(k22_run *r, k22_log *lg)
 {
     k22_train_step_log l;
-    k22_run_sync(r, &l);
-    l.loss = k22_dist_mean_f64(r->d, l.loss);
+    k22_run_sync(r, &l); /* l.loss: the mean over the ranks */
     k22_log_step(r, lg, &l, r->epoch, k22_run_core(r)->nonfinite_total);
     return l.skipped;
 }

@@ -5,6 +5,7 @@
 
 #include "k22/fsutil.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,16 +74,38 @@ void k22_log_close(k22_log *lg)
     lg->jsonl = NULL;
 }
 
+/* v with digits significant digits; non-finite values as Python's json module writes them
+ * (NaN, Infinity, -Infinity), which printf's "-nan" is not. */
+static void json_number(char *buf, size_t n, double v, int digits)
+{
+    if (isnan(v)) snprintf(buf, n, "NaN");
+    else if (isinf(v)) snprintf(buf, n, "%sInfinity", v < 0 ? "-" : "");
+    else snprintf(buf, n, "%.*g", digits, v);
+}
+
 void k22_log_step(const k22_run *r, k22_log *lg, const k22_train_step_log *l, int64_t epoch,
                   int64_t skipped_total)
 {
     if (r->d->rank) return;
+    int scaled = k22_run_core((k22_run *)r)->scaler.on;
     if (lg->jsonl) {
         /* A skipped step is logged under the step it would have been. */
-        fprintf(lg->jsonl, "{\"step\": %lld, \"epoch\": %lld, \"loss\": %.17g, \"lr\": %.17g, \"grad_norm\": %.9g, "
-                "\"skipped\": %s, \"time_s\": %.3f}\n", (long long)(l->step + l->skipped), (long long)epoch, l->loss, l->lr,
-                (double)l->grad_norm, l->skipped ? "true" : "false", k22_now_s() - lg->t0);
+        char norm[32], loss[40];
+        json_number(norm, sizeof norm, (double)l->grad_norm, 9);
+        json_number(loss, sizeof loss, l->loss, 17);
+        fprintf(lg->jsonl, "{\"step\": %lld, \"epoch\": %lld, \"loss\": %s, \"lr\": %.17g, \"grad_norm\": %s, "
+                "\"skipped\": %s, ", (long long)(l->step + l->skipped), (long long)epoch, loss, l->lr, norm,
+                l->skipped ? "true" : "false");
+        if (scaled) fprintf(lg->jsonl, "\"loss_scale\": %.17g, ", l->loss_scale);
+        fprintf(lg->jsonl, "\"time_s\": %.3f}\n", k22_now_s() - lg->t0);
         fflush(lg->jsonl);
+    }
+    if (l->overflow) { /* routine under fp16: GradScaler's search for a scale that fits */
+        printf("%sk22: step %lld: fp16 gradients overflowed at loss scale %g; update skipped, scale now %g\n",
+               lg->open_line ? "\n" : "", (long long)l->step + 1, l->loss_scale, l->loss_scale / 2);
+        lg->open_line = 0;
+        fflush(stdout);
+        return;
     }
     if (l->skipped) {
         printf("%sk22: step %lld: gradient norm %g (loss %g) is not finite; update skipped (%lld skipped so far)\n",
@@ -111,7 +134,9 @@ void k22_log_val(const k22_run *r, k22_log *lg, int64_t step, double loss, int64
 {
     if (r->d->rank) return;
     if (lg->jsonl) {
-        fprintf(lg->jsonl, "{\"step\": %lld, \"val_loss\": %.17g, \"val_samples\": %lld}\n", (long long)step, loss,
+        char v[40];
+        json_number(v, sizeof v, loss, 17);
+        fprintf(lg->jsonl, "{\"step\": %lld, \"val_loss\": %s, \"val_samples\": %lld}\n", (long long)step, v,
                 (long long)n);
         fflush(lg->jsonl);
     }

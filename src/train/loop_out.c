@@ -7,6 +7,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,6 +90,8 @@ static k22_status write_checkpoint(k22_run *r, const host_state *h, int64_t epoc
     s.lr_sched_steps = k22_lr_sched_steps(&k22_run_core(r)->lr, *b.global_step);
     s.ema_step = b.ema->optimization_step;
     s.ema_decay = b.ema->cur_decay;
+    s.loss_scale = k22_run_core(r)->scaler.scale;
+    s.loss_scale_good = k22_run_core(r)->scaler.good;
     s.hparams = o->settings;
     st = k22_fs_join(p, sizeof p, tmp, "k22_state", err);
     if (!st) st = k22_ckpt_state_write(p, &s, h->m, h->v, b.total, err);
@@ -175,6 +178,9 @@ k22_status k22_run_resume(k22_run *r, const char *ckpt, k22_err *err)
     *b.global_step = s.global_step;
     b.ema->optimization_step = s.ema_step;
     b.ema->cur_decay = s.ema_decay;
+    /* An fp16 run goes on with its scale; a checkpoint of another precision starts the scaler anew. */
+    k22_loss_scaler *ls = &k22_run_core(r)->scaler;
+    if (ls->on && s.loss_scale != 1.0) ls->scale = s.loss_scale, ls->good = s.loss_scale_good;
     r->epoch = s.epoch;
     r->start_micro = s.epoch_pos / unit;
     if (r->start_micro >= r->steps_per_epoch) r->epoch++, r->start_micro = 0;
@@ -249,6 +255,22 @@ static k22_status copy_pipeline(k22_run *r, const char *skip, k22_err *err)
     return st;
 }
 
+/* The final weights (w NULL: the trained ones) as --save_dtype. */
+static k22_status save_final_component(k22_run *r, const char *dir, const float *w, k22_err *err)
+{
+    k22_train_core *c = k22_run_core(r);
+    const char *sd = r->o->save_dtype ? r->o->save_dtype : "fp32";
+    k22_dtype t = !strcmp(sd, "fp16") ? K22_DTYPE_F16 : !strcmp(sd, "bf16") ? K22_DTYPE_BF16 : K22_DTYPE_F32;
+    if (w) memcpy(c->ps.data, w, c->ps.total * sizeof(float));
+    else c->be->to_host(c->be->ctx, c->ps.data, c->opt.P, c->ps.total * sizeof(float));
+    size_t over = 0;
+    for (size_t i = 0; t == K22_DTYPE_F16 && i < c->ps.total; i++) over += fabsf(c->ps.data[i]) >= 65520.0f; /* rounds to inf */
+    if (over)
+        fprintf(stderr, "k22: warning: %zu weights lie outside fp16's range and are saved as inf (--save_dtype fp16); "
+                        "the checkpoints keep them in fp32\n", over);
+    return k22_component_save_dtype(dir, &c->cfg, &c->ps, t, K22_SHARD_BYTES_DEFAULT, err);
+}
+
 /* As the scripts: the EMA weights (with --use_ema) become the saved model. */
 static k22_status save_final(k22_run *r, const float *ema, k22_err *err)
 {
@@ -258,7 +280,7 @@ static k22_status save_final(k22_run *r, const float *ema, k22_err *err)
     if (!st && snprintf(tmp, sizeof tmp, "%s.tmp", dir) >= (int)sizeof tmp)
         st = k22_err_set(err, K22_ERR_ARG, "%s: path too long", dir);
     if (!st) st = k22_fs_rm_rf(tmp, err);
-    if (!st) st = save_component(r, tmp, ema, err);
+    if (!st) st = save_final_component(r, tmp, ema, err);
     if (!st) st = k22_fs_rm_rf(dir, err);
     if (!st) st = k22_fs_rename(tmp, dir, err);
     if (!st && r->pipe_dir[0]) st = copy_pipeline(r, b.comp, err);

@@ -146,6 +146,11 @@ float k22_optim_step(k22_optim *o, const k22_optim_step_args *a)
     } else if (o->dist) {
         k22_dist_allreduce_mean_backend(o->dist, be, o->G, o->total);
     }
+    if (a->loss_scale > 0 && a->loss_scale != 1) /* GradScaler.unscale_: times (float)(1/scale) */
+        for (int s = 0; s < o->nspans; s++) {
+            float *g = o->Gs + (o->span_off[s] - o->base);
+            if (o->span_len[s] > 0) be->scale(be->ctx, g, g, (float)(1.0 / a->loss_scale), o->span_len[s]);
+        }
     float norm = clip(o, (float)a->max_grad_norm);
     if (!isfinite(norm)) {
         /* torch would step with the poisoned gradients and ruin every weight; k22 skips. */

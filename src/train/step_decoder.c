@@ -190,16 +190,17 @@ float k22_decoder_trainer_eval(k22_decoder_trainer *tr, const k22_decoder_batch 
 float k22_decoder_trainer_micro_step(k22_decoder_trainer *tr, const k22_decoder_batch *b)
 {
     const k22_backend *be = tr->core.be;
-    int B = b->B, A = tr->core.hp.gradient_accumulation_steps, H = tr->latent_h, W = tr->latent_w;
+    int B = b->B, H = tr->latent_h, W = tr->latent_w;
     int CO = tr->core.cfg.u.unet.out_channels;
     int64_t N = (int64_t)LATENT_C * H * W, NO = (int64_t)CO * H * W;
     size_t f = sizeof(float);
     k22_train_core_begin_micro(&tr->core, B);
     const float *w;
     const float *target = forward_loss(tr, b, 1, &w);
-    /* accelerate's backward divides the loss by A; torch hands 1/A down as a float. */
+    /* accelerate's backward divides the loss by A (and GradScaler multiplies it by its scale
+     * under fp16); torch hands that down as a float. */
     be->zero(be->ctx, tr->dpred, (size_t)B * (size_t)N * f);
-    be->mse_bwd(be->ctx, tr->dpred, (float)(1.0 / A), tr->pred, target, w, B, N);
+    be->mse_bwd(be->ctx, tr->dpred, k22_train_core_dloss(&tr->core), tr->pred, target, w, B, N);
     // dout: (B, CO, H, W), zero outside the first 4 channels
     be->zero(be->ctx, tr->dout, (size_t)B * (size_t)NO * f);
     for (int i = 0; i < B; i++)

@@ -146,13 +146,14 @@ float k22_prior_trainer_eval(k22_prior_trainer *tr, const k22_prior_batch *b)
 float k22_prior_trainer_micro_step(k22_prior_trainer *tr, const k22_prior_batch *b)
 {
     const k22_backend *be = tr->core.be;
-    int B = b->B, A = tr->core.hp.gradient_accumulation_steps;
+    int B = b->B;
     int64_t E = tr->core.cfg.u.prior.embedding_dim;
     k22_train_core_begin_micro(&tr->core, B);
     const float *w = forward_loss(tr, b, 1);
-    /* accelerate's backward divides the loss by A; torch hands 1/A down as a float. */
+    /* accelerate's backward divides the loss by A (and GradScaler multiplies it by its scale
+     * under fp16); torch hands that down as a float. */
     be->zero(be->ctx, tr->dpred, (size_t)B * (size_t)E * sizeof(float));
-    be->mse_bwd(be->ctx, tr->dpred, (float)(1.0 / A), tr->pred, tr->x0, w, B, E);
+    be->mse_bwd(be->ctx, tr->dpred, k22_train_core_dloss(&tr->core), tr->pred, tr->x0, w, B, E);
     k22_prior_backward(be, &tr->model, &tr->arena, tr->dpred, NULL, NULL, NULL);
     k22_arena_reset(&tr->arena, 0);
     float loss = k22_train_core_loss(&tr->core, tr->loss);

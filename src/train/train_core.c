@@ -49,6 +49,8 @@ k22_status k22_train_core_init(k22_train_core *c, const char *stage, const k22_b
     }
     c->be = be;
     c->hp = *hp;
+    c->scaler.on = hp->precision == K22_PREC_FP16;
+    c->scaler.scale = c->scaler.on ? K22_LOSS_SCALE_INIT : 1.0;
     c->cfg = *cfg;
     k22_optim_init(&c->opt, be, &c->ps, hp->use_ema, hp->dist, hp->zero_stage);
     if (hp->gradient_accumulation_steps > 1) {
@@ -70,6 +72,12 @@ void k22_train_core_free(k22_train_core *c)
 void k22_train_core_begin_micro(const k22_train_core *c, int B)
 {
     K22_REQUIRE(B >= 1 && B <= c->hp.micro_batch && c->micro < c->hp.gradient_accumulation_steps);
+}
+
+float k22_train_core_dloss(const k22_train_core *c)
+{
+    /* accelerate divides the loss by A, then GradScaler multiplies it by the scale. */
+    return (float)(c->scaler.scale / c->hp.gradient_accumulation_steps);
 }
 
 void k22_train_core_end_micro(k22_train_core *c, float loss)
@@ -106,20 +114,38 @@ void k22_train_core_sync(k22_train_core *c, k22_train_step_log *log)
     double lr = k22_lr_at(&c->lr, c->global_step);
     k22_optim_step_args a = {.lr = lr, .beta1 = c->hp.adam_beta1, .beta2 = c->hp.adam_beta2,
                              .eps = c->hp.adam_epsilon, .weight_decay = c->hp.adam_weight_decay,
-                             .max_grad_norm = c->hp.max_grad_norm, .step = c->global_step + 1};
+                             .max_grad_norm = c->hp.max_grad_norm, .step = c->global_step + 1,
+                             .loss_scale = c->scaler.scale};
     float norm = k22_optim_step(&c->opt, &a);
-    int skipped = !isfinite(norm);
-    if (skipped) c->nonfinite_run++, c->nonfinite_total++;
-    else c->global_step++, c->nonfinite_run = 0;
+    double loss = c->hp.dist ? k22_dist_mean_f64(c->hp.dist, c->train_loss) : c->train_loss;
+    int skipped = !isfinite(norm), overflow = skipped && c->scaler.on && isfinite(loss);
+    double used_scale = c->scaler.scale;
+    if (skipped) c->nonfinite_total++;
+    if (skipped && !overflow) c->nonfinite_run++;
+    if (!skipped) c->global_step++, c->nonfinite_run = 0;
+    if (c->scaler.on) k22_loss_scaler_update(&c->scaler, !skipped);
     if (log) {
         log->step = c->global_step;
-        log->loss = c->train_loss;
+        log->loss = loss;
         log->lr = lr;
         log->grad_norm = norm;
         log->skipped = skipped;
+        log->overflow = overflow;
+        log->loss_scale = used_scale;
     }
     c->train_loss = 0.0;
     c->micro = 0;
+}
+
+void k22_loss_scaler_update(k22_loss_scaler *s, int finite)
+{
+    if (!finite) { /* GradScaler.update: backoff 0.5, tracker reset */
+        s->scale *= 0.5;
+        s->good = 0;
+    } else if (++s->good == K22_LOSS_SCALE_GROWTH_INTERVAL) {
+        s->scale *= 2.0;
+        s->good = 0;
+    }
 }
 
 k22_status k22_train_core_save(k22_train_core *c, const char *dir, int ema, k22_err *err)

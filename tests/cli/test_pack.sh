@@ -100,6 +100,15 @@ expect_in "$tmp/err" "dtype" "the refusal names the attribute"
 [ -f "$tmp/res.h5" ] && [ ! -e "$tmp/res.h5.partial" ] && ok || fail "refused resume moved the finished pack"
 same_datasets "$tmp/full.h5" "$tmp/res.h5" "after a refused resume"
 
+# --mixed_precision bf16: the encoders' GEMMs take bf16 operands; the pack says so, and resuming
+# an fp32 pack with it is refused like any other change of settings
+expect_rc 0 "bf16 encoders" "${PACK[@]}" --train_data_dir "$tmp/r" --out "$tmp/bf.h5" --mixed_precision bf16
+"$K22" inspect "$tmp/bf.h5" >"$tmp/inspect" 2>&1 || fail "inspect bf.h5"
+expect_in "$tmp/inspect" "encoders: bf16 GEMM operands, fp32 accumulation" "inspect shows the encoders' precision"
+expect_rc 2 "resume with bf16" "${PACK[@]}" --train_data_dir "$tmp/r" --out "$tmp/res.h5" --resume --mixed_precision bf16
+expect_in "$tmp/err" "preprocessing differs" "the bf16 refusal names the attribute"
+expect_rc 2 "bf16 on cpu-ref" "${PACK[@]}" --train_data_dir "$tmp/r" --out "$tmp/x.h5" --mixed_precision bf16 --device cpu-ref
+
 # ---- the tiny decoder: a 2-block MoVQ (spatial factor 2) packs, latents at resolution / 2 ----
 "$K22" init decoder --size tiny --seed 0 --out "$tmp/decoder" >/dev/null 2>&1 || fail "k22 init decoder"
 "$K22" synth --n 3 --seed 5 --min_size 48 --max_size 96 --out "$tmp/t" 2>/dev/null || fail "synth tiny"

@@ -37,6 +37,13 @@ cmp -s "$tmp/a.png" "$tmp/b.png" && fail "seeds 0 and 1 gave the same PNG" || ok
 expect_rc 0 "negative prompt" "${S[@]}" --prompt "a red cat" --negative_prompt "blurry" --out "$tmp/n.png" --quiet
 expect_size "$tmp/n.png" "32 32" "negative prompt"
 cmp -s "$tmp/a.png" "$tmp/n.png" && fail "--negative_prompt changed nothing" || ok
+# bf16 operands (emulated on cpu): the same size, the same bytes each run; cpu-ref refuses
+expect_rc 0 "bf16" "${S[@]}" --prompt "a red cat" --out "$tmp/h.png" --quiet --mixed_precision bf16
+expect_size "$tmp/h.png" "32 32" "bf16"
+expect_rc 0 "bf16 again" "${S[@]}" --prompt "a red cat" --out "$tmp/h2.png" --quiet --mixed_precision bf16
+cmp -s "$tmp/h.png" "$tmp/h2.png" && ok || fail "bf16 runs with one seed gave different PNG bytes"
+expect_rc 2 "bf16 on cpu-ref" "${S[@]}" --prompt x --out "$tmp/x.png" --device cpu-ref --mixed_precision bf16
+expect_in "$tmp/err" "cpu-ref computes in fp32 only" "bf16 on cpu-ref message"
 
 # sizes are rounded up as the pipeline does (tiny MoVQ factor 2: multiples of 4)
 expect_rc 0 "rounded size" "${S[@]}" --prompt "x" --height 30 --width 37 --out "$tmp/r.png" --quiet

@@ -24,8 +24,10 @@ for cmd in train-prior train-decoder; do
 done
 "$K22" init prior --size tiny --out "$tmp/prior" >/dev/null 2>&1 || fail "k22 init prior"
 P=(--pack "$tmp/none.h5" --pretrained "$tmp/prior" --output_dir "$tmp/out1")
-expect_rc 2 "fp16" "$K22" train-prior "${P[@]}" --mixed_precision fp16
-expect_in "$tmp/err" "--mixed_precision fp16 is not implemented yet" "fp16 message"
+expect_rc 2 "fp16 on cpu-ref" "$K22" train-prior "${P[@]}" --mixed_precision fp16 --device cpu-ref
+expect_in "$tmp/err" "device cpu-ref computes in fp32 only" "fp16 on cpu-ref message"
+expect_rc 2 "fp8" "$K22" train-prior "${P[@]}" --mixed_precision fp8
+expect_in "$tmp/err" "fp8" "fp8 message"
 expect_rc 2 "unknown device" "$K22" train-prior "${P[@]}" --device tpu
 expect_in "$tmp/err" "unknown device 'tpu'" "unknown device message"
 expect_rc 2 "bad batch" "$K22" train-prior "${P[@]}" --train_batch_size 0

@@ -15,27 +15,7 @@ static char dir[] = "/tmp/k22_guards_test_XXXXXX";
 
 #define BASE "--pretrained %s/prior --train_batch_size 2 --learning_rate 1e-3 --seed 5 --log_every 100"
 
-/* 1 when every weight of the prior folder is finite. */
-static int weights_finite(const char *comp)
-{
-    k22_model_config cfg;
-    k22_params ps;
-    k22_params_init(&ps);
-    k22_err err;
-    if (k22_component_load(comp, &cfg, &ps, &err)) {
-        printf("%s\n", err.msg);
-        return 0;
-    }
-    int ok = 1;
-    for (size_t i = 0; i < ps.total && ok; i++) ok = isfinite(ps.data[i]);
-    k22_params_free(&ps);
-    return ok;
-}
 
-static int count_lines(const char *file, const char *needle)
-{
-    return tf_sh("exit $(grep -c -- '%s' %s)", needle, file);
-}
 
 static void nonfinite_some(void)
 {
@@ -44,11 +24,11 @@ static void nonfinite_some(void)
     CHECK_MSG(rc == 0, "a run with some NaN rows exited %d", rc);
     char p[4096];
     snprintf(p, sizeof p, "%s/half/metrics.jsonl", dir);
-    int skipped = count_lines(p, "\"skipped\": true"), good = count_lines(p, "\"skipped\": false");
+    int skipped = tf_count_lines(p, "\"skipped\": true"), good = tf_count_lines(p, "\"skipped\": false");
     printf("NaN in 4 of 16 rows: %d optimizer steps skipped, %d taken\n", skipped, good);
     CHECK_MSG(skipped >= 1 && good == 8, "%d skipped and %d good steps (want >= 1 and 8)", skipped, good);
     snprintf(p, sizeof p, "%s/half/prior", dir);
-    CHECK_MSG(weights_finite(p), "the final weights are not all finite");
+    CHECK_MSG(tf_weights_finite(p), "the final weights are not all finite");
     CHECK(tf_sh("grep -q 'is not finite; update skipped' %s/half.log", dir) == 0);
 }
 
@@ -62,7 +42,7 @@ static void nonfinite_all(void)
     snprintf(a, sizeof a, "%s/nan/checkpoint-0/k22_complete", dir);
     CHECK_MSG(k22_fs_is_file(a), "no checkpoint-0 of the last good (initial) weights");
     snprintf(a, sizeof a, "%s/nan/checkpoint-0/prior", dir);
-    CHECK(weights_finite(a));
+    CHECK(tf_weights_finite(a));
     snprintf(a, sizeof a, "%s/nan/checkpoint-0/prior/diffusion_pytorch_model.safetensors", dir);
     snprintf(b, sizeof b, "%s/prior/prior/diffusion_pytorch_model.safetensors", dir);
     CHECK_MSG(tf_same_file(a, b), "checkpoint-0 should hold the initial weights unchanged");

@@ -5,6 +5,7 @@
 #define K22_TRAIN_FIXTURE_H
 
 #include "harness/harness.h"
+#include "k22/diffusers.h"
 #include "k22/fsutil.h"
 #include "k22/pack.h"
 
@@ -47,12 +48,12 @@ static inline int tf_sh(const char *fmt, ...)
     return WIFEXITED(s) ? WEXITSTATUS(s) : -1;
 }
 
-/* rows rows of random inputs (values in [-1, 1], masks of 3..77 tokens) for use (prior or
+/* rows rows of random inputs (values in [-1, 1], image embeddings times ie_scale, masks of 3..77 tokens) for use (prior or
  * decoder); res is the image resolution (latents res/f square, f = 2 for a decoder pack, the
  * tiny decoder's MoVQ factor, else 8). Rows from nan_from on get NaN
  * image embeddings (rows: none); rows from copy_from on repeat rows 0, 1, ... (rows: none). */
-static inline int tf_write_pack_ex(const char *path, k22_pack_for use, int rows, int res, uint64_t seed,
-                                   int nan_from, int copy_from)
+static inline int tf_write_pack_full(const char *path, k22_pack_for use, int rows, int res, uint64_t seed,
+                                     int nan_from, int copy_from, float ie_scale)
 {
     k22_pack_meta m;
     memset(&m, 0, sizeof m);
@@ -87,6 +88,7 @@ static inline int tf_write_pack_ex(const char *path, k22_pack_for use, int rows,
         memcpy(ie + i * TF_E, ie + j * TF_E, TF_E * sizeof(float));
         memcpy(lat + i * nl, lat + j * nl, nl * sizeof(float));
     }
+    for (size_t i = 0; i < n * TF_E; i++) ie[i] *= ie_scale;
     for (size_t i = (size_t)nan_from * TF_E; i < n * TF_E; i++) ie[i] = NAN;
     for (size_t i = 0; i < n; i++) {
         cap[i] = "a caption";
@@ -106,6 +108,12 @@ static inline int tf_write_pack_ex(const char *path, k22_pack_for use, int rows,
     if (st) fprintf(stderr, "pack: %s\n", err.msg);
     free(te), free(th), free(ie), free(ids), free(mask), free(cap), free(lat);
     return st ? -1 : 0;
+}
+
+static inline int tf_write_pack_ex(const char *path, k22_pack_for use, int rows, int res, uint64_t seed,
+                                   int nan_from, int copy_from)
+{
+    return tf_write_pack_full(path, use, rows, res, seed, nan_from, copy_from, 1.0f);
 }
 
 static inline int tf_write_pack(const char *path, k22_pack_for use, int rows, int res, uint64_t seed)
@@ -173,6 +181,29 @@ static inline int tf_same_file(const char *a, const char *b)
     free(x);
     free(y);
     return same;
+}
+
+/* 1 when the component folder loads and every weight is finite. */
+static inline int tf_weights_finite(const char *comp)
+{
+    k22_model_config cfg;
+    k22_params ps;
+    k22_params_init(&ps);
+    k22_err err;
+    if (k22_component_load(comp, &cfg, &ps, &err)) {
+        printf("%s\n", err.msg);
+        return 0;
+    }
+    int ok = 1;
+    for (size_t i = 0; i < ps.total && ok; i++) ok = isfinite(ps.data[i]);
+    k22_params_free(&ps);
+    return ok;
+}
+
+/* Lines of file that contain needle (grep -c; at most 255). */
+static inline int tf_count_lines(const char *file, const char *needle)
+{
+    return tf_sh("exit $(grep -c -- '%s' %s)", needle, file);
 }
 
 #endif
