@@ -44,7 +44,7 @@
 #define CLIP_PX (3 * 224 * 224)
 
 typedef struct {
-    const char *size, *device, *prior, *decoder;
+    const char *size, *device, *prior, *decoder, *precision;
     int B, res, images, warmup;
     uint64_t seed;
 } pe_args;
@@ -58,6 +58,8 @@ static int parse(int argc, char **argv, pe_args *a)
     const k22_opt opts[] = {
         {"size", K22_OPT_CHOICE, &a->size, "tiny", "model shapes", NULL, "tiny|full", 0},
         {"device", K22_OPT_STR, &a->device, "cpu", "cpu, cpu-ref, cuda or cuda:N", NULL, NULL, 0},
+        {"mixed_precision", K22_OPT_CHOICE, &a->precision, "no",
+         "GEMM operand precision (ops.h k22_precision; emulated, slower, on cpu)", NULL, "no|bf16|fp16", 0},
         {"batch", K22_OPT_INT, &B, "16", "images per encoder batch (1..4096)", NULL, NULL, 0},
         {"resolution", K22_OPT_INT, &res, "0", "decoder image side, a multiple of 8 (0: 64 tiny, 768 full)", NULL, NULL, 0},
         {"images", K22_OPT_INT, &images, "0", "images timed (0: 4 x batch)", NULL, NULL, 0},
@@ -359,11 +361,11 @@ static void report_line(const pe_args *a, const char *dev, const char *enc, int 
                         double oma, const bench_mem *mem)
 {
     int h = (a->res > 224 ? a->res : 224) * 5 / 4, w = h * 4 / 3;
-    printf("k22_bench impl=k22 bench=pack_encode encoder=%s size=%s device=%s precision=fp32 batch=%d "
+    printf("k22_bench impl=k22 bench=pack_encode encoder=%s size=%s device=%s precision=%s batch=%d "
            "resolution=%d src=%dx%d images=%d batches=%d params=%zu ms_per_batch=%.3f ms_min=%.3f "
            "ms_max=%.3f prep_ms=%.3f model_ms=%.3f cpu_ms=%.3f images_per_s=%.3f peak_mem_mib=%.1f "
            "mem=%s out_mean_abs=%.6g\n",
-           enc, a->size, dev, a->B, a->res, w, h, nb * a->B, nb, nparams, total, lo, hi, prep, model,
+           enc, a->size, dev, strcmp(a->precision, "no") ? a->precision : "fp32", a->B, a->res, w, h, nb * a->B, nb, nparams, total, lo, hi, prep, model,
            cpu, a->B / (total * 1e-3), bench_mem_peak_mib(mem), mem->cuda ? "device" : "max_rss", oma);
 }
 
@@ -436,6 +438,12 @@ int main(int argc, char **argv)
     if (!be) {
         fprintf(stderr, "bench_pack_encode: %s\n", err.msg);
         return 1;
+    }
+    k22_precision prec;
+    if (k22_precision_parse(a.precision, &prec, &err) || k22_backend_set_precision(be, prec, &err)) {
+        fprintf(stderr, "bench_pack_encode: --mixed_precision %s: %s\n", a.precision, err.msg);
+        k22_backend_free(be);
+        return 2;
     }
     rc = pe_run(&a, be, &mem);
     k22_backend_free(be);

@@ -6,7 +6,7 @@
  *
  *   bench_train_step --model prior|unet [--size tiny|full] [--device cpu|cpu-ref|cuda[:N]]
  *                    [--batch B] [--latent N] [--steps K] [--warmup W] [--grad_ckpt]
- *                    [--from DIR] [--seed S]
+ *                    [--from DIR] [--seed S] [--mixed_precision no|bf16|fp16]
  *
  * Weights: k22_params_init_random of the size's preset (what `k22 init --size S` writes), built
  * in memory, or a component folder (--from: the prior/ or unet/ folder). Model FLOPs are
@@ -36,7 +36,7 @@
 #define H100_GEMM_MEASURED 798e12 /* 8192^3 bf16 through PyTorch on the GPU machine */
 
 typedef struct {
-    const char *model, *size, *device, *from;
+    const char *model, *size, *device, *from, *precision;
     int B, latent, steps, warmup, ckpt;
     uint64_t seed;
 } bench_args;
@@ -49,6 +49,8 @@ static int parse(int argc, char **argv, bench_args *a)
         {"model", K22_OPT_CHOICE, &a->model, "prior", "the trained model", NULL, "prior|unet", 0},
         {"size", K22_OPT_STR, &a->size, "tiny", "tiny or full shapes", NULL, NULL, 0},
         {"device", K22_OPT_STR, &a->device, "cpu", "cpu, cpu-ref, cuda or cuda:N", NULL, NULL, 0},
+        {"mixed_precision", K22_OPT_CHOICE, &a->precision, "no",
+         "GEMM operand precision (k22 train's flag; emulated, slower, on cpu)", NULL, "no|bf16|fp16", 0},
         {"batch", K22_OPT_INT, &B, "8", "samples per step (1..100000)", NULL, NULL, 0},
         {"latent", K22_OPT_INT, &latent, "32", "UNet latent side (0..100000; the prior has none)", NULL, NULL, 0},
         {"steps", K22_OPT_INT, &steps, "20", "timed steps (1..100000)", NULL, NULL, 0},
@@ -159,11 +161,11 @@ static void report(const bench_args *a, const k22_backend *be, double fwd, size_
                    const double *ms, double cpu_ms, const bench_mem *mem)
 {
     double med = ms[a->steps / 2], model = k22_flops_train(fwd), rate = model / (med * 1e-3);
-    printf("k22_bench impl=k22 model=%s size=%s device=%s precision=fp32 batch=%d latent=%d "
+    printf("k22_bench impl=k22 model=%s size=%s device=%s precision=%s batch=%d latent=%d "
            "grad_ckpt=%d params=%zu steps=%d step_ms=%.3f step_ms_min=%.3f step_ms_max=%.3f "
            "cpu_ms=%.3f samples_per_s=%.3f fwd_gflop=%.4f train_tflop=%.6f model_tflops=%.4f "
            "mfu_989=%.5f mfu_798=%.5f peak_mem_mib=%.1f mem=%s\n",
-           a->model, a->size, be->name, a->B, strcmp(a->model, "unet") ? 0 : a->latent, a->ckpt,
+           a->model, a->size, be->name, be->precision ? k22_precision_name((k22_precision)be->precision) : "fp32", a->B, strcmp(a->model, "unet") ? 0 : a->latent, a->ckpt,
            nparams, a->steps, med, ms[0], ms[a->steps - 1], cpu_ms, a->B / (med * 1e-3), fwd / 1e9,
            model / 1e12, rate / 1e12, rate / H100_BF16_DENSE, rate / H100_GEMM_MEASURED,
            bench_mem_peak_mib(mem), mem->cuda ? "device" : "max_rss");
@@ -254,6 +256,12 @@ int main(int argc, char **argv)
     if (!be) {
         fprintf(stderr, "bench_train_step: %s\n", err.msg);
         return 1;
+    }
+    k22_precision prec;
+    if (k22_precision_parse(a.precision, &prec, &err) || k22_backend_set_precision(be, prec, &err)) {
+        fprintf(stderr, "bench_train_step: --mixed_precision %s: %s\n", a.precision, err.msg);
+        k22_backend_free(be);
+        return 2;
     }
     double *ms = k22_xmalloc((size_t)a.steps * sizeof *ms);
     rc = !strcmp(a.model, "prior") ? bench_prior(&a, be, &mem, ms) : bench_unet(&a, be, &mem, ms);

@@ -65,7 +65,12 @@ run() {
 }
 
 common=(--size "$SIZE" --batch "$B" --resolution "$RES" --images "$N" --warmup "$WARMUP" "${FROM[@]}")
-run k22-pack "$BIN" "${common[@]}" --device "$DEV" || RC=1
+if [ "${DEV%%:*}" = cuda ]; then # k22 in both precisions; ratios pair equal precisions
+  run k22-pack-bf16 "$BIN" "${common[@]}" --device "$DEV" --mixed_precision bf16 || RC=1
+  run k22-pack-fp32 "$BIN" "${common[@]}" --device "$DEV" --mixed_precision no || RC=1
+else
+  run k22-pack "$BIN" "${common[@]}" --device "$DEV" || RC=1
+fi
 if [ "$TORCH" = 1 ]; then
   if [ "${DEV%%:*}" = cuda ]; then
     for mp in bf16 no bf16-weights; do
@@ -81,21 +86,23 @@ fi
 awk '
 function kv(line, a,   i, n, f, p) { n = split(line, f, " "); for (i = 2; i <= n; i++) { p = index(f[i], "="); a[substr(f[i], 1, p - 1)] = substr(f[i], p + 1) } }
 { line[NR] = $0; delete r; kv($0, r); if (r["gflop_per_image"] != "") gf[r["encoder"]] = r["gflop_per_image"] }
+# the ratio key: encoder and precision family (k22 bf16 with torch bf16-autocast and bf16-weights)
+function pkey(r,   p) { p = r["precision"]; sub(/-.*$/, "", p); return r["encoder"] " " p }
 END {
   printf "\n%-7s %-4s %-6s %5s %5s %6s %-6s %-13s %10s %9s %9s %9s %10s %8s %10s\n", "encoder", "size", "device", "batch", "res", "images", "impl", "precision", "ms/batch", "prep_ms", "model_ms", "cpu_ms", "images/s", "TFLOP/s", "peak_MiB"
-  for (j = 1; j <= NR; j++) { delete r; kv(line[j], r); key = r["encoder"]
-    tf = (key in gf) && r["model_ms"] > 0 ? sprintf("%8.3f", gf[key] * r["batch"] / r["model_ms"]) : sprintf("%8s", "-")
+  for (j = 1; j <= NR; j++) { delete r; kv(line[j], r); key = pkey(r); enc = r["encoder"]
+    tf = (enc in gf) && r["model_ms"] > 0 ? sprintf("%8.3f", gf[enc] * r["batch"] / r["model_ms"]) : sprintf("%8s", "-")
     printf "%-7s %-4s %-6s %5d %5d %6d %-6s %-13s %10.2f %9.2f %9.2f %9.2f %10.2f %s %10.1f\n", r["encoder"], r["size"], r["device"], r["batch"], r["resolution"], r["images"], r["impl"], r["precision"], r["ms_per_batch"], r["prep_ms"], r["model_ms"], r["cpu_ms"], r["images_per_s"], tf, r["peak_mem_mib"]
     if (r["impl"] == "k22") { ks[key] = r["images_per_s"]; kc[key] = r["cpu_ms"]; km[key] = r["peak_mem_mib"]; ko[key] = r["out_mean_abs"]; kd[key] = r["model_ms"]; order[++n] = key }
     else { m = ++tn[key]; ts[key, m] = r["images_per_s"]; tc[key, m] = r["cpu_ms"]; tm[key, m] = r["peak_mem_mib"]; tp[key, m] = r["precision"]; to[key, m] = r["out_mean_abs"]; td[key, m] = r["model_ms"] } }
   print ""; print "ratios k22 / torch (images/s > 1: k22 faster; model: the same without host prep, torch model_ms / k22 model_ms;"
   print "cpu_ms < 1: k22 uses less CPU; memory < 1: k22 smaller):"
   for (i = 1; i <= n; i++) { key = order[i]
-    if (!tn[key]) { printf "  %-7s no torch run\n", key; continue }
+    if (!tn[key]) { printf "  %-12s no torch run\n", key; continue }
     for (m = 1; m <= tn[key]; m++) {
-      printf "  %-7s vs torch %-13s images/s %6.2fx  model %6.2fx  cpu_ms %6.2fx  peak memory %6.2fx", key, tp[key, m], ks[key] / ts[key, m], (kd[key] > 0 ? td[key, m] / kd[key] : 0), kc[key] / tc[key, m], km[key] / tm[key, m]
+      printf "  %-12s vs torch %-13s images/s %6.2fx  model %6.2fx  cpu_ms %6.2fx  peak memory %6.2fx", key, tp[key, m], ks[key] / ts[key, m], (kd[key] > 0 ? td[key, m] / kd[key] : 0), kc[key] / tc[key, m], km[key] / tm[key, m]
       # same weights on both sides (--prior/--decoder): the mean |output| should agree
-      if (same && key != "total" && to[key, m] > 0) printf "  mean|out| %.5fx", ko[key] / to[key, m]
+      if (same && key !~ /^total/ && to[key, m] > 0) printf "  mean|out| %.5fx", ko[key] / to[key, m]
       printf "\n" } } }
 ' same=$((${#FROM[@]} > 0)) "$RESULTS"
 exit $RC

@@ -12,8 +12,9 @@
 # (default tools/reference/.venv/bin/python when present, else python3), --log DIR (each run's
 # output; default a temporary folder). Batches: PRIOR_BATCH, UNET_BATCH, LATENT in the
 # environment (defaults: tiny 8, 4, 32; full 32, 8, 96); --max-batch: see max_batch() below.
-# On cuda, torch runs twice: bf16 autocast + SDPA (the scripts' --mixed_precision bf16, the
-# issue's baseline) and fp32 without TF32 (k22's precision today). Exit status: 1 when a k22 run
+# On cuda both run twice: bf16 (k22: bf16 GEMM operands, fp32 accumulation; torch: autocast +
+# SDPA, the scripts' --mixed_precision bf16, the issue's baseline) and fp32 without TF32; the
+# ratios pair the runs of one precision. The largest-batch probe runs k22 in bf16 on cuda. Exit status: 1 when a k22 run
 # failed; a torch side that cannot run (no diffusers) is reported and skipped.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -67,7 +68,12 @@ bench_case() {
   [ "$ck" = 1 ] && flag=--grad_ckpt
   local common=(--model "$model" --size "$SIZE" --batch "$b" --latent "$lat" --steps "$STEPS" --warmup "$WARMUP" $flag)
   local tag=$model-b$b-l$lat-c$ck
-  run "k22-$tag" "$BIN" "${common[@]}" --device "$DEV" || RC=1
+  if [ "${DEV%%:*}" = cuda ]; then # both precisions, each beside torch's of the same precision
+    run "k22-bf16-$tag" "$BIN" "${common[@]}" --device "$DEV" --mixed_precision bf16 || RC=1
+    run "k22-fp32-$tag" "$BIN" "${common[@]}" --device "$DEV" --mixed_precision no || RC=1
+  else
+    run "k22-$tag" "$BIN" "${common[@]}" --device "$DEV" || RC=1
+  fi
   [ "$TORCH" = 1 ] || return 0
   if [ "${DEV%%:*}" = cuda ]; then
     run "torch-bf16-$tag" "$PY" bench/bench_train_step_torch.py "${common[@]}" --device "$DEV" --mixed_precision bf16
@@ -86,6 +92,7 @@ max_batch() {
   [ "$ck" = 1 ] && flag=--grad_ckpt
   while [ "$b" -le "${MAX_BATCH_LIMIT:-1024}" ]; do
     local cmd=("$BIN" --device "$DEV")
+    [ "$impl" = k22 ] && [ "${DEV%%:*}" = cuda ] && cmd+=(--mixed_precision bf16)
     [ "$impl" = k22 ] || cmd=("$PY" bench/bench_train_step_torch.py --device "$DEV" --mixed_precision "${impl#torch-}")
     "${cmd[@]}" --model unet --size "$SIZE" --batch "$b" --latent "$LAT" --steps 1 --warmup 1 $flag \
       >"$LOG/maxb-$impl-c$ck-b$b.log" 2>&1 || break
@@ -114,12 +121,13 @@ function kv(line, a,   i, n, f, p) { n = split(line, f, " "); for (i = 2; i <= n
 BEGIN { printf "\n%-5s %-4s %-6s %5s %4s %4s %-6s %-13s %10s %10s %10s %9s %7s %7s %10s\n", "model", "size", "device", "batch", "lat", "ckpt", "impl", "precision", "step_ms", "cpu_ms", "samples/s", "TFLOP/s", "MFU989", "MFU798", "peak_MiB" }
 { delete r; kv($0, r); key = r["model"] " b" r["batch"] " lat" r["latent"] " ckpt" r["grad_ckpt"]
   printf "%-5s %-4s %-6s %5d %4d %4d %-6s %-13s %10.2f %10.2f %10.2f %9.3f %6.2f%% %6.2f%% %10.1f\n", r["model"], r["size"], r["device"], r["batch"], r["latent"], r["grad_ckpt"], r["impl"], r["precision"], r["step_ms"], r["cpu_ms"], r["samples_per_s"], r["model_tflops"], 100 * r["mfu_989"], 100 * r["mfu_798"], r["peak_mem_mib"]
+  p = r["precision"]; sub(/-autocast$/, "", p); key = key " " p  # k22 bf16 pairs with torch bf16-autocast
   if (r["impl"] == "k22") { ks[key] = r["samples_per_s"]; kc[key] = r["cpu_ms"]; km[key] = r["peak_mem_mib"]; order[++n] = key }
   else { m = ++tn[key]; ts[key, m] = r["samples_per_s"]; tc[key, m] = r["cpu_ms"]; tm[key, m] = r["peak_mem_mib"]; tp[key, m] = r["precision"] } }
 END { print ""; print "ratios k22 / torch (samples/s > 1: k22 faster; cpu_ms < 1: k22 uses less CPU; memory < 1: k22 smaller):"
   for (i = 1; i <= n; i++) { key = order[i]
-    if (!tn[key]) { printf "  %-26s no torch run\n", key; continue }
+    if (!tn[key]) { printf "  %-31s no torch run\n", key; continue }
     for (m = 1; m <= tn[key]; m++)
-      printf "  %-26s vs torch %-13s samples/s %6.2fx  cpu_ms %6.2fx  peak memory %6.2fx\n", key, tp[key, m], ks[key] / ts[key, m], kc[key] / tc[key, m], km[key] / tm[key, m] } }
+      printf "  %-31s vs torch %-13s samples/s %6.2fx  cpu_ms %6.2fx  peak memory %6.2fx\n", key, tp[key, m], ks[key] / ts[key, m], kc[key] / tc[key, m], km[key] / tm[key, m] } }
 ' "$RESULTS"
 exit $RC
