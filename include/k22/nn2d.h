@@ -43,5 +43,15 @@ void k22_groupnorm_forward(const k22_backend *be, const k22_groupnorm *gn, float
 void k22_groupnorm_backward(const k22_backend *be, const k22_groupnorm *gn, float *dx,
                             const float *dy, const float *x, const float *mean, const float *rstd,
                             int B, int64_t S);
+/* y = silu(groupnorm(x) * (1 + scale) + shift) as one group_norm_act op (ops.h), the norm's
+ * output never stored; ts: (B, 2C) rows of [scale | shift] (diffusers' scale_shift time
+ * conditioning), or NULL for silu(groupnorm(x)). */
+void k22_groupnorm_silu_forward(const k22_backend *be, const k22_groupnorm *gn, float *y, float *mean,
+                                float *rstd, const float *x, const float *ts, int B, int64_t S);
+/* Its backward: dx, the norm's parameter gradients and dts (when ts) +=; recomputes the norm
+ * from x, mean and rstd. */
+void k22_groupnorm_silu_backward(const k22_backend *be, const k22_groupnorm *gn, float *dx, float *dts,
+                                 const float *dy, const float *x, const float *mean, const float *rstd,
+                                 const float *ts, int B, int64_t S);
 
 #endif

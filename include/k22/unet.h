@@ -108,7 +108,7 @@ typedef struct {
     int B, H, W, train;
     const float *x_t, *img;
     float *tproj, *th, *tact, *temb, *ip, *ipn, *ipmean, *iprstd, *emb, *emb_act;
-    float *tokraw, *ehs, *tokmean, *tokrstd, *h0, *gno, *gmean, *grstd, *gact;
+    float *tokraw, *ehs, *tokmean, *tokrstd, *h0, *gmean, *grstd, *gact;
     const float *head_in;         /* (B, c0, H, W) the last step's output, conv_norm_out's input */
     const float **skip;           /* nskips */
     float **dskip;                /* nskips, their gradients during backward */

@@ -229,8 +229,8 @@ static size_t max_act(const k22_unet *m, int B, int H, int W)
     return mx;
 }
 
-/* What a training forward allocates outside the steps (embeddings, h0, the head's gno, gact
- * and statistics); all of it lives until backward. */
+/* What a training forward allocates outside the steps (embeddings, h0, the head's gact and
+ * statistics); all of it lives until backward. */
 static size_t outer_floats(const k22_unet *m, int B, int H, int W)
 {
     size_t BTE = k22_arena_round((size_t)B * m->TE), Bk = k22_arena_round((size_t)B);
@@ -238,7 +238,7 @@ static size_t outer_floats(const k22_unet *m, int B, int H, int W)
     size_t tokb = k22_arena_round((size_t)B * m->L), Bg = k22_arena_round((size_t)B * m->cfg.norm_num_groups);
     size_t img = act_floats(B, m->c0, H, W, 0);
     size_t n = k22_arena_round((size_t)B * m->c0) + 7 * BTE + 2 * Bk + 2 * tok + 2 * tokb;
-    return n + 3 * img + 2 * Bg; /* h0, gno, gact, mean, rstd */
+    return n + 2 * img + 2 * Bg; /* h0, gact, mean, rstd */
 }
 
 /* Backward's own buffers besides the steps' scratch (skip gradients, two ping-pong gradients,
@@ -442,12 +442,10 @@ void k22_unet_forward(const k22_backend *be, k22_unet *m, k22_arena *ar, const f
     k22_conv_forward(be, &m->conv_in, m->h0, x_t, B, H, W);
     run_steps(be, m, ar);
     const float *last = m->head_in;
-    m->gno = k22_arena_floats(ar, (size_t)B * m->c0 * S); // gno: (B, c0, H, W)
     m->gmean = k22_arena_floats(ar, (size_t)B * G);
     m->grstd = k22_arena_floats(ar, (size_t)B * G);
-    k22_groupnorm_forward(be, &m->norm_out, m->gno, m->gmean, m->grstd, last, B, S);
-    m->gact = k22_arena_floats(ar, (size_t)B * m->c0 * S);
-    be->act_fwd(be->ctx, K22_ACT_SILU, m->gact, m->gno, (int64_t)B * m->c0 * S);
+    m->gact = k22_arena_floats(ar, (size_t)B * m->c0 * S); // gact: silu(conv_norm_out(last))
+    k22_groupnorm_silu_forward(be, &m->norm_out, m->gact, m->gmean, m->grstd, last, NULL, B, S);
     k22_conv_forward(be, &m->conv_out, out, m->gact, B, H, W); // out: (B, out_channels, H, W)
     if (!train) k22_arena_reset(ar, top);
 }
@@ -539,10 +537,9 @@ void k22_unet_backward(const k22_backend *be, k22_unet *m, k22_arena *ar, const 
     float *demb_act = k22_arena_zeros(ar, (size_t)B * m->TE);
     float *dehs = k22_arena_zeros(ar, (size_t)B * L * X);
     size_t head = k22_arena_mark(ar);
-    float *dact = k22_arena_zeros(ar, (size_t)nc0), *dgno = k22_arena_zeros(ar, (size_t)nc0);
+    float *dact = k22_arena_zeros(ar, (size_t)nc0);
     k22_conv_backward(be, &m->conv_out, dact, dout, m->gact, B, H, W);
-    be->act_bwd(be->ctx, K22_ACT_SILU, dgno, dact, m->gno, nc0);
-    k22_groupnorm_backward(be, &m->norm_out, dh, dgno, m->head_in, m->gmean, m->grstd, B, S);
+    k22_groupnorm_silu_backward(be, &m->norm_out, dh, NULL, dact, m->head_in, m->gmean, m->grstd, NULL, B, S);
     k22_arena_reset(ar, head);
     float *dh0 = backward_steps(be, m, ar, dh, dh2, demb_act, dehs);
     if (dx_t || m->conv_in.dw) k22_conv_backward(be, &m->conv_in, dx_t, dh0, m->x_t, B, H, W);

@@ -80,3 +80,21 @@ void k22_groupnorm_backward(const k22_backend *be, const k22_groupnorm *gn, floa
     be->group_norm_bwd(be->ctx, dx, gn->dg, gn->db, dy, x, mean, rstd, gn->g, B, gn->C, (int)S,
                        gn->G);
 }
+
+void k22_groupnorm_silu_forward(const k22_backend *be, const k22_groupnorm *gn, float *y, float *mean,
+                                float *rstd, const float *x, const float *ts, int B, int64_t S)
+{
+    int C = gn->C;
+    be->group_norm_act_fwd(be->ctx, K22_ACT_SILU, y, mean, rstd, x, gn->g, gn->b, ts, ts ? ts + C : NULL,
+                           2 * (int64_t)C, ts ? 1.0f : 0.0f, B, C, (int)S, gn->G, gn->eps);
+}
+
+void k22_groupnorm_silu_backward(const k22_backend *be, const k22_groupnorm *gn, float *dx, float *dts,
+                                 const float *dy, const float *x, const float *mean, const float *rstd,
+                                 const float *ts, int B, int64_t S)
+{
+    int C = gn->C;
+    be->group_norm_act_bwd(be->ctx, K22_ACT_SILU, dx, gn->dg, gn->db, dts, dts ? dts + C : NULL, dy, x, mean,
+                           rstd, gn->g, gn->b, ts, ts ? ts + C : NULL, 2 * (int64_t)C, ts ? 1.0f : 0.0f, B, C,
+                           (int)S, gn->G);
+}

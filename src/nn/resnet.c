@@ -85,28 +85,6 @@ size_t k22_resnet_bwd_floats(const k22_resnet *r, int B, int H, int W)
     return n;
 }
 
-/* y = silu(norm(x)), or with ts (B, 2C) = [scale | shift] rows, silu(norm(x) * (1 + scale) +
- * shift); mean, rstd: (B, G). */
-static void norm_act_fwd(const k22_backend *be, const k22_groupnorm *gn, float *y, float *mean,
-                         float *rstd, const float *x, const float *ts, int B, int64_t S)
-{
-    int C = gn->C;
-    be->group_norm_act_fwd(be->ctx, K22_ACT_SILU, y, mean, rstd, x, gn->g, gn->b, ts,
-                           ts ? ts + C : NULL, 2 * (int64_t)C, ts ? 1.0f : 0.0f, B, C, (int)S,
-                           gn->G, gn->eps);
-}
-
-/* Backward of norm_act_fwd: dx, the norm's parameter gradients and dts (when ts) +=. */
-static void norm_act_bwd(const k22_backend *be, const k22_groupnorm *gn, float *dx, float *dts,
-                         const float *dy, const float *x, const float *mean, const float *rstd,
-                         const float *ts, int B, int64_t S)
-{
-    int C = gn->C;
-    be->group_norm_act_bwd(be->ctx, K22_ACT_SILU, dx, gn->dg, gn->db, dts, dts ? dts + C : NULL,
-                           dy, x, mean, rstd, gn->g, gn->b, ts, ts ? ts + C : NULL,
-                           2 * (int64_t)C, ts ? 1.0f : 0.0f, B, C, (int)S, gn->G);
-}
-
 static void resample_fwd(const k22_backend *be, int mode, float *y, const float *x, int B, int C,
                          int H, int W)
 {
@@ -141,14 +119,14 @@ void k22_resnet_forward(const k22_backend *be, const k22_resnet *r, k22_arena *a
         /* a1 is only the resampler's input here: a temporary above the cache */
         size_t top = k22_arena_mark(ar);
         float *a1 = k22_arena_floats(ar, (size_t)B * ci * S); // a1: (B, cin, H, W)
-        norm_act_fwd(be, &r->norm1, a1, c->mean1, c->rstd1, x, NULL, B, S);
+        k22_groupnorm_silu_forward(be, &r->norm1, a1, c->mean1, c->rstd1, x, NULL, B, S);
         resample_fwd(be, r->resample, c->a1r, a1, B, ci, H, W);
         resample_fwd(be, r->resample, c->xr, x, B, ci, H, W);
         k22_arena_reset(ar, top);
         c->a1 = NULL;
     } else {
         c->a1 = c->a1r = k22_arena_floats(ar, (size_t)B * ci * S); // a1: (B, cin, H, W)
-        norm_act_fwd(be, &r->norm1, c->a1, c->mean1, c->rstd1, x, NULL, B, S);
+        k22_groupnorm_silu_forward(be, &r->norm1, c->a1, c->mean1, c->rstd1, x, NULL, B, S);
         c->xr = (float *)x;
     }
     c->h1 = k22_arena_floats(ar, (size_t)B * co * So); // h1: (B, cout, OH, OW)
@@ -158,7 +136,7 @@ void k22_resnet_forward(const k22_backend *be, const k22_resnet *r, k22_arena *a
     c->mean2 = k22_arena_floats(ar, (size_t)B * r->norm2.G);
     c->rstd2 = k22_arena_floats(ar, (size_t)B * r->norm2.G);
     c->a2 = k22_arena_floats(ar, (size_t)B * co * So); // a2: (B, cout, OH, OW)
-    norm_act_fwd(be, &r->norm2, c->a2, c->mean2, c->rstd2, c->h1, c->ts, B, So);
+    k22_groupnorm_silu_forward(be, &r->norm2, c->a2, c->mean2, c->rstd2, c->h1, c->ts, B, So);
     k22_conv_forward(be, &r->conv2, y, c->a2, B, OH, OW); // y: (B, cout, OH, OW)
     if (!r->has_shortcut) {
         be->add(be->ctx, y, y, c->xr, (int64_t)B * co * So);
@@ -188,7 +166,7 @@ void k22_resnet_backward(const k22_backend *be, const k22_resnet *r, k22_arena *
     float *da2 = k22_arena_zeros(ar, (size_t)no);
     k22_conv_backward(be, &r->conv2, da2, dy, c->a2, B, OH, OW);
     float *dts = k22_arena_zeros(ar, (size_t)B * 2 * co), *dh1 = k22_arena_zeros(ar, (size_t)no);
-    norm_act_bwd(be, &r->norm2, dh1, dts, da2, c->h1, c->mean2, c->rstd2, c->ts, B, So);
+    k22_groupnorm_silu_backward(be, &r->norm2, dh1, dts, da2, c->h1, c->mean2, c->rstd2, c->ts, B, So);
     k22_linear_backward(be, &r->temb_proj, dtemb_act, dts, temb_act, B);
     float *da1r = k22_arena_zeros(ar, (size_t)B * ci * So);
     k22_conv_backward(be, &r->conv1, da1r, dh1, c->a1r, B, OH, OW);
@@ -197,7 +175,7 @@ void k22_resnet_backward(const k22_backend *be, const k22_resnet *r, k22_arena *
         da1 = k22_arena_zeros(ar, (size_t)B * ci * S);
         resample_bwd(be, r->resample, da1, da1r, B, ci, H, W);
     }
-    norm_act_bwd(be, &r->norm1, dx, NULL, da1, c->x, c->mean1, c->rstd1, NULL, B, S);
+    k22_groupnorm_silu_backward(be, &r->norm1, dx, NULL, da1, c->x, c->mean1, c->rstd1, NULL, B, S);
     if (r->resample) resample_bwd(be, r->resample, dx, dxr, B, ci, H, W);
     k22_arena_reset(ar, top);
 }
