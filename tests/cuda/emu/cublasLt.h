@@ -1,6 +1,8 @@
 /* cublasLt.h (emulator): the cuBLASLt calls k22 makes, computed by plain loops with cuBLASLt's
  * column-major semantics, refusing what cuBLASLt refuses (ld < rows, mismatched shapes), so the
- * row-major <-> column-major bookkeeping of src/backend/cuda is checked. See cuda_runtime.h. */
+ * row-major <-> column-major bookkeeping of src/backend/cuda is checked. A and B may be fp32,
+ * bf16 or fp16 (read as such, so the backend's rounding is what the product sees) with fp32 C/D,
+ * compute and scale type: the combinations k22 uses; others are refused. See cuda_runtime.h. */
 #ifndef K22_EMU_CUBLASLT_H
 #define K22_EMU_CUBLASLT_H
 
@@ -17,7 +19,8 @@ typedef enum {
 } cublasStatus_t;
 typedef enum { CUBLAS_OP_N = 0, CUBLAS_OP_T = 1 } cublasOperation_t;
 typedef enum { CUBLAS_COMPUTE_32F = 68, CUBLAS_COMPUTE_32F_FAST_TF32 = 77 } cublasComputeType_t;
-typedef enum { CUDA_R_32F = 0 } cudaDataType_t;
+/* The real library_types.h values. */
+typedef enum { CUDA_R_32F = 0, CUDA_R_16F = 2, CUDA_R_16BF = 14 } cudaDataType_t;
 typedef enum {
     CUBLASLT_MATMUL_DESC_TRANSA = 3,
     CUBLASLT_MATMUL_DESC_TRANSB = 4,

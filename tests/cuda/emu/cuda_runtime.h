@@ -6,15 +6,22 @@
  * Model: "device" memory is host memory; a kernel launch runs its blocks one after another, and
  * the threads of a block as cooperative fibers (ucontext) that switch at __syncthreads, so block
  * barriers and __shared__ arrays (function statics: one block lives at a time) behave as on a
- * GPU. Launches are synchronous. Warp intrinsics are not emulated. */
+ * GPU. Launches are synchronous. Warp intrinsics are not emulated.
+ *
+ * The runtime calls are declared extern "C", as the real header does, so the C files of k22core
+ * built with K22_HAVE_CUDA (src/dist/device.c, tests) can include this header and call them;
+ * everything CUDA C++ (dim3, intrinsics, launches) is for C++ only. */
 #ifndef K22_EMU_CUDA_RUNTIME_H
 #define K22_EMU_CUDA_RUNTIME_H
 
-#include <functional>
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+
+#ifdef __cplusplus
+#include <functional>
+#include <type_traits>
 
 #define __global__
 #define __device__
@@ -32,6 +39,8 @@ struct dim3 {
 };
 extern uint3 threadIdx, blockIdx;
 extern dim3 blockDim, gridDim;
+extern "C" {
+#endif
 
 typedef enum {
     cudaSuccess = 0,
@@ -76,6 +85,9 @@ cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t s);
 cudaError_t cudaGetLastError(void);
 const char *cudaGetErrorString(cudaError_t e);
 const char *cudaGetErrorName(cudaError_t e);
+
+#ifdef __cplusplus
+}
 
 /* Exact float intrinsics: the emulator is built with -ffp-contract=off. */
 static inline float __fmul_rn(float a, float b) {
@@ -132,6 +144,21 @@ void __syncthreads(void);
 /* Runs fn for every thread of every block (see the header comment). */
 void k22_emu_run(dim3 grid, dim3 block, size_t shmem, const std::function<void()> &fn);
 
+/* Device memory is host memory here, so host code that touches it directly (a fault on a GPU)
+ * would go unseen. In an AddressSanitizer build (emu.cpp) cudaMalloc'd blocks stay poisoned
+ * except while emulated device work runs: a launch opens the blocks its pointer arguments lie in
+ * (every block when an argument is a struct, which may hold pointers), runs, and closes them
+ * again. A pointer argument outside every block (a host pointer) is reported and aborts. */
+void k22_emu_open_ptr(const void *p, const char *what);
+void k22_emu_open_all(void);
+void k22_emu_close(void);
+template <class T> static inline void k22_emu_open_arg(const T &a) {
+    if constexpr (std::is_pointer<T>::value)
+        k22_emu_open_ptr((const void *)a, "kernel argument");
+    else if constexpr (!std::is_arithmetic<T>::value && !std::is_enum<T>::value)
+        k22_emu_open_all();
+}
+
 template <class... P> struct k22_emu_launcher {
     void (*k)(P...);
     dim3 g, b;
@@ -139,7 +166,9 @@ template <class... P> struct k22_emu_launcher {
     template <class... A> void operator()(A... a) const {
         auto kk = k;
         std::function<void()> fn = [=]() { kk(static_cast<P>(a)...); };
+        (k22_emu_open_arg(static_cast<P>(a)), ...);
         k22_emu_run(g, b, shm, fn);
+        k22_emu_close();
     }
 };
 template <class... P>
@@ -148,4 +177,5 @@ k22_emu_launcher<P...> k22_emu_launch(void (*k)(P...), dim3 g, dim3 b, size_t sh
     return k22_emu_launcher<P...>{k, g, b, shm};
 }
 
+#endif /* __cplusplus */
 #endif

@@ -1,13 +1,62 @@
 /* emu.cpp: the CPU emulator behind tests/cuda/emu/cuda_runtime.h and cublasLt.h: fiber-per-thread
  * kernel launches, host "device" memory filled with NaN so reads of unwritten memory show, and a
- * loop GEMM with cuBLASLt's column-major semantics. A test tool only (tests/cuda/emu/run). */
+ * loop GEMM with cuBLASLt's column-major semantics. Every device block is registered, so copies,
+ * memsets, GEMM operands and kernel pointer arguments must lie inside one (else a report and
+ * abort: a host pointer or a wrong size); under AddressSanitizer the blocks are also poisoned
+ * outside emulated device work (cuda_runtime.h). A test tool only (tests/cuda/emu/run). */
 #include "cublasLt.h"
+#include "cuda_bf16.h"
+#include "cuda_fp16.h"
 #include "cuda_runtime.h"
 
+#include <map>
 #include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <ucontext.h>
+#include <vector>
+
+#if defined(__SANITIZE_ADDRESS__)
+#define EMU_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define EMU_ASAN 1
+#endif
+#endif
+#ifdef EMU_ASAN
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#define EMU_POISON(p, n) ASAN_POISON_MEMORY_REGION(p, n)
+#define EMU_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
+#else
+#define EMU_POISON(p, n) ((void)(p), (void)(n))
+#define EMU_UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+/* Under ASan the fibers switch with GCC's __builtin_setjmp/__builtin_longjmp, which ASan does
+ * not intercept: its longjmp interceptor makes two system calls and clears shadow memory on
+ * every switch, which made the emulator about 20 times slower. */
+#ifdef EMU_ASAN
+/* ...and the functions that switch are not instrumented: ASan would call
+ * __asan_handle_no_return (the same cost) before each __builtin_longjmp. */
+#define EMU_SWITCHER __attribute__((no_sanitize_address, noinline))
+typedef void *emu_jmp_buf[5];
+#define EMU_SETJMP(b) __builtin_setjmp(b)
+#define EMU_LONGJMP(b) __builtin_longjmp(b, 1)
+#else
+#define EMU_SWITCHER
+typedef jmp_buf emu_jmp_buf;
+#define EMU_SETJMP(b) _setjmp(b)
+#define EMU_LONGJMP(b) _longjmp(b, 1)
+#endif
+/* ASan must be told of every stack switch between the scheduler and the fibers, or it takes the
+ * jumps for stack overflows and may report false positives on the fiber stacks. */
+#ifdef EMU_ASAN
+#define EMU_SWITCH_START(save, bottom, size) __sanitizer_start_switch_fiber(save, bottom, size)
+#define EMU_SWITCH_FINISH(save, bottom, size) __sanitizer_finish_switch_fiber(save, bottom, size)
+#else
+#define EMU_SWITCH_START(save, bottom, size) ((void)(save))
+#define EMU_SWITCH_FINISH(save, bottom, size) ((void)(save))
+#endif
 
 uint3 threadIdx, blockIdx;
 dim3 blockDim, gridDim;
@@ -21,27 +70,44 @@ dim3 blockDim, gridDim;
 #define EMU_MAX_THREADS 1024
 struct emu_fiber {
     ucontext_t uc;
-    jmp_buf jb;
+    emu_jmp_buf jb;
     int done;
     uint3 idx;
+    void *asan_fake; /* ASan's fake-stack handle while the fiber is switched out */
 };
 static emu_fiber emu_fibers[EMU_MAX_THREADS];
 static int emu_nfibers;
 static ucontext_t emu_boot;
-static jmp_buf emu_sched;
+static emu_jmp_buf emu_sched;
 static int emu_cur = -1;
 static const std::function<void()> *emu_fn;
+/* The scheduler's stack (the launching thread's), as ASan reports it on the first switch. */
+[[maybe_unused]] static const void *emu_sched_bottom;
+[[maybe_unused]] static size_t emu_sched_size;
+static void *emu_sched_fake;
+
+/* A fiber has just been switched to: tell ASan, learning the scheduler's stack. */
+static void emu_fiber_entered(void) {
+    EMU_SWITCH_FINISH(emu_fibers[emu_cur].asan_fake, &emu_sched_bottom, &emu_sched_size);
+}
 
 /* Back to the scheduler; returns when the scheduler resumes this fiber. */
-static void emu_yield(void) {
-    if (!_setjmp(emu_fibers[emu_cur].jb))
-        _longjmp(emu_sched, 1);
+EMU_SWITCHER static void emu_yield(void) {
+    if (!EMU_SETJMP(emu_fibers[emu_cur].jb)) {
+        EMU_SWITCH_START(&emu_fibers[emu_cur].asan_fake, emu_sched_bottom, emu_sched_size);
+        EMU_LONGJMP(emu_sched);
+    }
+    emu_fiber_entered();
 }
 
 /* A fiber's life: park at creation, then run the kernel body once per block it is given. */
 static void emu_fiber_main(void) {
-    if (!_setjmp(emu_fibers[emu_cur].jb))
+    emu_fiber_entered();
+    if (!EMU_SETJMP(emu_fibers[emu_cur].jb)) {
+        EMU_SWITCH_START(&emu_fibers[emu_cur].asan_fake, emu_sched_bottom, emu_sched_size);
         swapcontext(&emu_fibers[emu_cur].uc, &emu_boot);
+    }
+    emu_fiber_entered();
     for (;;) {
         (*emu_fn)();
         emu_fibers[emu_cur].done = 1;
@@ -60,10 +126,23 @@ static void emu_fibers_ensure(unsigned nt) {
             abort();
         makecontext(&f.uc, emu_fiber_main, 0);
         emu_cur = emu_nfibers;
+        EMU_SWITCH_START(&emu_sched_fake, f.uc.uc_stack.ss_sp, EMU_STACK);
         swapcontext(&emu_boot, &f.uc); /* returns once the fiber has parked */
+        EMU_SWITCH_FINISH(emu_sched_fake, NULL, NULL);
         emu_nfibers++;
     }
     emu_cur = -1;
+}
+
+/* Runs fiber t to its next barrier or its end. */
+EMU_SWITCHER static void emu_resume(unsigned t) {
+    emu_cur = (int)t;
+    threadIdx = emu_fibers[t].idx;
+    if (!EMU_SETJMP(emu_sched)) {
+        EMU_SWITCH_START(&emu_sched_fake, emu_fibers[t].uc.uc_stack.ss_sp, EMU_STACK);
+        EMU_LONGJMP(emu_fibers[t].jb);
+    }
+    EMU_SWITCH_FINISH(emu_sched_fake, NULL, NULL);
 }
 
 void __syncthreads(void) {
@@ -97,16 +176,76 @@ void k22_emu_run(dim3 grid, dim3 block, size_t shmem, const std::function<void()
                     for (unsigned t = 0; t < nt; t++) {
                         if (emu_fibers[t].done)
                             continue;
-                        emu_cur = (int)t;
-                        threadIdx = emu_fibers[t].idx;
-                        if (!_setjmp(emu_sched))
-                            _longjmp(emu_fibers[t].jb, 1);
+                        emu_resume(t);
                         if (!emu_fibers[t].done)
                             left++;
                     }
                 }
                 emu_cur = -1;
             }
+}
+
+/* ---- device blocks ---- */
+
+/* Every live cudaMalloc block by its start address, and the blocks open to device work now. */
+static std::map<uintptr_t, size_t> emu_blocks;
+static std::vector<std::pair<void *, size_t>> emu_opened;
+
+/* Reports a device access outside every device block, with a stack under ASan, and aborts:
+ * on a GPU this is an illegal address or a failed call. */
+[[noreturn]] static void emu_bad(const char *what, const void *p, size_t n) {
+    fprintf(stderr, "emu: %s: [%p, +%zu bytes) is not inside one device allocation\n", what, p, n);
+#ifdef EMU_ASAN
+    __sanitizer_print_stack_trace();
+#endif
+    abort();
+}
+
+/* The block holding [p, p + n) (n = 0: p may be its end); aborts naming `what` when none. */
+static std::map<uintptr_t, size_t>::iterator emu_block_of(const void *p, size_t n, const char *what) {
+    uintptr_t a = (uintptr_t)p;
+    auto it = emu_blocks.upper_bound(a);
+    if (it == emu_blocks.begin())
+        emu_bad(what, p, n);
+    --it;
+    if (a - it->first > it->second || n > it->second - (a - it->first))
+        emu_bad(what, p, n);
+    return it;
+}
+
+static int emu_is_device(const void *p) {
+    uintptr_t a = (uintptr_t)p;
+    auto it = emu_blocks.upper_bound(a);
+    if (it == emu_blocks.begin())
+        return 0;
+    --it;
+    return a - it->first < it->second;
+}
+
+static void emu_open_block(std::map<uintptr_t, size_t>::iterator it) {
+    EMU_UNPOISON((void *)it->first, it->second);
+    emu_opened.push_back({(void *)it->first, it->second});
+}
+
+/* Opens the device range [p, p + n) to the emulated device work that follows (its whole block). */
+static void emu_open(const void *p, size_t n, const char *what) {
+    emu_open_block(emu_block_of(p, n, what));
+}
+
+void k22_emu_open_ptr(const void *p, const char *what) {
+    if (p)
+        emu_open(p, 0, what);
+}
+
+void k22_emu_open_all(void) {
+    for (auto it = emu_blocks.begin(); it != emu_blocks.end(); ++it)
+        emu_open_block(it);
+}
+
+void k22_emu_close(void) {
+    for (auto &b : emu_opened)
+        EMU_POISON(b.first, b.second);
+    emu_opened.clear();
 }
 
 /* ---- runtime ---- */
@@ -161,6 +300,8 @@ cudaError_t cudaMalloc(void **p, size_t n) {
     if (!f)
         return cudaErrorMemoryAllocation;
     memset(f, 0xff, n); /* NaN: a kernel reading memory nobody wrote shows up in the results */
+    emu_blocks[(uintptr_t)f] = n ? n : 1;
+    EMU_POISON(f, n ? n : 1); /* host code may not touch it (cuda_runtime.h) */
     *p = f;
     return cudaSuccess;
 }
@@ -168,31 +309,64 @@ cudaError_t cudaMallocAsync(void **p, size_t n, cudaStream_t s) {
     return cudaMalloc(p, n);
 }
 cudaError_t cudaFree(void *p) {
+    if (!p)
+        return cudaSuccess;
+    auto it = emu_block_of(p, 0, "cudaFree");
+    if (it->first != (uintptr_t)p)
+        emu_bad("cudaFree of a pointer inside a block", p, 0);
+    EMU_UNPOISON(p, it->second);
+    emu_blocks.erase(it);
     free(p);
     return cudaSuccess;
 }
 cudaError_t cudaFreeAsync(void *p, cudaStream_t s) {
-    free(p);
-    return cudaSuccess;
+    return cudaFree(p);
 }
-cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, cudaMemcpyKind k, cudaStream_t st) {
-    memmove(d, s, n);
-    return cudaSuccess;
+
+/* Opens the device side(s) of a copy of n bytes, with rows (h > 1) of width w at pitches dp/sp:
+ * a host side stays as it is, so a device pointer passed as the host one is caught by ASan. */
+static void emu_open_copy(void *d, size_t dp, const void *s, size_t sp, size_t w, size_t h,
+                          cudaMemcpyKind k, const char *what) {
+    size_t dn = h ? (h - 1) * dp + w : 0, sn = h ? (h - 1) * sp + w : 0;
+    int dd = k == cudaMemcpyHostToDevice || k == cudaMemcpyDeviceToDevice ||
+             (k == cudaMemcpyDefault && emu_is_device(d));
+    int sd = k == cudaMemcpyDeviceToHost || k == cudaMemcpyDeviceToDevice ||
+             (k == cudaMemcpyDefault && emu_is_device(s));
+    if (dd)
+        emu_open(d, dn, what);
+    if (sd)
+        emu_open(s, sn, what);
 }
-cudaError_t cudaMemcpy(void *d, const void *s, size_t n, cudaMemcpyKind k) {
-    memmove(d, s, n);
-    return cudaSuccess;
-}
+
 cudaError_t cudaMemcpy2DAsync(void *d, size_t dp, const void *s, size_t sp, size_t w, size_t h,
                               cudaMemcpyKind k, cudaStream_t st) {
     if (w > dp || w > sp)
         return cudaErrorInvalidValue;
+    if (!w || !h)
+        return cudaSuccess;
+    emu_open_copy(d, dp, s, sp, w, h, k, "cudaMemcpy2DAsync");
     for (size_t r = 0; r < h; r++)
         memmove((char *)d + r * dp, (const char *)s + r * sp, w);
+    k22_emu_close();
     return cudaSuccess;
 }
+cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, cudaMemcpyKind k, cudaStream_t st) {
+    if (!n)
+        return cudaSuccess;
+    emu_open_copy(d, n, s, n, n, 1, k, "cudaMemcpy");
+    memmove(d, s, n);
+    k22_emu_close();
+    return cudaSuccess;
+}
+cudaError_t cudaMemcpy(void *d, const void *s, size_t n, cudaMemcpyKind k) {
+    return cudaMemcpyAsync(d, s, n, k, 0);
+}
 cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t s) {
+    if (!n)
+        return cudaSuccess;
+    emu_open(p, n, "cudaMemsetAsync");
     memset(p, v, n);
+    k22_emu_close();
     return cudaSuccess;
 }
 cudaError_t cudaGetLastError(void) {
@@ -214,8 +388,11 @@ struct k22_emu_lt {
 };
 struct k22_emu_desc {
     int ta, tb;
+    cublasComputeType_t compute;
+    cudaDataType_t scale;
 };
 struct k22_emu_layout {
+    cudaDataType_t type;
     uint64_t rows, cols;
     int64_t ld;
     int batch;
@@ -238,7 +415,7 @@ const char *cublasLtGetStatusString(cublasStatus_t s) {
 }
 cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t *d, cublasComputeType_t c,
                                         cudaDataType_t t) {
-    *d = new k22_emu_desc{0, 0};
+    *d = new k22_emu_desc{0, 0, c, t};
     return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t d) {
@@ -259,7 +436,9 @@ cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t *l, cudaDataTyp
                                           uint64_t rows, uint64_t cols, int64_t ld) {
     if (ld < (int64_t)rows || ld < 1)
         return CUBLAS_STATUS_INVALID_VALUE;
-    *l = new k22_emu_layout{rows, cols, ld, 1, 0};
+    if (t != CUDA_R_32F && t != CUDA_R_16F && t != CUDA_R_16BF)
+        return CUBLAS_STATUS_NOT_SUPPORTED;
+    *l = new k22_emu_layout{t, rows, cols, ld, 1, 0};
     return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t l) {
@@ -298,6 +477,10 @@ static int emu_shapes(const k22_emu_desc *d, const k22_emu_layout *a, const k22_
         return 0;
     if (a->batch != c->batch || b->batch != c->batch)
         return 0;
+    /* fp32 compute and scale; A and B of one type; C and D fp32 */
+    if (d->compute != CUBLAS_COMPUTE_32F || d->scale != CUDA_R_32F || a->type != b->type ||
+        c->type != CUDA_R_32F)
+        return 0;
     *m = am, *n = bn, *k = ak;
     return 1;
 }
@@ -320,6 +503,26 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t h, cublasLtMatmul
     return CUBLAS_STATUS_SUCCESS;
 }
 
+/* Element e of a matrix of the given type, as float (16-bit values are widened exactly). */
+static float emu_elem(const void *p, cudaDataType_t t, int64_t e) {
+    if (t == CUDA_R_16BF)
+        return __bfloat162float(((const __nv_bfloat16 *)p)[e]);
+    if (t == CUDA_R_16F)
+        return __half2float(((const __half *)p)[e]);
+    return ((const float *)p)[e];
+}
+
+/* Bytes from a matrix's start to the end of its last element over all batches. */
+static size_t emu_extent(const k22_emu_layout *l) {
+    if (!l->rows || !l->cols)
+        return 0;
+    size_t es = l->type == CUDA_R_32F ? 4 : 2;
+    uint64_t last = (l->rows - 1) + (l->cols - 1) * (uint64_t)l->ld;
+    if (l->batch > 1)
+        last += (uint64_t)(l->batch - 1) * (uint64_t)l->stride; /* stride >= 0 in k22 */
+    return (size_t)(last + 1) * es;
+}
+
 cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const void *alpha,
                               const void *A, cublasLtMatrixLayout_t la, const void *B,
                               cublasLtMatrixLayout_t lb, const void *beta, const void *C,
@@ -331,22 +534,36 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
         return CUBLAS_STATUS_INVALID_VALUE;
     if (C != D || lc->ld != ldd->ld)
         return CUBLAS_STATUS_NOT_SUPPORTED; /* k22 always has C == D */
+    /* Every element the product reads or writes lies in the operand's device block. */
+    emu_open(A, emu_extent(la), "cublasLtMatmul A");
+    emu_open(B, emu_extent(lb), "cublasLtMatmul B");
+    emu_open(D, emu_extent(ldd), "cublasLtMatmul C/D");
     float al = *(const float *)alpha, be = *(const float *)beta;
+    /* K22_EMU_GEMM_FLOAT: sum in float (another rounding of the same products, as another GPU
+     * algorithm would), to measure how far sum-order noise alone moves a run. */
+    static const int fsum = getenv("K22_EMU_GEMM_FLOAT") != NULL;
     for (int bt = 0; bt < lc->batch; bt++) {
-        const float *Ab = (const float *)A + bt * la->stride,
-                    *Bb = (const float *)B + bt * lb->stride;
+        int64_t oa = bt * la->stride, ob = bt * lb->stride;
         float *Db = (float *)D + bt * lc->stride;
         for (uint64_t i = 0; i < m; i++)
             for (uint64_t j = 0; j < n; j++) {
                 double acc = 0;
+                float facc = 0;
                 for (uint64_t q = 0; q < k; q++) {
-                    float av = d->ta ? Ab[q + i * la->ld] : Ab[i + q * la->ld];
-                    float bv = d->tb ? Bb[j + q * lb->ld] : Bb[q + j * lb->ld];
-                    acc += (double)av * bv;
+                    int64_t ea = d->ta ? q + i * la->ld : i + q * la->ld;
+                    int64_t eb = d->tb ? j + q * lb->ld : q + j * lb->ld;
+                    float av = emu_elem(A, la->type, oa + ea), bv = emu_elem(B, lb->type, ob + eb);
+                    if (fsum)
+                        facc += av * bv;
+                    else
+                        acc += (double)av * bv;
                 }
+                if (fsum)
+                    acc = facc;
                 float *dv = &Db[i + j * lc->ld];
                 *dv = be == 0.0f ? (float)(al * acc) : (float)(al * acc + (double)be * *dv);
             }
     }
+    k22_emu_close();
     return CUBLAS_STATUS_SUCCESS;
 }
