@@ -159,6 +159,32 @@ int main(void)
                ">%s/w1.log 2>&1", k, dir, dir, dir, dir);
     CHECK_MSG(rc == 0, "1-rank run exited %d", rc);
     compare("2 ranks x 1 vs 1 rank x 2", "w2", "w1", 1);
+    /* fp16 with its loss scaler. Without overflows, 2 ranks x 1 equal 1 rank x 2 as above (each
+     * micro-step's loss is scaled by scale / A, A = 1 or 2: a power of two, exact in fp16 away
+     * from its range's ends). Where gradients overflow, they do so at the same scale on every
+     * rank (one skip decision from the all-reduced norm), but a micro-step of 1 rank x 2
+     * carries half the scale of a rank's, so the two set-ups overflow at different steps, as
+     * torch's would; there the check is that the ranks agree, with ZeRO-1 (which unscales the
+     * gradient shards) against without. */
+#define FP16 " --mixed_precision fp16 --pack %s/%s.h5"
+    rc = tf_sh(MPIRUN " %s train-prior " COMMON FP16 " --gradient_accumulation_steps 1 --output_dir %s/f2 >%s/f2.log 2>&1",
+               k, dir, dir, dir, "data", dir, dir);
+    rc |= tf_sh("%s train-prior " COMMON FP16 " --gradient_accumulation_steps 2 --output_dir %s/f1 >%s/f1.log 2>&1", k,
+                dir, dir, dir, "data", dir, dir);
+    CHECK_MSG(rc == 0, "fp16 runs failed (see %s/f*.log)", dir);
+    compare("fp16: 2 ranks x 1 vs 1 rank x 2", "f2", "f1", 1);
+    snprintf(p, sizeof p, "%s/big.h5", dir);
+    CHECK(tf_write_pack_full(p, K22_PACK_FOR_PRIOR, 16, 16, 23, 16, 16, 100.0f) == 0);
+    rc = tf_sh(MPIRUN " %s train-prior " COMMON FP16 " --gradient_accumulation_steps 1 --output_dir %s/h2 >%s/h2.log 2>&1",
+               k, dir, dir, dir, "big", dir, dir);
+    rc |= tf_sh(MPIRUN " %s train-prior " COMMON FP16 " --gradient_accumulation_steps 1 --zero_stage 1 --output_dir %s/hz "
+                ">%s/hz.log 2>&1", k, dir, dir, dir, "big", dir, dir);
+    CHECK_MSG(rc == 0, "fp16 runs on large targets failed (see %s/h*.log)", dir);
+    snprintf(p, sizeof p, "%s/h2.log", dir);
+    int over = tf_count_lines(p, "fp16 gradients overflowed");
+    printf("fp16 on 2 ranks, targets x100: %d overflow steps skipped\n", over);
+    CHECK_MSG(over >= 1, "the fp16 runs on large targets should start with overflowing steps");
+    compare("fp16 with overflows: 2 ranks x 1 with --zero_stage 1 vs without", "hz", "h2", 0);
     /* 3 ranks x 1 vs 1 rank x 3 on 12 rows (2 optimizer steps per epoch either way, no padding):
      * the all-reduce adds three gradients in its own order, so rounding only. */
     snprintf(p, sizeof p, "%s/data12.h5", dir);
