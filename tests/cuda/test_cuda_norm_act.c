@@ -5,6 +5,7 @@
  *
  * Without a usable CUDA device it says why and exits 0, unless K22_REQUIRE_CUDA is set (to
  * anything but "" or "0"): then it exits 1, as test_cuda_ops.c does. */
+#include "cuda/cuda_backend_or_skip.h"
 #include "harness/harness.h"
 #include "k22/ops.h"
 
@@ -159,21 +160,9 @@ static void test_case(const cn_case *c)
 
 int main(void)
 {
-    k22_err err;
-    k22_err_clear(&err);
-    gpu = k22_backend_by_name("cuda", &err);
-    if (!gpu) {
-        const char *req = getenv("K22_REQUIRE_CUDA");
-        int required = req && *req && strcmp(req, "0") != 0;
-        printf("test_cuda_norm_act: no CUDA backend: %s\n", err.msg);
-        if (required) {
-            fprintf(stderr, "test_cuda_norm_act: FAIL: K22_REQUIRE_CUDA=%s but CUDA is unavailable\n",
-                    req);
-            return 1;
-        }
-        printf("test_cuda_norm_act: skipped (set K22_REQUIRE_CUDA=1 to make this a failure)\n");
-        return 0;
-    }
+    int rc;
+    gpu = cuda_backend_or_skip("test_cuda_norm_act", &rc);
+    if (!gpu) return rc;
     ref = k22_backend_cpu_new(1);
     CHECK_MSG(gpu->group_norm_act_fwd && gpu->group_norm_act_bwd,
               "cuda backend lacks group_norm_act");

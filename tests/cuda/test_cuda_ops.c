@@ -8,6 +8,7 @@
  * its GPU cannot pass silently. Every entry of the table must be filled (issue 9); each op is
  * checked forward and backward on several shapes, odd sizes included, with backward gradients
  * starting non-zero (they must accumulate). K22_TEST_VERBOSE=1 prints every case's max error. */
+#include "cuda/cuda_backend_or_skip.h"
 #include "harness/harness.h"
 #include "k22/ops.h"
 
@@ -611,6 +612,25 @@ static void check_lse(const char *what, const pair *lse)
     free(r);
 }
 
+/* The case's key_keep rows (host and device copies: every fifth key dropped, and with keep 2
+ * the whole of sample 1) and its host and device descriptors. */
+static void attn_descs(const attn_case *c, const pair *mask, uint8_t **keep, uint8_t **dkeep,
+                       k22_attn_desc *dh, k22_attn_desc *dd)
+{
+    *keep = k22_xmalloc((size_t)c->B * c->TK);
+    for (int b = 0; b < c->B; b++)
+        for (int j = 0; j < c->TK; j++)
+            (*keep)[b * c->TK + j] = c->keep == 2 && b == 1 ? 0 : (j % 5 != 3);
+    *dkeep = gpu->alloc(gpu->ctx, (size_t)c->B * c->TK);
+    gpu->to_device(gpu->ctx, *dkeep, *keep, (size_t)c->B * c->TK);
+    k22_attn_desc h = {c->B, c->NH, c->TQ, c->TK, c->D, c->DV, 1.0f / sqrtf((float)c->D),
+                       c->mask ? mask->h : NULL, c->mask == 2 ? (int64_t)c->TQ * c->TK : 0,
+                       c->causal, c->keep ? *keep : NULL};
+    *dh = *dd = h;
+    dd->mask = c->mask ? mask->d : NULL;
+    dd->key_keep = c->keep ? *dkeep : NULL;
+}
+
 static void test_attention_case(const attn_case *c, const char *tag)
 {
     int64_t nq = (int64_t)c->B * c->NH * c->TQ * c->D, nk = (int64_t)c->B * c->NH * c->TK * c->D;
@@ -623,18 +643,9 @@ static void test_attention_case(const attn_case *c, const char *tag)
     pair mask = pair_rand(nmask, 406, -2, 0), dout = pair_rand(no, 407, -1, 1);
     pair dq = pair_rand(nq, 408, -1, 1), dk = pair_rand(nk, 409, -1, 1);
     pair dv = pair_rand(nv, 410, -1, 1);
-    uint8_t *keep = k22_xmalloc((size_t)c->B * c->TK);
-    for (int b = 0; b < c->B; b++)
-        for (int j = 0; j < c->TK; j++)
-            keep[b * c->TK + j] = c->keep == 2 && b == 1 ? 0 : (j % 5 != 3);
-    uint8_t *dkeep = gpu->alloc(gpu->ctx, (size_t)c->B * c->TK);
-    gpu->to_device(gpu->ctx, dkeep, keep, (size_t)c->B * c->TK);
-    k22_attn_desc dh = {c->B, c->NH, c->TQ, c->TK, c->D, c->DV, 1.0f / sqrtf((float)c->D),
-                        c->mask ? mask.h : NULL, c->mask == 2 ? (int64_t)c->TQ * c->TK : 0,
-                        c->causal, c->keep ? keep : NULL};
-    k22_attn_desc dd = dh;
-    dd.mask = c->mask ? mask.d : NULL;
-    dd.key_keep = c->keep ? dkeep : NULL;
+    uint8_t *keep, *dkeep;
+    k22_attn_desc dh, dd;
+    attn_descs(c, &mask, &keep, &dkeep, &dh, &dd);
     char what[200], geo[128];
     snprintf(geo, sizeof geo, "B%d NH%d TQ%d TK%d D%d DV%d mask%d causal%d keep%d%s", c->B, c->NH,
              c->TQ, c->TK, c->D, c->DV, c->mask, c->causal, c->keep, tag);
@@ -1180,18 +1191,9 @@ static void test_prec_attention_case(const attn_case *c, const char *tag, k22_pr
     pair lse = pair_rand(nl, 1255, -1, 1), mask = pair_rand(nmask, 1256, -2, 0);
     pair dout = pair_rand(no, 1257, -1, 1), dq = pair_rand(nq, 1258, -1, 1);
     pair dk = pair_rand(nk, 1259, -1, 1), dv = pair_rand(nv, 1260, -1, 1);
-    uint8_t *keep = k22_xmalloc((size_t)c->B * c->TK);
-    for (int b = 0; b < c->B; b++)
-        for (int j = 0; j < c->TK; j++)
-            keep[b * c->TK + j] = c->keep == 2 && b == 1 ? 0 : (j % 5 != 3);
-    uint8_t *dkeep = gpu->alloc(gpu->ctx, (size_t)c->B * c->TK);
-    gpu->to_device(gpu->ctx, dkeep, keep, (size_t)c->B * c->TK);
-    k22_attn_desc dh = {c->B, c->NH, c->TQ, c->TK, c->D, c->DV, 1.0f / sqrtf((float)c->D),
-                        c->mask ? mask.h : NULL, c->mask == 2 ? (int64_t)c->TQ * c->TK : 0,
-                        c->causal, c->keep ? keep : NULL};
-    k22_attn_desc dd = dh;
-    dd.mask = c->mask ? mask.d : NULL;
-    dd.key_keep = c->keep ? dkeep : NULL;
+    uint8_t *keep, *dkeep;
+    k22_attn_desc dh, dd;
+    attn_descs(c, &mask, &keep, &dkeep, &dh, &dd);
     double atol = p == K22_PREC_BF16 ? 2e-3 : 3e-4, nmse_max = p == K22_PREC_BF16 ? 1e-9 : 1e-10;
     char what[240], geo[160];
     snprintf(geo, sizeof geo, "B%d NH%d TQ%d TK%d D%d DV%d mask%d causal%d keep%d%s", c->B, c->NH,
@@ -1305,21 +1307,9 @@ static void test_table_complete(void)
 
 int main(void)
 {
-    k22_err err;
-    k22_err_clear(&err);
-    gpu = k22_backend_by_name("cuda", &err);
-    if (!gpu) {
-        const char *req = getenv("K22_REQUIRE_CUDA");
-        int required = req && *req && strcmp(req, "0") != 0;
-        printf("test_cuda_ops: no CUDA backend: %s\n", err.msg);
-        if (required) {
-            fprintf(stderr, "test_cuda_ops: FAIL: K22_REQUIRE_CUDA=%s but CUDA is unavailable\n",
-                    req);
-            return 1;
-        }
-        printf("test_cuda_ops: skipped (set K22_REQUIRE_CUDA=1 to make this a failure)\n");
-        return 0;
-    }
+    int rc;
+    gpu = cuda_backend_or_skip("test_cuda_ops", &rc);
+    if (!gpu) return rc;
     ref = k22_backend_cpu_new(1);
     fast = k22_backend_cpu_new(0);
     test_memory();
@@ -1347,6 +1337,8 @@ int main(void)
     /* Again on a backend with tiny work chunks: conv in bands of output rows, attention in
      * chunks of query rows, the paths full-size models take. */
     setenv("K22_CUDA_CHUNK_FLOATS", "600", 1);
+    k22_err err;
+    k22_err_clear(&err);
     gpu = k22_backend_by_name("cuda", &err);
     CHECK_MSG(gpu != NULL, "second cuda backend: %s", err.msg);
     if (gpu) {
