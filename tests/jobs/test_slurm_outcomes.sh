@@ -34,11 +34,11 @@ JD=$(K22=$FAKE PACK=x PRETRAINED=x OUTPUT_DIR=$WORK/dec/out K22_ARGS="--max_trai
 tlog "submitted $JF (fails at step 3), $JC (cancelled by the user), $JD (train-decoder)"
 
 cancel_ready() { [ -f "$WORK/cancel/out/checkpoint-5/COMPLETE" ]; }
-if wait_for 30 cancel_ready; then
+if wait_for 90 cancel_ready; then
   scancel "$JC"
   tlog "scancel $JC after its first checkpoint"
 else
-  fail "job $JC wrote no checkpoint within 30 s (state $(job_field "$JC" JobState))"
+  fail "job $JC wrote no checkpoint within 90 s (state $(job_field "$JC" JobState))"
 fi
 
 S=$(wait_job_done "$JF" 30)

@@ -18,14 +18,18 @@ if [ "${K22_JOBS_FAKE:-0}" != 1 ] && "$K22_BIN" train-prior --help >/dev/null 2>
   "$K22_BIN" pack --train_data_dir "$WORK/data" --prior "$WORK/prior" --for prior \
     --out "$WORK/pack.h5" --quiet >>"$WORK/setup.log" 2>&1
   COMMON="--train_batch_size 2 --lr_warmup_steps 0 --seed 0"
-  # calibrate: size the run so that it lasts about 8 s, whatever this machine's speed
-  t=$(date +%s.%N)
+  # calibrate: size the run so that its steps last about 20 s, whatever this machine's speed
+  # (the job can run faster than the calibration did; the signal must still find it running).
+  # The step time is metrics.jsonl's time_s (the training loop's own clock): timing the whole
+  # command counted its start-up as steps, and on a loaded machine the job then ran in 1 s and
+  # ended before the preemption signal reached it.
   # shellcheck disable=SC2086
   "$K22_BIN" train-prior --pack "$WORK/pack.h5" --pretrained "$WORK/prior" \
-    --output_dir "$WORK/calib" --max_train_steps 10 --checkpointing_steps 1000 $COMMON \
+    --output_dir "$WORK/calib" --max_train_steps 40 --checkpointing_steps 1000 $COMMON \
     >>"$WORK/setup.log" 2>&1
-  per_step=$(awk -v a="$t" -v b="$(date +%s.%N)" 'BEGIN { printf "%.4f", (b - a) / 10 }')
-  STEPS=$(awk -v p="$per_step" 'BEGIN { s = int(8 / p); if (s < 20) s = 20; if (s > 100000) s = 100000; print s }')
+  per_step=$(awk -F'"time_s": ' 'NF > 1 { t = $2 + 0 } END { printf "%.4f", (t > 0 ? t : 0.4) / 40 }' \
+    "$WORK/calib/metrics.jsonl")
+  STEPS=$(awk -v p="$per_step" 'BEGIN { s = int(20 / p); if (s < 20) s = 20; if (s > 100000) s = 100000; print s }')
   EVERY=$((STEPS / 10))
   tlog "calibrated: $per_step s per step -> --max_train_steps $STEPS --checkpointing_steps $EVERY"
   export K22=$K22_BIN PACK=$WORK/pack.h5 PRETRAINED=$WORK/prior
@@ -51,9 +55,9 @@ ckpt_or_ended() { have_ckpt || ! [[ "$(job_field "$JOB" JobState)" =~ ^(PENDING|
 
 JOB=$(submit --chdir="$WORK" --output="$WORK/train.log" -J k22-test-requeue "$SRC/jobs/train-prior.sbatch")
 tlog "submitted job $JOB"
-wait_for 40 ckpt_or_ended || true
+wait_for 120 ckpt_or_ended || true
 if ! have_ckpt; then
-  fail "no checkpoint in $OUT within 40 s (job state $(job_field "$JOB" JobState))"
+  fail "no checkpoint in $OUT within 120 s (job state $(job_field "$JOB" JobState))"
   finish
 fi
 PRE=$(newest_ckpt)
@@ -62,7 +66,7 @@ check "job is RUNNING when preempted" [ "$(job_field "$JOB" JobState)" = RUNNING
 scancel --signal=USR1 --batch "$JOB"
 tlog "sent SIGUSR1 to the batch shell (scancel --signal=USR1 --batch $JOB)"
 
-STATE=$(wait_job_done "$JOB" 50)
+STATE=$(wait_job_done "$JOB" 180)
 tlog "job ended: $STATE, Restarts=$(job_field "$JOB" Restarts), ExitCode=$(job_field "$JOB" ExitCode)"
 LOG=$WORK/train.log
 check "job COMPLETED" [ "$STATE" = COMPLETED ]
