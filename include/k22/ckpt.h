@@ -31,7 +31,8 @@ typedef struct {
     int64_t lr_sched_steps;    /* LambdaLR steps taken so far (world_size per optimizer step) */
     int64_t ema_step;          /* EMAModel.optimization_step */
     double ema_decay;          /* EMAModel.cur_decay_value */
-    double loss_scale;         /* fp16 GradScaler's scale (1 without fp16; absent in older files: 1) */
+    double loss_scale;         /* fp16 GradScaler's scale; 0: no scaler (not written; absent in
+                                * files of runs without fp16) */
     int64_t loss_scale_good;   /* its growth tracker */
     json_t *hparams;           /* the resolved options as JSON (owned; NULL on write is fine) */
 } k22_ckpt_state;

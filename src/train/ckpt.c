@@ -128,8 +128,10 @@ static json_t *state_json(const k22_ckpt_state *s)
     json_object_set_new(o, "lr_sched_steps", json_integer(s->lr_sched_steps));
     json_object_set_new(o, "ema_step", json_integer(s->ema_step));
     json_object_set_new(o, "ema_decay", json_real(s->ema_decay));
-    json_object_set_new(o, "loss_scale", json_real(s->loss_scale > 0 ? s->loss_scale : 1.0)); /* 0: unset */
-    json_object_set_new(o, "loss_scale_growth_tracker", json_integer(s->loss_scale_good));
+    if (s->loss_scale > 0) { /* an fp16 run's scaler */
+        json_object_set_new(o, "loss_scale", json_real(s->loss_scale));
+        json_object_set_new(o, "loss_scale_growth_tracker", json_integer(s->loss_scale_good));
+    }
     json_object_set_new(o, "hparams", s->hparams ? json_incref(s->hparams) : json_object());
     return o;
 }
@@ -191,8 +193,8 @@ static k22_status parse_state(json_t *o, const char *p, k22_ckpt_state *s, k22_e
     if (!st) st = k22_json_get_i64(o, p, "lr_sched_steps", 0, INT64_MAX / 4, &s->lr_sched_steps, err);
     if (!st) st = k22_json_get_i64(o, p, "ema_step", 0, INT64_MAX / 4, &s->ema_step, err);
     if (!st) st = k22_json_get_float(o, p, "ema_decay", &s->ema_decay, err);
-    if (!st) st = k22_json_opt_float(o, p, "loss_scale", 1.0, &s->loss_scale, err);
-    if (!st && !(s->loss_scale > 0 && s->loss_scale < 1e30))
+    if (!st) st = k22_json_opt_float(o, p, "loss_scale", 0.0, &s->loss_scale, err);
+    if (!st && json_object_get(o, "loss_scale") && !(s->loss_scale > 0 && s->loss_scale < 1e30))
         st = k22_err_set(err, K22_ERR_FORMAT, "%s: loss_scale %g is not a positive finite scale", p, s->loss_scale);
     if (!st) st = k22_json_opt_i64(o, p, "loss_scale_growth_tracker", 0, INT64_MAX / 4, 0, &s->loss_scale_good, err);
     if (!st) {

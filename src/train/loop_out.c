@@ -90,8 +90,10 @@ static k22_status write_checkpoint(k22_run *r, const host_state *h, int64_t epoc
     s.lr_sched_steps = k22_lr_sched_steps(&k22_run_core(r)->lr, *b.global_step);
     s.ema_step = b.ema->optimization_step;
     s.ema_decay = b.ema->cur_decay;
-    s.loss_scale = k22_run_core(r)->scaler.scale;
-    s.loss_scale_good = k22_run_core(r)->scaler.good;
+    if (k22_run_core(r)->scaler.on) {
+        s.loss_scale = k22_run_core(r)->scaler.scale;
+        s.loss_scale_good = k22_run_core(r)->scaler.good;
+    }
     s.hparams = o->settings;
     st = k22_fs_join(p, sizeof p, tmp, "k22_state", err);
     if (!st) st = k22_ckpt_state_write(p, &s, h->m, h->v, b.total, err);
@@ -180,7 +182,7 @@ k22_status k22_run_resume(k22_run *r, const char *ckpt, k22_err *err)
     b.ema->cur_decay = s.ema_decay;
     /* An fp16 run goes on with its scale; a checkpoint of another precision starts the scaler anew. */
     k22_loss_scaler *ls = &k22_run_core(r)->scaler;
-    if (ls->on && s.loss_scale != 1.0) ls->scale = s.loss_scale, ls->good = s.loss_scale_good;
+    if (ls->on && s.loss_scale > 0) ls->scale = s.loss_scale, ls->good = s.loss_scale_good;
     r->epoch = s.epoch;
     r->start_micro = s.epoch_pos / unit;
     if (r->start_micro >= r->steps_per_epoch) r->epoch++, r->start_micro = 0;

@@ -148,8 +148,21 @@ static void ckpt_api(void)
           !strcmp(r.stage, "prior"));
     CHECK(!memcmp(m, m2, sizeof m) && !memcmp(v, v2, sizeof v));
     k22_ckpt_state_free(&r);
+    CHECK(r.loss_scale == 0); /* no fp16 scaler: nothing written, 0 read back */
     CHECK(k22_ckpt_state_read(p, &r, m2, v2, 4, &err) == K22_ERR_KEY); /* another model's size */
     CHECK_MSG(strstr(err.msg, "exp_avg") != NULL, "message: %s", err.msg);
+    /* an fp16 run's scaler round-trips, a scale of exactly 1 included; a bad one is refused */
+    char sp[4096], sj[4200];
+    snprintf(sp, sizeof sp, "%s/scaler_state", out);
+    k22_ckpt_state s16 = s;
+    s16.loss_scale = 1.0, s16.loss_scale_good = 1999;
+    CHECK(k22_ckpt_state_write(sp, &s16, m, v, 5, &err) == K22_OK);
+    CHECK(k22_ckpt_state_read(sp, &r, m2, v2, 5, &err) == K22_OK && r.loss_scale == 1.0 && r.loss_scale_good == 1999);
+    k22_ckpt_state_free(&r);
+    snprintf(sj, sizeof sj, "%s/state.json", sp);
+    CHECK(tf_sh("sed -i 's/\"loss_scale\": 1.0/\"loss_scale\": -4.0/' %s", sj) == 0);
+    CHECK(k22_ckpt_state_read(sp, &r, m2, v2, 5, &err) == K22_ERR_FORMAT);
+    CHECK_MSG(strstr(err.msg, "loss_scale -4") && strstr(err.msg, "state.json"), "message: %s", err.msg);
     CHECK(k22_ckpt_prune(out, 3, &err) == K22_OK); /* 4 complete, limit 3: keep the newest 2 */
     for (int n = 2; n <= 8; n += 2) {
         snprintf(p, sizeof p, "%s/checkpoint-%d", out, n);
