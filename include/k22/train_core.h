@@ -49,6 +49,9 @@ typedef struct {
  * gradient skips the step and halves the scale, and every 2000 finite steps in a row double it. */
 #define K22_LOSS_SCALE_INIT 65536.0
 #define K22_LOSS_SCALE_GROWTH_INTERVAL 2000
+/* Below this scale an overflow can no longer be the scale's doing: such skips count toward
+ * --max_skipped_steps again (torch has no floor and would halve forever). */
+#define K22_LOSS_SCALE_MIN (1.0 / 65536.0)
 typedef struct {
     int on;            /* fp16 only */
     double scale;      /* 1 when off */
@@ -71,7 +74,8 @@ typedef struct {
      * 1 rank x 2 bit for bit). Backend (opt.padded floats), NULL when A is 1. */
     float *Gacc;
     int64_t nonfinite_run;     /* skipped syncs in a row (0 after a good one); fp16 overflows
-                                * with a finite loss are the scaler's business and not counted */
+                                * with a finite loss are the scaler's business and not counted
+                                * (while its scale is at least K22_LOSS_SCALE_MIN) */
     int64_t nonfinite_total;   /* skipped syncs in this process (overflows included) */
     k22_loss_scaler scaler;
 } k22_train_core;

@@ -118,7 +118,8 @@ void k22_train_core_sync(k22_train_core *c, k22_train_step_log *log)
                              .loss_scale = c->scaler.scale};
     float norm = k22_optim_step(&c->opt, &a);
     double loss = c->hp.dist ? k22_dist_mean_f64(c->hp.dist, c->train_loss) : c->train_loss;
-    int skipped = !isfinite(norm), overflow = skipped && c->scaler.on && isfinite(loss);
+    int skipped = !isfinite(norm);
+    int overflow = skipped && c->scaler.on && isfinite(loss) && c->scaler.scale >= K22_LOSS_SCALE_MIN;
     double used_scale = c->scaler.scale;
     if (skipped) c->nonfinite_total++;
     if (skipped && !overflow) c->nonfinite_run++;
