@@ -434,16 +434,10 @@ int main(int argc, char **argv)
     bench_mem mem;
     bench_mem_start(&mem, a.device);
     k22_err err;
-    k22_backend *be = k22_backend_by_name(a.device, &err);
+    k22_backend *be = k22_backend_open(a.device, a.precision, &err);
     if (!be) {
         fprintf(stderr, "bench_pack_encode: %s\n", err.msg);
-        return 1;
-    }
-    k22_precision prec;
-    if (k22_precision_parse(a.precision, &prec, &err) || k22_backend_set_precision(be, prec, &err)) {
-        fprintf(stderr, "bench_pack_encode: --mixed_precision %s: %s\n", a.precision, err.msg);
-        k22_backend_free(be);
-        return 2;
+        return err.code == K22_ERR_ARG ? 2 : 1;
     }
     rc = pe_run(&a, be, &mem);
     k22_backend_free(be);

@@ -297,6 +297,10 @@ k22_status k22_backend_name_check(const char *name, k22_err *err);
 #endif
 void k22_backend_free(k22_backend *be);
 
+/* k22_backend_by_name with its GEMM precision set from a --mixed_precision value ("no", "bf16",
+ * "fp16"; NULL: "no"). NULL with err set on failure; an unknown value or a backend that computes
+ * in fp32 only is K22_ERR_ARG (a bad combination of flags). */
+k22_backend *k22_backend_open(const char *name, const char *precision, k22_err *err);
 /* Sets the GEMM precision of be (see k22_precision). K22_ERR_UNSUPPORTED, naming the backend,
  * when it computes in fp32 only. */
 k22_status k22_backend_set_precision(k22_backend *be, k22_precision p, k22_err *err);

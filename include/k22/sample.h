@@ -55,16 +55,14 @@ typedef struct k22_sampler k22_sampler;
 
 /* Loads prior_dir (tokenizer/, text_encoder/, image_encoder/, prior/, scheduler/) and
  * decoder_dir (unet/, movq/, scheduler/) onto the backend named by device ("cpu", "cpu-ref",
- * "cuda", "cuda:N"), checking that the parts fit together. decoder_dir may be NULL for a
- * sampler that only computes image embeddings. *out is owned by the caller (k22_sampler_free). */
+ * "cuda", "cuda:N") with the GEMM precision of --mixed_precision (k22_backend_open; NULL: fp32),
+ * checking that the parts fit together. decoder_dir may be NULL for a sampler that only
+ * computes image embeddings. *out is owned by the caller (k22_sampler_free). */
 k22_status k22_sampler_open(k22_sampler **out, const char *prior_dir, const char *decoder_dir,
-                            const char *device, k22_err *err);
+                            const char *device, const char *precision, k22_err *err);
 /* The same on a backend the caller owns (the trainer's), which must outlive the sampler. */
 k22_status k22_sampler_open_on(k22_sampler **out, const char *prior_dir, const char *decoder_dir,
                                const k22_backend *be, k22_err *err);
-/* The GEMM precision of the sampler's own backend (ops.h k22_precision); K22_ERR_ARG for a
- * sampler opened on a caller's backend (set it there) or a backend that computes in fp32 only. */
-k22_status k22_sampler_set_precision(k22_sampler *s, k22_precision p, k22_err *err);
 void k22_sampler_free(k22_sampler *s);
 /* Runs the prior (kind K22_MODEL_PRIOR) or the UNet (K22_MODEL_UNET) with the weights at P
  * instead of the loaded ones: P is backend memory laid out by table, which must be the loaded

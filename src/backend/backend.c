@@ -119,6 +119,19 @@ k22_status k22_precision_parse(const char *name, k22_precision *p, k22_err *err)
                        name ? name : "");
 }
 
+k22_backend *k22_backend_open(const char *name, const char *precision, k22_err *err)
+{
+    k22_precision p = K22_PREC_FP32;
+    if (precision && k22_precision_parse(precision, &p, err)) return NULL;
+    k22_backend *be = k22_backend_by_name(name, err);
+    if (be && k22_backend_set_precision(be, p, err)) {
+        err->code = K22_ERR_ARG;
+        k22_backend_free(be);
+        return NULL;
+    }
+    return be;
+}
+
 k22_status k22_backend_set_precision(k22_backend *be, k22_precision p, k22_err *err)
 {
     if ((unsigned)p >= K22_PREC_COUNT)

@@ -112,9 +112,8 @@ static k22_status models_load(models *m, const k22_packer_opts *o, k22_pack_meta
 {
     memset(m, 0, sizeof *m);
     k22_params_init(&m->tps), k22_params_init(&m->vps), k22_params_init(&m->mps);
-    m->be = k22_backend_by_name(o->device ? o->device : "cpu", err);
+    m->be = k22_backend_open(o->device ? o->device : "cpu", k22_precision_name(o->precision), err);
     if (!m->be) return err->code ? err->code : K22_ERR_ARG;
-    if (k22_backend_set_precision(m->be, o->precision, err)) return K22_ERR_ARG;
     const k22_backend *be = m->be;
     char path[1100];
     k22_status st = K22_OK;

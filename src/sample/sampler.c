@@ -177,26 +177,18 @@ k22_status k22_sampler_open_on(k22_sampler **out, const char *prior_dir, const c
 }
 
 k22_status k22_sampler_open(k22_sampler **out, const char *prior_dir, const char *decoder_dir,
-                            const char *device, k22_err *err)
+                            const char *device, const char *precision, k22_err *err)
 {
     *out = NULL;
     k22_sampler *s = sampler_new();
     k22_status st = K22_OK;
-    s->own_be = k22_backend_by_name(device ? device : "cpu", err);
+    s->own_be = k22_backend_open(device ? device : "cpu", precision, err);
     s->be = s->own_be;
     if (!s->be) st = err ? err->code : K22_ERR_ARG;
     if (!st) st = open_dirs(s, prior_dir, decoder_dir, err);
     if (st) k22_sampler_free(s), s = NULL;
     *out = s;
     return st;
-}
-
-k22_status k22_sampler_set_precision(k22_sampler *s, k22_precision p, k22_err *err)
-{
-    if (!s->own_be)
-        return k22_err_set(err, K22_ERR_ARG, "the sampler runs on its caller's backend: set the precision there");
-    k22_status st = k22_backend_set_precision(s->own_be, p, err);
-    return st ? K22_ERR_ARG : K22_OK;
 }
 
 /* Whether two parameter tables lay out the same tensors at the same offsets. */

@@ -129,13 +129,9 @@ static k22_status setup(k22_run *r, k22_err *err)
     char ckpt[4096];
     k22_status st = check_opts(r->o, err);
     if (!st) {
-        r->be = k22_backend_by_name(r->o->device, err);
+        r->be = k22_backend_open(r->o->device, r->o->mixed_precision, err);
         if (!r->be) st = err->code ? err->code : K22_ERR_ARG;
     }
-    k22_precision prec = K22_PREC_FP32;
-    if (!st) st = k22_precision_parse(r->o->mixed_precision, &prec, err);
-    if (!st) st = k22_backend_set_precision(r->be, prec, err);
-    if (st == K22_ERR_UNSUPPORTED) st = K22_ERR_ARG; /* a flag combination: exit 2 */
     if (!st) st = resolve_pretrained(r, err);
     if (!st) st = open_data(r, err);
     if (!st) st = resolve_resume(r, ckpt, sizeof ckpt, err);

@@ -43,8 +43,7 @@ static k22_status hparams_of(const k22_run *r, k22_train_hparams *hp, k22_err *e
     hp->micro_batch = r->B;
     hp->zero_stage = (int)o->zero_stage;
     hp->dist = r->d;
-    k22_status st = k22_precision_parse(o->mixed_precision, &hp->precision, err);
-    if (st) return k22_err_prefix(err, "--mixed_precision"), st;
+    hp->precision = (k22_precision)r->be->precision; /* --mixed_precision, set on the backend */
     return k22_lr_kind_parse(o->lr_scheduler, &hp->lr_scheduler, err);
 }
 

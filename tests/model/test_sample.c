@@ -306,9 +306,9 @@ static void test_errors(k22_sampler *s, const char *root)
     char path[600];
     k22_sampler *bad = NULL;
     snprintf(path, sizeof path, "%s/nowhere", root);
-    CHECK(k22_sampler_open(&bad, path, NULL, "cpu", &err) == K22_ERR_IO && strstr(err.msg, "nowhere"));
+    CHECK(k22_sampler_open(&bad, path, NULL, "cpu", NULL, &err) == K22_ERR_IO && strstr(err.msg, "nowhere"));
     snprintf(path, sizeof path, "%s/prior", root);
-    CHECK(k22_sampler_open(&bad, path, path, "cpu", &err) != K22_OK && strstr(err.msg, "unet"));
+    CHECK(k22_sampler_open(&bad, path, path, "cpu", NULL, &err) != K22_OK && strstr(err.msg, "unet"));
     CHECK(bad == NULL);
 }
 
@@ -332,7 +332,7 @@ int main(void)
     snprintf(pd, sizeof pd, "%s/prior", tmp);
     snprintf(dd, sizeof dd, "%s/decoder", tmp);
     k22_sampler *s = NULL;
-    k22_status st = k22_sampler_open(&s, pd, dd, "cpu", &err);
+    k22_status st = k22_sampler_open(&s, pd, dd, "cpu", NULL, &err);
     CHECK_MSG(st == K22_OK, "%s", err.msg);
     if (s) {
         test_case(f, s, "a", 0);
@@ -342,7 +342,7 @@ int main(void)
         k22_sampler_free(s);
     }
     s = NULL;
-    st = k22_sampler_open(&s, pd, NULL, "cpu", &err);
+    st = k22_sampler_open(&s, pd, NULL, "cpu", NULL, &err);
     CHECK_MSG(st == K22_OK, "%s", err.msg);
     if (s) {
         test_case(f, s, "b", 1);
@@ -354,7 +354,7 @@ int main(void)
         k22_sampler_free(s);
     }
     s = NULL;
-    st = k22_sampler_open(&s, pd, dd, "cpu-ref", &err);
+    st = k22_sampler_open(&s, pd, dd, "cpu-ref", NULL, &err);
     CHECK_MSG(st == K22_OK, "%s", err.msg);
     if (s) {
         test_batch_independent(s);
