@@ -28,3 +28,35 @@ bench_find_diffusers() {
   fi
   echo "$who: $py cannot import diffusers ($log/diffusers-import.txt): the torch side is skipped (run bench/carry_diffusers.sh here and carry build-pydeps)"
 }
+
+# bench_setup WHO RESULTS_NAME: what both scripts do once their options are read: PY defaults to
+# the reference venv's python (else python3), BIN must exist, TMP (removed at exit) and LOG (given,
+# or TMP/log) are made, bench_env, bench_find_diffusers; RESULTS=LOG/RESULTS_NAME starts empty,
+# RC=0. WHO names the script in messages (also bench_run's).
+bench_setup() {
+  BENCH_WHO=$1
+  [ -n "$PY" ] || { [ -x tools/reference/.venv/bin/python ] && PY=tools/reference/.venv/bin/python || PY=python3; }
+  [ -x "$BIN" ] || { echo "$BENCH_WHO: no $BIN: build first (make), or give --bin" >&2; exit 2; }
+  TMP=$(mktemp -d)
+  trap 'rm -rf "$TMP"' EXIT
+  [ -n "$LOG" ] || LOG=$TMP/log
+  mkdir -p "$LOG"
+  bench_env
+  bench_find_diffusers "$BENCH_WHO" "$PY" "$LOG" "$TMP"
+  RC=0
+  RESULTS=$LOG/$2
+  : >"$RESULTS"
+}
+
+# run NAME CMD...: runs one benchmark, keeps its k22_bench lines in RESULTS; a failure is logged,
+# not fatal (returns 1).
+run() {
+  local name=$1
+  shift
+  if "$@" >"$LOG/$name.log" 2>&1; then
+    grep '^k22_bench ' "$LOG/$name.log" | tee -a "$RESULTS"
+  else
+    echo "$BENCH_WHO: $name failed (exit $?): $(tail -3 "$LOG/$name.log" | tr '\n' ' ')"
+    return 1
+  fi
+}

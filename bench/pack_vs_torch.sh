@@ -39,30 +39,8 @@ if [ "$SIZE" = full ]; then
 else
   B=${B:-4} RES=${RES:-64} N=${N:-32} WARMUP=${WARMUP:-2}
 fi
-[ -n "$PY" ] || { [ -x tools/reference/.venv/bin/python ] && PY=tools/reference/.venv/bin/python || PY=python3; }
-[ -x "$BIN" ] || { echo "pack_vs_torch.sh: no $BIN: build first (make), or give --bin" >&2; exit 2; }
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-[ -n "$LOG" ] || LOG=$TMP/log
-mkdir -p "$LOG"
 . bench/bench_lib.sh
-bench_env
-bench_find_diffusers pack_vs_torch.sh "$PY" "$LOG" "$TMP"
-RC=0
-RESULTS=$LOG/pack-results.txt
-: >"$RESULTS"
-
-# run NAME CMD...: runs one benchmark, keeps its k22_bench lines; a failure is logged, not fatal.
-run() {
-  local name=$1
-  shift
-  if "$@" >"$LOG/$name.log" 2>&1; then
-    grep '^k22_bench ' "$LOG/$name.log" | tee -a "$RESULTS"
-  else
-    echo "pack_vs_torch.sh: $name failed (exit $?): $(tail -3 "$LOG/$name.log" | tr '\n' ' ')"
-    return 1
-  fi
-}
+bench_setup pack_vs_torch.sh pack-results.txt
 
 common=(--size "$SIZE" --batch "$B" --resolution "$RES" --images "$N" --warmup "$WARMUP" "${FROM[@]}")
 if [ "${DEV%%:*}" = cuda ]; then # k22 in both precisions; ratios pair equal precisions

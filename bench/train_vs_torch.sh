@@ -37,30 +37,8 @@ if [ "$SIZE" = full ]; then
 else
   PB=${PRIOR_BATCH:-8} UB=${UNET_BATCH:-4} LAT=${LATENT:-32} STEPS=${STEPS:-20}
 fi
-[ -n "$PY" ] || { [ -x tools/reference/.venv/bin/python ] && PY=tools/reference/.venv/bin/python || PY=python3; }
-[ -x "$BIN" ] || { echo "train_vs_torch.sh: no $BIN: build first (make), or give --bin" >&2; exit 2; }
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-[ -n "$LOG" ] || LOG=$TMP/log
-mkdir -p "$LOG"
 . bench/bench_lib.sh
-bench_env
-bench_find_diffusers train_vs_torch.sh "$PY" "$LOG" "$TMP"
-RC=0
-RESULTS=$LOG/results.txt
-: >"$RESULTS"
-
-# run NAME CMD...: runs one benchmark, keeps its k22_bench line; a failure is logged, not fatal.
-run() {
-  local name=$1
-  shift
-  if "$@" >"$LOG/$name.log" 2>&1; then
-    grep '^k22_bench ' "$LOG/$name.log" | tee -a "$RESULTS"
-  else
-    echo "train_vs_torch.sh: $name failed (exit $?): $(tail -3 "$LOG/$name.log" | tr '\n' ' ')"
-    return 1
-  fi
-}
+bench_setup train_vs_torch.sh results.txt
 
 # k22 and torch at one case: model batch latent ckpt
 bench_case() {
