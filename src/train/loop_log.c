@@ -4,8 +4,8 @@
 #include "loop_internal.h"
 
 #include "k22/fsutil.h"
+#include "k22/json.h"
 
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,15 +74,6 @@ void k22_log_close(k22_log *lg)
     lg->jsonl = NULL;
 }
 
-/* v with digits significant digits; non-finite values as Python's json module writes them
- * (NaN, Infinity, -Infinity), which printf's "-nan" is not. */
-static void json_number(char *buf, size_t n, double v, int digits)
-{
-    if (isnan(v)) snprintf(buf, n, "NaN");
-    else if (isinf(v)) snprintf(buf, n, "%sInfinity", v < 0 ? "-" : "");
-    else snprintf(buf, n, "%.*g", digits, v);
-}
-
 void k22_log_step(const k22_run *r, k22_log *lg, const k22_train_step_log *l, int64_t epoch,
                   int64_t skipped_total)
 {
@@ -91,8 +82,8 @@ void k22_log_step(const k22_run *r, k22_log *lg, const k22_train_step_log *l, in
     if (lg->jsonl) {
         /* A skipped step is logged under the step it would have been. */
         char norm[32], loss[40];
-        json_number(norm, sizeof norm, (double)l->grad_norm, 9);
-        json_number(loss, sizeof loss, l->loss, 17);
+        k22_json_format_real((double)l->grad_norm, K22_JSON_F32, norm, sizeof norm);
+        k22_json_format_real(l->loss, 0, loss, sizeof loss);
         fprintf(lg->jsonl, "{\"step\": %lld, \"epoch\": %lld, \"loss\": %s, \"lr\": %.17g, \"grad_norm\": %s, "
                 "\"skipped\": %s, ", (long long)(l->step + l->skipped), (long long)epoch, loss, l->lr, norm,
                 l->skipped ? "true" : "false");
@@ -135,7 +126,7 @@ void k22_log_val(const k22_run *r, k22_log *lg, int64_t step, double loss, int64
     if (r->d->rank) return;
     if (lg->jsonl) {
         char v[40];
-        json_number(v, sizeof v, loss, 17);
+        k22_json_format_real(loss, 0, v, sizeof v);
         fprintf(lg->jsonl, "{\"step\": %lld, \"val_loss\": %s, \"val_samples\": %lld}\n", (long long)step, v,
                 (long long)n);
         fflush(lg->jsonl);
