@@ -23,7 +23,8 @@ float k22_rng_uniform(uint64_t seed, uint64_t stream, uint64_t i);
  * double; even i takes the cosine branch, odd i the sine branch. */
 float k22_rng_normal(uint64_t seed, uint64_t stream, uint64_t i);
 
-/* x[k] = lo + (hi - lo) * uniform(start + k), k < n. */
+/* x[k] = lo + (hi - lo) * uniform(start + k), k < n. Both fills split long runs over the OpenMP
+ * threads; the values are the same for any thread count. */
 void k22_rng_fill_uniform(uint64_t seed, uint64_t stream, uint64_t start, float *x, size_t n,
                           float lo, float hi);
 /* x[k] = mean + std * normal(start + k), k < n. */

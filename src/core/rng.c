@@ -81,8 +81,8 @@ float k22_rng_normal(uint64_t seed, uint64_t stream, uint64_t i)
     return (i % 2) ? z1 : z0;
 }
 
-void k22_rng_fill_uniform(uint64_t seed, uint64_t stream, uint64_t start, float *x, size_t n,
-                          float lo, float hi)
+static void fill_uniform_run(uint64_t seed, uint64_t stream, uint64_t start, float *x, size_t n,
+                             float lo, float hi)
 {
     size_t k = 0;
     uint32_t w[4];
@@ -94,8 +94,8 @@ void k22_rng_fill_uniform(uint64_t seed, uint64_t stream, uint64_t start, float 
     }
 }
 
-void k22_rng_fill_normal(uint64_t seed, uint64_t stream, uint64_t start, float *x, size_t n,
-                         float mean, float std)
+static void fill_normal_run(uint64_t seed, uint64_t stream, uint64_t start, float *x, size_t n,
+                            float mean, float std)
 {
     size_t k = 0;
     uint32_t w[4];
@@ -109,4 +109,35 @@ void k22_rng_fill_normal(uint64_t seed, uint64_t stream, uint64_t start, float *
         for (unsigned q = (unsigned)(i % 4); q < 4 && k < n; q++, k++)
             x[k] = mean + std * z[q];
     }
+}
+
+/* Long fills run in chunks over the OpenMP threads: every value is a pure function of its index,
+ * so the result does not depend on the thread count. Initializing a full-size model (1-2 B
+ * values) took 8-30 s on one core, once per benchmark run. */
+#define RNG_CHUNK ((size_t)1 << 20)
+
+static void fill_chunked(int normal, uint64_t seed, uint64_t stream, uint64_t start, float *x,
+                         size_t n, float a, float b)
+{
+    long long nc = (long long)((n + RNG_CHUNK - 1) / RNG_CHUNK);
+#pragma omp parallel for schedule(static) if (nc > 1)
+    for (long long c = 0; c < nc; c++) {
+        size_t s = (size_t)c * RNG_CHUNK, m = n - s < RNG_CHUNK ? n - s : RNG_CHUNK;
+        if (normal)
+            fill_normal_run(seed, stream, start + s, x + s, m, a, b);
+        else
+            fill_uniform_run(seed, stream, start + s, x + s, m, a, b);
+    }
+}
+
+void k22_rng_fill_uniform(uint64_t seed, uint64_t stream, uint64_t start, float *x, size_t n,
+                          float lo, float hi)
+{
+    fill_chunked(0, seed, stream, start, x, n, lo, hi);
+}
+
+void k22_rng_fill_normal(uint64_t seed, uint64_t stream, uint64_t start, float *x, size_t n,
+                         float mean, float std)
+{
+    fill_chunked(1, seed, stream, start, x, n, mean, std);
 }

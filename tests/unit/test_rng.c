@@ -93,10 +93,33 @@ static void test_normal_moments(void)
     free(x);
 }
 
+/* Fills longer than rng.c's 1 Mi chunk run in parallel chunks: still the pointwise draws,
+ * across chunk edges and with a start that is not a multiple of 4. */
+static void test_long_fill_matches_pointwise(void)
+{
+    const size_t n = ((size_t)3 << 20) + 7;
+    const uint64_t start = 6;
+    float *u = malloc(n * sizeof *u), *z = malloc(n * sizeof *z);
+    CHECK(u && z);
+    if (!u || !z) goto out;
+    k22_rng_fill_uniform(11, 5, start, u, n, -1.0f, 1.0f);
+    k22_rng_fill_normal(11, 6, start, z, n, 0.0f, 1.0f);
+    size_t bad = 0;
+    for (size_t k = 0; k < n; k++) {
+        bad += u[k] != -1.0f + 2.0f * k22_rng_uniform(11, 5, start + k);
+        bad += z[k] != k22_rng_normal(11, 6, start + k);
+    }
+    CHECK_MSG(bad == 0, "%zu values of %zu-long fills differ from pointwise draws", bad, n);
+out:
+    free(u);
+    free(z);
+}
+
 int main(void)
 {
     test_kat();
     test_fill_matches_pointwise();
+    test_long_fill_matches_pointwise();
     test_normal_moments();
     return k22_test_finish("rng");
 }
