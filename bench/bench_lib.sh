@@ -49,11 +49,12 @@ bench_setup() {
 }
 
 # run NAME CMD...: runs one benchmark, keeps its k22_bench lines in RESULTS; a failure is logged,
-# not fatal (returns 1).
+# not fatal (returns 1). BENCH_RUN_SECONDS (when set) caps each run, so one hang cannot take a
+# GPU session's minutes.
 run() {
   local name=$1
   shift
-  if "$@" >"$LOG/$name.log" 2>&1; then
+  if ${BENCH_RUN_SECONDS:+timeout "$BENCH_RUN_SECONDS"} "$@" >"$LOG/$name.log" 2>&1; then
     grep '^k22_bench ' "$LOG/$name.log" | tee -a "$RESULTS"
   else
     echo "$BENCH_WHO: $name failed (exit $?): $(tail -3 "$LOG/$name.log" | tr '\n' ' ')"

@@ -36,7 +36,7 @@
 #define H100_GEMM_MEASURED 798e12 /* 8192^3 bf16 through PyTorch on the GPU machine */
 
 typedef struct {
-    const char *model, *size, *device, *from, *precision;
+    const char *model, *size, *device, *from, *precision, *impl;
     int B, latent, steps, warmup, ckpt;
     uint64_t seed;
 } bench_args;
@@ -58,6 +58,7 @@ static int parse(int argc, char **argv, bench_args *a)
         {"grad_ckpt", K22_OPT_FLAG, &a->ckpt, NULL, "gradient checkpointing (unet)", NULL, NULL, 0},
         {"from", K22_OPT_STR, &a->from, NULL, "a component folder (else random weights)", NULL, NULL, 0},
         {"seed", K22_OPT_INT, &seed, "0", "random weights' seed", NULL, NULL, 0},
+        {"impl_tag", K22_OPT_STR, &a->impl, "k22", "the impl= name in the k22_bench line (a variant's label)", NULL, NULL, 0},
     };
     k22_cmd_spec spec = {.usage = "bench_train_step --model prior|unet [options]",
                          .summary = "Times k22's training step; one k22_bench line (ms, samples/s, TFLOP/s, MFU, memory).",
@@ -69,6 +70,7 @@ static int parse(int argc, char **argv, bench_args *a)
                       warmup < 0 || warmup > 100000 || seed < 0
                           ? "--batch and --steps need 1..100000, --latent and --warmup 0..100000"
                       : a->ckpt && !strcmp(a->model, "prior") ? "--grad_ckpt is a decoder option (the prior script has none)"
+                      : !*a->impl || strpbrk(a->impl, " =\t\n") ? "--impl_tag needs a non-empty name without spaces or '='"
                                                               : NULL;
     if (bad) {
         fprintf(stderr, "bench_train_step: %s\n", bad);
@@ -161,11 +163,11 @@ static void report(const bench_args *a, const k22_backend *be, double fwd, size_
                    const double *ms, double cpu_ms, const bench_mem *mem)
 {
     double med = ms[a->steps / 2], model = k22_flops_train(fwd), rate = model / (med * 1e-3);
-    printf("k22_bench impl=k22 model=%s size=%s device=%s precision=%s batch=%d latent=%d "
+    printf("k22_bench impl=%s model=%s size=%s device=%s precision=%s batch=%d latent=%d "
            "grad_ckpt=%d params=%zu steps=%d step_ms=%.3f step_ms_min=%.3f step_ms_max=%.3f "
            "cpu_ms=%.3f samples_per_s=%.3f fwd_gflop=%.4f train_tflop=%.6f model_tflops=%.4f "
            "mfu_989=%.5f mfu_798=%.5f peak_mem_mib=%.1f mem=%s\n",
-           a->model, a->size, be->name, be->precision ? k22_precision_name((k22_precision)be->precision) : "fp32", a->B, strcmp(a->model, "unet") ? 0 : a->latent, a->ckpt,
+           a->impl, a->model, a->size, be->name, be->precision ? k22_precision_name((k22_precision)be->precision) : "fp32", a->B, strcmp(a->model, "unet") ? 0 : a->latent, a->ckpt,
            nparams, a->steps, med, ms[0], ms[a->steps - 1], cpu_ms, a->B / (med * 1e-3), fwd / 1e9,
            model / 1e12, rate / 1e12, rate / H100_BF16_DENSE, rate / H100_GEMM_MEASURED,
            bench_mem_peak_mib(mem), mem->cuda ? "device" : "max_rss");

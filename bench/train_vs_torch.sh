@@ -16,6 +16,10 @@
 # SDPA, the scripts' --mixed_precision bf16, the issue's baseline) and fp32 without TF32; the
 # ratios pair the runs of one precision. The largest-batch probe runs k22 in bf16 on cuda. Exit status: 1 when a k22 run
 # failed; a torch side that cannot run (no diffusers) is reported and skipped.
+# Subsets, for a GPU session's few minutes: CASES (default "prior unet unet-ckpt"), PRECISIONS
+# (cuda only; default "bf16 no"), IMPLS (default "k22 torch"); BENCH_RUN_SECONDS caps each run
+# (bench_lib.sh). K22_CONV_IMPLS="cudnn im2col" adds a k22 run per CUDA convolution path
+# (K22_CUDA_CONV) to the unet cases, tagged k22-<path> in the table.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 SIZE=tiny DEV=cpu STEPS= WARMUP=3 BIN=${K22_BENCH_BIN:-build/bench_train_step} PY= LOG= MAXB=0
@@ -37,6 +41,8 @@ if [ "$SIZE" = full ]; then
 else
   PB=${PRIOR_BATCH:-8} UB=${UNET_BATCH:-4} LAT=${LATENT:-32} STEPS=${STEPS:-20}
 fi
+PRECS=${PRECISIONS:-bf16 no} IMPLS=${IMPLS:-k22 torch}
+has() { case " $2 " in *" $1 "*) return 0 ;; esac; return 1; }
 . bench/bench_lib.sh
 bench_setup train_vs_torch.sh results.txt
 
@@ -46,16 +52,27 @@ bench_case() {
   [ "$ck" = 1 ] && flag=--grad_ckpt
   local common=(--model "$model" --size "$SIZE" --batch "$b" --latent "$lat" --steps "$STEPS" --warmup "$WARMUP" $flag)
   local tag=$model-b$b-l$lat-c$ck
-  if [ "${DEV%%:*}" = cuda ]; then # both precisions, each beside torch's of the same precision
-    run "k22-bf16-$tag" "$BIN" "${common[@]}" --device "$DEV" --mixed_precision bf16 || RC=1
-    run "k22-fp32-$tag" "$BIN" "${common[@]}" --device "$DEV" --mixed_precision no || RC=1
-  else
+  local mp
+  if [ "${DEV%%:*}" = cuda ]; then # each precision beside torch's of the same precision
+    for mp in $PRECS; do
+      has k22 "$IMPLS" || break
+      if [ "$model" = unet ] && [ -n "${K22_CONV_IMPLS:-}" ]; then
+        local ci
+        for ci in $K22_CONV_IMPLS; do
+          run "k22-$ci-$mp-$tag" env K22_CUDA_CONV="$ci" "$BIN" "${common[@]}" --device "$DEV" --mixed_precision "$mp" --impl_tag "k22-$ci" || RC=1
+        done
+      else
+        run "k22-$mp-$tag" "$BIN" "${common[@]}" --device "$DEV" --mixed_precision "$mp" || RC=1
+      fi
+    done
+  elif has k22 "$IMPLS"; then
     run "k22-$tag" "$BIN" "${common[@]}" --device "$DEV" || RC=1
   fi
-  [ "$TORCH" = 1 ] || return 0
+  [ "$TORCH" = 1 ] && has torch "$IMPLS" || return 0
   if [ "${DEV%%:*}" = cuda ]; then
-    run "torch-bf16-$tag" "$PY" bench/bench_train_step_torch.py "${common[@]}" --device "$DEV" --mixed_precision bf16
-    run "torch-fp32-$tag" "$PY" bench/bench_train_step_torch.py "${common[@]}" --device "$DEV" --mixed_precision no
+    for mp in $PRECS; do
+      run "torch-$mp-$tag" "$PY" bench/bench_train_step_torch.py "${common[@]}" --device "$DEV" --mixed_precision "$mp"
+    done
   else
     run "torch-$tag" "$PY" bench/bench_train_step_torch.py "${common[@]}" --device "$DEV"
   fi
@@ -89,23 +106,28 @@ if [ "$MAXB" = 1 ]; then
   exit $RC
 fi
 
-bench_case prior "$PB" 0 0
-bench_case unet "$UB" "$LAT" 0
-bench_case unet "$UB" "$LAT" 1
+for c in ${CASES:-prior unet unet-ckpt}; do
+  case $c in
+    prior) bench_case prior "$PB" 0 0 ;;
+    unet) bench_case unet "$UB" "$LAT" 0 ;;
+    unet-ckpt) bench_case unet "$UB" "$LAT" 1 ;;
+    *) echo "train_vs_torch.sh: unknown case '$c' in CASES (prior, unet, unet-ckpt)" >&2; exit 2 ;;
+  esac
+done
 
-# The table, then the ratios (k22 over each torch run of the same case) last.
+# The table, then the ratios (each k22 run over each torch run of the same case and precision) last.
 awk '
 function kv(line, a,   i, n, f, p) { n = split(line, f, " "); for (i = 2; i <= n; i++) { p = index(f[i], "="); a[substr(f[i], 1, p - 1)] = substr(f[i], p + 1) } }
-BEGIN { printf "\n%-5s %-4s %-6s %5s %4s %4s %-6s %-13s %10s %10s %10s %9s %7s %7s %10s\n", "model", "size", "device", "batch", "lat", "ckpt", "impl", "precision", "step_ms", "cpu_ms", "samples/s", "TFLOP/s", "MFU989", "MFU798", "peak_MiB" }
+BEGIN { printf "\n%-5s %-4s %-6s %5s %4s %4s %-10s %-13s %10s %10s %10s %9s %7s %7s %10s\n", "model", "size", "device", "batch", "lat", "ckpt", "impl", "precision", "step_ms", "cpu_ms", "samples/s", "TFLOP/s", "MFU989", "MFU798", "peak_MiB" }
 { delete r; kv($0, r); key = r["model"] " b" r["batch"] " lat" r["latent"] " ckpt" r["grad_ckpt"]
-  printf "%-5s %-4s %-6s %5d %4d %4d %-6s %-13s %10.2f %10.2f %10.2f %9.3f %6.2f%% %6.2f%% %10.1f\n", r["model"], r["size"], r["device"], r["batch"], r["latent"], r["grad_ckpt"], r["impl"], r["precision"], r["step_ms"], r["cpu_ms"], r["samples_per_s"], r["model_tflops"], 100 * r["mfu_989"], 100 * r["mfu_798"], r["peak_mem_mib"]
+  printf "%-5s %-4s %-6s %5d %4d %4d %-10s %-13s %10.2f %10.2f %10.2f %9.3f %6.2f%% %6.2f%% %10.1f\n", r["model"], r["size"], r["device"], r["batch"], r["latent"], r["grad_ckpt"], r["impl"], r["precision"], r["step_ms"], r["cpu_ms"], r["samples_per_s"], r["model_tflops"], 100 * r["mfu_989"], 100 * r["mfu_798"], r["peak_mem_mib"]
   p = r["precision"]; sub(/-autocast$/, "", p); key = key " " p  # k22 bf16 pairs with torch bf16-autocast
-  if (r["impl"] == "k22") { ks[key] = r["samples_per_s"]; kc[key] = r["cpu_ms"]; km[key] = r["peak_mem_mib"]; order[++n] = key }
+  if (r["impl"] ~ /^k22/) { k = key " " r["impl"]; base[k] = key; ks[k] = r["samples_per_s"]; kc[k] = r["cpu_ms"]; km[k] = r["peak_mem_mib"]; order[++n] = k }
   else { m = ++tn[key]; ts[key, m] = r["samples_per_s"]; tc[key, m] = r["cpu_ms"]; tm[key, m] = r["peak_mem_mib"]; tp[key, m] = r["precision"] } }
 END { print ""; print "ratios k22 / torch (samples/s > 1: k22 faster; cpu_ms < 1: k22 uses less CPU; memory < 1: k22 smaller):"
-  for (i = 1; i <= n; i++) { key = order[i]
-    if (!tn[key]) { printf "  %-31s no torch run\n", key; continue }
+  for (i = 1; i <= n; i++) { k = order[i]; key = base[k]
+    if (!tn[key]) { printf "  %-42s no torch run\n", k; continue }
     for (m = 1; m <= tn[key]; m++)
-      printf "  %-31s vs torch %-13s samples/s %6.2fx  cpu_ms %6.2fx  peak memory %6.2fx\n", key, tp[key, m], ks[key] / ts[key, m], kc[key] / tc[key, m], km[key] / tm[key, m] } }
+      printf "  %-42s vs torch %-13s samples/s %6.2fx  cpu_ms %6.2fx  peak memory %6.2fx\n", k, tp[key, m], ks[k] / ts[key, m], kc[k] / tc[key, m], km[k] / tm[key, m] } }
 ' "$RESULTS"
 exit $RC
