@@ -11,15 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=/tmp/k22-gpu-bundle
 out=${OUT:-.gpu-bundle/logs}/bench
-[ -f .gpu-bundle/bundle.tar.xz ] || { echo "gpu_bench.sh: no .gpu-bundle/bundle.tar.xz: run scripts/gpu-bundle pack here first, carry .gpu-bundle" >&2; exit 2; }
-[ -x "$dir/bin/bench_train_step" ] || { mkdir -p "$dir" && tar -C "$dir" -xJf .gpu-bundle/bundle.tar.xz; }
+eval "$(K22_BUNDLE_DIR=$dir scripts/gpu-bundle env)" || exit 2 # unpacks; library path, Open MPI
 [ -x "$dir/bin/bench_train_step" ] || { echo "gpu_bench.sh: the bundle has no bench_train_step (scripts/gpu-bundle pack must build and pack it)" >&2; exit 2; }
-# The library path scripts/gpu-bundle run uses: the bundle, the toolkit, the nvidia-* wheels' lib dirs.
-pip=$(python3 -c 'import nvidia, os
-for p in nvidia.__path__:
-    for r, ds, _ in os.walk(p): print("\n".join(os.path.join(r, d) for d in ds if d == "lib"))' \
-    2>/dev/null | grep . | paste -sd: || true)
-export LD_LIBRARY_PATH="$dir/lib:/usr/local/cuda/lib64${pip:+:$pip}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 mkdir -p "$out"
 { nvidia-smi -L; nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,power.limit --format=csv; } >"$out/gpu.txt" 2>&1 || true
 cat "$out/gpu.txt"
