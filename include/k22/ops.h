@@ -49,6 +49,9 @@ typedef struct {
 } k22_attn_desc;
 
 /* AdamW hyper-parameters for one step, torch.optim.AdamW semantics (single-tensor path):
+ *   g = g * grad_scale (one fp32 rounding: what clip_grad_norm_'s in-place multiply leaves in
+ *       g; the clip coefficient is applied here instead of in a pass of its own; g in memory is
+ *       not changed; 1 without clipping, since x * 1 is x exactly);
  *   p *= 1 - lr*wd;  m = lerp(m, g, 1-b1);  v = b2*v + (1-b2)*g*g;
  *   bc1 = 1 - b1^step;  bc2 = 1 - b2^step;
  *   p -= (lr/bc1) * m / (sqrt(v)/sqrt(bc2) + eps)
@@ -57,6 +60,7 @@ typedef struct {
 typedef struct {
     double lr, beta1, beta2, eps, weight_decay;
     int64_t step;
+    float grad_scale; /* set it: 0 zeroes the gradients, as torch's multiply by 0 would */
 } k22_adamw_hparams;
 
 /* Compute precision of the GEMM-class ops: matmul, linear, conv2d and attention, forward and

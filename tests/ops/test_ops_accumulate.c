@@ -194,7 +194,7 @@ static double adamw_maxabs(const float *x, int n)
 static void test_adamw(k22_backend *be)
 {
     enum { n = 257 };
-    k22_adamw_hparams h = {2e-3, 0.9, 0.99, 1e-8, 0.05, 0};
+    k22_adamw_hparams h = {2e-3, 0.9, 0.99, 1e-8, 0.05, 0, 1.0f};
     float p[n], m[n] = {0}, v[n] = {0}, g[3][n];
     double pd[n], md[n] = {0}, vd[n] = {0};
     k22_test_fill(p, n, 501, -1, 1);
@@ -255,7 +255,7 @@ static void test_adamw_torch(k22_backend *be)
         p[i] = (float)(i - 32) / 17.0f;
         for (int s = 0; s < 3; s++) g[s][i] = (float)((i * 7 + s * 13) % 23 - 11) / 9.0f;
     }
-    k22_adamw_hparams h = {1e-3, 0.9, 0.999, 1e-8, 1e-2, 0};
+    k22_adamw_hparams h = {1e-3, 0.9, 0.999, 1e-8, 1e-2, 0, 1.0f};
     for (int s = 1; s <= 3; s++) {
         h.step = s;
         be->adamw_step(be->ctx, p, g[s - 1], m, v, 64, &h);

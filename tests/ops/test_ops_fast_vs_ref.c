@@ -416,7 +416,7 @@ static void test_loss_optim(void)
     free(p);
     free(t);
     float *pa[2], *m1[2], *v1[2], *gr = fvec(n, 84, -1, 1);
-    k22_adamw_hparams h = {1e-3, 0.9, 0.999, 1e-8, 0.01, 0};
+    k22_adamw_hparams h = {1e-3, 0.9, 0.999, 1e-8, 0.01, 0, 0.37f};
     for (int m = 0; m < 2; m++) {
         k22_backend *be = m ? fast : ref;
         pa[m] = fvec(n, 85, -1, 1);
@@ -429,6 +429,27 @@ static void test_loss_optim(void)
     k22_check_close("adamw p", pa[1], pa[0], n, 0, 0);
     k22_check_close("adamw m", m1[1], m1[0], n, 0, 0);
     k22_check_close("adamw v", v1[1], v1[0], n, 0, 0);
+    /* grad_scale (the clip coefficient read with g) gives the bits of scaling g in place first
+     * (torch's clip_grad_norm_), on each backend: the trainer relies on it */
+    for (int m = 0; m < 2; m++) {
+        k22_backend *be = m ? fast : ref;
+        float *pb = fvec(n, 85, -1, 1), *mb = fvec(n, 0, 0, 0), *vb = fvec(n, 0, 0, 0);
+        float *gs = fvec(n, 0, 0, 0);
+        k22_adamw_hparams h1 = h;
+        h1.grad_scale = 1.0f;
+        for (h1.step = 1; h1.step <= 3; h1.step++) {
+            be->scale(be->ctx, gs, gr, h.grad_scale, n);
+            be->adamw_step(be->ctx, pb, gs, mb, vb, n, &h1);
+        }
+        k22_check_close(m ? "adamw grad_scale vs scale + adamw (fast)" : "adamw grad_scale vs scale + adamw (ref)",
+                        pa[m], pb, n, 0, 0);
+        k22_check_close("adamw grad_scale vs scale + adamw: v", v1[m], vb, n, 0, 0);
+        /* and it is not ignored: unscaled gradients move the weights elsewhere */
+        float *pc = fvec(n, 85, -1, 1), *mc = fvec(n, 0, 0, 0), *vc = fvec(n, 0, 0, 0);
+        for (h1.step = 1; h1.step <= 3; h1.step++) be->adamw_step(be->ctx, pc, gr, mc, vc, n, &h1);
+        CHECK_MSG(memcmp(pc, pa[m], sizeof(float) * (size_t)n) != 0, "adamw ignored grad_scale");
+        free(pb), free(mb), free(vb), free(gs), free(pc), free(mc), free(vc);
+    }
     double sr = 0, sf = 0;
     ref->sumsq(ref->ctx, &sr, gr, n);
     fast->sumsq(fast->ctx, &sf, gr, n);

@@ -524,7 +524,7 @@ static void run_adamw(scope *s, fixture *fx)
     int n = fx_int(fx, "n"), steps = fx_int(fx, "steps");
     k22_adamw_hparams h = {.lr = fx_num(fx, "lr"), .beta1 = fx_num(fx, "beta1"),
                            .beta2 = fx_num(fx, "beta2"), .eps = fx_num(fx, "eps"),
-                           .weight_decay = fx_num(fx, "weight_decay")};
+                           .weight_decay = fx_num(fx, "weight_decay"), .grad_scale = 1.0f};
     int64_t all = (int64_t)n * steps;
     const float *p0 = fx_f32(fx, "p0", n), *g = fx_f32(fx, "g", all);
     const float *pr = fx_f32(fx, "p", all), *mr = fx_f32(fx, "m", all), *vr = fx_f32(fx, "v", all);

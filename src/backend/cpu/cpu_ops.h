@@ -120,6 +120,7 @@ typedef struct {
     float bc2_sqrt; /* sqrt(1 - beta2^step) */
     float eps;
     float neg_step; /* -(lr / (1 - beta1^step)) */
+    float gscale;   /* grad_scale */
 } k22_adamw_scalars;
 k22_adamw_scalars k22_adamw_scalars_of(const k22_adamw_hparams *h);
 

@@ -40,7 +40,7 @@ void k22_fast_adamw_step(void *ctx, float *p, const float *g, float *m, float *v
     k22_adamw_scalars s = k22_adamw_scalars_of(h);
 #pragma omp parallel for
     for (int64_t i = 0; i < n; i++) {
-        float gi = g[i];
+        float gi = g[i] * s.gscale;
         float pi = p[i] * s.decay;
         float mi = fmaf(s.one_m_b1, gi - m[i], m[i]);
         float vi = fmaf(s.one_m_b2 * gi, gi, v[i] * s.b2);

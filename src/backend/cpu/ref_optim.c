@@ -20,6 +20,7 @@ k22_adamw_scalars k22_adamw_scalars_of(const k22_adamw_hparams *h)
     s.bc2_sqrt = (float)pow(bc2, 0.5); /* Python's bc2 ** 0.5 */
     s.eps = (float)eps;
     s.neg_step = (float)(-(lr / bc1));
+    s.gscale = h->grad_scale;
     return s;
 }
 
@@ -28,7 +29,7 @@ void k22_ref_adamw_step(void *ctx, float *p, const float *g, float *m, float *v,
 {
     k22_adamw_scalars s = k22_adamw_scalars_of(h);
     for (int64_t i = 0; i < n; i++) {
-        float gi = g[i];
+        float gi = g[i] * s.gscale;
         float pi = p[i] * s.decay;
         float mi = fmaf(s.one_m_b1, gi - m[i], m[i]);
         float vi = fmaf(s.one_m_b2 * gi, gi, v[i] * s.b2);

@@ -21,7 +21,7 @@ __global__ void k22_adamw_kernel(float *p, const float *g, float *m, float *v, i
 {
     K22_GRID_STRIDE(i, n)
     {
-        float gi = g[i];
+        float gi = __fmul_rn(g[i], s.gscale);
         float pi = __fmul_rn(p[i], s.decay);
         float mi = __fmaf_rn(s.one_m_b1, __fsub_rn(gi, m[i]), m[i]);
         float vi = __fmaf_rn(__fmul_rn(s.one_m_b2, gi), gi, __fmul_rn(v[i], s.b2));
