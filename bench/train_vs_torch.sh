@@ -6,6 +6,7 @@
 #   bench/train_vs_torch.sh                      # tiny models on the CPU (what `make bench` runs)
 #   bench/train_vs_torch.sh --size full --device cuda    # the GPU machine (bench/NOTES.md)
 #   bench/train_vs_torch.sh --size full --device cuda --max-batch   # largest decoder batch that fits
+#   bench/train_vs_torch.sh --size full --device cuda --profile-only # per-op tables of k22's steps only
 #
 # Options: --size tiny|full, --device cpu|cuda[:N], --steps K, --warmup W, --bin PATH (the
 # bench_train_step binary; default build/bench_train_step, or $K22_BENCH_BIN), --python PY
@@ -14,11 +15,15 @@
 # environment (defaults: tiny 8, 4, 32; full 32, 8, 96); --max-batch: see max_batch() below.
 # On cuda both run twice: bf16 (k22: bf16 GEMM operands, fp32 accumulation; torch: autocast +
 # SDPA, the scripts' --mixed_precision bf16, the issue's baseline) and fp32 without TF32; the
-# ratios pair the runs of one precision. The largest-batch probe runs k22 in bf16 on cuda. Exit status: 1 when a k22 run
-# failed; a torch side that cannot run (no diffusers) is reported and skipped.
+# ratios pair the runs of one precision. The largest-batch probe runs k22 in bf16 on cuda.
+# --profile: after each case's k22 runs, one more with bench_train_step --profile (bf16 on cuda),
+# whose per-op table (include/k22/profile.h) is printed before the summary; the timed figures stay
+# those of the unprofiled runs. --profile-only: just those profiled runs (no torch, no summary).
+# Exit status: 1 when a k22 run failed; a torch side that cannot run (no diffusers) is reported
+# and skipped.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-SIZE=tiny DEV=cpu STEPS= WARMUP=3 BIN=${K22_BENCH_BIN:-build/bench_train_step} PY= LOG= MAXB=0
+SIZE=tiny DEV=cpu STEPS= WARMUP=3 BIN=${K22_BENCH_BIN:-build/bench_train_step} PY= LOG= MAXB=0 PROF=no
 while [ $# -gt 0 ]; do
   case $1 in
     --size) SIZE=$2; shift 2 ;;
@@ -29,6 +34,8 @@ while [ $# -gt 0 ]; do
     --python) PY=$2; shift 2 ;;
     --log) LOG=$2; shift 2 ;;
     --max-batch) MAXB=1; shift ;;
+    --profile) PROF=yes; shift ;;
+    --profile-only) PROF=only; shift ;;
     *) echo "train_vs_torch.sh: unknown option $1 (see the head of this file)" >&2; exit 2 ;;
   esac
 done
@@ -46,19 +53,44 @@ bench_case() {
   [ "$ck" = 1 ] && flag=--grad_ckpt
   local common=(--model "$model" --size "$SIZE" --batch "$b" --latent "$lat" --steps "$STEPS" --warmup "$WARMUP" $flag)
   local tag=$model-b$b-l$lat-c$ck
-  if [ "${DEV%%:*}" = cuda ]; then # both precisions, each beside torch's of the same precision
+  if [ "$PROF" = only ]; then
+    :
+  elif [ "${DEV%%:*}" = cuda ]; then # both precisions, each beside torch's of the same precision
     run "k22-bf16-$tag" "$BIN" "${common[@]}" --device "$DEV" --mixed_precision bf16 || RC=1
     run "k22-fp32-$tag" "$BIN" "${common[@]}" --device "$DEV" --mixed_precision no || RC=1
   else
     run "k22-$tag" "$BIN" "${common[@]}" --device "$DEV" || RC=1
   fi
-  [ "$TORCH" = 1 ] || return 0
+  [ "$PROF" = no ] || profile_run "$tag" "${common[@]}" || RC=1
+  [ "$TORCH" = 1 ] && [ "$PROF" != only ] || return 0
   if [ "${DEV%%:*}" = cuda ]; then
     run "torch-bf16-$tag" "$PY" bench/bench_train_step_torch.py "${common[@]}" --device "$DEV" --mixed_precision bf16
     run "torch-fp32-$tag" "$PY" bench/bench_train_step_torch.py "${common[@]}" --device "$DEV" --mixed_precision no
   else
     run "torch-$tag" "$PY" bench/bench_train_step_torch.py "${common[@]}" --device "$DEV"
   fi
+}
+
+# profile_run TAG ARGS...: k22's step once more under --profile (bf16 on cuda, the issue's
+# precision), into LOG/prof-TAG.log; print_profiles shows the tables.
+profile_run() {
+  local tag=$1 prec=()
+  shift
+  [ "${DEV%%:*}" = cuda ] && prec=(--mixed_precision bf16)
+  "$BIN" "$@" --device "$DEV" "${prec[@]}" --profile >"$LOG/prof-$tag.log" 2>&1 && return 0
+  echo "$BENCH_WHO: profiled $tag failed (exit $?): $(tail -3 "$LOG/prof-$tag.log" | tr '\n' ' ')"
+  return 1
+}
+
+print_profiles() {
+  local f
+  for f in "$LOG"/prof-*.log; do
+    [ -f "$f" ] || continue
+    printf '\n== %s: ' "$(basename "$f" .log)"
+    awk '/^k22_bench /{ for (i = 2; i <= NF; i++) if ($i ~ /^(model|precision|batch|latent|grad_ckpt|step_ms|model_tflops)=/) printf "%s ", $i; print "" }' "$f"
+    sed -n '/^k22 profile:/,/^gap /p' "$f"
+  done
+  echo "(k22_prof lines for scripts: $LOG/prof-*.log)"
 }
 
 # The largest decoder batch whose step runs (doubling from MAX_BATCH_START, default 1, up to
@@ -92,6 +124,8 @@ fi
 bench_case prior "$PB" 0 0
 bench_case unet "$UB" "$LAT" 0
 bench_case unet "$UB" "$LAT" 1
+[ "$PROF" = no ] || print_profiles
+[ "$PROF" != only ] || exit $RC
 
 # The table, then the ratios (k22 over each torch run of the same case) last.
 awk '
