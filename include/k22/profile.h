@@ -6,8 +6,9 @@
  *
  * Timing. Host backends run each op to completion in the call: the monotonic clock around it.
  * The cuda backend queues ops on its stream: a pair of CUDA events is recorded around each call
- * (src/backend/cuda/timer.cu), from a pool that grows until the first k22_prof_collect and is
- * reused after it (a later burst that outgrows it is drained: sync, read, reuse). Times are read
+ * (src/backend/cuda/timer.cu), from a pool that grows until the first k22_prof_collect after a
+ * wrap or reset (the first step) and is reused after it (a later burst that outgrows it is
+ * drained: sync, read, reuse), so nothing is allocated per op once a step has run. Times are read
  * at k22_prof_collect, after the step's own wait for the stream, so profiling adds no wait
  * between ops. A GPU time is the op's time on the stream; the step's wall time minus the sum is
  * host time and launch gaps (and NCCL, whose stream is not the backend's).
