@@ -6,14 +6,17 @@
  *
  *   bench_train_step --model prior|unet [--size tiny|full] [--device cpu|cpu-ref|cuda[:N]]
  *                    [--batch B] [--latent N] [--steps K] [--warmup W] [--grad_ckpt]
- *                    [--from DIR] [--seed S] [--mixed_precision no|bf16|fp16]
+ *                    [--from DIR] [--seed S] [--mixed_precision no|bf16|fp16] [--profile]
  *
  * Weights: k22_params_init_random of the size's preset (what `k22 init --size S` writes), built
  * in memory, or a component folder (--from: the prior/ or unet/ folder). Model FLOPs are
  * flops.h's count (3 x forward per step); MFU is over 989 TFLOP/s (H100 SXM dense bf16) and
  * over the 798 TFLOP/s bf16 GEMM ceiling measured on the GPU machine. Peak memory: on CUDA the
  * device memory this process added (driver-reported use, plus the stream-ordered pool's high
- * mark for peaks between samples); on the CPU the process's max RSS. */
+ * mark for peaks between samples); on the CPU the process's max RSS.
+ * --profile (or K22_PROFILE=1) wraps the backend in the per-op profiler (profile.h), reset after
+ * the warm-up, and prints its table of the timed steps after the k22_bench line; the step times
+ * then include the profiler's own cost (two clock reads, or two CUDA events, per op). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +24,7 @@
 
 #include "k22/diffusers.h"
 #include "k22/flops.h"
+#include "k22/profile.h"
 #include "k22/train_decoder.h"
 #include "k22/train_prior.h"
 
@@ -37,7 +41,7 @@
 
 typedef struct {
     const char *model, *size, *device, *from, *precision, *impl;
-    int B, latent, steps, warmup, ckpt;
+    int B, latent, steps, warmup, ckpt, profile;
     uint64_t seed;
 } bench_args;
 
@@ -59,6 +63,8 @@ static int parse(int argc, char **argv, bench_args *a)
         {"from", K22_OPT_STR, &a->from, NULL, "a component folder (else random weights)", NULL, NULL, 0},
         {"seed", K22_OPT_INT, &seed, "0", "random weights' seed", NULL, NULL, 0},
         {"impl_tag", K22_OPT_STR, &a->impl, "k22", "the impl= name in the k22_bench line (a variant's label)", NULL, NULL, 0},
+        {"profile", K22_OPT_FLAG, &a->profile, NULL,
+         "time every backend op of the timed steps and print a per-op table", "K22_PROFILE", NULL, 0},
     };
     k22_cmd_spec spec = {.usage = "bench_train_step --model prior|unet [options]",
                          .summary = "Times k22's training step; one k22_bench line (ms, samples/s, TFLOP/s, MFU, memory).",
@@ -137,21 +143,25 @@ static int cmp_double(const void *x, const void *y)
 
 /* Runs warm-up then timed steps (each synchronized, so a step's time is its own); fills the
  * sorted step times in ms and returns the process CPU ms per timed step (all threads: on a
- * shared CPU machine a steadier figure than the wall clock). */
+ * shared CPU machine a steadier figure than the wall clock). A profiler behind be starts afresh
+ * after the warm-up and reads each step's device times after the step's clock stops. */
 static double time_steps(const k22_backend *be, void (*step)(void *), void *ctx,
                          const bench_args *a, bench_mem *mem, double *ms)
 {
+    k22_prof *prof = k22_prof_of(be);
     for (int s = 0; s < a->warmup; s++) {
         step(ctx);
         be->sync(be->ctx);
         bench_mem_sample(mem);
     }
+    if (prof) k22_prof_reset(prof);
     double c0 = bench_cpu_s();
     for (int s = 0; s < a->steps; s++) {
         double t0 = bench_wall_s();
         step(ctx);
         be->sync(be->ctx);
         ms[s] = 1e3 * (bench_wall_s() - t0);
+        if (prof) k22_prof_collect(prof);
         bench_mem_sample(mem);
     }
     double cpu_ms = 1e3 * (bench_cpu_s() - c0) / a->steps;
@@ -171,6 +181,11 @@ static void report(const bench_args *a, const k22_backend *be, double fwd, size_
            nparams, a->steps, med, ms[0], ms[a->steps - 1], cpu_ms, a->B / (med * 1e-3), fwd / 1e9,
            model / 1e12, rate / 1e12, rate / H100_BF16_DENSE, rate / H100_GEMM_MEASURED,
            bench_mem_peak_mib(mem), mem->cuda ? "device" : "max_rss");
+    k22_prof *prof = k22_prof_of(be);
+    if (!prof) return;
+    double wall = 0; /* the timed steps' clock, not the collects and memory samples between */
+    for (int s = 0; s < a->steps; s++) wall += ms[s];
+    k22_prof_report(prof, wall, a->steps, stdout);
 }
 
 static int bench_prior(const bench_args *a, const k22_backend *be, bench_mem *mem, double *ms)
@@ -259,6 +274,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_train_step: %s\n", err.msg);
         return err.code == K22_ERR_ARG ? 2 : 1;
     }
+    if (a.profile) be = k22_prof_wrap(be);
     double *ms = k22_xmalloc((size_t)a.steps * sizeof *ms);
     rc = !strcmp(a.model, "prior") ? bench_prior(&a, be, &mem, ms) : bench_unet(&a, be, &mem, ms);
     free(ms);

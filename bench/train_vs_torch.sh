@@ -6,6 +6,7 @@
 #   bench/train_vs_torch.sh                      # tiny models on the CPU (what `make bench` runs)
 #   bench/train_vs_torch.sh --size full --device cuda    # the GPU machine (bench/NOTES.md)
 #   bench/train_vs_torch.sh --size full --device cuda --max-batch   # largest decoder batch that fits
+#   bench/train_vs_torch.sh --size full --device cuda --profile-only # per-op tables of k22's steps only
 #
 # Options: --size tiny|full, --device cpu|cuda[:N], --steps K, --warmup W, --bin PATH (the
 # bench_train_step binary; default build/bench_train_step, or $K22_BENCH_BIN), --python PY
@@ -14,15 +15,19 @@
 # environment (defaults: tiny 8, 4, 32; full 32, 8, 96); --max-batch: see max_batch() below.
 # On cuda both run twice: bf16 (k22: bf16 GEMM operands, fp32 accumulation; torch: autocast +
 # SDPA, the scripts' --mixed_precision bf16, the issue's baseline) and fp32 without TF32; the
-# ratios pair the runs of one precision. The largest-batch probe runs k22 in bf16 on cuda. Exit status: 1 when a k22 run
-# failed; a torch side that cannot run (no diffusers) is reported and skipped.
+# ratios pair the runs of one precision. The largest-batch probe runs k22 in bf16 on cuda.
+# --profile: after each case's k22 runs, one more with bench_train_step --profile (bf16 on cuda),
+# whose per-op table (include/k22/profile.h) is printed before the summary; the timed figures stay
+# those of the unprofiled runs. --profile-only: just those profiled runs (no torch, no summary).
 # Subsets, for a GPU session's few minutes: CASES (default "prior unet unet-ckpt"), PRECISIONS
 # (cuda only; default "bf16 no"), IMPLS (default "k22 torch"); BENCH_RUN_SECONDS caps each run
 # (bench_lib.sh). K22_CONV_IMPLS="cudnn im2col" adds a k22 run per CUDA convolution path
 # (K22_CUDA_CONV) to the unet cases, tagged k22-<path> in the table.
+# Exit status: 1 when a k22 run failed; a torch side that cannot run (no diffusers) is reported
+# and skipped.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-SIZE=tiny DEV=cpu STEPS= WARMUP=3 BIN=${K22_BENCH_BIN:-build/bench_train_step} PY= LOG= MAXB=0
+SIZE=tiny DEV=cpu STEPS= WARMUP=3 BIN=${K22_BENCH_BIN:-build/bench_train_step} PY= LOG= MAXB=0 PROF=no
 while [ $# -gt 0 ]; do
   case $1 in
     --size) SIZE=$2; shift 2 ;;
@@ -33,6 +38,8 @@ while [ $# -gt 0 ]; do
     --python) PY=$2; shift 2 ;;
     --log) LOG=$2; shift 2 ;;
     --max-batch) MAXB=1; shift ;;
+    --profile) PROF=yes; shift ;;
+    --profile-only) PROF=only; shift ;;
     *) echo "train_vs_torch.sh: unknown option $1 (see the head of this file)" >&2; exit 2 ;;
   esac
 done
@@ -53,9 +60,10 @@ bench_case() {
   local common=(--model "$model" --size "$SIZE" --batch "$b" --latent "$lat" --steps "$STEPS" --warmup "$WARMUP" $flag)
   local tag=$model-b$b-l$lat-c$ck
   local mp
-  if [ "${DEV%%:*}" = cuda ]; then # each precision beside torch's of the same precision
+  if [ "$PROF" = only ] || ! has k22 "$IMPLS"; then
+    :
+  elif [ "${DEV%%:*}" = cuda ]; then # each precision beside torch's of the same precision
     for mp in $PRECS; do
-      has k22 "$IMPLS" || break
       if [ "$model" = unet ] && [ -n "${K22_CONV_IMPLS:-}" ]; then
         local ci
         for ci in $K22_CONV_IMPLS; do
@@ -65,10 +73,11 @@ bench_case() {
         run "k22-$mp-$tag" "$BIN" "${common[@]}" --device "$DEV" --mixed_precision "$mp" || RC=1
       fi
     done
-  elif has k22 "$IMPLS"; then
+  else
     run "k22-$tag" "$BIN" "${common[@]}" --device "$DEV" || RC=1
   fi
-  [ "$TORCH" = 1 ] && has torch "$IMPLS" || return 0
+  [ "$PROF" = no ] || profile_run "$tag" "${common[@]}" || RC=1
+  [ "$TORCH" = 1 ] && [ "$PROF" != only ] && has torch "$IMPLS" || return 0
   if [ "${DEV%%:*}" = cuda ]; then
     for mp in $PRECS; do
       run "torch-$mp-$tag" "$PY" bench/bench_train_step_torch.py "${common[@]}" --device "$DEV" --mixed_precision "$mp"
@@ -76,6 +85,28 @@ bench_case() {
   else
     run "torch-$tag" "$PY" bench/bench_train_step_torch.py "${common[@]}" --device "$DEV"
   fi
+}
+
+# profile_run TAG ARGS...: k22's step once more under --profile (bf16 on cuda, the issue's
+# precision), into LOG/prof-TAG.log; print_profiles shows the tables.
+profile_run() {
+  local tag=$1 prec=()
+  shift
+  [ "${DEV%%:*}" = cuda ] && prec=(--mixed_precision bf16)
+  ${BENCH_RUN_SECONDS:+timeout "$BENCH_RUN_SECONDS"} "$BIN" "$@" --device "$DEV" "${prec[@]}" --profile >"$LOG/prof-$tag.log" 2>&1 && return 0
+  echo "$BENCH_WHO: profiled $tag failed (exit $?): $(tail -3 "$LOG/prof-$tag.log" | tr '\n' ' ')"
+  return 1
+}
+
+print_profiles() {
+  local f
+  for f in "$LOG"/prof-*.log; do
+    [ -f "$f" ] || continue
+    printf '\n== %s: ' "$(basename "$f" .log)"
+    awk '/^k22_bench /{ for (i = 2; i <= NF; i++) if ($i ~ /^(model|precision|batch|latent|grad_ckpt|step_ms|model_tflops)=/) printf "%s ", $i; print "" }' "$f"
+    sed -n '/^k22 profile:/,/^gap /p' "$f"
+  done
+  echo "(k22_prof lines for scripts: $LOG/prof-*.log)"
 }
 
 # The largest decoder batch whose step runs (doubling from MAX_BATCH_START, default 1, up to
@@ -114,6 +145,8 @@ for c in ${CASES:-prior unet unet-ckpt}; do
     *) echo "train_vs_torch.sh: unknown case '$c' in CASES (prior, unet, unet-ckpt)" >&2; exit 2 ;;
   esac
 done
+[ "$PROF" = no ] || print_profiles
+[ "$PROF" != only ] || exit $RC
 
 # The table, then the ratios (each k22 run over each torch run of the same case and precision) last.
 awk '

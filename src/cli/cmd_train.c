@@ -110,6 +110,9 @@ static int run_train(int argc, char **argv, k22_pipe_kind stage)
          "k22: 1 shards the AdamW moments and the EMA over the ranks (ZeRO-1: gradients reduce-scattered, weights "
          "all-gathered; same results and checkpoints); 0 keeps them whole on every rank", NULL, NULL, 0},
         {"stop_at_step", K22_OPT_INT, &t.stop_at_step, "0", "k22: checkpoint and exit 99 after step N, as after a signal (0: off)", NULL, NULL, 0},
+        {"profile", K22_OPT_FLAG, &t.profile, NULL,
+         "k22: time every backend op of the training loop and print a per-op table at the end on rank 0 (GPU "
+         "times from CUDA events; the run gets a little slower)", "K22_PROFILE", NULL, 0},
     };
     k22_cmd_spec spec = {
         .usage = stage == K22_PIPE_PRIOR ? "k22 train-prior --pack DATA.h5 --pretrained DIR --output_dir OUT [options]"

@@ -4,6 +4,7 @@
 #include "loop_internal.h"
 
 #include "k22/fsutil.h"
+#include "k22/profile.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -131,6 +132,7 @@ static k22_status setup(k22_run *r, k22_err *err)
     if (!st) {
         r->be = k22_backend_open(r->o->device, r->o->mixed_precision, err);
         if (!r->be) st = err->code ? err->code : K22_ERR_ARG;
+        else if (r->o->profile) r->be = k22_prof_wrap(r->be);
     }
     if (!st) st = resolve_pretrained(r, err);
     if (!st) st = open_data(r, err);
@@ -190,6 +192,7 @@ static int train(k22_run *r, k22_log *lg, k22_err *err)
 {
     const k22_train_opts *o = r->o;
     int64_t unit = (int64_t)r->d->world * r->B;
+    k22_prof *prof = k22_prof_of(r->be);
     /* Until max_steps: skipped (non-finite) steps can make the run go past its planned epochs. */
     for (; k22_run_global_step(r) < r->max_steps; r->epoch++, r->start_micro = 0) {
         k22_shard_set_epoch(&r->shard, r->epoch);
@@ -200,6 +203,7 @@ static int train(k22_run *r, k22_log *lg, k22_err *err)
             int due = k22_train_core_sync_due(k22_run_core(r));
             if (!due && !last) continue;
             int skipped = finish_step(r, lg);
+            if (prof) k22_prof_collect(prof); /* the step's device times, after its own sync */
             int64_t gs = k22_run_global_step(r);
             int64_t ep = last ? r->epoch + 1 : r->epoch, pos = last ? 0 : (s + 1) * unit;
             int saved = 0;
@@ -263,7 +267,12 @@ int k22_train_run(const k22_train_opts *o, k22_dist *d)
         rc = 1;
         goto out;
     }
+    /* The profile covers the loop (steps, checkpoints, validation inside it), not the set-up. */
+    k22_prof *prof = k22_prof_of(r.be);
+    int64_t step0 = k22_run_global_step(&r);
+    if (prof) k22_prof_reset(prof);
     rc = train(&r, &lg, &err);
+    if (prof && d->rank == 0) k22_prof_report(prof, 0, k22_run_global_step(&r) - step0, stdout);
     if (rc == 0) validate(&r, &lg), k22_run_images(&r, &lg);
     k22_log_close(&lg);
     if (rc == 0) {

@@ -9,7 +9,9 @@
  *     NCCL against K22_NCCL=0's MPI path); on one GPU NCCL refuses two ranks on the same device,
  *     so they all-reduce through MPI. The test prints which path it ran;
  *  4. --mixed_precision bf16 on cuda: the loss tracks the fp32 run's and agrees with the cpu
- *     backend's bf16 run (tolerances at bf16_runs).
+ *     backend's bf16 run (tolerances at bf16_runs);
+ *  5. K22_PROFILE=1 on cuda: the per-op profiler over the cuda backend, timed by CUDA events
+ *     (checks at profile_runs).
  * Tolerances of 1-3 (fp32 everywhere; the CUDA GEMMs are true fp32, no TF32): the GPU and the CPU sum in
  * different orders, so losses and norms agree to rounding (stated per check). Weights after
  * AdamW: a gradient at the rounding level is noise of either sign on either device (the
@@ -22,7 +24,7 @@
  * (mostly conv biases) up to 2.7e-4, the rest within 9.6e-6.
  * Without a usable CUDA device it says why in one line and exits 0, unless K22_REQUIRE_CUDA is
  * set (not "" or "0"): then it fails, as test_cuda_ops does.
- * K22_CUDA_TRAIN_PARTS (a comma list of step, resume, ranks, bf16; unset: all) runs only those
+ * K22_CUDA_TRAIN_PARTS (a comma list of step, resume, ranks, bf16, profile; unset: all) runs only those
  * parts, e.g. for the slow host emulator (tests/cuda/emu/run BUILD train). */
 #include "train/train_fixture.h"
 #include "k22/ops.h"
@@ -252,6 +254,91 @@ static void bf16_runs(const char *stage, const char *tag, int steps, double trac
     check_losses(what, g16, c16, 1, steps, multi_tol);
 }
 
+/* One op's line of the profiler's table (profile.h): k22_prof op=NAME calls=N ms=X ... gflop=X. */
+typedef struct {
+    char op[32];
+    long long calls;
+    double ms, gflop;
+} prof_line;
+
+/* The k22_prof lines of dir/OUT.log into l (at most max; returns how many) and its k22_prof_total
+ * line's ops_ms, wall_ms and timer; *ops_ms is -1 when that line is missing. */
+static int read_prof(const char *out, prof_line *l, int max, double *ops_ms, double *wall_ms, char timer[32])
+{
+    char p[4096], line[1024];
+    snprintf(p, sizeof p, "%s/%s.log", dir, out);
+    FILE *f = fopen(p, "r");
+    int n = 0;
+    *ops_ms = -1;
+    *wall_ms = 0;
+    timer[0] = '\0';
+    while (f && fgets(line, sizeof line, f)) {
+        if (n < max && sscanf(line, "k22_prof op=%31s calls=%lld ms=%lf ms_per_step=%*f share=%*f gflop=%lf",
+                              l[n].op, &l[n].calls, &l[n].ms, &l[n].gflop) == 4)
+            n++;
+        sscanf(line, "k22_prof_total steps=%*d wall_ms=%lf ops_ms=%lf gap_ms=%*f gemm_ms=%*f gemm_gflop=%*f "
+               "device=%*s timer=%31s", wall_ms, ops_ms, timer);
+    }
+    if (f) fclose(f);
+    return n;
+}
+
+static const prof_line *prof_find(const prof_line *l, int n, const char *op)
+{
+    for (int i = 0; i < n; i++)
+        if (!strcmp(l[i].op, op)) return &l[i];
+    return NULL;
+}
+
+/* 5. `steps` optimizer steps of STAGE on cuda with and without K22_PROFILE=1, and on cpu with it:
+ *  - the profiled cuda run's losses equal the plain one's bit for bit (same ops in the same order);
+ *  - its table was timed by CUDA events, its summed op time is > 0 and at most the loop's wall
+ *    time, and each GEMM-class op took time;
+ *  - every op ran as often on cuda as on cpu, with the same GEMM-class FLOPs (the same model code),
+ *    except add and mul: on a device the prior's x0 = (e - mean) / std runs as ops, on the host in
+ *    a loop (src/train/loss_prep.c), and the memory entries, whose use differs by device. */
+static void profile_runs(const char *stage, const char *tag, int steps)
+{
+    char x[64], g[64], gp[64], cp[64], what[128];
+    snprintf(x, sizeof x, "--max_train_steps %d", steps);
+    snprintf(g, sizeof g, "%s_pf_gpu", tag);
+    snprintf(gp, sizeof gp, "%s_pf_gpu_prof", tag);
+    snprintf(cp, sizeof cp, "%s_pf_cpu_prof", tag);
+    int rc = run_k22(stage, "cuda", x, g);
+    CHECK_MSG(rc == 0, "%s --device cuda: exit %d (see %s/%s.log)", stage, rc, dir, g);
+    setenv("K22_PROFILE", "1", 1);
+    rc = run_k22(stage, "cuda", x, gp);
+    CHECK_MSG(rc == 0, "K22_PROFILE=1 %s --device cuda: exit %d (see %s/%s.log)", stage, rc, dir, gp);
+    rc = run_k22(stage, "cpu", x, cp);
+    unsetenv("K22_PROFILE");
+    CHECK_MSG(rc == 0, "K22_PROFILE=1 %s --device cpu: exit %d (see %s/%s.log)", stage, rc, dir, cp);
+    snprintf(what, sizeof what, "%s %d steps on cuda, profiled vs not", stage, steps);
+    check_losses(what, gp, g, 1, steps, 0);
+
+    prof_line lg[64], lc[64];
+    double gops, gwall, cops, cwall;
+    char gtimer[32], ctimer[32];
+    int ng = read_prof(gp, lg, 64, &gops, &gwall, gtimer), nc = read_prof(cp, lc, 64, &cops, &cwall, ctimer);
+    printf("%s profiled: cuda %d ops, %.3f of %.3f ms (%s); cpu %d ops, %.3f of %.3f ms (%s)\n", stage, ng, gops,
+           gwall, gtimer, nc, cops, cwall, ctimer);
+    CHECK_MSG(ng > 10 && nc > 10, "%s: %d profiled ops on cuda, %d on cpu (see %s/%s.log)", stage, ng, nc, dir, gp);
+    CHECK_MSG(!strcmp(gtimer, "cuda_events") && !strcmp(ctimer, "host_clock"), "%s: timers %s and %s", stage,
+              gtimer, ctimer);
+    CHECK_MSG(gops > 0 && gops <= gwall, "%s on cuda: ops %.4f ms, wall %.4f ms", stage, gops, gwall);
+    static const char *const skip[] = {"add", "mul", "alloc", "free", "to_device", "to_host", "copy", "zero"};
+    for (int i = 0; i < ng + nc; i++) {
+        const prof_line *a = i < ng ? &lg[i] : &lc[i - ng];
+        const prof_line *gl = prof_find(lg, ng, a->op), *cl = prof_find(lc, nc, a->op);
+        int skipped = 0;
+        for (size_t k = 0; k < sizeof skip / sizeof skip[0]; k++) skipped |= !strcmp(a->op, skip[k]);
+        if (skipped || (i >= ng && gl)) continue; /* each op once */
+        CHECK_MSG(gl && cl && gl->calls == cl->calls && gl->gflop == cl->gflop,
+                  "%s: %s ran %lld times (%.6f GFLOP) on cuda, %lld (%.6f) on cpu", stage, a->op,
+                  gl ? gl->calls : 0, gl ? gl->gflop : 0, cl ? cl->calls : 0, cl ? cl->gflop : 0);
+        if (gl && gl->gflop > 0) CHECK_MSG(gl->ms > 0, "%s: %s took %.4f ms on cuda", stage, a->op, gl->ms);
+    }
+}
+
 /* The number of CUDA devices this process sees (0 in a build without CUDA). */
 static int gpu_count(void)
 {
@@ -370,6 +457,10 @@ int main(void)
     if (part_on("bf16")) {
         bf16_runs("train-prior", "p", 8, 5e-3, 1e-3);
         bf16_runs("train-decoder", "d", 4, 2e-2, 1e-2);
+    }
+    if (part_on("profile")) {
+        profile_runs("train-prior", "p", 2);
+        profile_runs("train-decoder", "d", 1);
     }
     part_end();
     if (!k22_test_failures) tf_sh("rm -rf %s", dir);

@@ -178,4 +178,19 @@ k22_emu_launcher<P...> k22_emu_launch(void (*k)(P...), dim3 g, dim3 b, size_t sh
 }
 
 #endif /* __cplusplus */
+
+/* ---- events (the profiler's timer, src/backend/cuda/timer.cu) ----
+ * Launches are synchronous here, so an event takes the host clock when it is recorded. */
+#ifdef __cplusplus
+extern "C" {
+#endif
+typedef struct k22_emu_event *cudaEvent_t;
+cudaError_t cudaEventCreate(cudaEvent_t *e);
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s);
+cudaError_t cudaEventSynchronize(cudaEvent_t e);
+cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end);
+cudaError_t cudaEventDestroy(cudaEvent_t e);
+#ifdef __cplusplus
+}
+#endif
 #endif

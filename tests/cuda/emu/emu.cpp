@@ -567,3 +567,35 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
     k22_emu_close();
     return CUBLAS_STATUS_SUCCESS;
 }
+
+/* ---- events (cuda_runtime.h): the host clock at record; unrecorded events are an error, as on a
+ * GPU ---- */
+#include <time.h>
+struct k22_emu_event {
+    double t;
+    int recorded;
+};
+cudaError_t cudaEventCreate(cudaEvent_t *e) {
+    *e = new k22_emu_event{0, 0};
+    return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    e->t = (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+    e->recorded = 1;
+    return cudaSuccess;
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+    return e->recorded ? cudaSuccess : cudaErrorInvalidValue;
+}
+cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end) {
+    if (!start->recorded || !end->recorded)
+        return cudaErrorInvalidValue;
+    *ms = (float)(1e3 * (end->t - start->t));
+    return cudaSuccess;
+}
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+    delete e;
+    return cudaSuccess;
+}
