@@ -1423,6 +1423,46 @@ static void test_conv_views(const char *tag)
     prec_set(K22_PREC_FP32);
 }
 
+/* Gradient accumulation across micro-batches on cuDNN: dw (and dbias) from 0 over micro-batch 1
+ * gives c1, over micro-batch 2 gives c2, and micro-batch 2 accumulated onto c1 must give exactly
+ * c1 + c2 rounded once: what 2 ranks x 1 step add in their all-reduce, so 1 rank x 2 accumulation
+ * steps matches them bit for bit (conv_cudnn.cu stages dw for that). In fp32 and bf16. The
+ * im2col path accumulates each sample's GEMM into dw in turn, so it promises this only to the
+ * sum order: skipped there. */
+static void test_conv_accumulate(const char *tag)
+{
+    if (strncmp(k22_backend_conv_impl(gpu, NULL, NULL), "cudnn", 5) != 0) return;
+    const k22_conv2d_desc *d = &conv_cases[0].d;
+    int64_t nx = (int64_t)d->B * d->C * d->H * d->W, nw = (int64_t)d->O * d->C * d->KH * d->KW;
+    int64_t ny = (int64_t)d->B * d->O * k22_conv2d_out_h(d) * k22_conv2d_out_w(d);
+    const k22_precision precs[2] = {K22_PREC_FP32, K22_PREC_BF16};
+    for (int pi = 0; pi < 2; pi++) {
+        if (!prec_set(precs[pi])) continue;
+        pair x1 = pair_rand(nx, 1401, -1, 1), x2 = pair_rand(nx, 1402, -1, 1);
+        pair dy1 = pair_rand(ny, 1403, -1, 1), dy2 = pair_rand(ny, 1404, -1, 1);
+        pair w = pair_rand(nw, 1405, -1, 1);
+        float *zw = k22_xcalloc((size_t)nw + d->O, sizeof(float));
+        float *g1 = dev_of(zw, nw + d->O), *g2 = dev_of(zw, nw + d->O);
+        gpu->conv2d_bwd(gpu->ctx, NULL, g1, g1 + nw, dy1.d, x1.d, w.d, d);
+        gpu->conv2d_bwd(gpu->ctx, NULL, g2, g2 + nw, dy2.d, x2.d, w.d, d);
+        float *c1 = dev_fetch(g1, nw + d->O), *c2 = dev_fetch(g2, nw + d->O);
+        gpu->conv2d_bwd(gpu->ctx, NULL, g1, g1 + nw, dy2.d, x2.d, w.d, d); /* onto c1 */
+        float *acc = dev_fetch(g1, nw + d->O);
+        int64_t bad = 0;
+        for (int64_t i = 0; i < nw + d->O; i++) {
+            float want = c1[i] + c2[i];
+            bad += memcmp(&acc[i], &want, sizeof want) != 0;
+        }
+        CHECK_MSG(bad == 0, "%s conv2d dw, dbias accumulated over 2 micro-batches%s: %lld of %lld "
+                  "values are not c1 + c2 bit for bit", prec_tag(precs[pi]), tag, (long long)bad,
+                  (long long)(nw + d->O));
+        pair_free(&x1), pair_free(&x2), pair_free(&dy1), pair_free(&dy2), pair_free(&w);
+        gpu->free(gpu->ctx, g1), gpu->free(gpu->ctx, g2);
+        free(zw), free(c1), free(c2), free(acc);
+    }
+    prec_set(K22_PREC_FP32);
+}
+
 /* K22_CUDA_CONV and the fallback. A bad value is refused; under the emulator (K22_CUDA_EMU), whose
  * K22_EMU_CUDNN breaks its cuDNN on purpose (tests/cuda/emu/cudnn.h), a cuDNN that cannot be
  * created, fails a call or computes wrong numbers in the creation self-test makes auto fall back
@@ -1541,6 +1581,7 @@ int main(void)
         CHECK_MSG(strncmp(tag, " [cudnn", 7) == 0, "the default convolutions are%s", tag);
     test_conv2d(tag);
     test_conv_views(tag);
+    test_conv_accumulate(tag);
     test_norms();
     test_softmax();
     test_attention("");

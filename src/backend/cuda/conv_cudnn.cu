@@ -7,8 +7,9 @@
  *
  * Precision. fp32 runs cuDNN's FLOAT config (x, w, y and the compute type FLOAT) with
  * CUDNN_FMA_MATH, which keeps cuDNN to FMA kernels: CUDNN_DEFAULT_MATH permits TF32 on Ampere
- * and later, and k22's fp32 contract is no TF32. Results go straight to the destination, the
- * backward ones blended with beta = 1 (dst = conv + dst in fp32).
+ * and later, and k22's fp32 contract is no TF32. y goes straight to its destination and dx is
+ * blended into it with beta = 1 (dx = conv + dx in fp32); dw goes through scratch and one fp32
+ * add (k22_cudnn_run says why).
  * bf16/fp16 round x, w and dy to 16 bits into scratch (matmul.cu's packing kernel) and run the
  * PSEUDO_BFLOAT16 / PSEUDO_HALF config (16-bit tensors, FLOAT compute type: fp32 accumulation)
  * with tensor-op math. cuDNN's legacy configurations give the output tensor the inputs' type
@@ -363,25 +364,30 @@ static size_t k22_cudnn_align(size_t n)
     return (n + 255) / 256 * 256;
 }
 
-/* The op scratch for one conv op: [workspace (ws bytes) | b16 | a16 | o16], the 16-bit buffers
- * (nb, na, no values, each 256-byte aligned) only under bf16/fp16, else NULL. */
+/* The op scratch for one conv op. bf16/fp16: [workspace (ws bytes) | b16 | a16 | o16] (nb, na, no
+ * 16-bit values, each part 256-byte aligned); fp32: [workspace | o32] (nw32 floats: the weight
+ * gradient's staging, k22_cudnn_run). Parts not used are NULL. */
 typedef struct {
     uint8_t *ws;
     uint16_t *b16, *a16, *o16;
+    float *o32;
 } k22_cudnn_bufs;
 
 static k22_cudnn_bufs k22_cudnn_scratch(k22_cuda_ctx *ctx, size_t ws, int64_t nb, int64_t na,
-                                        int64_t no)
+                                        int64_t no, int64_t nw32)
 {
-    k22_cudnn_bufs u = {NULL, NULL, NULL, NULL};
-    if (!k22_cudnn_lowp(ctx->precision)) {
-        if (ws) u.ws = (uint8_t *)k22_cuda_scratch(ctx, ws);
-        return u;
-    }
+    k22_cudnn_bufs u = {NULL, NULL, NULL, NULL, NULL};
+    int lowp = k22_cudnn_lowp(ctx->precision);
     size_t off_b = k22_cudnn_align(ws), off_a = off_b + k22_cudnn_align(nb * 2);
     size_t off_o = off_a + k22_cudnn_align(na * 2);
-    uint8_t *s = (uint8_t *)k22_cuda_scratch(ctx, off_o + no * 2);
+    size_t bytes = lowp ? off_o + no * 2 : off_b + nw32 * sizeof(float);
+    if (!bytes) return u;
+    uint8_t *s = (uint8_t *)k22_cuda_scratch(ctx, bytes);
     u.ws = ws ? s : NULL;
+    if (!lowp) {
+        u.o32 = nw32 ? (float *)(s + off_b) : NULL;
+        return u;
+    }
     u.b16 = (uint16_t *)(s + off_b), u.a16 = (uint16_t *)(s + off_a);
     u.o16 = (uint16_t *)(s + off_o);
     return u;
@@ -412,8 +418,12 @@ static cudnnStatus_t k22_cudnn_call(k22_cuda_ctx *ctx, const struct k22_cudnn_pl
 
 /* Direction dir into its fp32 destination dst (nout values): forward overwrites (and adds the
  * bias), backward accumulates. fp32: cuDNN reads a and b and blends into dst (beta 0 forward, 1
- * backward). 16-bit: b is already rounded into u->b16; a (na values) is rounded into u->a16, the
- * result goes to u->o16 with beta 0 and is widened into dst. */
+ * backward data), except the weight gradient, which cuDNN writes to u->o32 (beta 0) and one
+ * fp32 add puts into dw, as the 16-bit path and dbias do: a micro-batch then adds exactly one
+ * rounded sum to a weight gradient whatever order cuDNN blends in, so 1 rank x 2 accumulation
+ * steps gives the bits of 2 ranks x 1, whose all-reduce adds the same two sums. 16-bit: b is
+ * already rounded into u->b16; a (na values) is rounded into u->a16, the result goes to u->o16
+ * with beta 0 and is widened into dst. */
 static cudnnStatus_t k22_cudnn_run(k22_cuda_ctx *ctx, const struct k22_cudnn_plan *p, int dir,
                                    const float *a, int64_t na, const float *b, float *dst,
                                    int64_t nout, const float *bias, const k22_cudnn_bufs *u)
@@ -422,6 +432,11 @@ static cudnnStatus_t k22_cudnn_run(k22_cuda_ctx *ctx, const struct k22_cudnn_pla
     int64_t P = (int64_t)k22_conv2d_out_h(d) * k22_conv2d_out_w(d);
     int acc = dir != K22_CONV_FWD;
     cudnnStatus_t s;
+    if (!k22_cudnn_lowp(ctx->precision) && dir == K22_CONV_BWD_FILTER) {
+        s = k22_cudnn_call(ctx, p, dir, a, b, 0.0f, u->o32, u->ws);
+        if (s == CUDNN_STATUS_SUCCESS) k22_cuda_add(ctx, dst, dst, u->o32, nout);
+        return s;
+    }
     if (!k22_cudnn_lowp(ctx->precision)) {
         s = k22_cudnn_call(ctx, p, dir, a, b, acc ? 1.0f : 0.0f, dst, u->ws);
         if (s == CUDNN_STATUS_SUCCESS && bias) k22_cuda_conv_bias_add(ctx, dst, bias, d->B, d->O, P);
@@ -448,7 +463,7 @@ cudnnStatus_t k22_cudnn_conv_fwd(k22_cuda_ctx *ctx, float *y, const float *x, co
     if (s != CUDNN_STATUS_SUCCESS || p->dir[K22_CONV_FWD].state < 0) return s;
     int64_t nx, nw, ny;
     k22_cudnn_counts(d, &nx, &nw, &ny);
-    k22_cudnn_bufs u = k22_cudnn_scratch(ctx, p->dir[K22_CONV_FWD].ws, nw, nx, ny);
+    k22_cudnn_bufs u = k22_cudnn_scratch(ctx, p->dir[K22_CONV_FWD].ws, nw, nx, ny, 0);
     if (lowp) k22_cuda_round_lowp(ctx, u.b16, w, nw);
     s = k22_cudnn_run(ctx, p, K22_CONV_FWD, x, nx, w, y, ny, bias, &u);
     *done = s == CUDNN_STATUS_SUCCESS;
@@ -480,7 +495,7 @@ cudnnStatus_t k22_cudnn_conv_bwd(k22_cuda_ctx *ctx, float *dx, float *dw, const 
     size_t ws = 0;
     if (want_dx) ws = cd->ws, na = nw, no = nx;
     if (want_dw) ws = cf->ws > ws ? cf->ws : ws, na = nx > na ? nx : na, no = nw > no ? nw : no;
-    k22_cudnn_bufs u = k22_cudnn_scratch(ctx, ws, ny, na, no);
+    k22_cudnn_bufs u = k22_cudnn_scratch(ctx, ws, ny, na, no, want_dw ? nw : 0);
     if (lowp) k22_cuda_round_lowp(ctx, u.b16, dy, ny);
     if (want_dx) {
         s = k22_cudnn_run(ctx, p, K22_CONV_BWD_DATA, w, nw, dy, dx, nx, NULL, &u);
