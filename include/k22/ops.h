@@ -69,6 +69,10 @@ typedef struct {
  * is rounded to that type (to nearest even; fp16 overflows to inf past 65504, which the fp16
  * loss scaler then sees) and the products are accumulated and returned in fp32, which is what
  * a bf16/fp16 GEMM with fp32 output does on tensor cores; bias, alpha and beta stay fp32.
+ * One exception: conv2d on the CUDA backend's cuDNN path (k22_backend_conv_impl) also rounds
+ * its result once to that type, as torch autocast does (cuDNN's legacy API has no 16-bit input
+ * with fp32 output): y before the fp32 bias is added, and the dx and dw contributions before
+ * they are accumulated in fp32; the im2col path and the cpu backend return the fp32 sums.
  * Every other op, the weights and the optimizer state stay fp32. The cpu backend emulates the
  * rounding (for checking a run's numerics, not for speed); cpu-ref computes in fp32 only. */
 typedef enum { K22_PREC_FP32 = 0, K22_PREC_BF16, K22_PREC_FP16, K22_PREC_COUNT } k22_precision;
@@ -282,6 +286,14 @@ k22_backend *k22_backend_cpu_new(int reference);
 /* CUDA backend (src/backend/cuda); NULL with a message in err when built without CUDA or no
  * device is usable. */
 k22_backend *k22_backend_cuda_new(int device, k22_err *err);
+/* The convolution implementation of a CUDA backend, chosen at its creation by the environment
+ * variable K22_CUDA_CONV (auto, the default: cuDNN when usable, else im2col with one line on
+ * stderr; cudnn; im2col): "cudnn <version>" or "im2col"; NULL for other backends. *n_cudnn and
+ * *n_im2col (either may be NULL) get how many conv directions (forward, backward data, backward
+ * filter) each implementation has run since creation: a cudnn backend still runs as im2col what
+ * cuDNN cannot take (padding it cannot express, tensors of 2^31 elements, misaligned fp32
+ * pointers, no deterministic algorithm). */
+const char *k22_backend_conv_impl(const k22_backend *be, int64_t *n_cudnn, int64_t *n_im2col);
 
 /* By name: "cpu-ref", "cpu", "cuda", "cuda:N". NULL with err set when unknown/unavailable.
  * Plain "cuda" is the GPU of the rank's local rank (dist.h, k22_dist_gpu_pick). */

@@ -1,5 +1,6 @@
-/* backend.c: choosing a backend by name, freeing it, conv2d output geometry, and global
- * gradient-norm clipping written once over the op table (torch clip_grad_norm_ semantics).
+/* backend.c: choosing a backend by name, freeing it, conv2d output geometry, which convolution
+ * a CUDA backend runs, and global gradient-norm clipping written once over the op table (torch
+ * clip_grad_norm_ semantics).
  * Plain "cuda" takes the GPU of the rank's local rank (k22_dist_gpu_pick, src/dist/device.c). */
 #include <errno.h>
 #include <math.h>
@@ -24,7 +25,21 @@ k22_backend *k22_backend_cuda_new(int device, k22_err *err)
     k22_err_set(err, K22_ERR_UNSUPPORTED, "this k22 was built without CUDA; build with make cuda");
     return NULL;
 }
+#else
+/* src/backend/cuda/cuda_backend.cu */
+const char *k22_cuda_conv_impl(void *ctx, int64_t *n_cudnn, int64_t *n_im2col);
 #endif
+
+const char *k22_backend_conv_impl(const k22_backend *be, int64_t *n_cudnn, int64_t *n_im2col)
+{
+    if (n_cudnn) *n_cudnn = 0;
+    if (n_im2col) *n_im2col = 0;
+#ifdef K22_HAVE_CUDA
+    if (be && be->dev == K22_DEV_CUDA) return k22_cuda_conv_impl(be->ctx, n_cudnn, n_im2col);
+#endif
+    (void)be;
+    return NULL;
+}
 
 /* "cuda" is -1 (the local rank's GPU, picked later); "cuda:N" needs N a plain non-negative
  * decimal integer. */

@@ -166,6 +166,8 @@ static void print_plan(const k22_run *r)
     printf("k22: optimizer state (AdamW moments%s) per rank: %lld bytes with --zero_stage 1, %lld bytes with "
            "--zero_stage 0 (this run: %lld)\n", op->S ? " + EMA" : "", (long long)k22_optim_state_bytes(op, 1),
            (long long)k22_optim_state_bytes(op, 0), (long long)k22_optim_state_bytes(op, op->zero));
+    const char *conv = k22_backend_conv_impl(r->be, NULL, NULL); /* NULL: not a CUDA backend */
+    if (conv) printf("k22: convolutions on %s (K22_CUDA_CONV)\n", conv);
     fflush(stdout);
 }
 

@@ -1,13 +1,16 @@
 /* test_cuda_ops.c: every op the CUDA backend implements, against the CPU reference (cpu-ref:
  * plain loops, sums in double) on random inputs, with a tolerance stated per case; and the
  * GEMM-class ops under bf16/fp16 (k22_precision) against cpu-ref on rounded operands and
- * against the cpu backend at the same precision (test_precision).
+ * against the cpu backend at the same precision (test_precision). The convolutions run on each
+ * implementation (the default, cuDNN where usable; im2col; im2col in bands), and each case says
+ * which one ran each direction.
  *
  * Without a usable CUDA device (no GPU, or a build without CUDA) it says why and exits 0, unless
  * K22_REQUIRE_CUDA is set (to anything but "" or "0"): then it exits 1, so a GPU job that lost
- * its GPU cannot pass silently. Every entry of the table must be filled (issue 9); each op is
- * checked forward and backward on several shapes, odd sizes included, with backward gradients
- * starting non-zero (they must accumulate). K22_TEST_VERBOSE=1 prints every case's max error. */
+ * its GPU cannot pass silently (nor one whose cuDNN fell back to im2col). Every entry of the
+ * table must be filled (issue 9); each op is checked forward and backward on several shapes, odd
+ * sizes included, with backward gradients starting non-zero (they must accumulate).
+ * K22_TEST_VERBOSE=1 prints every case's max error. */
 #include "cuda/cuda_backend_or_skip.h"
 #include "harness/harness.h"
 #include "k22/ops.h"
@@ -367,6 +370,7 @@ static void test_adamw(void)
         float *g = host_rand(n, 90 + s, -0.1f, 0.1f);
         float *gg = dev_of(g, n);
         h.step = s;
+        h.grad_scale = s == 2 ? 1.0f : 0.61f; /* the clip coefficient, read with g */
         ref->adamw_step(ref->ctx, p, g, m, v, n, &h);
         gpu->adamw_step(gpu->ctx, gp, gg, gm, gv, n, &h);
         gpu->free(gpu->ctx, gg);
@@ -410,13 +414,29 @@ static int pair_check(const char *what, const pair *p, double atol, double rtol)
     return ok;
 }
 
-/* ---- conv2d ---- */
+/* ---- conv2d ----
+ * Every case runs on each convolution implementation of the CUDA backend (main: the default,
+ * cuDNN where usable; K22_CUDA_CONV=im2col; im2col in bands) and prints which one ran each
+ * direction: a cudnn backend still sends what cuDNN cannot take to im2col. */
 
 typedef struct {
     k22_conv2d_desc d;
     int bias;
     double atol, rtol;
 } conv_case;
+
+/* The conv directions each implementation has run since the last call (k22_backend_conv_impl's
+ * counts): "cudnn", "im2col", "cudnn+im2col" or "none". */
+static const char *conv_ran(void)
+{
+    static int64_t last_c, last_i;
+    int64_t c, i;
+    k22_backend_conv_impl(gpu, &c, &i);
+    if (c < last_c || i < last_i) last_c = last_i = 0; /* a new backend */
+    int dc = c > last_c, di = i > last_i;
+    last_c = c, last_i = i;
+    return dc && di ? "cudnn+im2col" : dc ? "cudnn" : di ? "im2col" : "none";
+}
 
 static void test_conv_case(const conv_case *c, const char *tag)
 {
@@ -429,15 +449,18 @@ static void test_conv_case(const conv_case *c, const char *tag)
     pair y = pair_rand(ny, 104, -1, 1), dy = pair_rand(ny, 105, -1, 1);
     pair dx = pair_rand(nx, 106, -1, 1), dw = pair_rand(nw, 107, -1, 1);
     pair db = pair_rand(d->O, 108, -1, 1);
-    char what[200], geo[120];
+    char what[200], geo[120], ran[3][16];
     snprintf(geo, sizeof geo, "B%d C%d %dx%d O%d k%dx%d s%d,%d p%d,%d,%d,%d%s", d->B, d->C, d->H,
              d->W, d->O, d->KH, d->KW, d->SH, d->SW, d->PT, d->PB, d->PL, d->PR, tag);
+    conv_ran();
     ref->conv2d_fwd(ref->ctx, y.h, x.h, w.h, c->bias ? b.h : NULL, d);
     gpu->conv2d_fwd(gpu->ctx, y.d, x.d, w.d, c->bias ? b.d : NULL, d);
+    snprintf(ran[0], sizeof ran[0], "%s", conv_ran());
     snprintf(what, sizeof what, "conv2d_fwd %s", geo);
     pair_check(what, &y, c->atol, c->rtol);
     ref->conv2d_bwd(ref->ctx, dx.h, dw.h, c->bias ? db.h : NULL, dy.h, x.h, w.h, d);
     gpu->conv2d_bwd(gpu->ctx, dx.d, dw.d, c->bias ? db.d : NULL, dy.d, x.d, w.d, d);
+    snprintf(ran[1], sizeof ran[1], "%s", conv_ran());
     snprintf(what, sizeof what, "conv2d_bwd dx %s", geo);
     pair_check(what, &dx, c->atol, c->rtol);
     snprintf(what, sizeof what, "conv2d_bwd dw %s", geo);
@@ -447,9 +470,11 @@ static void test_conv_case(const conv_case *c, const char *tag)
     /* Only dx: the skipped gradients stay as they were. */
     ref->conv2d_bwd(ref->ctx, dx.h, NULL, NULL, dy.h, x.h, w.h, d);
     gpu->conv2d_bwd(gpu->ctx, dx.d, NULL, NULL, dy.d, x.d, w.d, d);
+    snprintf(ran[2], sizeof ran[2], "%s", conv_ran());
     snprintf(what, sizeof what, "conv2d_bwd dx only %s", geo);
     pair_check(what, &dx, 2 * c->atol, c->rtol);
     pair_check("conv2d_bwd dw untouched by a dx-only call", &dw, c->atol, c->rtol);
+    printf("conv2d %s: forward %s, backward %s, dx only %s\n", geo, ran[0], ran[1], ran[2]);
     pair_free(&x), pair_free(&w), pair_free(&b), pair_free(&y), pair_free(&dy);
     pair_free(&dx), pair_free(&dw), pair_free(&db);
 }
@@ -457,7 +482,10 @@ static void test_conv_case(const conv_case *c, const char *tag)
 /* Inputs in [-1, 1]. Every output is an fp32 sum of L products (L = C*KH*KW forward, O*KH*KW for
  * dx, B*OH*OW for dw and dbias; at most ~300 here) against the reference's double sum; its
  * error is about sqrt(L) * 2^-24 * max|partial sum| < 1e-5, so 5e-5 absolute and 1e-4
- * relative hold with margin while a wrong tap or a lost accumulation is off by ~0.1 or more. */
+ * relative hold with margin while a wrong tap or a lost accumulation is off by ~0.1 or more.
+ * The same on both implementations: cuDNN's fp32 runs FMA kernels, no TF32 (which would be off by
+ * ~1e-3 here). cuDNN pads symmetrically: the (0,1,0,1) case on odd sizes is one it takes (the
+ * extra row and column are never read), on even sizes and the uneven case it cannot (im2col). */
 static const conv_case conv_cases[] = {
     {{2, 5, 9, 7, 6, 3, 3, 1, 1, 1, 1, 1, 1}, 1, 5e-5, 1e-4},  /* 3x3 same, odd sizes */
     {{2, 4, 8, 10, 3, 3, 3, 2, 2, 0, 1, 0, 1}, 1, 5e-5, 1e-4}, /* diffusers' (0,1,0,1) downsample */
@@ -465,6 +493,8 @@ static const conv_case conv_cases[] = {
     {{1, 4, 7, 7, 5, 1, 1, 2, 2, 0, 0, 0, 0}, 0, 5e-5, 1e-4},  /* 1x1 strided: im2col path */
     {{1, 3, 11, 13, 4, 4, 4, 2, 2, 1, 1, 1, 1}, 0, 5e-5, 1e-4}, /* 4x4, stride 2 */
     {{2, 3, 6, 5, 2, 3, 1, 1, 2, 2, 0, 0, 1}, 1, 5e-5, 1e-4},  /* rectangular, uneven padding */
+    {{1, 3, 9, 11, 4, 3, 3, 2, 2, 0, 1, 0, 1}, 1, 5e-5, 1e-4}, /* (0,1,0,1), odd: cuDNN takes it */
+    {{2, 3, 7, 6, 4, 3, 3, 1, 1, 2, 2, 0, 0}, 1, 5e-5, 1e-4},  /* padding differs by axis */
 };
 
 static void test_conv2d(const char *tag)
@@ -1127,6 +1157,45 @@ static void test_prec_linear_case(int N, int I, int O, k22_precision p)
     free(xr), free(wr), free(dyr), free(yf), free(dxf), free(dwf), free(dbf);
 }
 
+/* The unit roundoff of p's 16-bit type: the largest relative error of one rounding. */
+static double prec_unit(k22_precision p)
+{
+    return p == K22_PREC_BF16 ? 0x1p-8 : 0x1p-11;
+}
+
+/* got against want, where want holds conv (the convolution's own result: the sum before the bias,
+ * or what backward adds to the gradient) plus fp32 terms. Per element
+ * |got - want| <= atol + rtol*|want| + u*|conv|: u = 0 where the result is an fp32 sum, the unit
+ * roundoff where cuDNN rounded it once to 16 bits (conv NULL: no such term). Counts one check;
+ * prints the worst element, as a fraction of its bound, on failure or under K22_TEST_VERBOSE. */
+static int check_conv_out(const char *what, const float *got, const float *want, const float *conv,
+                          int64_t n, double atol, double rtol, double u)
+{
+    double worst = 0, max_abs = 0;
+    int64_t wi = 0, bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double e = fabs((double)got[i] - want[i]);
+        double tol = atol + rtol * fabs((double)want[i]) + (conv ? u * fabs((double)conv[i]) : 0);
+        double r = isnan(e) ? INFINITY : tol > 0 ? e / tol : e > 0 ? INFINITY : 0;
+        if (!(e <= tol)) bad++;
+        if (r > worst) worst = r, wi = i;
+        if (e > max_abs) max_abs = e;
+    }
+    k22_test_checks++;
+    if (bad) k22_test_failures++;
+    if (bad || getenv("K22_TEST_VERBOSE"))
+        fprintf(stderr, "%s %s: %lld of %lld elements outside atol %g rtol %g + %g |conv|; max "
+                "abs err %g; worst [%lld] got %.9g want %.9g conv %.9g (%.3f of its bound)\n",
+                bad ? "FAIL" : "ok", what, (long long)bad, (long long)n, atol, rtol, u, max_abs,
+                (long long)wi, n ? (double)got[wi] : 0.0, n ? (double)want[wi] : 0.0,
+                n && conv ? (double)conv[wi] : 0.0, worst);
+    return !bad;
+}
+
+/* A conv case at precision p (tolerances: the fp32 case's, see conv_cases, as the section
+ * comment says; plus, on the cudnn path, one rounding of each conv result to 16 bits: u|conv|
+ * with u = 2^-8 bf16, 2^-11 fp16, which a wrong tap or a lost accumulation still exceeds by far).
+ * The backward runs dx, then dw with dbias, so the test knows which implementation ran each. */
 static void test_prec_conv_case(const conv_case *c, const char *tag, k22_precision p)
 {
     const k22_conv2d_desc *d = &c->d;
@@ -1140,33 +1209,49 @@ static void test_prec_conv_case(const conv_case *c, const char *tag, k22_precisi
     float *xr = pair_rounded(&x, p), *wr = pair_rounded(&w, p), *dyr = pair_rounded(&dy, p);
     float *yf = host_dup(y.h, ny), *dxf = host_dup(dx.h, nx), *dwf = host_dup(dw.h, nw);
     float *dbf = host_dup(db.h, d->O);
+    float *cy = k22_xcalloc((size_t)ny, sizeof(float)), *cdx = k22_xcalloc((size_t)nx, sizeof(float));
+    float *cdw = k22_xcalloc((size_t)nw, sizeof(float));
     const float *bh = c->bias ? b.h : NULL;
+    const char *ran[4];
+    /* The convolutions' own results (what the cudnn path rounds): from zero, without bias. */
+    ref->conv2d_fwd(ref->ctx, cy, xr, wr, NULL, d);
+    ref->conv2d_bwd(ref->ctx, cdx, cdw, NULL, dyr, xr, wr, d);
     ref->conv2d_fwd(ref->ctx, y.h, xr, wr, bh, d);
     fast->conv2d_fwd(fast->ctx, yf, x.h, w.h, bh, d);
+    conv_ran();
     gpu->conv2d_fwd(gpu->ctx, y.d, x.d, w.d, c->bias ? b.d : NULL, d);
+    ran[0] = conv_ran();
     ref->conv2d_bwd(ref->ctx, dx.h, dw.h, NULL, dyr, xr, wr, d);
     if (c->bias) ref->conv2d_bwd(ref->ctx, NULL, NULL, db.h, dy.h, x.h, w.h, d);
     fast->conv2d_bwd(fast->ctx, dxf, dwf, c->bias ? dbf : NULL, dy.h, x.h, w.h, d);
-    gpu->conv2d_bwd(gpu->ctx, dx.d, dw.d, c->bias ? db.d : NULL, dy.d, x.d, w.d, d);
+    gpu->conv2d_bwd(gpu->ctx, dx.d, NULL, NULL, dy.d, x.d, w.d, d);
+    ran[1] = conv_ran();
+    gpu->conv2d_bwd(gpu->ctx, NULL, dw.d, c->bias ? db.d : NULL, dy.d, x.d, w.d, d);
+    ran[2] = conv_ran();
+    ran[3] = "fp32 kernel"; /* dbias: conv.cu's reduction on both paths, never rounded */
     const pair *outs[4] = {&y, &dx, &dw, &db};
-    const float *fasts[4] = {yf, dxf, dwf, dbf};
+    const float *fasts[4] = {yf, dxf, dwf, dbf}, *convs[4] = {cy, cdx, cdw, NULL};
     const char *names[4] = {"conv2d_fwd y", "conv2d_bwd dx", "conv2d_bwd dw", "conv2d_bwd dbias"};
-    char what[240];
+    char what[260], geo[120];
+    snprintf(geo, sizeof geo, "B%d C%d %dx%d O%d k%dx%d s%d,%d p%d,%d,%d,%d%s", d->B, d->C, d->H,
+             d->W, d->O, d->KH, d->KW, d->SH, d->SW, d->PT, d->PB, d->PL, d->PR, tag);
     for (int i = 0; i < 4; i++) {
         float *got = dev_fetch(outs[i]->d, outs[i]->n);
-        snprintf(what, sizeof what, "%s %s B%d C%d %dx%d O%d k%dx%d s%d,%d%s vs cpu-ref on rounded",
-                 prec_tag(p), names[i], d->B, d->C, d->H, d->W, d->O, d->KH, d->KW, d->SH, d->SW,
-                 tag);
-        k22_check_close(what, got, outs[i]->h, outs[i]->n, c->atol, c->rtol);
-        snprintf(what, sizeof what, "%s %s B%d C%d %dx%d O%d k%dx%d s%d,%d%s vs cpu %s",
-                 prec_tag(p), names[i], d->B, d->C, d->H, d->W, d->O, d->KH, d->KW, d->SH, d->SW,
-                 tag, prec_tag(p));
-        k22_check_close(what, got, fasts[i], outs[i]->n, 2 * c->atol, 2 * c->rtol);
+        double u = strcmp(ran[i], "cudnn") == 0 ? prec_unit(p) : 0;
+        snprintf(what, sizeof what, "%s %s %s on %s vs cpu-ref on rounded", prec_tag(p), names[i],
+                 geo, ran[i]);
+        check_conv_out(what, got, outs[i]->h, convs[i], outs[i]->n, c->atol, c->rtol, u);
+        snprintf(what, sizeof what, "%s %s %s on %s vs cpu %s", prec_tag(p), names[i], geo,
+                 ran[i], prec_tag(p));
+        check_conv_out(what, got, fasts[i], convs[i], outs[i]->n, 2 * c->atol, 2 * c->rtol, u);
         free(got);
     }
+    printf("%s conv2d %s: forward %s, backward data %s, backward filter %s\n", prec_tag(p), geo,
+           ran[0], ran[1], ran[2]);
     pair_free(&x), pair_free(&w), pair_free(&b), pair_free(&y), pair_free(&dy);
     pair_free(&dx), pair_free(&dw), pair_free(&db);
     free(xr), free(wr), free(dyr), free(yf), free(dxf), free(dwf), free(dbf);
+    free(cy), free(cdx), free(cdw);
 }
 
 /* Attention at precision p against the cpu backend at p. Both round the same GEMM operands:
@@ -1228,10 +1313,12 @@ static void test_prec_attention_case(const attn_case *c, const char *tag, k22_pr
     free(keep);
 }
 
-/* Every GEMM-class op at bf16 and fp16; then fp32 again, which must be bit for bit what it was
- * before (a matmul checked against a run made before any precision was set). `full`: matmul
- * and linear too (the chunked backend reruns only conv and attention). */
-static void test_precision(const char *tag, int full)
+/* Every GEMM-class op at bf16 and fp16 (`parts`: PREC_GEMMS for matmul and linear, PREC_CONV,
+ * PREC_ATTN; the other backends rerun only what differs on them); then fp32 again, which must be
+ * bit for bit what it was before (a matmul checked against a run made before any precision was
+ * set). */
+enum { PREC_GEMMS = 1, PREC_CONV = 2, PREC_ATTN = 4 };
+static void test_precision(const char *tag, int parts)
 {
     const k22_precision precs[2] = {K22_PREC_BF16, K22_PREC_FP16};
     const int M = 37, N = 19, K = 53;
@@ -1243,15 +1330,15 @@ static void test_precision(const char *tag, int full)
     for (int i = 0; i < 2; i++) {
         k22_precision p = precs[i];
         if (!prec_set(p)) continue;
-        if (full) {
+        if (parts & PREC_GEMMS) {
             test_prec_matmul(p);
             test_prec_linear_case(33, 65, 47, p);
             test_prec_linear_case(3000, 16, 70, p);
             if (p == K22_PREC_FP16) test_prec_fp16_overflow();
         }
-        for (size_t j = 0; j < sizeof conv_cases / sizeof conv_cases[0]; j++)
+        for (size_t j = 0; (parts & PREC_CONV) && j < sizeof conv_cases / sizeof conv_cases[0]; j++)
             test_prec_conv_case(&conv_cases[j], tag, p);
-        for (size_t j = 0; j < sizeof attn_cases / sizeof attn_cases[0]; j++)
+        for (size_t j = 0; (parts & PREC_ATTN) && j < sizeof attn_cases / sizeof attn_cases[0]; j++)
             test_prec_attention_case(&attn_cases[j], tag, p);
     }
     prec_set(K22_PREC_FP32);
@@ -1262,6 +1349,168 @@ static void test_precision(const char *tag, int full)
     k22_check_close(what, after, before, (int64_t)M * N, 0, 0);
     gpu->free(gpu->ctx, dA), gpu->free(gpu->ctx, dB), gpu->free(gpu->ctx, dC);
     free(A), free(B), free(before), free(after);
+}
+
+/* ---- conv2d: views, reruns, and the choice of implementation ---- */
+
+/* Convolution on views one float off 16-byte alignment (fp32 on a cudnn backend then runs as
+ * im2col: cuDNN's heuristics never see the pointers; bf16 reads aligned 16-bit copies), in fp32
+ * and bf16, checked as conv_cases; then every direction again: reruns give the same bits. */
+static void test_conv_views(const char *tag)
+{
+    const conv_case c = {{2, 5, 9, 7, 6, 3, 3, 1, 1, 1, 1, 1, 1}, 1, 5e-5, 1e-4};
+    const k22_conv2d_desc *d = &c.d;
+    int64_t nx = (int64_t)d->B * d->C * d->H * d->W, nw = (int64_t)d->O * d->C * d->KH * d->KW;
+    int64_t ny = (int64_t)d->B * d->O * k22_conv2d_out_h(d) * k22_conv2d_out_w(d);
+    const k22_precision precs[2] = {K22_PREC_FP32, K22_PREC_BF16};
+    for (int pi = 0; pi < 2; pi++) {
+        k22_precision p = precs[pi];
+        if (!prec_set(p)) continue;
+        pair x = pair_rand(nx + 1, 1301, -1, 1), w = pair_rand(nw + 1, 1302, -1, 1);
+        pair b = pair_rand(d->O, 1303, -1, 1), dy = pair_rand(ny + 1, 1305, -1, 1);
+        pair y = pair_rand(ny + 1, 1304, -1, 1), dx = pair_rand(nx + 1, 1306, -1, 1);
+        pair dw = pair_rand(nw + 1, 1307, -1, 1);
+        float *xr = pair_rounded(&x, p), *wr = pair_rounded(&w, p), *dyr = pair_rounded(&dy, p);
+        float *cy = k22_xcalloc((size_t)ny, sizeof(float));
+        float *cdx = k22_xcalloc((size_t)nx, sizeof(float));
+        float *cdw = k22_xcalloc((size_t)nw, sizeof(float));
+        float *dx0 = dev_fetch(dx.d, dx.n), *dw0 = dev_fetch(dw.d, dw.n);
+        ref->conv2d_fwd(ref->ctx, cy, xr + 1, wr + 1, NULL, d);
+        ref->conv2d_bwd(ref->ctx, cdx, cdw, NULL, dyr + 1, xr + 1, wr + 1, d);
+        ref->conv2d_fwd(ref->ctx, y.h + 1, xr + 1, wr + 1, b.h, d);
+        ref->conv2d_bwd(ref->ctx, dx.h + 1, dw.h + 1, NULL, dyr + 1, xr + 1, wr + 1, d);
+        const char *ran[3];
+        conv_ran();
+        gpu->conv2d_fwd(gpu->ctx, y.d + 1, x.d + 1, w.d + 1, b.d, d);
+        ran[0] = conv_ran();
+        gpu->conv2d_bwd(gpu->ctx, dx.d + 1, NULL, NULL, dy.d + 1, x.d + 1, w.d + 1, d);
+        ran[1] = conv_ran();
+        gpu->conv2d_bwd(gpu->ctx, NULL, dw.d + 1, NULL, dy.d + 1, x.d + 1, w.d + 1, d);
+        ran[2] = conv_ran();
+        const pair *outs[3] = {&y, &dx, &dw};
+        const float *convs[3] = {cy, cdx, cdw}, *firsts[3];
+        const char *names[3] = {"y", "dx", "dw"};
+        char what[200];
+        for (int i = 0; i < 3; i++) {
+            float *got = dev_fetch(outs[i]->d, outs[i]->n);
+            double u = p != K22_PREC_FP32 && strcmp(ran[i], "cudnn") == 0 ? prec_unit(p) : 0;
+            snprintf(what, sizeof what, "%s conv2d %s on views 4 bytes off alignment%s, on %s",
+                     prec_tag(p), names[i], tag, ran[i]);
+            check_conv_out(what, got + 1, outs[i]->h + 1, convs[i], outs[i]->n - 1, c.atol, c.rtol,
+                           u);
+            firsts[i] = got;
+        }
+        printf("%s conv2d on misaligned views%s: forward %s, backward data %s, backward filter "
+               "%s\n", prec_tag(p), tag, ran[0], ran[1], ran[2]);
+        /* Reruns: the same inputs and starting gradients give the same bits. */
+        gpu->to_device(gpu->ctx, dx.d, dx0, (size_t)dx.n * sizeof(float));
+        gpu->to_device(gpu->ctx, dw.d, dw0, (size_t)dw.n * sizeof(float));
+        gpu->conv2d_fwd(gpu->ctx, y.d + 1, x.d + 1, w.d + 1, b.d, d);
+        gpu->conv2d_bwd(gpu->ctx, dx.d + 1, NULL, NULL, dy.d + 1, x.d + 1, w.d + 1, d);
+        gpu->conv2d_bwd(gpu->ctx, NULL, dw.d + 1, NULL, dy.d + 1, x.d + 1, w.d + 1, d);
+        for (int i = 0; i < 3; i++) {
+            float *again = dev_fetch(outs[i]->d, outs[i]->n);
+            snprintf(what, sizeof what, "%s conv2d %s rerun is bit for bit the first run%s",
+                     prec_tag(p), names[i], tag);
+            CHECK_MSG(memcmp(again, firsts[i], (size_t)outs[i]->n * sizeof(float)) == 0, "%s",
+                      what);
+            free(again);
+            free((float *)firsts[i]);
+        }
+        pair_free(&x), pair_free(&w), pair_free(&b), pair_free(&y), pair_free(&dy);
+        pair_free(&dx), pair_free(&dw);
+        free(xr), free(wr), free(dyr), free(cy), free(cdx), free(cdw), free(dx0), free(dw0);
+    }
+    prec_set(K22_PREC_FP32);
+}
+
+/* Gradient accumulation across micro-batches on cuDNN: dw (and dbias) from 0 over micro-batch 1
+ * gives c1, over micro-batch 2 gives c2, and micro-batch 2 accumulated onto c1 must give exactly
+ * c1 + c2 rounded once: what 2 ranks x 1 step add in their all-reduce, so 1 rank x 2 accumulation
+ * steps matches them bit for bit (conv_cudnn.cu stages dw for that). In fp32 and bf16. The
+ * im2col path accumulates each sample's GEMM into dw in turn, so it promises this only to the
+ * sum order: skipped there. */
+static void test_conv_accumulate(const char *tag)
+{
+    if (strncmp(k22_backend_conv_impl(gpu, NULL, NULL), "cudnn", 5) != 0) return;
+    const k22_conv2d_desc *d = &conv_cases[0].d;
+    int64_t nx = (int64_t)d->B * d->C * d->H * d->W, nw = (int64_t)d->O * d->C * d->KH * d->KW;
+    int64_t ny = (int64_t)d->B * d->O * k22_conv2d_out_h(d) * k22_conv2d_out_w(d);
+    const k22_precision precs[2] = {K22_PREC_FP32, K22_PREC_BF16};
+    for (int pi = 0; pi < 2; pi++) {
+        if (!prec_set(precs[pi])) continue;
+        pair x1 = pair_rand(nx, 1401, -1, 1), x2 = pair_rand(nx, 1402, -1, 1);
+        pair dy1 = pair_rand(ny, 1403, -1, 1), dy2 = pair_rand(ny, 1404, -1, 1);
+        pair w = pair_rand(nw, 1405, -1, 1);
+        float *zw = k22_xcalloc((size_t)nw + d->O, sizeof(float));
+        float *g1 = dev_of(zw, nw + d->O), *g2 = dev_of(zw, nw + d->O);
+        gpu->conv2d_bwd(gpu->ctx, NULL, g1, g1 + nw, dy1.d, x1.d, w.d, d);
+        gpu->conv2d_bwd(gpu->ctx, NULL, g2, g2 + nw, dy2.d, x2.d, w.d, d);
+        float *c1 = dev_fetch(g1, nw + d->O), *c2 = dev_fetch(g2, nw + d->O);
+        gpu->conv2d_bwd(gpu->ctx, NULL, g1, g1 + nw, dy2.d, x2.d, w.d, d); /* onto c1 */
+        float *acc = dev_fetch(g1, nw + d->O);
+        int64_t bad = 0;
+        for (int64_t i = 0; i < nw + d->O; i++) {
+            float want = c1[i] + c2[i];
+            bad += memcmp(&acc[i], &want, sizeof want) != 0;
+        }
+        CHECK_MSG(bad == 0, "%s conv2d dw, dbias accumulated over 2 micro-batches%s: %lld of %lld "
+                  "values are not c1 + c2 bit for bit", prec_tag(precs[pi]), tag, (long long)bad,
+                  (long long)(nw + d->O));
+        pair_free(&x1), pair_free(&x2), pair_free(&dy1), pair_free(&dy2), pair_free(&w);
+        gpu->free(gpu->ctx, g1), gpu->free(gpu->ctx, g2);
+        free(zw), free(c1), free(c2), free(acc);
+    }
+    prec_set(K22_PREC_FP32);
+}
+
+/* K22_CUDA_CONV and the fallback. A bad value is refused; under the emulator (K22_CUDA_EMU), whose
+ * K22_EMU_CUDNN breaks its cuDNN on purpose (tests/cuda/emu/cudnn.h), a cuDNN that cannot be
+ * created, fails a call or computes wrong numbers in the creation self-test makes auto fall back
+ * to im2col (which must then compute right) and makes K22_CUDA_CONV=cudnn fail, naming why. */
+static void test_conv_select(void)
+{
+    static const struct {
+        const char *conv, *fault, *impl, *err;
+    } cases[] = {
+        {"bogus", "", NULL, "K22_CUDA_CONV='bogus'"},
+        {"im2col", "create", "im2col", NULL}, /* never touches cuDNN */
+        {"auto", "create", "im2col", NULL},
+        {"cudnn", "create", NULL, "cudnnCreate"},
+        {"auto", "run", "im2col", NULL},
+        {"cudnn", "run", NULL, "cudnnConvolutionForward"},
+        {"auto", "wrong", "im2col", NULL},
+        {"cudnn", "wrong", NULL, "self-test in fp32: y[0]"},
+    };
+    int emu = getenv("K22_CUDA_EMU") != NULL;
+    k22_backend *keep = gpu;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        if (cases[i].fault[0] && !emu) continue;
+        k22_err err;
+        k22_err_clear(&err);
+        setenv("K22_CUDA_CONV", cases[i].conv, 1);
+        setenv("K22_EMU_CUDNN", cases[i].fault, 1);
+        gpu = k22_backend_by_name("cuda", &err);
+        if (cases[i].err) {
+            CHECK_MSG(gpu == NULL && strstr(err.msg, cases[i].err) != NULL,
+                      "K22_CUDA_CONV=%s K22_EMU_CUDNN=%s: want a refusal naming '%s', got %s '%s'",
+                      cases[i].conv, cases[i].fault, cases[i].err, gpu ? "a backend" : "",
+                      err.msg);
+            printf("K22_CUDA_CONV=%s K22_EMU_CUDNN=%s refused: %s\n", cases[i].conv,
+                   cases[i].fault, err.msg);
+        } else {
+            const char *impl = gpu ? k22_backend_conv_impl(gpu, NULL, NULL) : "(none)";
+            CHECK_MSG(gpu && strcmp(impl, cases[i].impl) == 0,
+                      "K22_CUDA_CONV=%s K22_EMU_CUDNN=%s: want %s, got %s (%s)", cases[i].conv,
+                      cases[i].fault, cases[i].impl, impl, err.msg);
+            if (gpu) test_conv_case(&conv_cases[0], " (fallback)");
+        }
+        k22_backend_free(gpu);
+    }
+    if (!emu) printf("conv implementation fallback: skipped (needs the emulator's faults)\n");
+    unsetenv("K22_EMU_CUDNN");
+    unsetenv("K22_CUDA_CONV");
+    gpu = keep;
 }
 
 /* ---- the table itself ---- */
@@ -1308,6 +1557,7 @@ static void test_table_complete(void)
 int main(void)
 {
     int rc;
+    setvbuf(stdout, NULL, _IOLBF, 0); /* case lines in order with the failures on stderr */
     gpu = cuda_backend_or_skip("test_cuda_ops", &rc);
     if (!gpu) return rc;
     ref = k22_backend_cpu_new(1);
@@ -1320,7 +1570,19 @@ int main(void)
     test_sumsq();
     test_adamw();
     test_table_complete();
-    test_conv2d("");
+    /* Convolutions first on the default implementation (cuDNN where usable). */
+    char *conv_env = getenv("K22_CUDA_CONV") ? k22_xstrdup(getenv("K22_CUDA_CONV")) : NULL;
+    char tag[48];
+    snprintf(tag, sizeof tag, " [%s]", k22_backend_conv_impl(gpu, NULL, NULL));
+    printf("test_cuda_ops: convolutions on%s (K22_CUDA_CONV=%s)\n", tag,
+           conv_env ? conv_env : "unset: auto");
+    /* On the GPU machine and on the emulator cuDNN must work: a fallback there (its self-test
+     * failed) would leave the cudnn path untested while every check passes on im2col. */
+    if (!conv_env && (getenv("K22_REQUIRE_CUDA") || getenv("K22_CUDA_EMU")))
+        CHECK_MSG(strncmp(tag, " [cudnn", 7) == 0, "the default convolutions are%s", tag);
+    test_conv2d(tag);
+    test_conv_views(tag);
+    test_conv_accumulate(tag);
     test_norms();
     test_softmax();
     test_attention("");
@@ -1332,22 +1594,35 @@ int main(void)
     test_timestep_embed();
     test_mse();
     test_errors();
-    test_precision("", 1);
+    test_precision(tag, PREC_GEMMS | PREC_CONV | PREC_ATTN);
     k22_backend_free(gpu);
-    /* Again on a backend with tiny work chunks: conv in bands of output rows, attention in
-     * chunks of query rows, the paths full-size models take. */
-    setenv("K22_CUDA_CHUNK_FLOATS", "600", 1);
+    /* The convolutions again on im2col, then on a backend with tiny work chunks: im2col in bands
+     * of output rows, attention in chunks of query rows, the paths full-size models take. */
+    setenv("K22_CUDA_CONV", "im2col", 1);
     k22_err err;
     k22_err_clear(&err);
     gpu = k22_backend_by_name("cuda", &err);
-    CHECK_MSG(gpu != NULL, "second cuda backend: %s", err.msg);
+    CHECK_MSG(gpu != NULL, "im2col cuda backend: %s", err.msg);
     if (gpu) {
-        test_conv2d(" (banded)");
+        test_conv2d(" [im2col]");
+        test_conv_views(" [im2col]");
+        test_precision(" [im2col]", PREC_CONV);
+        k22_backend_free(gpu);
+    }
+    setenv("K22_CUDA_CHUNK_FLOATS", "600", 1);
+    gpu = k22_backend_by_name("cuda", &err);
+    CHECK_MSG(gpu != NULL, "banded cuda backend: %s", err.msg);
+    if (gpu) {
+        test_conv2d(" [im2col] (banded)");
         test_attention(" (row chunks)");
-        test_precision(" (banded, row chunks)", 0);
+        test_precision(" [im2col] (banded, row chunks)", PREC_CONV | PREC_ATTN);
         k22_backend_free(gpu);
     }
     unsetenv("K22_CUDA_CHUNK_FLOATS");
+    gpu = NULL;
+    test_conv_select();
+    if (conv_env) setenv("K22_CUDA_CONV", conv_env, 1);
+    free(conv_env);
     k22_backend_free(ref);
     k22_backend_free(fast);
     return k22_test_finish("test_cuda_ops");

@@ -9,7 +9,8 @@
  *     NCCL against K22_NCCL=0's MPI path); on one GPU NCCL refuses two ranks on the same device,
  *     so they all-reduce through MPI. The test prints which path it ran;
  *  4. --mixed_precision bf16 on cuda: the loss tracks the fp32 run's and agrees with the cpu
- *     backend's bf16 run (tolerances at bf16_runs);
+ *     backend's bf16 run; the decoder's cuDNN convolutions, which also round their outputs, are
+ *     held to its im2col ones (tolerances at bf16_runs);
  *  5. K22_PROFILE=1 on cuda: the per-op profiler over the cuda backend, timed by CUDA events
  *     (checks at profile_runs).
  * Tolerances of 1-3 (fp32 everywhere; the CUDA GEMMs are true fp32, no TF32): the GPU and the CPU sum in
@@ -222,11 +223,12 @@ static void cross_resume(const char *from, const char *to, const char *out)
  *    tolerances are estimates. */
 static void bf16_runs(const char *stage, const char *tag, int steps, double track_tol, double multi_tol)
 {
-    char x[128], x16[160], g32[64], g16[64], c16[64], what[160];
+    char x[128], x16[160], g32[64], g16[64], g16i[64], c16[64], what[160];
     snprintf(x, sizeof x, "--max_train_steps %d", steps);
     snprintf(x16, sizeof x16, "%s --mixed_precision bf16", x);
     snprintf(g32, sizeof g32, "%s_bf_gpu32", tag);
     snprintf(g16, sizeof g16, "%s_bf_gpu16", tag);
+    snprintf(g16i, sizeof g16i, "%s_bf_gpu16_im2col", tag);
     snprintf(c16, sizeof c16, "%s_bf_cpu16", tag);
     int rc = run_k22(stage, "cuda", x, g32);
     CHECK_MSG(rc == 0, "%s --device cuda fp32: exit %d (see %s/%s.log)", stage, rc, dir, g32);
@@ -239,19 +241,44 @@ static void bf16_runs(const char *stage, const char *tag, int steps, double trac
     double d = loss_diff(what, g16, g32, 1, steps);
     CHECK_MSG(d <= track_tol, "%s: losses differ by %.3e relative (tolerance %.0e)", what, d, track_tol);
     CHECK_MSG(d > 1e-5, "%s: losses differ by only %.3e relative: is bf16 rounding on?", what, d);
-    snprintf(what, sizeof what, "%s step 1, bf16 on cuda vs cpu", stage);
-    check_losses(what, g16, c16, 1, 1, 1e-4);
+
+    /* The UNet's convolutions on cuDNN also round their outputs to bf16 once (ops.h,
+     * k22_precision), which the cpu backend does not: on the emulator that alone moved the
+     * step-1 loss 3.4e-4 from cpu bf16 (bf16 against fp32: 4.5e-4). So the checks against the
+     * cpu below run on a bf16 run with K22_CUDA_CONV=im2col (the GPU's rounding of GEMM operands
+     * alone), and the cuDNN run is held to that one at step 1: more than the sum order's 1e-5
+     * (the output rounding is on), at most 2e-3 (6x the measured 3.4e-4; a wrong tap or a lost
+     * accumulation moves the loss by far more). */
+    const char *like_cpu = g16;
+    if (!strcmp(stage, "train-decoder") &&
+        tf_sh("grep -q '^k22: convolutions on cudnn' %s/%s.log", dir, g16) == 0) {
+        const char *was = getenv("K22_CUDA_CONV");
+        char *keep = was ? k22_xstrdup(was) : NULL;
+        setenv("K22_CUDA_CONV", "im2col", 1);
+        rc = run_k22(stage, "cuda", x16, g16i);
+        CHECK_MSG(rc == 0, "%s --device cuda bf16 im2col: exit %d (see %s/%s.log)", stage, rc, dir, g16i);
+        if (keep) setenv("K22_CUDA_CONV", keep, 1);
+        else unsetenv("K22_CUDA_CONV");
+        free(keep);
+        snprintf(what, sizeof what, "%s step 1, bf16 on cuda, cudnn vs im2col convolutions", stage);
+        double dc = loss_diff(what, g16, g16i, 1, 1);
+        CHECK_MSG(dc > 1e-5 && dc <= 2e-3, "%s: losses differ by %.3e relative (want 1e-5 .. 2e-3)", what, dc);
+        like_cpu = g16i;
+    }
+    snprintf(what, sizeof what, "%s step 1, bf16 on cuda%s vs cpu", stage, like_cpu == g16 ? "" : " (im2col)");
+    check_losses(what, like_cpu, c16, 1, 1, 1e-4);
     /* And closer to the cpu's bf16 than to fp32: the GPU follows k22_precision, not some other
      * rounding. Step 1 (same weights; no AdamW drift): the flips above move a mean over
      * thousands of values by far less than the rounding itself does. */
-    double to_cpu = loss_diff(what, g16, c16, 1, 1);
+    double to_cpu = loss_diff(what, like_cpu, c16, 1, 1);
     char what32[160];
     snprintf(what32, sizeof what32, "%s step 1, bf16 vs fp32 on cuda", stage);
-    double to_fp32 = loss_diff(what32, g16, g32, 1, 1);
+    double to_fp32 = loss_diff(what32, like_cpu, g32, 1, 1);
     CHECK_MSG(to_cpu < to_fp32 / 4, "%s: step-1 loss %.3e from cpu bf16, %.3e from fp32: want < 1/4",
               what, to_cpu, to_fp32);
-    snprintf(what, sizeof what, "%s %d steps, bf16 on cuda vs cpu", stage, steps);
-    check_losses(what, g16, c16, 1, steps, multi_tol);
+    snprintf(what, sizeof what, "%s %d steps, bf16 on cuda%s vs cpu", stage, steps,
+             like_cpu == g16 ? "" : " (im2col)");
+    check_losses(what, like_cpu, c16, 1, steps, multi_tol);
 }
 
 /* One op's line of the profiler's table (profile.h): k22_prof op=NAME calls=N ms=X ... gflop=X. */

@@ -1,11 +1,12 @@
-/* common.cuh: what every CUDA backend file shares: the context, the fatal-error checks for CUDA
- * and cuBLAS calls, launch geometry, and the entry points each .cu file contributes to the table
- * built in cuda_backend.cu. */
+/* common.cuh: what every CUDA backend file shares: the context, the fatal-error checks for CUDA,
+ * cuBLAS and cuDNN calls, launch geometry, and the entry points each .cu file contributes to the
+ * table built in cuda_backend.cu. */
 #ifndef K22_CUDA_COMMON_CUH
 #define K22_CUDA_COMMON_CUH
 
 #include <cublasLt.h>
 #include <cuda_runtime.h>
+#include <cudnn.h>
 #include <stdint.h>
 
 /* k22's headers are C11: _Noreturn is not C++, and their symbols have C linkage. */
@@ -36,6 +37,16 @@ typedef struct {
     int precision;
     void *lowp;
     size_t lowp_bytes;
+    /* Convolutions (conv_cudnn.cu): the cuDNN handle, bound to `stream`, or NULL when they all
+     * run as im2col (K22_CUDA_CONV); the cache of cuDNN descriptors and algorithms by shape and
+     * precision; how many conv directions each implementation ran (k22_backend_conv_impl). */
+    cudnnHandle_t cudnn;
+    struct k22_cudnn_plan *plans;
+    int nplans, plan_next;
+    int cudnn_probing; /* creation's self-test: a failed cuDNN call returns, not dies */
+    int64_t conv_runs_cudnn, conv_runs_im2col;
+    char conv_impl[32]; /* "cudnn 9.19.0" or "im2col" */
+    char conv_why[256]; /* the failed call of the self-test */
 } k22_cuda_ctx;
 
 /* Block size of the elementwise and reduction kernels, and the fixed block count of the sumsq
@@ -48,8 +59,10 @@ typedef struct {
 [[noreturn]] void k22_cuda_die(const char *what, const char *why, const char *file, int line);
 void k22_cuda_check_at(cudaError_t e, const char *what, const char *file, int line);
 void k22_cublas_check_at(cublasStatus_t s, const char *what, const char *file, int line);
+void k22_cudnn_check_at(cudnnStatus_t s, const char *what, const char *file, int line);
 #define CUDA_CHECK(call) k22_cuda_check_at((call), #call, __FILE__, __LINE__)
 #define CUBLAS_CHECK(call) k22_cublas_check_at((call), #call, __FILE__, __LINE__)
+#define CUDNN_CHECK(call) k22_cudnn_check_at((call), #call, __FILE__, __LINE__)
 /* After every kernel launch: catches bad launch configurations at the launch site. */
 #define CUDA_CHECK_LAUNCH()                                                                        \
     k22_cuda_check_at(cudaGetLastError(), "kernel launch", __FILE__, __LINE__)
@@ -124,6 +137,9 @@ void k22_cuda_gemm(k22_cuda_ctx *ctx, int ta, int tb, int M, int N, int K, float
 void k22_cuda_matmul(void *ctx, int ta, int tb, int M, int N, int K, float alpha, const float *A,
                      int64_t sA, const float *Bm, int64_t sB, float beta, float *C, int64_t sC,
                      int batch);
+/* dst (n values) = src rounded to ctx->precision's 16-bit type (bf16 or fp16, nearest even):
+ * the operand rounding of the 16-bit GEMMs, for the other 16-bit library calls (cuDNN). */
+void k22_cuda_round_lowp(k22_cuda_ctx *ctx, uint16_t *dst, const float *src, int64_t n);
 void k22_cuda_linear_fwd(void *ctx, float *y, const float *x, const float *w, const float *b,
                          int N, int I, int O);
 void k22_cuda_linear_bwd(void *ctx, float *dx, float *dw, float *db, const float *dy,
@@ -145,11 +161,29 @@ void k22_cuda_adamw_step(void *ctx, float *p, const float *g, float *m, float *v
                          const k22_adamw_hparams *h);
 void k22_cuda_sumsq(void *ctx, double *out, const float *g, int64_t n);
 
-/* conv.cu */
+/* conv.cu: the ops, through cuDNN when the context has it and it takes the shape, else im2col.
+ * k22_cuda_conv_bias_add: y (B, O, P) += bias[o], as both implementations add it. */
 void k22_cuda_conv2d_fwd(void *ctx, float *y, const float *x, const float *w, const float *bias,
                          const k22_conv2d_desc *d);
 void k22_cuda_conv2d_bwd(void *ctx, float *dx, float *dw, float *dbias, const float *dy,
                          const float *x, const float *w, const k22_conv2d_desc *d);
+void k22_cuda_conv_bias_add(k22_cuda_ctx *ctx, float *y, const float *bias, int B, int O,
+                            int64_t P);
+
+/* conv_cudnn.cu. k22_cudnn_init picks the implementation at creation (K22_CUDA_CONV=auto, cudnn
+ * or im2col; auto falls back to im2col with one line on stderr when cuDNN cannot be created or
+ * fails its self-test) and fills err only for a bad K22_CUDA_CONV or an unusable cuDNN that was
+ * asked for by name. The conv entries return CUDNN_STATUS_SUCCESS (a failure is fatal except
+ * during the self-test) and set *done (per direction) to 1 when cuDNN computed it, 0 when the
+ * caller must run im2col (a shape or pointer cuDNN's legacy API cannot take, or no deterministic
+ * algorithm within the workspace cap). Forward adds the bias; backward leaves dbias to conv.cu. */
+k22_status k22_cudnn_init(k22_cuda_ctx *ctx, k22_err *err);
+void k22_cudnn_release(k22_cuda_ctx *ctx);
+cudnnStatus_t k22_cudnn_conv_fwd(k22_cuda_ctx *ctx, float *y, const float *x, const float *w,
+                                 const float *bias, const k22_conv2d_desc *d, int *done);
+cudnnStatus_t k22_cudnn_conv_bwd(k22_cuda_ctx *ctx, float *dx, float *dw, const float *dy,
+                                 const float *x, const float *w, const k22_conv2d_desc *d,
+                                 int *done_dx, int *done_dw);
 
 /* norm.cu */
 void k22_cuda_group_norm_fwd(void *ctx, float *y, float *mean, float *rstd, const float *x,

@@ -1,13 +1,14 @@
-/* conv.cu: conv2d forward and backward (data, filter, bias) on the CUDA backend, as im2col +
- * cuBLASLt GEMM (fp32 compute, no TF32), following the CPU reference's semantics
- * (src/backend/cpu/ref_conv.c): asymmetric padding, any stride, backward accumulates.
+/* conv.cu: conv2d forward and backward (data, filter, bias) on the CUDA backend. Each direction
+ * goes to cuDNN (conv_cudnn.cu) when the context has it and cuDNN takes the shape; otherwise,
+ * and under K22_CUDA_CONV=im2col, it runs here as im2col + cuBLASLt GEMM (fp32 compute, no TF32),
+ * following the CPU reference's semantics (src/backend/cpu/ref_conv.c): asymmetric padding, any
+ * stride, backward accumulates. The bias and its gradient are this file's kernels on both paths.
  *
  * Per sample, the output rows are cut into bands whose column matrix (C*KH*KW, rows*OW) fits
  * ctx->conv_col_floats (128 MiB by default), so memory stays bounded for MoVQ at 768 px.
  * Backward data is the GEMM dcol = W^T dY followed by a gathering col2im (each input value sums
  * its own taps: no atomics, deterministic). 1x1 stride-1 unpadded convolutions skip im2col: the
- * input already is the column matrix. cuDNN (issue 10) would replace all of this for speed; this
- * version is the simple one. */
+ * input already is the column matrix. */
 #include "common.cuh"
 
 typedef struct {
@@ -110,6 +111,16 @@ static void k22_im2col(k22_cuda_ctx *ctx, float *col, const float *xb, const k22
     CUDA_CHECK_LAUNCH();
 }
 
+void k22_cuda_conv_bias_add(k22_cuda_ctx *ctx, float *y, const float *bias, int B, int O,
+                            int64_t P)
+{
+    int64_t n = (int64_t)B * O * P;
+    if (n <= 0) return;
+    k22_conv_bias_kernel<<<k22_cuda_blocks(n), K22_CUDA_THREADS, 0, ctx->stream>>>(y, bias, n, O,
+                                                                                  P);
+    CUDA_CHECK_LAUNCH();
+}
+
 void k22_cuda_conv2d_fwd(void *vctx, float *y, const float *x, const float *w, const float *bias,
                          const k22_conv2d_desc *d)
 {
@@ -119,6 +130,13 @@ void k22_cuda_conv2d_fwd(void *vctx, float *y, const float *x, const float *w, c
     int CKK = d->C * d->KH * d->KW;
     if (d->B <= 0 || d->O <= 0 || P <= 0) return;
     K22_REQUIRE(P <= INT32_MAX);
+    int done = 0;
+    if (ctx->cudnn) k22_cudnn_conv_fwd(ctx, y, x, w, bias, d, &done); /* failures are fatal */
+    if (done) {
+        ctx->conv_runs_cudnn++;
+        return;
+    }
+    ctx->conv_runs_im2col++;
     if (k22_conv_is_pointwise(d)) { /* y_b (O, P) = W (O, C) x_b (C, P), all samples at once */
         k22_cuda_gemm(ctx, 0, 0, d->O, (int)P, d->C, 1.0f, w, d->C, 0, x, P, CHW, 0.0f, y, P,
                       d->O * P, d->B);
@@ -135,12 +153,7 @@ void k22_cuda_conv2d_fwd(void *vctx, float *y, const float *x, const float *w, c
                               y + ((int64_t)b * d->O) * P + (int64_t)oy0 * OW, P, 0, 1);
             }
     }
-    if (bias) {
-        int64_t n = (int64_t)d->B * d->O * P;
-        k22_conv_bias_kernel<<<k22_cuda_blocks(n), K22_CUDA_THREADS, 0, ctx->stream>>>(
-            y, bias, n, d->O, P);
-        CUDA_CHECK_LAUNCH();
-    }
+    if (bias) k22_cuda_conv_bias_add(ctx, y, bias, d->B, d->O, P);
 }
 
 /* dw and dx through im2col bands, one sample at a time. */
@@ -185,6 +198,12 @@ void k22_cuda_conv2d_bwd(void *vctx, float *dx, float *dw, float *dbias, const f
         k22_conv_dbias_kernel<<<d->O, K22_CUDA_THREADS, 0, ctx->stream>>>(dbias, dy, d->B, d->O, P);
         CUDA_CHECK_LAUNCH();
     }
+    if (!dx && !dw) return;
+    int done_dx = 0, done_dw = 0;
+    if (ctx->cudnn) k22_cudnn_conv_bwd(ctx, dx, dw, dy, x, w, d, &done_dx, &done_dw);
+    if (dx && done_dx) dx = NULL, ctx->conv_runs_cudnn++;
+    if (dw && done_dw) dw = NULL, ctx->conv_runs_cudnn++;
+    ctx->conv_runs_im2col += (dx != NULL) + (dw != NULL);
     if (!dx && !dw) return;
     if (!k22_conv_is_pointwise(d)) {
         k22_conv_bwd_banded(ctx, dx, dw, dy, x, w, d, OH, OW);

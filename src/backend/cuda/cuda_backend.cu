@@ -1,6 +1,6 @@
-/* cuda_backend.cu: the CUDA backend's context (device, stream, cuBLASLt handle, workspace), its
- * memory entries, the grow-only op scratch, the fatal-error checks, and the op table
- * (include/k22/ops.h): every entry is filled. */
+/* cuda_backend.cu: the CUDA backend's context (device, stream, cuBLASLt handle, workspace, the
+ * convolution implementation), its memory entries, the grow-only op scratch, the fatal-error
+ * checks, and the op table (include/k22/ops.h): every entry is filled. */
 #include "common.cuh"
 
 #include <stdio.h>
@@ -30,6 +30,16 @@ void k22_cublas_check_at(cublasStatus_t s, const char *what, const char *file, i
     if (s == CUBLAS_STATUS_SUCCESS) return;
     char why[256];
     snprintf(why, sizeof why, "cuBLAS status %d (%s)", (int)s, cublasLtGetStatusString(s));
+    k22_cuda_die(what, why, file, line);
+}
+
+void k22_cudnn_check_at(cudnnStatus_t s, const char *what, const char *file, int line)
+{
+    if (s == CUDNN_STATUS_SUCCESS) return;
+    char why[512], detail[256] = "";
+    cudnnGetLastErrorString(detail, sizeof detail); /* cuDNN 9's account of the failure */
+    snprintf(why, sizeof why, "cuDNN status %d (%s)%s%s", (int)s, cudnnGetErrorString(s),
+             detail[0] ? ": " : "", detail);
     k22_cuda_die(what, why, file, line);
 }
 
@@ -151,6 +161,7 @@ static void k22_cuda_ctx_release(k22_cuda_ctx *ctx)
     if (ctx->lowp) cudaFree(ctx->lowp);
     if (ctx->partials) cudaFree(ctx->partials);
     if (ctx->workspace) cudaFree(ctx->workspace);
+    k22_cudnn_release(ctx);
     if (ctx->lt) cublasLtDestroy(ctx->lt);
     if (ctx->stream) cudaStreamDestroy(ctx->stream);
     memset(ctx, 0, sizeof *ctx);
@@ -233,7 +244,11 @@ static k22_status k22_cuda_ctx_init(k22_cuda_ctx *ctx, int device, k22_err *err)
                                device, cublasLtGetStatusString(s));
         }
     }
-    return K22_OK;
+    {
+        k22_status st = k22_cudnn_init(ctx, err); /* K22_CUDA_CONV; cuDNN or its fallback */
+        if (st != K22_OK) k22_cuda_ctx_release(ctx);
+        return st;
+    }
 cuda_fail:
     k22_cuda_ctx_release(ctx);
     return k22_err_set(err, K22_ERR_UNSUPPORTED, "%s on CUDA device %d: %s (%s)", step, device,
@@ -299,6 +314,15 @@ static void k22_cuda_table_fill(k22_backend *be)
 
     be->adamw_step = k22_cuda_adamw_step;
     be->sumsq = k22_cuda_sumsq;
+}
+
+/* backend.c's k22_backend_conv_impl for a CUDA backend's context. */
+extern "C" const char *k22_cuda_conv_impl(void *vctx, int64_t *n_cudnn, int64_t *n_im2col)
+{
+    k22_cuda_ctx *ctx = K22_CUDA_CTX(vctx);
+    if (n_cudnn) *n_cudnn = ctx->conv_runs_cudnn;
+    if (n_im2col) *n_im2col = ctx->conv_runs_im2col;
+    return ctx->conv_impl;
 }
 
 /* Returns a backend on `device` (owned by the caller; release with k22_backend_free), or NULL

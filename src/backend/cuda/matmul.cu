@@ -165,6 +165,16 @@ static k22_lowp_operand k22_lowp_pack_operand(k22_cuda_ctx *ctx, uint16_t *dst, 
     return o;
 }
 
+/* See common.cuh: the packing kernel on one dense run of n values. */
+void k22_cuda_round_lowp(k22_cuda_ctx *ctx, uint16_t *dst, const float *src, int64_t n)
+{
+    if (n <= 0) return;
+    k22_lowp_pack g = {1, n, n, 0, n, ctx->precision == K22_PREC_FP16, 1};
+    k22_cuda_pack_lowp_kernel<<<k22_cuda_blocks(n), K22_CUDA_THREADS, 0, ctx->stream>>>(
+        dst, src, g, n);
+    CUDA_CHECK_LAUNCH();
+}
+
 /* k22_cuda_gemm under bf16/fp16 (ctx->precision): A and B, as far as the GEMM reads them, are
  * rounded into ctx->lowp (never the op scratch: A or B may live there), densely, one matrix per
  * batch item or one for a broadcast (stride 0) operand; then one 16-bit cuBLASLt call with fp32

@@ -152,6 +152,9 @@ void k22_emu_run(dim3 grid, dim3 block, size_t shmem, const std::function<void()
 void k22_emu_open_ptr(const void *p, const char *what);
 void k22_emu_open_all(void);
 void k22_emu_close(void);
+/* Library calls (cuBLASLt, cuDNN): opens [p, p + n), which must lie inside one device block
+ * (else a report naming `what`, and abort); k22_emu_close closes it again. */
+void k22_emu_open_range(const void *p, size_t n, const char *what);
 template <class T> static inline void k22_emu_open_arg(const T &a) {
     if constexpr (std::is_pointer<T>::value)
         k22_emu_open_ptr((const void *)a, "kernel argument");

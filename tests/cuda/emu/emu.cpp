@@ -1,9 +1,10 @@
-/* emu.cpp: the CPU emulator behind tests/cuda/emu/cuda_runtime.h and cublasLt.h: fiber-per-thread
- * kernel launches, host "device" memory filled with NaN so reads of unwritten memory show, and a
- * loop GEMM with cuBLASLt's column-major semantics. Every device block is registered, so copies,
- * memsets, GEMM operands and kernel pointer arguments must lie inside one (else a report and
- * abort: a host pointer or a wrong size); under AddressSanitizer the blocks are also poisoned
- * outside emulated device work (cuda_runtime.h). A test tool only (tests/cuda/emu/run). */
+/* emu.cpp: the CPU emulator behind tests/cuda/emu/cuda_runtime.h and cublasLt.h (cuDNN's part is
+ * emu_cudnn.cpp): fiber-per-thread kernel launches, host "device" memory filled with NaN so reads
+ * of unwritten memory show, and a loop GEMM with cuBLASLt's column-major semantics. Every device
+ * block is registered, so copies, memsets, GEMM operands and kernel pointer arguments must lie
+ * inside one (else a report and abort: a host pointer or a wrong size); under AddressSanitizer
+ * the blocks are also poisoned outside emulated device work (cuda_runtime.h). A test tool only
+ * (tests/cuda/emu/run). */
 #include "cublasLt.h"
 #include "cuda_bf16.h"
 #include "cuda_fp16.h"
@@ -235,6 +236,10 @@ static void emu_open(const void *p, size_t n, const char *what) {
 void k22_emu_open_ptr(const void *p, const char *what) {
     if (p)
         emu_open(p, 0, what);
+}
+
+void k22_emu_open_range(const void *p, size_t n, const char *what) {
+    emu_open(p, n, what);
 }
 
 void k22_emu_open_all(void) {
