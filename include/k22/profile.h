@@ -59,6 +59,9 @@ typedef struct {
 k22_backend *k22_prof_wrap(k22_backend *be);
 /* The profiler behind be, or NULL when be does not profile. */
 k22_prof *k22_prof_of(const k22_backend *be);
+/* The backend be wraps when it profiles, else be: for what reads a backend's own context
+ * (k22_backend_conv_impl), which the wrapper's is not. */
+const k22_backend *k22_prof_inner(const k22_backend *be);
 /* Waits for the wrapped backend (its sync) and reads the device times queued since the last
  * collect. Cheap on host backends (nothing is pending there). */
 void k22_prof_collect(k22_prof *p);

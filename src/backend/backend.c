@@ -9,6 +9,7 @@
 
 #include "k22/dist.h"
 #include "k22/ops.h"
+#include "k22/profile.h"
 
 int k22_conv2d_out_h(const k22_conv2d_desc *d)
 {
@@ -34,6 +35,7 @@ const char *k22_backend_conv_impl(const k22_backend *be, int64_t *n_cudnn, int64
 {
     if (n_cudnn) *n_cudnn = 0;
     if (n_im2col) *n_im2col = 0;
+    be = k22_prof_inner(be); /* a profiling wrapper's ctx is its own, not the cuda backend's */
 #ifdef K22_HAVE_CUDA
     if (be && be->dev == K22_DEV_CUDA) return k22_cuda_conv_impl(be->ctx, n_cudnn, n_im2col);
 #endif

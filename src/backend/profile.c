@@ -415,6 +415,12 @@ k22_prof *k22_prof_of(const k22_backend *be)
     return be && be->destroy == prof_destroy ? be->ctx : NULL;
 }
 
+const k22_backend *k22_prof_inner(const k22_backend *be)
+{
+    const k22_prof *p = k22_prof_of(be);
+    return p ? p->in : be;
+}
+
 void k22_prof_collect(k22_prof *p)
 {
     if (p->in->sync) p->in->sync(p->in->ctx);

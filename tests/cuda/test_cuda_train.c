@@ -341,6 +341,11 @@ static void profile_runs(const char *stage, const char *tag, int steps)
     CHECK_MSG(rc == 0, "K22_PROFILE=1 %s --device cpu: exit %d (see %s/%s.log)", stage, rc, dir, cp);
     snprintf(what, sizeof what, "%s %d steps on cuda, profiled vs not", stage, steps);
     check_losses(what, gp, g, 1, steps, 0);
+    /* the plan's convolution line reads the cuda backend's own context through the wrapper */
+    CHECK_MSG(tf_sh("a=$(grep '^k22: convolutions on' %s/%s.log); b=$(grep '^k22: convolutions on' %s/%s.log); "
+                    "[ -n \"$b\" ] && [ \"$a\" = \"$b\" ]", dir, g, dir, gp) == 0,
+              "%s: the profiled run names another convolution path than the plain one (see %s/%s.log)", stage,
+              dir, gp);
 
     prof_line lg[64], lc[64];
     double gops, gwall, cops, cwall;
