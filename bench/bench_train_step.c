@@ -181,6 +181,16 @@ static void report(const bench_args *a, const k22_backend *be, double fwd, size_
            nparams, a->steps, med, ms[0], ms[a->steps - 1], cpu_ms, a->B / (med * 1e-3), fwd / 1e9,
            model / 1e12, rate / 1e12, rate / H100_BF16_DENSE, rate / H100_GEMM_MEASURED,
            bench_mem_peak_mib(mem), mem->cuda ? "device" : "max_rss");
+    int64_t nc = 0, ni = 0;
+    const char *conv = k22_backend_conv_impl(be, &nc, &ni);
+    if (conv) { /* which CUDA convolution path ran, and how many conv directions each took */
+        char name[64];
+        snprintf(name, sizeof name, "%s", conv);
+        for (char *c = name; *c; c++)
+            if (*c == ' ' || *c == '=') *c = '-';
+        printf("k22_bench_conv impl=%s conv=%s conv_cudnn=%lld conv_im2col=%lld\n", a->impl, name, (long long)nc,
+               (long long)ni);
+    }
     k22_prof *prof = k22_prof_of(be);
     if (!prof) return;
     double wall = 0; /* the timed steps' clock, not the collects and memory samples between */
