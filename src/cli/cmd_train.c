@@ -111,7 +111,7 @@ static int run_train(int argc, char **argv, k22_pipe_kind stage)
          "all-gathered; same results and checkpoints); 0 keeps them whole on every rank", NULL, NULL, 0},
         {"stop_at_step", K22_OPT_INT, &t.stop_at_step, "0", "k22: checkpoint and exit 99 after step N, as after a signal (0: off)", NULL, NULL, 0},
         {"profile", K22_OPT_FLAG, &t.profile, NULL,
-         "k22: time every backend op of the training loop and print a per-op table at the end on rank 0 (GPU "
+         "time every backend op of the training loop and print a per-op table at the end on rank 0 (GPU "
          "times from CUDA events; the run gets a little slower)", "K22_PROFILE", NULL, 0},
     };
     k22_cmd_spec spec = {
