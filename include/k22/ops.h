@@ -295,6 +295,14 @@ k22_backend *k22_backend_cuda_new(int device, k22_err *err);
  * pointers, no deterministic algorithm). */
 const char *k22_backend_conv_impl(const k22_backend *be, int64_t *n_cudnn, int64_t *n_im2col);
 
+/* What a CUDA backend's caches did since its creation. */
+typedef struct {
+    int64_t gemm_heuristics;  /* cublasLtMatmulAlgoGetHeuristic queries */
+    int64_t gemm_plans;       /* cuBLASLt set-ups made (GEMM shapes, and any made again) */
+} k22_cuda_stats;
+/* Fills st and returns 1 for a CUDA backend (or a profiler over one); 0 otherwise. */
+int k22_backend_cuda_stats(const k22_backend *be, k22_cuda_stats *st);
+
 /* By name: "cpu-ref", "cpu", "cuda", "cuda:N". NULL with err set when unknown/unavailable.
  * Plain "cuda" is the GPU of the rank's local rank (dist.h, k22_dist_gpu_pick). */
 k22_backend *k22_backend_by_name(const char *name, k22_err *err);

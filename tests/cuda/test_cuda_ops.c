@@ -1351,6 +1351,51 @@ static void test_precision(const char *tag, int parts)
     free(A), free(B), free(before), free(after);
 }
 
+/* ---- cuBLASLt plans ----
+ * The emulator's own count of heuristic queries (a weak symbol: absent on a GPU build) checks the
+ * plan cache independently of the backend's count. */
+
+long long k22_emu_lt_heuristic_calls(void) __attribute__((weak));
+
+static k22_cuda_stats cuda_stats(void)
+{
+    k22_cuda_stats st;
+    CHECK_MSG(k22_backend_cuda_stats(gpu, &st), "k22_backend_cuda_stats: not a cuda backend");
+    return st;
+}
+
+/* A repeated GEMM shape queries cuBLASLt's heuristic once; a new alignment is a new shape. */
+static void test_lt_plans(void)
+{
+    const int M = 13, N = 11, K = 16; /* lda 64 bytes: A one float off is a new alignment */
+    float *A = host_rand((int64_t)M * K + 1, 1451, -1, 1), *B = host_rand((int64_t)K * N, 1452, -1, 1);
+    float *dA = dev_of(A, (int64_t)M * K + 1), *dB = dev_of(B, (int64_t)K * N);
+    float *dC = gpu->alloc(gpu->ctx, (size_t)M * N * sizeof(float));
+    long long e[4] = {0, 0, 0, 0};
+    int64_t h[4];
+    for (int i = 0; i < 4; i++) { /* new, again, misaligned A (new), again */
+        h[i] = cuda_stats().gemm_heuristics;
+        if (k22_emu_lt_heuristic_calls) e[i] = k22_emu_lt_heuristic_calls();
+        gpu->matmul(gpu->ctx, 0, 0, M, N, K, 1.0f, dA + (i >= 2), 0, dB, 0, 0.0f, dC, 0, 1);
+    }
+    int64_t hn = cuda_stats().gemm_heuristics;
+    long long en = k22_emu_lt_heuristic_calls ? k22_emu_lt_heuristic_calls() : 0;
+    const int64_t want[4] = {1, 0, 1, 0};
+    for (int i = 0; i < 4; i++) {
+        int64_t got = (i < 3 ? h[i + 1] : hn) - h[i];
+        long long egot = (i < 3 ? e[i + 1] : en) - e[i];
+        CHECK_MSG(got == want[i], "matmul call %d: %lld heuristic queries counted by the backend, want %lld", i,
+                  (long long)got, (long long)want[i]);
+        if (k22_emu_lt_heuristic_calls)
+            CHECK_MSG(egot == want[i], "matmul call %d: the emulated cuBLASLt saw %lld heuristic queries, want %lld",
+                      i, egot, (long long)want[i]);
+    }
+    printf("cuBLASLt plans: a repeated GEMM shape queried the heuristic once (%s)\n",
+           k22_emu_lt_heuristic_calls ? "backend and emulator counts" : "backend count");
+    gpu->free(gpu->ctx, dA), gpu->free(gpu->ctx, dB), gpu->free(gpu->ctx, dC);
+    free(A), free(B);
+}
+
 /* ---- conv2d: views, reruns, and the choice of implementation ---- */
 
 /* Convolution on views one float off 16-byte alignment (fp32 on a cudnn backend then runs as
@@ -1595,6 +1640,7 @@ int main(void)
     test_mse();
     test_errors();
     test_precision(tag, PREC_GEMMS | PREC_CONV | PREC_ATTN);
+    test_lt_plans();
     k22_backend_free(gpu);
     /* The convolutions again on im2col, then on a backend with tiny work chunks: im2col in bands
      * of output rows, attention in chunks of query rows, the paths full-size models take. */

@@ -47,6 +47,11 @@ typedef struct {
     int64_t conv_runs_cudnn, conv_runs_im2col;
     char conv_impl[32]; /* "cudnn 9.19.0" or "im2col" */
     char conv_why[256]; /* the failed call of the self-test */
+    /* cuBLASLt set-ups by GEMM shape (lt_plan.cu): a fixed table, filled at first use; how many
+     * heuristic queries and set-ups that took. */
+    struct k22_lt_plan *lt_plans;
+    uint8_t *lt_victim; /* per set: the way the next miss replaces */
+    int64_t lt_heuristics, lt_builds;
 } k22_cuda_ctx;
 
 /* Block size of the elementwise and reduction kernels, and the fixed block count of the sumsq
@@ -184,6 +189,30 @@ cudnnStatus_t k22_cudnn_conv_fwd(k22_cuda_ctx *ctx, float *y, const float *x, co
 cudnnStatus_t k22_cudnn_conv_bwd(k22_cuda_ctx *ctx, float *dx, float *dw, const float *dy,
                                  const float *x, const float *w, const k22_conv2d_desc *d,
                                  int *done_dx, int *done_dw);
+
+/* lt_plan.cu: cuBLASLt's descriptors and chosen algorithm per GEMM shape (see its head). The
+ * key holds every input of the heuristic query; build it with k22_lt_key_init (it zeroes the
+ * padding the table compares). */
+typedef struct {
+    int32_t ab, ta, tb, M, N, K, batch; /* ab: cudaDataType_t of A and B */
+    uint32_t alA, alB, alC;             /* byte alignments of our A, B and C the heuristic is told */
+    int64_t lda, ldb, ldc, sA, sB, sC;  /* strides are 0 unless batch > 1 */
+} k22_lt_key;
+struct k22_lt_plan {
+    k22_lt_key key;
+    int used;
+    cublasStatus_t status; /* the heuristic's answer: SUCCESS, or its refusal (NOT_SUPPORTED) */
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t la, lb, lc;
+    cublasLtMatmulAlgo_t algo;
+};
+void k22_lt_key_init(k22_lt_key *k);
+/* The plan of key, made at its first use: its status is the heuristic's (a refusal is kept too,
+ * so a shape cuBLASLt cannot run batched is not asked again). Dies when the table cannot be made
+ * or a descriptor call fails. */
+const struct k22_lt_plan *k22_lt_plan_get(k22_cuda_ctx *ctx, const k22_lt_key *key);
+void k22_lt_plans_init(k22_cuda_ctx *ctx);
+void k22_lt_plans_release(k22_cuda_ctx *ctx);
 
 /* norm.cu */
 void k22_cuda_group_norm_fwd(void *ctx, float *y, float *mean, float *rstd, const float *x,

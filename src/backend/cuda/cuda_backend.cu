@@ -161,6 +161,7 @@ static void k22_cuda_ctx_release(k22_cuda_ctx *ctx)
     if (ctx->lowp) cudaFree(ctx->lowp);
     if (ctx->partials) cudaFree(ctx->partials);
     if (ctx->workspace) cudaFree(ctx->workspace);
+    k22_lt_plans_release(ctx);
     k22_cudnn_release(ctx);
     if (ctx->lt) cublasLtDestroy(ctx->lt);
     if (ctx->stream) cudaStreamDestroy(ctx->stream);
@@ -210,6 +211,7 @@ static k22_status k22_cuda_ctx_init(k22_cuda_ctx *ctx, int device, k22_err *err)
                            device, count, count == 1 ? " is" : "s are");
     ctx->device = device;
     k22_cuda_limits_init(ctx);
+    k22_lt_plans_init(ctx);
     if ((e = cudaSetDevice(device)) != cudaSuccess) goto cuda_fail;
     step = "cudaDeviceGetAttribute(cudaDevAttrMemoryPoolsSupported)";
     e = cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, device);
@@ -323,6 +325,14 @@ extern "C" const char *k22_cuda_conv_impl(void *vctx, int64_t *n_cudnn, int64_t 
     if (n_cudnn) *n_cudnn = ctx->conv_runs_cudnn;
     if (n_im2col) *n_im2col = ctx->conv_runs_im2col;
     return ctx->conv_impl;
+}
+
+/* backend.c's k22_backend_cuda_stats for a CUDA backend's context. */
+extern "C" void k22_cuda_stats_of(void *vctx, k22_cuda_stats *st)
+{
+    k22_cuda_ctx *ctx = K22_CUDA_CTX(vctx);
+    st->gemm_heuristics = ctx->lt_heuristics;
+    st->gemm_plans = ctx->lt_builds;
 }
 
 /* Returns a backend on `device` (owned by the caller; release with k22_backend_free), or NULL

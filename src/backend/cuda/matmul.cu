@@ -28,83 +28,34 @@ static uint32_t k22_cuda_align(const void *p, int64_t ld, int64_t stride, int ba
     return al;
 }
 
-static void k22_cuda_layout(cublasLtMatrixLayout_t *l, cudaDataType_t type, uint64_t rows,
-                            uint64_t cols, int64_t ld, int batch, int64_t stride)
-{
-    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(l, type, rows, cols, ld));
-    if (batch > 1) {
-        int32_t count = batch;
-        CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(*l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT,
-                                                      &count, sizeof count));
-        CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(
-            *l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof stride));
-    }
-}
-
 /* One cuBLASLt call for `batch` products. A and B are of type ab (CUDA_R_32F, or CUDA_R_16BF /
  * CUDA_R_16F under reduced precision); leading dimensions and strides count their elements; C
  * is always fp32, and so are alpha, beta and the accumulation (CUBLAS_COMPUTE_32F with scale
- * type CUDA_R_32F: a combination cuBLASLt supports for all three A/B types). Returns
- * CUBLAS_STATUS_SUCCESS, or the heuristic's refusal (NOT_SUPPORTED when it finds no algorithm;
- * the caller then splits the batch or dies); errors of the other calls are fatal here. */
+ * type CUDA_R_32F: a combination cuBLASLt supports for all three A/B types). The descriptors and
+ * the algorithm come from the shape's plan (lt_plan.cu). Returns CUBLAS_STATUS_SUCCESS, or the
+ * heuristic's refusal (NOT_SUPPORTED when it finds no algorithm; the caller then splits the batch
+ * or dies); errors of the other calls are fatal here. */
 static cublasStatus_t k22_cuda_lt_gemm(k22_cuda_ctx *ctx, cudaDataType_t ab, int ta, int tb,
                                        int M, int N, int K, float alpha, const void *A,
                                        int64_t lda, int64_t sA, const void *Bm, int64_t ldb,
                                        int64_t sB, float beta, float *C, int64_t ldc, int64_t sC,
                                        int batch)
 {
-    cublasLtMatmulDesc_t op = NULL;
-    cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
-    cublasLtMatmulPreference_t pref = NULL;
-    cublasLtMatmulHeuristicResult_t heur;
-    int found = 0;
     size_t esize = ab == CUDA_R_32F ? sizeof(float) : 2;
-
-    /* cuBLASLt operand "A" is our B: column-major (N, K) as stored, or (K, N) when tb. */
-    cublasOperation_t opa = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
-    /* cuBLASLt operand "B" is our A: column-major (K, M) as stored, or (M, K) when ta. */
-    cublasOperation_t opb = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
-    CUBLAS_CHECK(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa));
-    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
-    if (tb)
-        k22_cuda_layout(&la, ab, K, N, ldb, batch, sB);
-    else
-        k22_cuda_layout(&la, ab, N, K, ldb, batch, sB);
-    if (ta)
-        k22_cuda_layout(&lb, ab, M, K, lda, batch, sA);
-    else
-        k22_cuda_layout(&lb, ab, K, M, lda, batch, sA);
-    k22_cuda_layout(&lc, CUDA_R_32F, N, M, ldc, batch, sC); /* C^T: (N, M) column-major */
-
-    CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
-    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-        pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ctx->workspace_bytes,
-        sizeof ctx->workspace_bytes));
-    uint32_t al_a = k22_cuda_align(Bm, ldb, sB, batch, esize);
-    uint32_t al_b = k22_cuda_align(A, lda, sA, batch, esize);
-    uint32_t al_c = k22_cuda_align(C, ldc, sC, batch, sizeof(float));
-    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a, sizeof al_a));
-    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b, sizeof al_b));
-    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_c, sizeof al_c));
-    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_c, sizeof al_c));
-
-    cublasStatus_t s = cublasLtMatmulAlgoGetHeuristic(ctx->lt, op, la, lb, lc, lc, pref, 1, &heur,
-                                                      &found);
-    if (s == CUBLAS_STATUS_SUCCESS && found < 1) s = CUBLAS_STATUS_NOT_SUPPORTED;
-    if (s == CUBLAS_STATUS_SUCCESS)
-        CUBLAS_CHECK(cublasLtMatmul(ctx->lt, op, &alpha, Bm, la, A, lb, &beta, C, lc, C, lc,
-                                    &heur.algo, ctx->workspace, ctx->workspace_bytes, ctx->stream));
-    cublasLtMatmulPreferenceDestroy(pref);
-    cublasLtMatrixLayoutDestroy(lc);
-    cublasLtMatrixLayoutDestroy(lb);
-    cublasLtMatrixLayoutDestroy(la);
-    cublasLtMatmulDescDestroy(op);
-    return s;
+    k22_lt_key k;
+    k22_lt_key_init(&k);
+    k.ab = ab, k.ta = ta, k.tb = tb, k.M = M, k.N = N, k.K = K, k.batch = batch;
+    k.lda = lda, k.ldb = ldb, k.ldc = ldc;
+    if (batch > 1) k.sA = sA, k.sB = sB, k.sC = sC; /* unused otherwise: one plan for any */
+    k.alA = k22_cuda_align(A, lda, sA, batch, esize);
+    k.alB = k22_cuda_align(Bm, ldb, sB, batch, esize);
+    k.alC = k22_cuda_align(C, ldc, sC, batch, sizeof(float));
+    const struct k22_lt_plan *p = k22_lt_plan_get(ctx, &k);
+    if (p->status == CUBLAS_STATUS_SUCCESS)
+        CUBLAS_CHECK(cublasLtMatmul(ctx->lt, p->op, &alpha, Bm, p->la, A, p->lb, &beta, C, p->lc, C,
+                                    p->lc, &p->algo, ctx->workspace, ctx->workspace_bytes,
+                                    ctx->stream));
+    return p->status;
 }
 
 /* ---- reduced precision: operands rounded to 16 bits ---- */
