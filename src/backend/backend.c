@@ -58,6 +58,19 @@ int k22_backend_cuda_stats(const k22_backend *be, k22_cuda_stats *st)
     return 0;
 }
 
+/* The profiler forwards the ops it times, not these: they go to the backend it wraps. */
+void k22_backend_params_register(const k22_backend *be, float *p, int64_t n)
+{
+    be = k22_prof_inner(be);
+    if (be && be->params_register) be->params_register(be->ctx, p, n);
+}
+
+void k22_backend_params_changed(const k22_backend *be)
+{
+    be = k22_prof_inner(be);
+    if (be && be->params_changed) be->params_changed(be->ctx);
+}
+
 /* "cuda" is -1 (the local rank's GPU, picked later); "cuda:N" needs N a plain non-negative
  * decimal integer. */
 static int backend_cuda_index(const char *name, int *dev)
