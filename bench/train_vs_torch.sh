@@ -22,7 +22,8 @@
 # Subsets, for a GPU session's few minutes: CASES (default "prior unet unet-ckpt"), PRECISIONS
 # (cuda only; default "bf16 no"), IMPLS (default "k22 torch"); BENCH_RUN_SECONDS caps each run
 # (bench_lib.sh). K22_CONV_IMPLS="cudnn im2col" adds a k22 run per CUDA convolution path
-# (K22_CUDA_CONV) to the unet cases, tagged k22-<path> in the table.
+# (K22_CUDA_CONV) to the unet cases, tagged k22-<path> in the table. K22_NOSHADOW=1 adds a k22 run
+# per case with the 16-bit weight shadow off (K22_CUDA_WEIGHT_SHADOW=0), tagged k22-noshadow.
 # Exit status: 1 when a k22 run failed; a torch side that cannot run (no diffusers) is reported
 # and skipped.
 set -uo pipefail
@@ -71,6 +72,9 @@ bench_case() {
         done
       else
         run "k22-$mp-$tag" "$BIN" "${common[@]}" --device "$DEV" --mixed_precision "$mp" || RC=1
+      fi
+      if [ "${K22_NOSHADOW:-0}" = 1 ]; then
+        run "k22-noshadow-$mp-$tag" env K22_CUDA_WEIGHT_SHADOW=0 "$BIN" "${common[@]}" --device "$DEV" --mixed_precision "$mp" --impl_tag k22-noshadow || RC=1
       fi
     done
   else

@@ -96,6 +96,16 @@ struct k22_backend {
      * k22_backend_set_precision, which also records it in `precision`. */
     void (*set_precision)(void *ctx, int precision);
     int precision;
+    /* ---- the parameter buffer (optional: NULL where a backend keeps nothing per weight) ----
+     * params_register: the n floats at p (backend memory) are the model's weights, which the
+     * GEMM-class ops read as operands; p NULL forgets them (so does freeing p). The CUDA backend
+     * keeps a 16-bit copy of them under bf16/fp16 (K22_CUDA_WEIGHT_SHADOW). It sees the writes
+     * made through its own entries (adamw_step keeps the copy current; to_device, copy, zero,
+     * add, mul and scale make it stale); params_changed must follow any other write into them
+     * (a collective such as NCCL's all-gather of the weights) before the next op reads them.
+     * Call them through k22_backend_params_register / _changed, which skip NULL entries. */
+    void (*params_register)(void *ctx, float *p, int64_t n);
+    void (*params_changed)(void *ctx);
 
     /* ---- matmul ----
      * For each b < batch: C_b = alpha * op(A_b) @ op(B_b) + beta * C_b, with op(A_b) (M, K),
@@ -294,6 +304,23 @@ k22_backend *k22_backend_cuda_new(int device, k22_err *err);
  * cuDNN cannot take (padding it cannot express, tensors of 2^31 elements, misaligned fp32
  * pointers, no deterministic algorithm). */
 const char *k22_backend_conv_impl(const k22_backend *be, int64_t *n_cudnn, int64_t *n_im2col);
+
+/* ops.h's params_register and params_changed on be, or on the backend a profiler wraps; nothing
+ * where the backend has no such entry. */
+void k22_backend_params_register(const k22_backend *be, float *p, int64_t n);
+void k22_backend_params_changed(const k22_backend *be);
+
+/* What a CUDA backend's caches did since its creation. */
+typedef struct {
+    const char *shadow;       /* the weight shadow's K22_CUDA_WEIGHT_SHADOW mode: "on", "off", "strict" */
+    int64_t shadow_reads;     /* GEMM and convolution operands read from the shadow */
+    int64_t shadow_refreshes; /* passes that rounded the whole parameter buffer into it */
+    int64_t shadow_updates;   /* adamw_step calls that wrote it */
+    int64_t gemm_heuristics;  /* cublasLtMatmulAlgoGetHeuristic queries */
+    int64_t gemm_plans;       /* cuBLASLt set-ups made (GEMM shapes, and any made again) */
+} k22_cuda_stats;
+/* Fills st and returns 1 for a CUDA backend (or a profiler over one); 0 otherwise. */
+int k22_backend_cuda_stats(const k22_backend *be, k22_cuda_stats *st);
 
 /* By name: "cpu-ref", "cpu", "cuda", "cuda:N". NULL with err set when unknown/unavailable.
  * Plain "cuda" is the GPU of the rank's local rank (dist.h, k22_dist_gpu_pick). */

@@ -29,6 +29,7 @@ k22_backend *k22_backend_cuda_new(int device, k22_err *err)
 #else
 /* src/backend/cuda/cuda_backend.cu */
 const char *k22_cuda_conv_impl(void *ctx, int64_t *n_cudnn, int64_t *n_im2col);
+void k22_cuda_stats_of(void *ctx, k22_cuda_stats *st);
 #endif
 
 const char *k22_backend_conv_impl(const k22_backend *be, int64_t *n_cudnn, int64_t *n_im2col)
@@ -41,6 +42,33 @@ const char *k22_backend_conv_impl(const k22_backend *be, int64_t *n_cudnn, int64
 #endif
     (void)be;
     return NULL;
+}
+
+int k22_backend_cuda_stats(const k22_backend *be, k22_cuda_stats *st)
+{
+    memset(st, 0, sizeof *st);
+    be = k22_prof_inner(be);
+#ifdef K22_HAVE_CUDA
+    if (be && be->dev == K22_DEV_CUDA) {
+        k22_cuda_stats_of(be->ctx, st);
+        return 1;
+    }
+#endif
+    (void)be;
+    return 0;
+}
+
+/* The profiler forwards the ops it times, not these: they go to the backend it wraps. */
+void k22_backend_params_register(const k22_backend *be, float *p, int64_t n)
+{
+    be = k22_prof_inner(be);
+    if (be && be->params_register) be->params_register(be->ctx, p, n);
+}
+
+void k22_backend_params_changed(const k22_backend *be)
+{
+    be = k22_prof_inner(be);
+    if (be && be->params_changed) be->params_changed(be->ctx);
 }
 
 /* "cuda" is -1 (the local rank's GPU, picked later); "cuda:N" needs N a plain non-negative

@@ -171,6 +171,18 @@ static void print_plan(const k22_run *r)
     fflush(stdout);
 }
 
+/* What the CUDA backend's caches did over the run (test_cuda_train reads this line). */
+static void print_cuda_stats(const k22_run *r)
+{
+    k22_cuda_stats st;
+    if (!k22_backend_cuda_stats(r->be, &st)) return;
+    printf("k22: cuda: weight shadow %s (K22_CUDA_WEIGHT_SHADOW): %lld operand reads, %lld refreshes, %lld AdamW "
+           "writes; cuBLASLt: %lld heuristic queries, %lld set-ups\n", st.shadow, (long long)st.shadow_reads,
+           (long long)st.shadow_refreshes, (long long)st.shadow_updates, (long long)st.gemm_heuristics,
+           (long long)st.gemm_plans);
+    fflush(stdout);
+}
+
 /* One optimizer step's end: sync (the gradient exchange included), log. Returns 1 when the step
  * was skipped (a non-finite global gradient norm: the same on every rank). */
 static int finish_step(k22_run *r, k22_log *lg)
@@ -276,6 +288,7 @@ int k22_train_run(const k22_train_opts *o, k22_dist *d)
     rc = train(&r, &lg, &err);
     if (prof && d->rank == 0) k22_prof_report(prof, 0, k22_run_global_step(&r) - step0, stdout);
     if (rc == 0) validate(&r, &lg), k22_run_images(&r, &lg);
+    if (d->rank == 0) print_cuda_stats(&r);
     k22_log_close(&lg);
     if (rc == 0) {
         if (k22_run_save_final(&r, &err)) K22_FATAL("writing %s: %s", o->output_dir, err.msg);

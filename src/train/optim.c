@@ -72,6 +72,8 @@ void k22_optim_init(k22_optim *o, const k22_backend *be, const k22_params *ps, i
     o->M = be->alloc(be->ctx, sbytes);
     o->V = be->alloc(be->ctx, sbytes); /* zero-filled: G, M and V start at zero, and P's padding */
     be->to_device(be->ctx, o->P, ps->data, ps->total * sizeof(float));
+    /* After the upload: the backend may keep a 16-bit copy of P (ops.h params_register). */
+    k22_backend_params_register(be, o->P, o->padded);
     if (use_ema) {
         o->S = be->alloc(be->ctx, sbytes);
         be->copy(be->ctx, o->S, o->P + o->base, sbytes);
@@ -86,6 +88,7 @@ void k22_optim_free(k22_optim *o)
 {
     const k22_backend *be = o->be;
     if (be) {
+        k22_backend_params_register(be, NULL, 0);
         float *bufs[] = {o->P, o->G, o->Gs != o->G ? o->Gs : NULL, o->M, o->V, o->S, o->ema_scratch};
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
             if (bufs[i]) be->free(be->ctx, bufs[i]);
@@ -165,7 +168,10 @@ float k22_optim_step(k22_optim *o, const k22_optim_step_args *a)
     }
     if (!o->zero) be->zero(be->ctx, o->G, gbytes);
     if (o->S) ema_step(o);
-    if (o->zero) k22_dist_allgather_backend(o->dist, be, o->P, o->shard);
+    if (o->zero) {
+        k22_dist_allgather_backend(o->dist, be, o->P, o->shard);
+        k22_backend_params_changed(be); /* NCCL wrote P behind the backend's back */
+    }
     return norm;
 }
 

@@ -1351,6 +1351,277 @@ static void test_precision(const char *tag, int parts)
     free(A), free(B), free(before), free(after);
 }
 
+/* ---- cuBLASLt plans ----
+ * The emulator's own count of heuristic queries (a weak symbol: absent on a GPU build) checks the
+ * plan cache independently of the backend's count. */
+
+long long k22_emu_lt_heuristic_calls(void) __attribute__((weak));
+
+static k22_cuda_stats cuda_stats(void)
+{
+    k22_cuda_stats st;
+    CHECK_MSG(k22_backend_cuda_stats(gpu, &st), "k22_backend_cuda_stats: not a cuda backend");
+    return st;
+}
+
+/* A repeated GEMM shape queries cuBLASLt's heuristic once; a new alignment is a new shape. */
+static void test_lt_plans(void)
+{
+    const int M = 13, N = 11, K = 16; /* lda 64 bytes: A one float off is a new alignment */
+    float *A = host_rand((int64_t)M * K + 1, 1451, -1, 1), *B = host_rand((int64_t)K * N, 1452, -1, 1);
+    float *dA = dev_of(A, (int64_t)M * K + 1), *dB = dev_of(B, (int64_t)K * N);
+    float *dC = gpu->alloc(gpu->ctx, (size_t)M * N * sizeof(float));
+    long long e[4] = {0, 0, 0, 0};
+    int64_t h[4];
+    for (int i = 0; i < 4; i++) { /* new, again, misaligned A (new), again */
+        h[i] = cuda_stats().gemm_heuristics;
+        if (k22_emu_lt_heuristic_calls) e[i] = k22_emu_lt_heuristic_calls();
+        gpu->matmul(gpu->ctx, 0, 0, M, N, K, 1.0f, dA + (i >= 2), 0, dB, 0, 0.0f, dC, 0, 1);
+    }
+    int64_t hn = cuda_stats().gemm_heuristics;
+    long long en = k22_emu_lt_heuristic_calls ? k22_emu_lt_heuristic_calls() : 0;
+    const int64_t want[4] = {1, 0, 1, 0};
+    for (int i = 0; i < 4; i++) {
+        int64_t got = (i < 3 ? h[i + 1] : hn) - h[i];
+        long long egot = (i < 3 ? e[i + 1] : en) - e[i];
+        CHECK_MSG(got == want[i], "matmul call %d: %lld heuristic queries counted by the backend, want %lld", i,
+                  (long long)got, (long long)want[i]);
+        if (k22_emu_lt_heuristic_calls)
+            CHECK_MSG(egot == want[i], "matmul call %d: the emulated cuBLASLt saw %lld heuristic queries, want %lld",
+                      i, egot, (long long)want[i]);
+    }
+    printf("cuBLASLt plans: a repeated GEMM shape queried the heuristic once (%s)\n",
+           k22_emu_lt_heuristic_calls ? "backend and emulator counts" : "backend count");
+    gpu->free(gpu->ctx, dA), gpu->free(gpu->ctx, dB), gpu->free(gpu->ctx, dC);
+    free(A), free(B);
+}
+
+/* ---- the 16-bit weight shadow (ops.h params_register) ----
+ * A weight inside the registered buffer is read from the shadow under bf16/fp16; the products
+ * must have the bits of the same weight in an unregistered buffer (packed per call), and must see
+ * every write into the buffer: an upload, a copy, a zero, an AdamW step, a params_changed. On the
+ * emulator K22_EMU_GEMM_ALGO makes each product's sum order depend on everything cuBLASLt's
+ * heuristic was told (layouts, alignments), as a GPU's choice of kernel does, so "the same bits"
+ * also means "the heuristic saw the same inputs". */
+
+/* The n floats at device a and b are equal bit for bit. */
+static int dev_bits_equal(const char *what, const float *a, const float *b, int64_t n)
+{
+    float *ha = dev_fetch(a, n), *hb = dev_fetch(b, n);
+    int ok = memcmp(ha, hb, (size_t)n * sizeof(float)) == 0;
+    CHECK_MSG(ok, "%s: not bit-identical", what);
+    free(ha);
+    free(hb);
+    return ok;
+}
+
+/* The registered buffer R (n floats at d, host copy h) and an unregistered twin U of it. */
+typedef struct {
+    float *h, *d, *u;
+    int64_t n;
+} shadow_region;
+
+static void region_sync_twin(shadow_region *r)
+{
+    gpu->to_host(gpu->ctx, r->h, r->d, (size_t)r->n * sizeof(float));
+    gpu->to_device(gpu->ctx, r->u, r->h, (size_t)r->n * sizeof(float));
+}
+
+/* y = x w^T and dx += dy w with w at float offset off of R and of U (O x I), forward and
+ * backward data; want_reads: how many shadow reads the two calls on R must add (0: the weight is
+ * packed, e.g. misaligned). Bits must agree either way. */
+static void shadow_linear(const char *what, shadow_region *r, int64_t off, int N, int I, int O,
+                          int want_reads)
+{
+    pair x = pair_rand((int64_t)N * I, 1401, -1, 1), dy = pair_rand((int64_t)N * O, 1402, -1, 1);
+    float *y1 = gpu->alloc(gpu->ctx, (size_t)N * O * sizeof(float));
+    float *y2 = gpu->alloc(gpu->ctx, (size_t)N * O * sizeof(float));
+    float *dx1 = dev_of(x.h, x.n), *dx2 = dev_of(x.h, x.n);
+    char w[160];
+    gpu->linear_fwd(gpu->ctx, y1, x.d, r->u + off, NULL, N, I, O);
+    gpu->linear_bwd(gpu->ctx, dx1, NULL, NULL, dy.d, x.d, r->u + off, N, I, O);
+    k22_cuda_stats s0 = cuda_stats();
+    gpu->linear_fwd(gpu->ctx, y2, x.d, r->d + off, NULL, N, I, O);
+    gpu->linear_bwd(gpu->ctx, dx2, NULL, NULL, dy.d, x.d, r->d + off, N, I, O);
+    k22_cuda_stats s1 = cuda_stats();
+    snprintf(w, sizeof w, "%s: linear_fwd, weight registered vs not", what);
+    dev_bits_equal(w, y2, y1, (int64_t)N * O);
+    snprintf(w, sizeof w, "%s: linear_bwd dx, weight registered vs not", what);
+    dev_bits_equal(w, dx2, dx1, x.n);
+    CHECK_MSG(s1.shadow_reads - s0.shadow_reads == want_reads, "%s: %lld shadow reads, want %d", what,
+              (long long)(s1.shadow_reads - s0.shadow_reads), want_reads);
+    /* The shadow operand is described to cuBLASLt exactly as the packed one: the same plans. */
+    CHECK_MSG(s1.gemm_heuristics == s0.gemm_heuristics, "%s: %lld heuristic queries for shapes "
+              "already planned", what, (long long)(s1.gemm_heuristics - s0.gemm_heuristics));
+    gpu->free(gpu->ctx, y1), gpu->free(gpu->ctx, y2), gpu->free(gpu->ctx, dx1), gpu->free(gpu->ctx, dx2);
+    pair_free(&x), pair_free(&dy);
+}
+
+/* A batched matmul whose A (3 matrices M x K, packed stride) lies at off in R, against U. */
+static void shadow_matmul_batched(const char *what, shadow_region *r, int64_t off)
+{
+    const int M = 16, N = 8, K = 24, batch = 3;
+    pair b = pair_rand((int64_t)batch * K * N, 1411, -1, 1);
+    float *c1 = gpu->alloc(gpu->ctx, (size_t)batch * M * N * sizeof(float));
+    float *c2 = gpu->alloc(gpu->ctx, (size_t)batch * M * N * sizeof(float));
+    gpu->matmul(gpu->ctx, 0, 0, M, N, K, 1.0f, r->u + off, (int64_t)M * K, b.d, (int64_t)K * N, 0.0f, c1,
+                (int64_t)M * N, batch);
+    int64_t reads = cuda_stats().shadow_reads;
+    gpu->matmul(gpu->ctx, 0, 0, M, N, K, 1.0f, r->d + off, (int64_t)M * K, b.d, (int64_t)K * N, 0.0f, c2,
+                (int64_t)M * N, batch);
+    char w[160];
+    snprintf(w, sizeof w, "%s: batched matmul, A registered vs not", what);
+    dev_bits_equal(w, c2, c1, (int64_t)batch * M * N);
+    CHECK_MSG(cuda_stats().shadow_reads == reads + 1, "%s: the batched A was not read from the shadow", what);
+    gpu->free(gpu->ctx, c1), gpu->free(gpu->ctx, c2);
+    pair_free(&b);
+}
+
+/* conv2d forward and backward (dx, dw) with w at off in R, against U. */
+static void shadow_conv(const char *what, shadow_region *r, int64_t off, const k22_conv2d_desc *d)
+{
+    int64_t nx = (int64_t)d->B * d->C * d->H * d->W;
+    int64_t ny = (int64_t)d->B * d->O * k22_conv2d_out_h(d) * k22_conv2d_out_w(d);
+    pair x = pair_rand(nx, 1421, -1, 1), dy = pair_rand(ny, 1422, -1, 1);
+    float *y1 = gpu->alloc(gpu->ctx, (size_t)ny * sizeof(float)), *y2 = gpu->alloc(gpu->ctx, (size_t)ny * sizeof(float));
+    float *dx1 = dev_of(x.h, nx), *dx2 = dev_of(x.h, nx);
+    int64_t nw = (int64_t)d->O * d->C * d->KH * d->KW;
+    pair dw1 = pair_rand(nw, 1423, -1, 1);
+    float *dw2 = dev_of(dw1.h, nw);
+    gpu->conv2d_fwd(gpu->ctx, y1, x.d, r->u + off, NULL, d);
+    gpu->conv2d_bwd(gpu->ctx, dx1, dw1.d, NULL, dy.d, x.d, r->u + off, d);
+    int64_t reads = cuda_stats().shadow_reads;
+    gpu->conv2d_fwd(gpu->ctx, y2, x.d, r->d + off, NULL, d);
+    gpu->conv2d_bwd(gpu->ctx, dx2, dw2, NULL, dy.d, x.d, r->d + off, d);
+    char w[192];
+    snprintf(w, sizeof w, "%s: conv2d_fwd, weight registered vs not", what);
+    dev_bits_equal(w, y2, y1, ny);
+    snprintf(w, sizeof w, "%s: conv2d_bwd dx, weight registered vs not", what);
+    dev_bits_equal(w, dx2, dx1, nx);
+    snprintf(w, sizeof w, "%s: conv2d_bwd dw, weight registered vs not", what);
+    dev_bits_equal(w, dw2, dw1.d, nw);
+    CHECK_MSG(cuda_stats().shadow_reads > reads, "%s: the conv weight was never read from the shadow", what);
+    gpu->free(gpu->ctx, y1), gpu->free(gpu->ctx, y2), gpu->free(gpu->ctx, dx1), gpu->free(gpu->ctx, dx2);
+    gpu->free(gpu->ctx, dw2);
+    pair_free(&x), pair_free(&dy), pair_free(&dw1);
+}
+
+/* One AdamW step on [off, off + n) of R and of U, with the same gradients and zero moments. */
+static void shadow_adamw(shadow_region *r, int64_t off, int64_t n)
+{
+    pair g = pair_rand(n, 1431, -0.1f, 0.1f);
+    float *m1 = gpu->alloc(gpu->ctx, (size_t)n * sizeof(float)), *v1 = gpu->alloc(gpu->ctx, (size_t)n * sizeof(float));
+    float *m2 = gpu->alloc(gpu->ctx, (size_t)n * sizeof(float)), *v2 = gpu->alloc(gpu->ctx, (size_t)n * sizeof(float));
+    k22_adamw_hparams h = {.lr = 1e-2, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = 0.01,
+                           .step = 1, .grad_scale = 1.0f};
+    gpu->adamw_step(gpu->ctx, r->u + off, g.d, m1, v1, n, &h);
+    gpu->adamw_step(gpu->ctx, r->d + off, g.d, m2, v2, n, &h);
+    gpu->free(gpu->ctx, m1), gpu->free(gpu->ctx, v1), gpu->free(gpu->ctx, m2), gpu->free(gpu->ctx, v2);
+    pair_free(&g);
+}
+
+/* The K22_EMU_GEMM_ALGO check is only worth something when the emulated sum order really follows
+ * the heuristic's inputs: one GEMM on operands at 5 alignments must give more than one result. */
+static void emu_algo_sensitive(void)
+{
+    const int M = 8, N = 8, K = 1000; /* lda 4000 bytes: the pointer decides the alignment */
+    float *A = host_rand((int64_t)M * K + 8, 1441, -1, 1), *B = host_rand((int64_t)K * N + 8, 1442, -1, 1);
+    float *dA = dev_of(A, (int64_t)M * K + 8), *dB = dev_of(B, (int64_t)K * N + 8);
+    float *first = NULL;
+    int differ = 0;
+    for (int off = 0; off < 5; off++) {
+        float *dAo = dev_of(A, (int64_t)M * K + 8), *dC = gpu->alloc(gpu->ctx, (size_t)M * N * sizeof(float));
+        /* A's values at offset off of its buffer (moved), the same values every time */
+        gpu->copy(gpu->ctx, dAo + off, dA, (size_t)M * K * sizeof(float));
+        gpu->matmul(gpu->ctx, 0, 0, M, N, K, 1.0f, dAo + off, 0, dB, 0, 0.0f, dC, 0, 1);
+        float *c = dev_fetch(dC, (int64_t)M * N);
+        if (!first) first = c;
+        else differ |= memcmp(c, first, (size_t)M * N * sizeof(float)) != 0, free(c);
+        gpu->free(gpu->ctx, dAo), gpu->free(gpu->ctx, dC);
+    }
+    CHECK_MSG(differ, "K22_EMU_GEMM_ALGO: operands at 5 alignments gave the same bits; the bit-identity "
+              "checks of the weight shadow would not see a changed heuristic input");
+    free(first), free(A), free(B);
+    gpu->free(gpu->ctx, dA), gpu->free(gpu->ctx, dB);
+}
+
+static void test_weight_shadow_prec(k22_precision p, const char *tag)
+{
+    char what[96];
+    snprintf(what, sizeof what, "%s weight shadow%s", prec_tag(p), tag);
+    shadow_region r = {NULL, NULL, NULL, 8192};
+    r.h = host_rand(r.n, 1461, -1, 1);
+    r.d = dev_of(r.h, r.n);
+    r.u = dev_of(r.h, r.n);
+    k22_backend_params_register(gpu, r.d, r.n);
+    const k22_conv2d_desc c3 = {2, 8, 6, 5, 4, 3, 3, 1, 1, 1, 1, 1, 1}; /* CKK 72: a multiple of 8 */
+    const k22_conv2d_desc c1 = {2, 16, 4, 4, 8, 1, 1, 1, 1, 0, 0, 0, 0}; /* pointwise */
+    k22_cuda_stats s0 = cuda_stats();
+    shadow_linear(what, &r, 64, 5, 40, 24, 2);
+    CHECK_MSG(cuda_stats().shadow_refreshes == s0.shadow_refreshes + 1, "%s: the first read did not build "
+              "the shadow once", what);
+    shadow_linear(what, &r, 3, 5, 37, 24, 0); /* misaligned, ld 37: packed, and still the same bits */
+    /* ld 256 bytes, the weight 32-byte aligned: only the pointer tells the shadow from a packed
+     * copy (256-byte aligned), as for most weights of the full models */
+    shadow_linear(what, &r, 2320, 5, 128, 8, 2);
+    shadow_matmul_batched(what, &r, 1024);
+    shadow_conv(what, &r, 4096, &c3);
+    shadow_conv(what, &r, 6144, &c1);
+
+    /* Writes into R: each must reach the next product. */
+    float *h2 = host_rand(40 * 24, 1462, -1, 1);
+    gpu->to_device(gpu->ctx, r.d + 64, h2, 40 * 24 * sizeof(float));
+    region_sync_twin(&r);
+    shadow_linear("after to_device", &r, 64, 5, 40, 24, 2);
+    gpu->copy(gpu->ctx, r.d + 64, r.d + 1024, 40 * 24 * sizeof(float));
+    region_sync_twin(&r);
+    shadow_linear("after copy", &r, 64, 5, 40, 24, 2);
+    gpu->zero(gpu->ctx, r.d + 100, 17 * sizeof(float));
+    gpu->scale(gpu->ctx, r.d + 200, r.d + 200, 0.5f, 40);
+    region_sync_twin(&r);
+    shadow_linear("after zero and scale", &r, 64, 5, 40, 24, 2);
+    int64_t refreshes = cuda_stats().shadow_refreshes, updates = cuda_stats().shadow_updates;
+    shadow_adamw(&r, 64, 40 * 24);
+    shadow_linear("after adamw", &r, 64, 5, 40, 24, 2);
+    CHECK_MSG(cuda_stats().shadow_updates == updates + 1 && cuda_stats().shadow_refreshes == refreshes,
+              "%s: AdamW did not update the shadow in place (updates +%lld, refreshes +%lld)", what,
+              (long long)(cuda_stats().shadow_updates - updates),
+              (long long)(cuda_stats().shadow_refreshes - refreshes));
+    k22_backend_params_changed(gpu);
+    shadow_linear("after params_changed", &r, 64, 5, 40, 24, 2);
+    CHECK_MSG(cuda_stats().shadow_refreshes == refreshes + 1, "%s: params_changed did not rebuild the shadow",
+              what);
+    k22_backend_params_register(gpu, NULL, 0);
+    shadow_linear("unregistered", &r, 64, 5, 40, 24, 0);
+    k22_backend_params_register(gpu, r.d, r.n);
+    region_sync_twin(&r);
+    gpu->free(gpu->ctx, r.d); /* freeing the registered buffer forgets it */
+    r.d = dev_of(r.h, r.n);
+    shadow_linear("registered buffer freed", &r, 64, 5, 40, 24, 0);
+    gpu->free(gpu->ctx, r.d), gpu->free(gpu->ctx, r.u);
+    free(r.h), free(h2);
+}
+
+static void test_weight_shadow(const char *tag)
+{
+    const char *was = getenv("K22_EMU_GEMM_ALGO");
+    if (getenv("K22_CUDA_EMU")) setenv("K22_EMU_GEMM_ALGO", "1", 1);
+    if (getenv("K22_CUDA_EMU") && !*tag) emu_algo_sensitive();
+    const k22_precision precs[2] = {K22_PREC_BF16, K22_PREC_FP16};
+    for (int i = 0; i < 2; i++)
+        if (prec_set(precs[i])) test_weight_shadow_prec(precs[i], tag);
+    prec_set(K22_PREC_FP32);
+    /* fp32: nothing is read from a registered buffer's shadow. */
+    float *h = host_rand(40 * 24, 1471, -1, 1), *d = dev_of(h, 40 * 24);
+    k22_backend_params_register(gpu, d, 40 * 24);
+    shadow_region r = {h, d, dev_of(h, 40 * 24), 40 * 24};
+    shadow_linear("fp32, registered", &r, 0, 5, 40, 24, 0);
+    k22_backend_params_register(gpu, NULL, 0);
+    gpu->free(gpu->ctx, d), gpu->free(gpu->ctx, r.u);
+    free(h);
+    if (!was) unsetenv("K22_EMU_GEMM_ALGO");
+}
+
 /* ---- conv2d: views, reruns, and the choice of implementation ---- */
 
 /* Convolution on views one float off 16-byte alignment (fp32 on a cudnn backend then runs as
@@ -1547,7 +1818,8 @@ static void test_table_complete(void)
         ENTRY(avgpool2x_fwd),  ENTRY(avgpool2x_bwd),      ENTRY(chan_affine_fwd),
         ENTRY(chan_affine_bwd), ENTRY(resize_nearest_fwd), ENTRY(timestep_embed_fwd),
         ENTRY(timestep_embed_bwd), ENTRY(mse_fwd),        ENTRY(mse_bwd),
-        ENTRY(adamw_step),     ENTRY(sumsq),
+        ENTRY(adamw_step),     ENTRY(sumsq),              ENTRY(params_register),
+        ENTRY(params_changed),
 #undef ENTRY
     };
     for (size_t i = 0; i < sizeof e / sizeof e[0]; i++)
@@ -1595,6 +1867,8 @@ int main(void)
     test_mse();
     test_errors();
     test_precision(tag, PREC_GEMMS | PREC_CONV | PREC_ATTN);
+    test_lt_plans();
+    test_weight_shadow("");
     k22_backend_free(gpu);
     /* The convolutions again on im2col, then on a backend with tiny work chunks: im2col in bands
      * of output rows, attention in chunks of query rows, the paths full-size models take. */
@@ -1607,6 +1881,7 @@ int main(void)
         test_conv2d(" [im2col]");
         test_conv_views(" [im2col]");
         test_precision(" [im2col]", PREC_CONV);
+        test_weight_shadow(" [im2col]");
         k22_backend_free(gpu);
     }
     setenv("K22_CUDA_CHUNK_FLOATS", "600", 1);

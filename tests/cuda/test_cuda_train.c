@@ -12,7 +12,8 @@
  *     backend's bf16 run; the decoder's cuDNN convolutions, which also round their outputs, are
  *     held to its im2col ones (tolerances at bf16_runs);
  *  5. K22_PROFILE=1 on cuda: the per-op profiler over the cuda backend, timed by CUDA events
- *     (checks at profile_runs).
+ *     (checks at profile_runs);
+ *  6. the 16-bit weight shadow changes no bit of bf16 training (checks at shadow_runs).
  * Tolerances of 1-3 (fp32 everywhere; the CUDA GEMMs are true fp32, no TF32): the GPU and the CPU sum in
  * different orders, so losses and norms agree to rounding (stated per check). Weights after
  * AdamW: a gradient at the rounding level is noise of either sign on either device (the
@@ -25,7 +26,7 @@
  * (mostly conv biases) up to 2.7e-4, the rest within 9.6e-6.
  * Without a usable CUDA device it says why in one line and exits 0, unless K22_REQUIRE_CUDA is
  * set (not "" or "0"): then it fails, as test_cuda_ops does.
- * K22_CUDA_TRAIN_PARTS (a comma list of step, resume, ranks, bf16, profile; unset: all) runs only those
+ * K22_CUDA_TRAIN_PARTS (a comma list of step, resume, ranks, bf16, shadow, profile; unset: all) runs only those
  * parts, e.g. for the slow host emulator (tests/cuda/emu/run BUILD train). */
 #include "train/train_fixture.h"
 #include "k22/ops.h"
@@ -414,6 +415,155 @@ static void two_ranks(void)
     check_weights("2 ranks: NCCL vs MPI all-reduce", "r2", "r2mpi", "prior", 4);
 }
 
+/* The numbers of `k22: cuda: weight shadow ...` (the run's last such line in dir/OUT.log):
+ * reads, refreshes, AdamW writes, heuristic queries; 0 when found. */
+typedef struct {
+    long long reads, refreshes, updates, heuristics, plans;
+} cuda_line;
+
+static int read_cuda_line(const char *out, cuda_line *c)
+{
+    char p[4096], line[1024];
+    snprintf(p, sizeof p, "%s/%s.log", dir, out);
+    FILE *f = fopen(p, "r");
+    int found = 0;
+    while (f && fgets(line, sizeof line, f))
+        found |= sscanf(line, "k22: cuda: weight shadow %*s (K22_CUDA_WEIGHT_SHADOW): %lld operand reads, %lld "
+                        "refreshes, %lld AdamW writes; cuBLASLt: %lld heuristic queries, %lld set-ups",
+                        &c->reads, &c->refreshes, &c->updates, &c->heuristics, &c->plans) == 5;
+    if (f) fclose(f);
+    CHECK_MSG(found, "%s/%s.log has no 'k22: cuda: weight shadow' line", dir, out);
+    return found;
+}
+
+/* The weights file of OUT/SUB/COMP is the same in runs a and b, byte for byte. */
+static void check_same_weights(const char *what, const char *a, const char *b, const char *sub)
+{
+    char pa[4096], pb[4096];
+    snprintf(pa, sizeof pa, "%s/%s/%s/diffusion_pytorch_model.safetensors", dir, a, sub);
+    snprintf(pb, sizeof pb, "%s/%s/%s/diffusion_pytorch_model.safetensors", dir, b, sub);
+    CHECK_MSG(tf_same_file(pa, pb), "%s: %s differs between %s and %s", what, sub, a, b);
+}
+
+/* The logged losses and gradient norms of steps 1..steps are equal in runs a and b. */
+static void check_same_metrics(const char *what, const char *a, const char *b, int steps)
+{
+    check_losses(what, a, b, 1, steps, 0);
+    char pa[4096], pb[4096];
+    snprintf(pa, sizeof pa, "%s/%s", dir, a);
+    snprintf(pb, sizeof pb, "%s/%s", dir, b);
+    for (int s = 1; s <= steps; s++) {
+        double na = read_grad_norm(pa, s), nb = read_grad_norm(pb, s);
+        CHECK_MSG(na == nb, "%s: step %d gradient norm %.9g vs %.9g", what, s, na, nb);
+    }
+}
+
+/* Runs `k22 STAGE` as run_k22 does with K22_CUDA_WEIGHT_SHADOW=mode; np > 1 under mpirun. */
+static int run_shadow(const char *stage, const char *mode, int np, const char *extra, const char *out)
+{
+    setenv("K22_CUDA_WEIGHT_SHADOW", mode, 1);
+    int rc;
+    if (np > 1) {
+        char args[4096];
+        rc = tf_sh("timeout 300 mpirun --oversubscribe -x K22_CUDA_WEIGHT_SHADOW -x K22_EMU_GEMM_ALGO -np %d %s %s "
+                   "%s --device cuda %s --output_dir %s/%s >>%s/%s.log 2>&1", np, tf_bin(), stage,
+                   stage_args(stage, args, sizeof args), extra, dir, out, dir, out);
+    } else {
+        rc = run_k22(stage, "cuda", extra, out);
+    }
+    unsetenv("K22_CUDA_WEIGHT_SHADOW");
+    CHECK_MSG(rc == 0, "K22_CUDA_WEIGHT_SHADOW=%s %s %s: exit %d (see %s/%s.log)", mode, stage, extra, rc, dir, out);
+    return rc;
+}
+
+/* Two runs of 2 + 2 steps with a checkpoint and resume between, the shadow strict and off. */
+static int run_shadow_resumed(const char *mode, const char *extra, const char *out)
+{
+    char x[512];
+    snprintf(x, sizeof x, "%s --max_train_steps 4 --stop_at_step 2", extra);
+    setenv("K22_CUDA_WEIGHT_SHADOW", mode, 1);
+    int rc = run_k22("train-prior", "cuda", x, out);
+    unsetenv("K22_CUDA_WEIGHT_SHADOW");
+    CHECK_MSG(rc == 99, "K22_CUDA_WEIGHT_SHADOW=%s train-prior --stop_at_step 2: exit %d, want 99 (see %s/%s.log)",
+              mode, rc, dir, out);
+    snprintf(x, sizeof x, "%s --max_train_steps 4 --resume_from_checkpoint latest", extra);
+    return run_shadow("train-prior", mode, 1, x, out);
+}
+
+/* 6. The 16-bit weight shadow (K22_CUDA_WEIGHT_SHADOW; src/backend/cuda/weight_shadow.cu) changes
+ * no bit of a bf16 run: the same losses, gradient norms and weights, byte for byte, with it
+ * strict (a write into the weights that the trainer did not announce is fatal) and off, for
+ *  - the prior with --use_ema over 4 steps, checkpointed at 2 and resumed;
+ *  - the decoder UNet over 2 steps (its convolutions read the shadow too);
+ *  - the prior on 2 ranks with --zero_stage 1 over 3 steps (the all-gather rewrites the weights
+ *    each step: params_changed).
+ * On the emulator K22_EMU_GEMM_ALGO makes every GEMM's sum order depend on what cuBLASLt's
+ * heuristic was told, so the equal bits also say the shadow's operands were described to it
+ * exactly as the packed ones. The runs' `k22: cuda:` lines show the shadow at work: read (the
+ * trainer registered the weights), built once per process and then kept current by AdamW (under
+ * ZeRO-1 rebuilt after each all-gather instead), and no heuristic query after the first step
+ * (the cuBLASLt plans: 2 decoder steps query as often as 1). */
+static void shadow_runs(void)
+{
+    const char *algo = getenv("K22_EMU_GEMM_ALGO");
+    setenv("K22_EMU_GEMM_ALGO", "1", 1);
+    setenv("K22_EMU_LT_STATS", "1", 1); /* the emulated cuBLASLt's counts, at exit (emu.cpp) */
+    cuda_line c, c1;
+    memset(&c, 0, sizeof c);
+
+    run_shadow_resumed("strict", "--mixed_precision bf16 --use_ema", "sh_p_on");
+    run_shadow_resumed("0", "--mixed_precision bf16 --use_ema", "sh_p_off");
+    check_same_metrics("prior bf16 + EMA, resumed: shadow strict vs off", "sh_p_on", "sh_p_off", 4);
+    check_same_weights("prior bf16 + EMA, resumed: shadow strict vs off", "sh_p_on", "sh_p_off", "prior");
+    check_same_weights("prior bf16 + EMA, resumed: shadow strict vs off", "sh_p_on", "sh_p_off",
+                       "checkpoint-2/prior");
+    check_same_weights("prior bf16 + EMA, resumed: shadow strict vs off", "sh_p_on", "sh_p_off",
+                       "checkpoint-2/prior_ema");
+    if (read_cuda_line("sh_p_on", &c)) /* the resumed process: 2 steps */
+        CHECK_MSG(c.reads > 0 && c.refreshes == 1 && c.updates > 0,
+                  "prior, shadow strict: %lld reads, %lld refreshes (want 1: AdamW keeps it), %lld AdamW writes",
+                  c.reads, c.refreshes, c.updates);
+    if (read_cuda_line("sh_p_off", &c))
+        CHECK_MSG(c.reads == 0 && c.refreshes == 0, "prior, shadow off: %lld reads, %lld refreshes", c.reads,
+                  c.refreshes);
+
+    run_shadow("train-decoder", "strict", 1, "--max_train_steps 2 --mixed_precision bf16", "sh_d_on");
+    run_shadow("train-decoder", "0", 1, "--max_train_steps 2 --mixed_precision bf16", "sh_d_off");
+    run_shadow("train-decoder", "strict", 1, "--max_train_steps 1 --mixed_precision bf16", "sh_d_on1");
+    check_same_metrics("decoder bf16: shadow strict vs off", "sh_d_on", "sh_d_off", 2);
+    check_same_weights("decoder bf16: shadow strict vs off", "sh_d_on", "sh_d_off", "unet");
+    if (read_cuda_line("sh_d_on", &c) && read_cuda_line("sh_d_on1", &c1)) {
+        CHECK_MSG(c.reads > 0 && c.refreshes == 1 && c.updates > 0,
+                  "decoder, shadow strict: %lld reads, %lld refreshes (want 1), %lld AdamW writes", c.reads,
+                  c.refreshes, c.updates);
+        CHECK_MSG(c.heuristics == c1.heuristics && c.heuristics > 0,
+                  "decoder: %lld cuBLASLt heuristic queries in 2 steps, %lld in 1: want the same", c.heuristics,
+                  c1.heuristics);
+        printf("decoder bf16 on cuda: %lld weight operands read from the shadow in 2 steps; %lld cuBLASLt heuristic "
+               "queries in 1 step and in 2\n", c.reads, c.heuristics);
+    }
+    /* On the emulator: its own counts of the 1- and 2-step runs (matmuls per step = the queries a
+     * step made before the plans) */
+    tf_sh("cd %s && grep -H '^k22_emu_lt' sh_d_on1.log sh_d_on.log sh_p_on.log 2>/dev/null", dir);
+    unsetenv("K22_EMU_LT_STATS");
+
+    if (tf_sh("command -v mpirun >/dev/null 2>&1") == 0) {
+        const char *x = "--max_train_steps 3 --mixed_precision bf16 --zero_stage 1";
+        run_shadow("train-prior", "strict", 2, x, "sh_z_on");
+        run_shadow("train-prior", "0", 2, x, "sh_z_off");
+        check_same_metrics("2 ranks, ZeRO-1, prior bf16: shadow strict vs off", "sh_z_on", "sh_z_off", 3);
+        check_same_weights("2 ranks, ZeRO-1, prior bf16: shadow strict vs off", "sh_z_on", "sh_z_off", "prior");
+        /* rank 0: built at the first read, rebuilt after each all-gather but the last (no read follows) */
+        if (read_cuda_line("sh_z_on", &c))
+            CHECK_MSG(c.reads > 0 && c.refreshes == 3, "ZeRO-1, shadow strict: %lld reads, %lld refreshes (want 3)",
+                      c.reads, c.refreshes);
+    } else {
+        printf("shadow on 2 ranks: skipped (no mpirun on PATH)\n");
+    }
+    if (algo) setenv("K22_EMU_GEMM_ALGO", algo, 1);
+    else unsetenv("K22_EMU_GEMM_ALGO");
+}
+
 static double now_s(void)
 {
     struct timespec t;
@@ -490,6 +640,7 @@ int main(void)
         bf16_runs("train-prior", "p", 8, 5e-3, 1e-3);
         bf16_runs("train-decoder", "d", 4, 2e-2, 1e-2);
     }
+    if (part_on("shadow")) shadow_runs();
     if (part_on("profile")) {
         profile_runs("train-prior", "p", 2);
         profile_runs("train-decoder", "d", 1);

@@ -5,6 +5,8 @@
 #define K22_CUDA_COMMON_CUH
 
 #include <cublasLt.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <cudnn.h>
 #include <stdint.h>
@@ -16,6 +18,21 @@ extern "C" {
 #include "k22/ops.h"
 }
 #undef _Noreturn
+
+/* The 16-bit shadow of the registered parameter buffer (weight_shadow.cu). */
+typedef enum { K22_SHADOW_OFF = 0, K22_SHADOW_ON, K22_SHADOW_STRICT } k22_shadow_mode;
+typedef struct {
+    k22_shadow_mode mode;    /* K22_CUDA_WEIGHT_SHADOW, read at creation */
+    const float *base;       /* the registered buffer (params_register), NULL when none */
+    int64_t n;               /* its floats */
+    uint16_t *buf;           /* n 16-bit values, 256-byte aligned, allocated at the first read */
+    size_t bytes;
+    int prec;                /* the k22_precision buf holds; K22_PREC_FP32: stale (rebuilt at the
+                              * next read) */
+    const char *unannounced; /* strict: the entry that wrote into base since the last
+                              * params_changed, else NULL */
+    int64_t reads, refreshes, updates;
+} k22_cuda_shadow;
 
 /* One per k22_backend_cuda_new. Everything runs on `stream`; the host waits only in to_host,
  * sync and sumsq. The device is made current once, at creation (one device per rank). */
@@ -47,6 +64,12 @@ typedef struct {
     int64_t conv_runs_cudnn, conv_runs_im2col;
     char conv_impl[32]; /* "cudnn 9.19.0" or "im2col" */
     char conv_why[256]; /* the failed call of the self-test */
+    k22_cuda_shadow shadow;
+    /* cuBLASLt set-ups by GEMM shape (lt_plan.cu): a fixed table, filled at first use; how many
+     * heuristic queries and set-ups that took. */
+    struct k22_lt_plan *lt_plans;
+    uint8_t *lt_victim; /* per set: the way the next miss replaces */
+    int64_t lt_heuristics, lt_builds;
 } k22_cuda_ctx;
 
 /* Block size of the elementwise and reduction kernels, and the fixed block count of the sumsq
@@ -95,6 +118,11 @@ void *k22_cuda_scratch(k22_cuda_ctx *ctx, size_t bytes);
 /* The same for ctx->lowp, the 16-bit GEMM operand buffer of k22_cuda_gemm (matmul.cu). */
 void *k22_cuda_lowp(k22_cuda_ctx *ctx, size_t bytes);
 
+/* The same for the weight shadow's buffer (weight_shadow.cu). */
+void *k22_cuda_shadow_buf(k22_cuda_ctx *ctx, size_t bytes);
+/* Frees device memory of the context (stream-ordered where it allocates so). */
+void k22_cuda_dev_free(k22_cuda_ctx *ctx, void *p);
+
 /* Grid-stride loop over n elements. */
 #define K22_GRID_STRIDE(i, n)                                                                      \
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n);                      \
@@ -126,6 +154,15 @@ __device__ __forceinline__ float k22_cuda_block_max(float v, float *sh)
     float r = sh[0];
     __syncthreads();
     return r;
+}
+
+/* x rounded to nearest even to fp16 (fp16 != 0; overflows to inf past 65504, NaN stays NaN) or
+ * bfloat16, as its bits: the operand rounding of k22_precision. The GEMM packing kernel, the
+ * weight shadow and the AdamW kernel's shadow write all call this one function, so a weight read
+ * from the shadow has the bits the packing kernel would give it. */
+__device__ __forceinline__ uint16_t k22_cuda_round16(float x, int fp16)
+{
+    return fp16 ? __half_as_ushort(__float2half_rn(x)) : __bfloat16_as_ushort(__float2bfloat16_rn(x));
 }
 
 /* matmul.cu. k22_cuda_gemm is the row-major GEMM of ops.h's matmul with explicit leading
@@ -184,6 +221,49 @@ cudnnStatus_t k22_cudnn_conv_fwd(k22_cuda_ctx *ctx, float *y, const float *x, co
 cudnnStatus_t k22_cudnn_conv_bwd(k22_cuda_ctx *ctx, float *dx, float *dw, const float *dy,
                                  const float *x, const float *w, const k22_conv2d_desc *d,
                                  int *done_dx, int *done_dw);
+
+/* weight_shadow.cu: the 16-bit shadow of the parameter buffer (see its head).
+ * k22_cuda_shadow_init reads K22_CUDA_WEIGHT_SHADOW (K22_ERR_ARG for a bad value);
+ * k22_cuda_shadow_release frees the buffer. The ops entries params_register, params_changed.
+ * k22_cuda_shadow_touch: a backend entry `what` wrote [p, p + bytes): when that overlaps the
+ * registered buffer the shadow goes stale (strict: and the write must be announced).
+ * k22_cuda_shadow_read: the shadow of the n floats at p, current, when they lie inside the
+ * registered buffer, the precision is bf16/fp16, the shadow is on and the returned pointer is
+ * `align`-byte aligned (a power of two <= 256); else NULL (the caller rounds p itself).
+ * k22_cuda_shadow_update: for the AdamW kernel about to rewrite the n floats at p: where to write
+ * their rounding (the shadow is current and holds them), else NULL, having marked the shadow
+ * stale when the floats overlap the buffer. */
+k22_status k22_cuda_shadow_init(k22_cuda_ctx *ctx, k22_err *err);
+void k22_cuda_shadow_release(k22_cuda_ctx *ctx);
+void k22_cuda_params_register(void *ctx, float *p, int64_t n);
+void k22_cuda_params_changed(void *ctx);
+void k22_cuda_shadow_touch(k22_cuda_ctx *ctx, const void *p, size_t bytes, const char *what);
+const uint16_t *k22_cuda_shadow_read(k22_cuda_ctx *ctx, const float *p, int64_t n, uint32_t align);
+uint16_t *k22_cuda_shadow_update(k22_cuda_ctx *ctx, const float *p, int64_t n);
+
+/* lt_plan.cu: cuBLASLt's descriptors and chosen algorithm per GEMM shape (see its head). The
+ * key holds every input of the heuristic query; build it with k22_lt_key_init (it zeroes the
+ * padding the table compares). */
+typedef struct {
+    int32_t ab, ta, tb, M, N, K, batch; /* ab: cudaDataType_t of A and B */
+    uint32_t alA, alB, alC;             /* byte alignments of our A, B and C the heuristic is told */
+    int64_t lda, ldb, ldc, sA, sB, sC;  /* strides are 0 unless batch > 1 */
+} k22_lt_key;
+struct k22_lt_plan {
+    k22_lt_key key;
+    int used;
+    cublasStatus_t status; /* the heuristic's answer: SUCCESS, or its refusal (NOT_SUPPORTED) */
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t la, lb, lc;
+    cublasLtMatmulAlgo_t algo;
+};
+void k22_lt_key_init(k22_lt_key *k);
+/* The plan of key, made at its first use: its status is the heuristic's (a refusal is kept too,
+ * so a shape cuBLASLt cannot run batched is not asked again). Dies when the table cannot be made
+ * or a descriptor call fails. */
+const struct k22_lt_plan *k22_lt_plan_get(k22_cuda_ctx *ctx, const k22_lt_key *key);
+void k22_lt_plans_init(k22_cuda_ctx *ctx);
+void k22_lt_plans_release(k22_cuda_ctx *ctx);
 
 /* norm.cu */
 void k22_cuda_group_norm_fwd(void *ctx, float *y, float *mean, float *rstd, const float *x,

@@ -10,7 +10,8 @@
  * and later, and k22's fp32 contract is no TF32. y goes straight to its destination and dx is
  * blended into it with beta = 1 (dx = conv + dx in fp32); dw goes through scratch and one fp32
  * add (k22_cudnn_run says why).
- * bf16/fp16 round x, w and dy to 16 bits into scratch (matmul.cu's packing kernel) and run the
+ * bf16/fp16 round x, w and dy to 16 bits into scratch (matmul.cu's packing kernel; w is read from
+ * the weight shadow instead when it lies in the registered parameter buffer) and run the
  * PSEUDO_BFLOAT16 / PSEUDO_HALF config (16-bit tensors, FLOAT compute type: fp32 accumulation)
  * with tensor-op math. cuDNN's legacy configurations give the output tensor the inputs' type
  * (only the INT8 ones widen), so there is no fp32 output for 16-bit inputs: the result is written
@@ -421,12 +422,13 @@ static cudnnStatus_t k22_cudnn_call(k22_cuda_ctx *ctx, const struct k22_cudnn_pl
  * backward data), except the weight gradient, which cuDNN writes to u->o32 (beta 0) and one
  * fp32 add puts into dw, as the 16-bit path and dbias do: a micro-batch then adds exactly one
  * rounded sum to a weight gradient whatever order cuDNN blends in, so 1 rank x 2 accumulation
- * steps gives the bits of 2 ranks x 1, whose all-reduce adds the same two sums. 16-bit: b is
- * already rounded into u->b16; a (na values) is rounded into u->a16, the result goes to u->o16
- * with beta 0 and is widened into dst. */
+ * steps gives the bits of 2 ranks x 1, whose all-reduce adds the same two sums. 16-bit: b16 is b
+ * rounded; a16 is a rounded (the weight shadow's), or NULL: a (na values) is rounded into u->a16;
+ * the result goes to u->o16 with beta 0 and is widened into dst. */
 static cudnnStatus_t k22_cudnn_run(k22_cuda_ctx *ctx, const struct k22_cudnn_plan *p, int dir,
-                                   const float *a, int64_t na, const float *b, float *dst,
-                                   int64_t nout, const float *bias, const k22_cudnn_bufs *u)
+                                   const float *a, int64_t na, const uint16_t *a16,
+                                   const float *b, const uint16_t *b16, float *dst, int64_t nout,
+                                   const float *bias, const k22_cudnn_bufs *u)
 {
     const k22_conv2d_desc *d = &p->d;
     int64_t P = (int64_t)k22_conv2d_out_h(d) * k22_conv2d_out_w(d);
@@ -442,10 +444,21 @@ static cudnnStatus_t k22_cudnn_run(k22_cuda_ctx *ctx, const struct k22_cudnn_pla
         if (s == CUDNN_STATUS_SUCCESS && bias) k22_cuda_conv_bias_add(ctx, dst, bias, d->B, d->O, P);
         return s;
     }
-    k22_cuda_round_lowp(ctx, u->a16, a, na);
-    s = k22_cudnn_call(ctx, p, dir, u->a16, u->b16, 0.0f, u->o16, u->ws);
+    if (!a16) {
+        k22_cuda_round_lowp(ctx, u->a16, a, na);
+        a16 = u->a16;
+    }
+    s = k22_cudnn_call(ctx, p, dir, a16, b16, 0.0f, u->o16, u->ws);
     if (s == CUDNN_STATUS_SUCCESS) k22_cudnn_widen(ctx, dst, u->o16, acc, bias, d->O, P, nout);
     return s;
+}
+
+/* The weights w (nw values) as 16-bit values from the weight shadow, when it holds them at a
+ * 16-byte aligned address (cuDNN's legacy heuristics never see pointers, and the packed copies
+ * are 256-byte aligned); NULL under fp32 or when they must be rounded here. */
+static const uint16_t *k22_cudnn_w16(k22_cuda_ctx *ctx, const float *w, int64_t nw)
+{
+    return k22_cudnn_lowp(ctx->precision) ? k22_cuda_shadow_read(ctx, w, nw, 16) : NULL;
 }
 
 /* See common.cuh. */
@@ -463,9 +476,13 @@ cudnnStatus_t k22_cudnn_conv_fwd(k22_cuda_ctx *ctx, float *y, const float *x, co
     if (s != CUDNN_STATUS_SUCCESS || p->dir[K22_CONV_FWD].state < 0) return s;
     int64_t nx, nw, ny;
     k22_cudnn_counts(d, &nx, &nw, &ny);
-    k22_cudnn_bufs u = k22_cudnn_scratch(ctx, p->dir[K22_CONV_FWD].ws, nw, nx, ny, 0);
-    if (lowp) k22_cuda_round_lowp(ctx, u.b16, w, nw);
-    s = k22_cudnn_run(ctx, p, K22_CONV_FWD, x, nx, w, y, ny, bias, &u);
+    const uint16_t *w16 = k22_cudnn_w16(ctx, w, nw);
+    k22_cudnn_bufs u = k22_cudnn_scratch(ctx, p->dir[K22_CONV_FWD].ws, w16 ? 0 : nw, nx, ny, 0);
+    if (lowp && !w16) {
+        k22_cuda_round_lowp(ctx, u.b16, w, nw);
+        w16 = u.b16;
+    }
+    s = k22_cudnn_run(ctx, p, K22_CONV_FWD, x, nx, NULL, w, w16, y, ny, bias, &u);
     *done = s == CUDNN_STATUS_SUCCESS;
     return s;
 }
@@ -492,18 +509,19 @@ cudnnStatus_t k22_cudnn_conv_bwd(k22_cuda_ctx *ctx, float *dx, float *dw, const 
     if (!want_dx && !want_dw) return CUDNN_STATUS_SUCCESS;
     int64_t nx, nw, ny, na = 0, no = 0; /* the larger 16-bit operand and result of the two */
     k22_cudnn_counts(d, &nx, &nw, &ny);
+    const uint16_t *w16 = want_dx ? k22_cudnn_w16(ctx, w, nw) : NULL;
     size_t ws = 0;
-    if (want_dx) ws = cd->ws, na = nw, no = nx;
+    if (want_dx) ws = cd->ws, na = w16 ? 0 : nw, no = nx;
     if (want_dw) ws = cf->ws > ws ? cf->ws : ws, na = nx > na ? nx : na, no = nw > no ? nw : no;
     k22_cudnn_bufs u = k22_cudnn_scratch(ctx, ws, ny, na, no, want_dw ? nw : 0);
     if (lowp) k22_cuda_round_lowp(ctx, u.b16, dy, ny);
     if (want_dx) {
-        s = k22_cudnn_run(ctx, p, K22_CONV_BWD_DATA, w, nw, dy, dx, nx, NULL, &u);
+        s = k22_cudnn_run(ctx, p, K22_CONV_BWD_DATA, w, nw, w16, dy, u.b16, dx, nx, NULL, &u);
         if (s != CUDNN_STATUS_SUCCESS) return s;
         *done_dx = 1;
     }
     if (want_dw) {
-        s = k22_cudnn_run(ctx, p, K22_CONV_BWD_FILTER, x, nx, dy, dw, nw, NULL, &u);
+        s = k22_cudnn_run(ctx, p, K22_CONV_BWD_FILTER, x, nx, NULL, dy, u.b16, dw, nw, NULL, &u);
         if (s != CUDNN_STATUS_SUCCESS) return s;
         *done_dw = 1;
     }

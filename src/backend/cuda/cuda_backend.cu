@@ -63,9 +63,8 @@ static void *k22_cuda_alloc(void *vctx, size_t bytes)
     return p;
 }
 
-static void k22_cuda_free(void *vctx, void *p)
+void k22_cuda_dev_free(k22_cuda_ctx *ctx, void *p)
 {
-    k22_cuda_ctx *ctx = K22_CUDA_CTX(vctx);
     if (!p) return;
     if (ctx->async_alloc) {
         CUDA_CHECK(cudaFreeAsync(p, ctx->stream));
@@ -73,6 +72,15 @@ static void k22_cuda_free(void *vctx, void *p)
         /* cudaFree synchronizes the device, so work queued on p finishes first. */
         CUDA_CHECK(cudaFree(p));
     }
+}
+
+/* Freeing the registered parameter buffer forgets it: its address may come back in another
+ * allocation, which the shadow must not stand for. */
+static void k22_cuda_free(void *vctx, void *p)
+{
+    k22_cuda_ctx *ctx = K22_CUDA_CTX(vctx);
+    if (p && p == ctx->shadow.base) k22_cuda_params_register(ctx, NULL, 0);
+    k22_cuda_dev_free(ctx, p);
 }
 
 /* Grows the buffer *buf of *have bytes to at least `bytes` (stream-ordered: work queued on the
@@ -84,7 +92,7 @@ static void *k22_cuda_grow(k22_cuda_ctx *ctx, void **buf, size_t *have, size_t b
     /* Grow by at least half again, so a run whose sizes creep up reallocates only a few times. */
     size_t want = *have + *have / 2;
     if (want < bytes) want = bytes;
-    k22_cuda_free(ctx, *buf);
+    k22_cuda_dev_free(ctx, *buf);
     *buf = NULL;
     *have = 0;
     void *p = NULL;
@@ -110,12 +118,19 @@ void *k22_cuda_lowp(k22_cuda_ctx *ctx, size_t bytes)
     return k22_cuda_grow(ctx, &ctx->lowp, &ctx->lowp_bytes, bytes, "16-bit GEMM operands");
 }
 
+void *k22_cuda_shadow_buf(k22_cuda_ctx *ctx, size_t bytes)
+{
+    return k22_cuda_grow(ctx, (void **)&ctx->shadow.buf, &ctx->shadow.bytes, bytes,
+                         "16-bit weight shadow");
+}
+
 /* Returns when host_src may be reused or freed: CUDA only promises that for pageable memory
  * loosely, so wait for the copy. Uploads are rare (weights once, one batch per step). */
 static void k22_cuda_to_device(void *vctx, void *dst, const void *host_src, size_t bytes)
 {
     k22_cuda_ctx *ctx = K22_CUDA_CTX(vctx);
     if (!bytes) return;
+    k22_cuda_shadow_touch(ctx, dst, bytes, "to_device");
     CUDA_CHECK(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, ctx->stream));
     CUDA_CHECK(cudaStreamSynchronize(ctx->stream));
 }
@@ -132,6 +147,7 @@ static void k22_cuda_copy(void *vctx, void *dst, const void *src, size_t bytes)
 {
     k22_cuda_ctx *ctx = K22_CUDA_CTX(vctx);
     if (!bytes || dst == src) return;
+    k22_cuda_shadow_touch(ctx, dst, bytes, "copy");
     CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, ctx->stream));
 }
 
@@ -139,6 +155,7 @@ static void k22_cuda_zero(void *vctx, void *p, size_t bytes)
 {
     k22_cuda_ctx *ctx = K22_CUDA_CTX(vctx);
     if (!bytes) return;
+    k22_cuda_shadow_touch(ctx, p, bytes, "zero");
     CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, ctx->stream));
 }
 
@@ -150,7 +167,7 @@ static void k22_cuda_sync(void *vctx)
 /* The GEMMs that follow round their operands to this k22_precision (matmul.cu). */
 static void k22_cuda_set_precision(void *vctx, int precision)
 {
-    K22_CUDA_CTX(vctx)->precision = precision;
+    K22_CUDA_CTX(vctx)->precision = precision; /* a shadow of another precision reads as stale */
 }
 
 /* Releases what k22_cuda_ctx_init made; safe on a partly built context. */
@@ -161,6 +178,8 @@ static void k22_cuda_ctx_release(k22_cuda_ctx *ctx)
     if (ctx->lowp) cudaFree(ctx->lowp);
     if (ctx->partials) cudaFree(ctx->partials);
     if (ctx->workspace) cudaFree(ctx->workspace);
+    k22_cuda_shadow_release(ctx);
+    k22_lt_plans_release(ctx);
     k22_cudnn_release(ctx);
     if (ctx->lt) cublasLtDestroy(ctx->lt);
     if (ctx->stream) cudaStreamDestroy(ctx->stream);
@@ -210,6 +229,11 @@ static k22_status k22_cuda_ctx_init(k22_cuda_ctx *ctx, int device, k22_err *err)
                            device, count, count == 1 ? " is" : "s are");
     ctx->device = device;
     k22_cuda_limits_init(ctx);
+    {
+        k22_status st = k22_cuda_shadow_init(ctx, err); /* K22_CUDA_WEIGHT_SHADOW */
+        if (st != K22_OK) return st;
+    }
+    k22_lt_plans_init(ctx);
     if ((e = cudaSetDevice(device)) != cudaSuccess) goto cuda_fail;
     step = "cudaDeviceGetAttribute(cudaDevAttrMemoryPoolsSupported)";
     e = cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, device);
@@ -266,6 +290,8 @@ static void k22_cuda_table_fill(k22_backend *be)
     be->sync = k22_cuda_sync;
     be->destroy = k22_cuda_destroy;
     be->set_precision = k22_cuda_set_precision;
+    be->params_register = k22_cuda_params_register;
+    be->params_changed = k22_cuda_params_changed;
 
     be->matmul = k22_cuda_matmul;
     be->linear_fwd = k22_cuda_linear_fwd;
@@ -323,6 +349,19 @@ extern "C" const char *k22_cuda_conv_impl(void *vctx, int64_t *n_cudnn, int64_t 
     if (n_cudnn) *n_cudnn = ctx->conv_runs_cudnn;
     if (n_im2col) *n_im2col = ctx->conv_runs_im2col;
     return ctx->conv_impl;
+}
+
+/* backend.c's k22_backend_cuda_stats for a CUDA backend's context. */
+extern "C" void k22_cuda_stats_of(void *vctx, k22_cuda_stats *st)
+{
+    k22_cuda_ctx *ctx = K22_CUDA_CTX(vctx);
+    static const char *const modes[] = {"off", "on", "strict"};
+    st->shadow = modes[ctx->shadow.mode];
+    st->shadow_reads = ctx->shadow.reads;
+    st->shadow_refreshes = ctx->shadow.refreshes;
+    st->shadow_updates = ctx->shadow.updates;
+    st->gemm_heuristics = ctx->lt_heuristics;
+    st->gemm_plans = ctx->lt_builds;
 }
 
 /* Returns a backend on `device` (owned by the caller; release with k22_backend_free), or NULL

@@ -127,18 +127,22 @@ __global__ void k22_scale_bwd_kernel(float *da, const float *dy, float s, int64_
     K22_GRID_STRIDE(i, n) da[i] += __fmul_rn(s, dy[i]);
 }
 
+/* y may be the weights (an update outside AdamW): the shadow is told (weight_shadow.cu). */
 void k22_cuda_add(void *vctx, float *y, const float *a, const float *b, int64_t n)
 {
+    if (n > 0) k22_cuda_shadow_touch(K22_CUDA_CTX(vctx), y, (size_t)n * sizeof(float), "add");
     K22_LAUNCH(k22_add_kernel, n, y, a, b, n);
 }
 
 void k22_cuda_mul(void *vctx, float *y, const float *a, const float *b, int64_t n)
 {
+    if (n > 0) k22_cuda_shadow_touch(K22_CUDA_CTX(vctx), y, (size_t)n * sizeof(float), "mul");
     K22_LAUNCH(k22_mul_kernel, n, y, a, b, n);
 }
 
 void k22_cuda_scale(void *vctx, float *y, const float *a, float s, int64_t n)
 {
+    if (n > 0) k22_cuda_shadow_touch(K22_CUDA_CTX(vctx), y, (size_t)n * sizeof(float), "scale");
     K22_LAUNCH(k22_scale_kernel, n, y, a, s, n);
 }
 

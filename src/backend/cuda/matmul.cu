@@ -11,100 +11,52 @@
  * one place the precision acts. */
 #include "common.cuh"
 
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 #include <stdio.h>
 
-/* The largest power of two <= 256 that divides a pointer, its leading dimension in bytes and, in
- * a batch, the batch stride in bytes (elements of `esize` bytes). cuBLASLt's heuristic assumes
- * 256-byte aligned operands unless told otherwise, and k22 passes views into arenas at any float
- * offset. */
+/* The largest power of two that divides a pointer, its leading dimension in bytes and, in a
+ * batch, the batch stride in bytes (elements of `esize` bytes), up to 256 for fp32 operands and
+ * 16 for 16-bit ones. cuBLASLt's heuristic assumes 256-byte aligned operands unless told
+ * otherwise, and k22 passes views into arenas at any float offset. The 16-bit cap: no kernel needs
+ * more than 16 bytes (128-bit and TMA loads), and it makes a weight read in place from the
+ * 16-bit shadow (32-byte aligned) look to the heuristic exactly like its packed copy (256-byte
+ * aligned), so both get the same algorithm and the same bits (k22_lowp_from_shadow). */
 static uint32_t k22_cuda_align(const void *p, int64_t ld, int64_t stride, int batch, size_t esize)
 {
     uintptr_t a = (uintptr_t)p | (uintptr_t)ld * esize;
     if (batch > 1) a |= (uintptr_t)stride * esize;
-    uint32_t al = 256;
+    uint32_t al = esize == 2 ? 16 : 256;
     while (al > esize && (a & (al - 1))) al >>= 1;
     return al;
-}
-
-static void k22_cuda_layout(cublasLtMatrixLayout_t *l, cudaDataType_t type, uint64_t rows,
-                            uint64_t cols, int64_t ld, int batch, int64_t stride)
-{
-    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(l, type, rows, cols, ld));
-    if (batch > 1) {
-        int32_t count = batch;
-        CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(*l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT,
-                                                      &count, sizeof count));
-        CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(
-            *l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof stride));
-    }
 }
 
 /* One cuBLASLt call for `batch` products. A and B are of type ab (CUDA_R_32F, or CUDA_R_16BF /
  * CUDA_R_16F under reduced precision); leading dimensions and strides count their elements; C
  * is always fp32, and so are alpha, beta and the accumulation (CUBLAS_COMPUTE_32F with scale
- * type CUDA_R_32F: a combination cuBLASLt supports for all three A/B types). Returns
- * CUBLAS_STATUS_SUCCESS, or the heuristic's refusal (NOT_SUPPORTED when it finds no algorithm;
- * the caller then splits the batch or dies); errors of the other calls are fatal here. */
+ * type CUDA_R_32F: a combination cuBLASLt supports for all three A/B types). The descriptors and
+ * the algorithm come from the shape's plan (lt_plan.cu). Returns CUBLAS_STATUS_SUCCESS, or the
+ * heuristic's refusal (NOT_SUPPORTED when it finds no algorithm; the caller then splits the batch
+ * or dies); errors of the other calls are fatal here. */
 static cublasStatus_t k22_cuda_lt_gemm(k22_cuda_ctx *ctx, cudaDataType_t ab, int ta, int tb,
                                        int M, int N, int K, float alpha, const void *A,
                                        int64_t lda, int64_t sA, const void *Bm, int64_t ldb,
                                        int64_t sB, float beta, float *C, int64_t ldc, int64_t sC,
                                        int batch)
 {
-    cublasLtMatmulDesc_t op = NULL;
-    cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
-    cublasLtMatmulPreference_t pref = NULL;
-    cublasLtMatmulHeuristicResult_t heur;
-    int found = 0;
     size_t esize = ab == CUDA_R_32F ? sizeof(float) : 2;
-
-    /* cuBLASLt operand "A" is our B: column-major (N, K) as stored, or (K, N) when tb. */
-    cublasOperation_t opa = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
-    /* cuBLASLt operand "B" is our A: column-major (K, M) as stored, or (M, K) when ta. */
-    cublasOperation_t opb = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
-    CUBLAS_CHECK(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa));
-    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
-    if (tb)
-        k22_cuda_layout(&la, ab, K, N, ldb, batch, sB);
-    else
-        k22_cuda_layout(&la, ab, N, K, ldb, batch, sB);
-    if (ta)
-        k22_cuda_layout(&lb, ab, M, K, lda, batch, sA);
-    else
-        k22_cuda_layout(&lb, ab, K, M, lda, batch, sA);
-    k22_cuda_layout(&lc, CUDA_R_32F, N, M, ldc, batch, sC); /* C^T: (N, M) column-major */
-
-    CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
-    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-        pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ctx->workspace_bytes,
-        sizeof ctx->workspace_bytes));
-    uint32_t al_a = k22_cuda_align(Bm, ldb, sB, batch, esize);
-    uint32_t al_b = k22_cuda_align(A, lda, sA, batch, esize);
-    uint32_t al_c = k22_cuda_align(C, ldc, sC, batch, sizeof(float));
-    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a, sizeof al_a));
-    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b, sizeof al_b));
-    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_c, sizeof al_c));
-    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_c, sizeof al_c));
-
-    cublasStatus_t s = cublasLtMatmulAlgoGetHeuristic(ctx->lt, op, la, lb, lc, lc, pref, 1, &heur,
-                                                      &found);
-    if (s == CUBLAS_STATUS_SUCCESS && found < 1) s = CUBLAS_STATUS_NOT_SUPPORTED;
-    if (s == CUBLAS_STATUS_SUCCESS)
-        CUBLAS_CHECK(cublasLtMatmul(ctx->lt, op, &alpha, Bm, la, A, lb, &beta, C, lc, C, lc,
-                                    &heur.algo, ctx->workspace, ctx->workspace_bytes, ctx->stream));
-    cublasLtMatmulPreferenceDestroy(pref);
-    cublasLtMatrixLayoutDestroy(lc);
-    cublasLtMatrixLayoutDestroy(lb);
-    cublasLtMatrixLayoutDestroy(la);
-    cublasLtMatmulDescDestroy(op);
-    return s;
+    k22_lt_key k;
+    k22_lt_key_init(&k);
+    k.ab = ab, k.ta = ta, k.tb = tb, k.M = M, k.N = N, k.K = K, k.batch = batch;
+    k.lda = lda, k.ldb = ldb, k.ldc = ldc;
+    if (batch > 1) k.sA = sA, k.sB = sB, k.sC = sC; /* unused otherwise: one plan for any */
+    k.alA = k22_cuda_align(A, lda, sA, batch, esize);
+    k.alB = k22_cuda_align(Bm, ldb, sB, batch, esize);
+    k.alC = k22_cuda_align(C, ldc, sC, batch, sizeof(float));
+    const struct k22_lt_plan *p = k22_lt_plan_get(ctx, &k);
+    if (p->status == CUBLAS_STATUS_SUCCESS)
+        CUBLAS_CHECK(cublasLtMatmul(ctx->lt, p->op, &alpha, Bm, p->la, A, p->lb, &beta, C, p->lc, C,
+                                    p->lc, &p->algo, ctx->workspace, ctx->workspace_bytes,
+                                    ctx->stream));
+    return p->status;
 }
 
 /* ---- reduced precision: operands rounded to 16 bits ---- */
@@ -113,12 +65,11 @@ static cublasStatus_t k22_cuda_lt_gemm(k22_cuda_ctx *ctx, cudaDataType_t ab, int
  * stride s, written densely as 16-bit values with row stride pld (rows * pld per matrix). */
 typedef struct {
     int64_t rows, cols, ld, s, pld;
-    int fp16;  /* 1: IEEE half (__float2half_rn); 0: bfloat16 (__float2bfloat16_rn) */
+    int fp16;  /* 1: IEEE half; 0: bfloat16 */
     int dense; /* source and destination are the same contiguous run: no index arithmetic */
 } k22_lowp_pack;
 
-/* Round to nearest even, as the CPU backend's k22_precision_round: fp16 overflows to inf past
- * 65504 (65520 and up), NaN stays NaN. */
+/* k22_cuda_round16: to nearest even, as the CPU backend's k22_precision_round. */
 __global__ void k22_cuda_pack_lowp_kernel(uint16_t *dst, const float *src, k22_lowp_pack g,
                                           int64_t n)
 {
@@ -131,9 +82,7 @@ __global__ void k22_cuda_pack_lowp_kernel(uint16_t *dst, const float *src, k22_l
             from = b * g.s + r * g.ld + c;
             to = (b * g.rows + r) * g.pld + c;
         }
-        float x = src[from];
-        dst[to] = g.fp16 ? __half_as_ushort(__float2half_rn(x))
-                         : __bfloat16_as_ushort(__float2bfloat16_rn(x));
+        dst[to] = k22_cuda_round16(src[from], g.fp16);
     }
 }
 
@@ -175,10 +124,27 @@ void k22_cuda_round_lowp(k22_cuda_ctx *ctx, uint16_t *dst, const float *src, int
     CUDA_CHECK_LAUNCH();
 }
 
+/* An operand (stored as rows x cols, nb matrices) read in place from the weight shadow instead
+ * of packed: when it lies in the registered parameter buffer and cuBLASLt would be told about it
+ * exactly what it is told about its packed copy: the same leading dimension (k22_lowp_pld's) and
+ * batch stride, and the same alignment (k22_cuda_align's 16-byte cap, met by a 16-byte aligned
+ * shadow pointer). The heuristic then picks the same algorithm for the same 16-bit values, so the
+ * product has the bits it has with the shadow off. 0: pack it. */
+static int k22_lowp_from_shadow(k22_cuda_ctx *ctx, const float *src, int64_t rows, int64_t cols,
+                                int64_t ld, int64_t s, int nb, k22_lowp_operand *o)
+{
+    int64_t pld = k22_lowp_pld(cols), ps = nb > 1 ? rows * pld : 0;
+    if (ld != pld || (nb > 1 && s != ps)) return 0;
+    const uint16_t *sh = k22_cuda_shadow_read(ctx, src, (nb - 1) * ps + (rows - 1) * ld + cols, 16);
+    if (!sh) return 0;
+    o->p = sh, o->ld = pld, o->stride = ps;
+    return 1;
+}
+
 /* k22_cuda_gemm under bf16/fp16 (ctx->precision): A and B, as far as the GEMM reads them, are
  * rounded into ctx->lowp (never the op scratch: A or B may live there), densely, one matrix per
- * batch item or one for a broadcast (stride 0) operand; then one 16-bit cuBLASLt call with fp32
- * C, alpha, beta and accumulation. */
+ * batch item or one for a broadcast (stride 0) operand, unless they can be read from the weight
+ * shadow; then one 16-bit cuBLASLt call with fp32 C, alpha, beta and accumulation. */
 static cublasStatus_t k22_cuda_gemm_lowp(k22_cuda_ctx *ctx, int ta, int tb, int M, int N, int K,
                                          float alpha, const float *A, int64_t lda, int64_t sA,
                                          const float *Bm, int64_t ldb, int64_t sB, float beta,
@@ -186,13 +152,16 @@ static cublasStatus_t k22_cuda_gemm_lowp(k22_cuda_ctx *ctx, int ta, int tb, int 
 {
     int64_t ra = ta ? K : M, ca = ta ? M : K, rb = tb ? N : K, cb = tb ? K : N;
     int na = batch > 1 && sA != 0 ? batch : 1, nb = batch > 1 && sB != 0 ? batch : 1;
-    /* B's copy starts 256-byte aligned after A's. */
-    size_t bytes_a = (size_t)(ra * k22_lowp_pld(ca) * na) * 2, off_b = (bytes_a + 255) / 256 * 256;
-    size_t bytes = off_b + (size_t)(rb * k22_lowp_pld(cb) * nb) * 2;
-    uint8_t *buf = (uint8_t *)k22_cuda_lowp(ctx, bytes);
-    k22_lowp_operand a = k22_lowp_pack_operand(ctx, (uint16_t *)buf, A, ra, ca, lda, sA, na);
-    k22_lowp_operand b = k22_lowp_pack_operand(ctx, (uint16_t *)(buf + off_b), Bm, rb, cb, ldb,
-                                               sB, nb);
+    k22_lowp_operand a, b;
+    int sha = k22_lowp_from_shadow(ctx, A, ra, ca, lda, sA, na, &a);
+    int shb = k22_lowp_from_shadow(ctx, Bm, rb, cb, ldb, sB, nb, &b);
+    /* What is packed goes to ctx->lowp; B's copy starts 256-byte aligned after A's. */
+    size_t bytes_a = sha ? 0 : (size_t)(ra * k22_lowp_pld(ca) * na) * 2;
+    size_t off_b = (bytes_a + 255) / 256 * 256;
+    size_t bytes = off_b + (shb ? 0 : (size_t)(rb * k22_lowp_pld(cb) * nb) * 2);
+    uint8_t *buf = bytes ? (uint8_t *)k22_cuda_lowp(ctx, bytes) : NULL;
+    if (!sha) a = k22_lowp_pack_operand(ctx, (uint16_t *)buf, A, ra, ca, lda, sA, na);
+    if (!shb) b = k22_lowp_pack_operand(ctx, (uint16_t *)(buf + off_b), Bm, rb, cb, ldb, sB, nb);
     cudaDataType_t t = ctx->precision == K22_PREC_FP16 ? CUDA_R_16F : CUDA_R_16BF;
     cublasStatus_t s = k22_cuda_lt_gemm(ctx, t, ta, tb, M, N, K, alpha, a.p, a.ld, a.stride, b.p,
                                         b.ld, b.stride, beta, C, ldc, sC, batch);

@@ -2,7 +2,10 @@
  * column-major semantics, refusing what cuBLASLt refuses (ld < rows, mismatched shapes), so the
  * row-major <-> column-major bookkeeping of src/backend/cuda is checked. A and B may be fp32,
  * bf16 or fp16 (read as such, so the backend's rounding is what the product sees) with fp32 C/D,
- * compute and scale type: the combinations k22 uses; others are refused. See cuda_runtime.h. */
+ * compute and scale type: the combinations k22 uses; others are refused. The algorithm a heuristic
+ * query returns stands for its inputs: cublasLtMatmul refuses it for other layouts or
+ * alignments, and K22_EMU_GEMM_ALGO makes the sum order depend on it (emu.cpp). See
+ * cuda_runtime.h. */
 #ifndef K22_EMU_CUBLASLT_H
 #define K22_EMU_CUBLASLT_H
 
@@ -83,5 +86,11 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
                               cublasLtMatrixLayout_t lc, void *D, cublasLtMatrixLayout_t ld,
                               const cublasLtMatmulAlgo_t *algo, void *ws, size_t wsn,
                               cudaStream_t s);
+
+/* The emulator's own: heuristic queries and matmuls since the process started (tests assert that
+ * a GEMM shape queries the heuristic once); K22_EMU_LT_STATS in the environment prints both at
+ * exit as `k22_emu_lt heuristic_calls=N matmuls=M` on stderr. */
+extern "C" long long k22_emu_lt_heuristic_calls(void);
+extern "C" long long k22_emu_lt_matmul_calls(void);
 
 #endif

@@ -301,7 +301,8 @@ cudaError_t cudaDeviceSynchronize(void) {
     return cudaSuccess;
 }
 cudaError_t cudaMalloc(void **p, size_t n) {
-    float *f = (float *)malloc(n ? n : 1);
+    /* 256-byte aligned, as cudaMalloc's blocks (alignment decides cuBLASLt's algorithms) */
+    float *f = (float *)aligned_alloc(256, (n + 256) / 256 * 256);
     if (!f)
         return cudaErrorMemoryAllocation;
     memset(f, 0xff, n); /* NaN: a kernel reading memory nobody wrote shows up in the results */
@@ -404,8 +405,21 @@ struct k22_emu_layout {
     int64_t stride;
 };
 struct k22_emu_pref {
-    int x;
+    uint32_t align[4]; /* the minimum alignments of A, B, C and D the caller promises */
 };
+
+/* What the emulated library was asked (k22_emu_lt_heuristic_calls, k22_emu_lt_matmul_calls),
+ * printed at exit under K22_EMU_LT_STATS. */
+static long long emu_lt_heuristics, emu_lt_matmuls;
+extern "C" long long k22_emu_lt_heuristic_calls(void) {
+    return emu_lt_heuristics;
+}
+extern "C" long long k22_emu_lt_matmul_calls(void) {
+    return emu_lt_matmuls;
+}
+static void emu_lt_stats_print(void) {
+    fprintf(stderr, "k22_emu_lt heuristic_calls=%lld matmuls=%lld\n", emu_lt_heuristics, emu_lt_matmuls);
+}
 
 cublasStatus_t cublasLtCreate(cublasLtHandle_t *h) {
     *h = new k22_emu_lt();
@@ -460,7 +474,7 @@ cublasStatus_t cublasLtMatrixLayoutSetAttribute(cublasLtMatrixLayout_t l,
     return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t *p) {
-    *p = new k22_emu_pref();
+    *p = new k22_emu_pref{{256, 256, 256, 256}}; /* cuBLASLt's default: 256-byte aligned */
     return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t p) {
@@ -470,7 +484,37 @@ cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t p) {
 cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t p,
                                                     cublasLtMatmulPreferenceAttributes_t a,
                                                     const void *v, size_t n) {
+    if (a >= CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES && a <= CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES)
+        p->align[a - CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES] = *(const uint32_t *)v;
     return CUBLAS_STATUS_SUCCESS;
+}
+
+/* The emulated algorithm: a hash of everything the heuristic was given (transposes, the three
+ * layouts, the four alignments), as a real heuristic's pick depends on all of it. algo.data[0]
+ * holds it, data[1..4] the alignments. cublasLtMatmul refuses an algorithm made for other layouts
+ * or alignments than its operands have (a cache keyed on too little), and under
+ * K22_EMU_GEMM_ALGO sums in an order the algorithm sets (emu_sum_split), so two calls whose
+ * heuristic inputs differ in anything get different bits, as different kernels would. */
+static uint64_t emu_mix(uint64_t h, uint64_t v) {
+    return (h ^ v) * 1099511628211ull;
+}
+static uint64_t emu_layout_hash(uint64_t h, const k22_emu_layout *l) {
+    h = emu_mix(h, (uint64_t)l->type);
+    h = emu_mix(h, l->rows);
+    h = emu_mix(h, l->cols);
+    h = emu_mix(h, (uint64_t)l->ld);
+    h = emu_mix(h, (uint64_t)l->batch);
+    return emu_mix(h, l->batch > 1 ? (uint64_t)l->stride : 0);
+}
+static uint64_t emu_algo_hash(const k22_emu_desc *d, const k22_emu_layout *a,
+                              const k22_emu_layout *b, const k22_emu_layout *c,
+                              const uint64_t align[4]) {
+    uint64_t h = 1469598103934665603ull;
+    h = emu_mix(emu_mix(h, (uint64_t)d->ta), (uint64_t)d->tb);
+    h = emu_layout_hash(emu_layout_hash(emu_layout_hash(h, a), b), c);
+    for (int i = 0; i < 4; i++)
+        h = emu_mix(h, align[i]);
+    return h;
 }
 
 /* The shapes cuBLASLt checks: op(A) (m, k), op(B) (k, n), C and D (m, n), equal batch counts. */
@@ -495,6 +539,9 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t h, cublasLtMatmul
                                               cublasLtMatrixLayout_t c, cublasLtMatrixLayout_t dd,
                                               cublasLtMatmulPreference_t p, int req,
                                               cublasLtMatmulHeuristicResult_t *r, int *found) {
+    static int stats = getenv("K22_EMU_LT_STATS") && atexit(emu_lt_stats_print) == 0;
+    (void)stats;
+    emu_lt_heuristics++;
     uint64_t m, n, k;
     if (!emu_shapes(d, a, b, c, &m, &n, &k))
         return CUBLAS_STATUS_INVALID_VALUE;
@@ -504,6 +551,9 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t h, cublasLtMatmul
         return CUBLAS_STATUS_NOT_SUPPORTED;
     }
     memset(r, 0, sizeof *r);
+    for (int i = 0; i < 4; i++)
+        r->algo.data[1 + i] = p->align[i];
+    r->algo.data[0] = emu_algo_hash(d, a, b, c, r->algo.data + 1);
     *found = 1;
     return CUBLAS_STATUS_SUCCESS;
 }
@@ -539,31 +589,50 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
         return CUBLAS_STATUS_INVALID_VALUE;
     if (C != D || lc->ld != ldd->ld)
         return CUBLAS_STATUS_NOT_SUPPORTED; /* k22 always has C == D */
+    emu_lt_matmuls++;
+    if (algo->data[0] != emu_algo_hash(d, la, lb, lc, algo->data + 1)) {
+        fprintf(stderr, "emu: cublasLtMatmul: the algorithm was chosen for other layouts or alignments\n");
+        return CUBLAS_STATUS_INVALID_VALUE;
+    }
+    const void *ops[4] = {A, B, C, D};
+    for (int i = 0; i < 4; i++)
+        if ((uintptr_t)ops[i] % algo->data[1 + i]) {
+            fprintf(stderr, "emu: cublasLtMatmul: operand %c at %p is not %llu-byte aligned as the "
+                    "heuristic was told\n", "ABCD"[i], ops[i], (unsigned long long)algo->data[1 + i]);
+            return CUBLAS_STATUS_INVALID_VALUE;
+        }
     /* Every element the product reads or writes lies in the operand's device block. */
     emu_open(A, emu_extent(la), "cublasLtMatmul A");
     emu_open(B, emu_extent(lb), "cublasLtMatmul B");
     emu_open(D, emu_extent(ldd), "cublasLtMatmul C/D");
     float al = *(const float *)alpha, be = *(const float *)beta;
     /* K22_EMU_GEMM_FLOAT: sum in float (another rounding of the same products, as another GPU
-     * algorithm would), to measure how far sum-order noise alone moves a run. */
+     * algorithm would), to measure how far sum-order noise alone moves a run. K22_EMU_GEMM_ALGO:
+     * in float too, in 1 to 3 runs of K set by the algorithm, added in turn. */
     static const int fsum = getenv("K22_EMU_GEMM_FLOAT") != NULL;
+    const int split = getenv("K22_EMU_GEMM_ALGO") ? 1 + (int)(algo->data[0] % 3) : 0;
     for (int bt = 0; bt < lc->batch; bt++) {
         int64_t oa = bt * la->stride, ob = bt * lb->stride;
         float *Db = (float *)D + bt * lc->stride;
         for (uint64_t i = 0; i < m; i++)
             for (uint64_t j = 0; j < n; j++) {
                 double acc = 0;
-                float facc = 0;
+                float facc = 0, part = 0;
                 for (uint64_t q = 0; q < k; q++) {
                     int64_t ea = d->ta ? q + i * la->ld : i + q * la->ld;
                     int64_t eb = d->tb ? j + q * lb->ld : q + j * lb->ld;
                     float av = emu_elem(A, la->type, oa + ea), bv = emu_elem(B, lb->type, ob + eb);
-                    if (fsum)
+                    if (split) {
+                        part += av * bv;
+                        if ((q + 1) * split / k != q * split / k || q + 1 == k)
+                            facc += part, part = 0;
+                    } else if (fsum) {
                         facc += av * bv;
-                    else
+                    } else {
                         acc += (double)av * bv;
+                    }
                 }
-                if (fsum)
+                if (fsum || split)
                     acc = facc;
                 float *dv = &Db[i + j * lc->ld];
                 *dv = be == 0.0f ? (float)(al * acc) : (float)(al * acc + (double)be * *dv);
