@@ -60,22 +60,23 @@ bench_case() {
   [ "$ck" = 1 ] && flag=--grad_ckpt
   local common=(--model "$model" --size "$SIZE" --batch "$b" --latent "$lat" --steps "$STEPS" --warmup "$WARMUP" $flag)
   local tag=$model-b$b-l$lat-c$ck
-  local mp
+  local mp ci
+  # k22_variant IMPL VAR=VALUE...: k22 at precision mp with that environment, named IMPL in the table
+  k22_variant() {
+    local impl=$1
+    shift
+    run "$impl-$mp-$tag" env "$@" "$BIN" "${common[@]}" --device "$DEV" --mixed_precision "$mp" --impl_tag "$impl" || RC=1
+  }
   if [ "$PROF" = only ] || ! has k22 "$IMPLS"; then
     :
   elif [ "${DEV%%:*}" = cuda ]; then # each precision beside torch's of the same precision
     for mp in $PRECS; do
       if [ "$model" = unet ] && [ -n "${K22_CONV_IMPLS:-}" ]; then
-        local ci
-        for ci in $K22_CONV_IMPLS; do
-          run "k22-$ci-$mp-$tag" env K22_CUDA_CONV="$ci" "$BIN" "${common[@]}" --device "$DEV" --mixed_precision "$mp" --impl_tag "k22-$ci" || RC=1
-        done
+        for ci in $K22_CONV_IMPLS; do k22_variant "k22-$ci" K22_CUDA_CONV="$ci"; done
       else
-        run "k22-$mp-$tag" "$BIN" "${common[@]}" --device "$DEV" --mixed_precision "$mp" || RC=1
+        k22_variant k22
       fi
-      if [ "${K22_NOSHADOW:-0}" = 1 ]; then
-        run "k22-noshadow-$mp-$tag" env K22_CUDA_WEIGHT_SHADOW=0 "$BIN" "${common[@]}" --device "$DEV" --mixed_precision "$mp" --impl_tag k22-noshadow || RC=1
-      fi
+      [ "${K22_NOSHADOW:-0}" != 1 ] || k22_variant k22-noshadow K22_CUDA_WEIGHT_SHADOW=0
     done
   else
     run "k22-$tag" "$BIN" "${common[@]}" --device "$DEV" || RC=1
