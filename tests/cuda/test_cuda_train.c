@@ -153,16 +153,23 @@ static int run_k22(const char *stage, const char *dev, const char *extra, const 
                  stage_args(stage, args, sizeof args), dev, extra, dir, out, dir, out);
 }
 
+/* run_k22 that must exit 0; a failure names the run (label: what the environment adds, or "")
+ * and its log. Returns whether it did. */
+static int run_k22_ok(const char *label, const char *stage, const char *dev, const char *extra, const char *out)
+{
+    int rc = run_k22(stage, dev, extra, out);
+    CHECK_MSG(rc == 0, "%s%s --device %s %s: exit %d (see %s/%s.log)", label, stage, dev, extra, rc, dir, out);
+    return rc == 0;
+}
+
 /* 1. One optimizer step on the GPU against cpu-ref. */
 static void one_step(const char *stage, const char *comp, const char *tag)
 {
     char g[64], c[64], what[96];
     snprintf(g, sizeof g, "%s_gpu1", tag);
     snprintf(c, sizeof c, "%s_ref1", tag);
-    int rc = run_k22(stage, "cuda", "--max_train_steps 1", g);
-    CHECK_MSG(rc == 0, "%s --device cuda, 1 step: exit %d (see %s/%s.log)", stage, rc, dir, g);
-    rc = run_k22(stage, "cpu-ref", "--max_train_steps 1", c);
-    CHECK_MSG(rc == 0, "%s --device cpu-ref, 1 step: exit %d (see %s/%s.log)", stage, rc, dir, c);
+    run_k22_ok("", stage, "cuda", "--max_train_steps 1", g);
+    run_k22_ok("", stage, "cpu-ref", "--max_train_steps 1", c);
     snprintf(what, sizeof what, "%s one step, cuda vs cpu-ref", stage);
     /* The step's loss is a forward over identical weights and inputs: only summation order. */
     check_losses(what, g, c, 1, 1, 1e-5);
@@ -231,12 +238,9 @@ static void bf16_runs(const char *stage, const char *tag, int steps, double trac
     snprintf(g16, sizeof g16, "%s_bf_gpu16", tag);
     snprintf(g16i, sizeof g16i, "%s_bf_gpu16_im2col", tag);
     snprintf(c16, sizeof c16, "%s_bf_cpu16", tag);
-    int rc = run_k22(stage, "cuda", x, g32);
-    CHECK_MSG(rc == 0, "%s --device cuda fp32: exit %d (see %s/%s.log)", stage, rc, dir, g32);
-    rc = run_k22(stage, "cuda", x16, g16);
-    CHECK_MSG(rc == 0, "%s --device cuda bf16: exit %d (see %s/%s.log)", stage, rc, dir, g16);
-    rc = run_k22(stage, "cpu", x16, c16);
-    CHECK_MSG(rc == 0, "%s --device cpu bf16: exit %d (see %s/%s.log)", stage, rc, dir, c16);
+    run_k22_ok("", stage, "cuda", x, g32);
+    run_k22_ok("", stage, "cuda", x16, g16);
+    run_k22_ok("", stage, "cpu", x16, c16);
 
     snprintf(what, sizeof what, "%s %d steps, bf16 vs fp32 on cuda", stage, steps);
     double d = loss_diff(what, g16, g32, 1, steps);
@@ -256,8 +260,7 @@ static void bf16_runs(const char *stage, const char *tag, int steps, double trac
         const char *was = getenv("K22_CUDA_CONV");
         char *keep = was ? k22_xstrdup(was) : NULL;
         setenv("K22_CUDA_CONV", "im2col", 1);
-        rc = run_k22(stage, "cuda", x16, g16i);
-        CHECK_MSG(rc == 0, "%s --device cuda bf16 im2col: exit %d (see %s/%s.log)", stage, rc, dir, g16i);
+        run_k22_ok("K22_CUDA_CONV=im2col ", stage, "cuda", x16, g16i);
         if (keep) setenv("K22_CUDA_CONV", keep, 1);
         else unsetenv("K22_CUDA_CONV");
         free(keep);
@@ -332,14 +335,11 @@ static void profile_runs(const char *stage, const char *tag, int steps)
     snprintf(g, sizeof g, "%s_pf_gpu", tag);
     snprintf(gp, sizeof gp, "%s_pf_gpu_prof", tag);
     snprintf(cp, sizeof cp, "%s_pf_cpu_prof", tag);
-    int rc = run_k22(stage, "cuda", x, g);
-    CHECK_MSG(rc == 0, "%s --device cuda: exit %d (see %s/%s.log)", stage, rc, dir, g);
+    run_k22_ok("", stage, "cuda", x, g);
     setenv("K22_PROFILE", "1", 1);
-    rc = run_k22(stage, "cuda", x, gp);
-    CHECK_MSG(rc == 0, "K22_PROFILE=1 %s --device cuda: exit %d (see %s/%s.log)", stage, rc, dir, gp);
-    rc = run_k22(stage, "cpu", x, cp);
+    run_k22_ok("K22_PROFILE=1 ", stage, "cuda", x, gp);
+    run_k22_ok("K22_PROFILE=1 ", stage, "cpu", x, cp);
     unsetenv("K22_PROFILE");
-    CHECK_MSG(rc == 0, "K22_PROFILE=1 %s --device cpu: exit %d (see %s/%s.log)", stage, rc, dir, cp);
     snprintf(what, sizeof what, "%s %d steps on cuda, profiled vs not", stage, steps);
     check_losses(what, gp, g, 1, steps, 0);
     /* the plan's convolution line reads the cuda backend's own context through the wrapper */
@@ -395,8 +395,7 @@ static void two_ranks(void)
     int rc = tf_sh("timeout 300 mpirun --oversubscribe -np 2 %s train-prior %s --device cuda %s 1 --output_dir %s/r2 "
                    ">%s/r2.log 2>&1", tf_bin(), args, x, dir, dir);
     CHECK_MSG(rc == 0, "mpirun -np 2 train-prior --device cuda: exit %d (see %s/r2.log)", rc, dir);
-    rc = run_k22("train-prior", "cuda", "--max_train_steps 4 --gradient_accumulation_steps 2", "r1");
-    CHECK_MSG(rc == 0, "1 rank x 2 accumulation on cuda: exit %d (see %s/r1.log)", rc, dir);
+    run_k22_ok("", "train-prior", "cuda", "--max_train_steps 4 --gradient_accumulation_steps 2", "r1");
     int nccl = tf_sh("grep -q 'all-reduced with NCCL' %s/r2.log", dir) == 0;
     int shared = tf_sh("grep -q 'ranks share a GPU' %s/r2.log", dir) == 0;
     printf("two ranks on cuda: %d GPU(s); the gradient all-reduce went through %s\n", gpu_count(),
@@ -630,8 +629,7 @@ int main(void)
         one_step("train-decoder", "unet", "d");
     }
     if (part_on("resume")) {
-        int rc = run_k22("train-prior", "cpu", "--max_train_steps 4", "p_cpu4");
-        CHECK_MSG(rc == 0, "4 steps on cpu: exit %d", rc);
+        run_k22_ok("", "train-prior", "cpu", "--max_train_steps 4", "p_cpu4");
         cross_resume("cuda", "cpu", "g2c");
         cross_resume("cpu", "cuda", "c2g");
     }
