@@ -23,7 +23,9 @@
 # (cuda only; default "bf16 no"), IMPLS (default "k22 torch"); BENCH_RUN_SECONDS caps each run
 # (bench_lib.sh). K22_CONV_IMPLS="cudnn im2col" adds a k22 run per CUDA convolution path
 # (K22_CUDA_CONV) to the unet cases, tagged k22-<path> in the table. K22_NOSHADOW=1 adds a k22 run
-# per case with the 16-bit weight shadow off (K22_CUDA_WEIGHT_SHADOW=0), tagged k22-noshadow.
+# per case with the 16-bit weight shadow off (K22_CUDA_WEIGHT_SHADOW=0), tagged k22-noshadow;
+# K22_GEMM_ATTN=1 one with attention on the GEMM path instead of the fused kernels
+# (K22_CUDA_ATTN=gemm), tagged k22-gemmattn.
 # Exit status: 1 when a k22 run failed; a torch side that cannot run (no diffusers) is reported
 # and skipped.
 set -uo pipefail
@@ -77,6 +79,7 @@ bench_case() {
         k22_variant k22
       fi
       [ "${K22_NOSHADOW:-0}" != 1 ] || k22_variant k22-noshadow K22_CUDA_WEIGHT_SHADOW=0
+      [ "${K22_GEMM_ATTN:-0}" != 1 ] || k22_variant k22-gemmattn K22_CUDA_ATTN=gemm
     done
   else
     run "k22-$tag" "$BIN" "${common[@]}" --device "$DEV" || RC=1

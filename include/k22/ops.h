@@ -318,6 +318,10 @@ typedef struct {
     int64_t shadow_updates;   /* adamw_step calls that wrote it */
     int64_t gemm_heuristics;  /* cublasLtMatmulAlgoGetHeuristic queries */
     int64_t gemm_plans;       /* cuBLASLt set-ups made (GEMM shapes, and any made again) */
+    const char *attn;         /* K22_CUDA_ATTN: "auto" (fused kernels under bf16/fp16 for heads up
+                               * to 64) or "gemm" */
+    int64_t attn_flash;       /* attention calls (forward or backward) run by the fused kernels */
+    int64_t attn_gemm;        /* ... and by the GEMM path */
 } k22_cuda_stats;
 /* Fills st and returns 1 for a CUDA backend (or a profiler over one); 0 otherwise. */
 int k22_backend_cuda_stats(const k22_backend *be, k22_cuda_stats *st);

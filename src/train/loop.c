@@ -177,9 +177,10 @@ static void print_cuda_stats(const k22_run *r)
     k22_cuda_stats st;
     if (!k22_backend_cuda_stats(r->be, &st)) return;
     printf("k22: cuda: weight shadow %s (K22_CUDA_WEIGHT_SHADOW): %lld operand reads, %lld refreshes, %lld AdamW "
-           "writes; cuBLASLt: %lld heuristic queries, %lld set-ups\n", st.shadow, (long long)st.shadow_reads,
+           "writes; cuBLASLt: %lld heuristic queries, %lld set-ups; attention (K22_CUDA_ATTN=%s): %lld fused, "
+           "%lld GEMM calls\n", st.shadow, (long long)st.shadow_reads,
            (long long)st.shadow_refreshes, (long long)st.shadow_updates, (long long)st.gemm_heuristics,
-           (long long)st.gemm_plans);
+           (long long)st.gemm_plans, st.attn, (long long)st.attn_flash, (long long)st.attn_gemm);
     fflush(stdout);
 }
 

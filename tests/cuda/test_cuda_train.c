@@ -162,6 +162,30 @@ static int run_k22_ok(const char *label, const char *stage, const char *dev, con
     return rc == 0;
 }
 
+/* The numbers of `k22: cuda: weight shadow ...` (the run's last such line in dir/OUT.log):
+ * reads, refreshes, AdamW writes, heuristic queries, set-ups, attention calls on the fused
+ * kernels and on the GEMM path; 0 when found. */
+typedef struct {
+    long long reads, refreshes, updates, heuristics, plans, attn_fused, attn_gemm;
+} cuda_line;
+
+static int read_cuda_line(const char *out, cuda_line *c)
+{
+    char p[4096], line[1024];
+    snprintf(p, sizeof p, "%s/%s.log", dir, out);
+    FILE *f = fopen(p, "r");
+    int found = 0;
+    while (f && fgets(line, sizeof line, f))
+        found |= sscanf(line, "k22: cuda: weight shadow %*s (K22_CUDA_WEIGHT_SHADOW): %lld operand reads, %lld "
+                        "refreshes, %lld AdamW writes; cuBLASLt: %lld heuristic queries, %lld set-ups; "
+                        "attention (K22_CUDA_ATTN=%*[a-z]): %lld fused, %lld GEMM calls",
+                        &c->reads, &c->refreshes, &c->updates, &c->heuristics, &c->plans, &c->attn_fused,
+                        &c->attn_gemm) == 7;
+    if (f) fclose(f);
+    CHECK_MSG(found, "%s/%s.log has no 'k22: cuda: weight shadow' line", dir, out);
+    return found;
+}
+
 /* 1. One optimizer step on the GPU against cpu-ref. */
 static void one_step(const char *stage, const char *comp, const char *tag)
 {
@@ -241,6 +265,15 @@ static void bf16_runs(const char *stage, const char *tag, int steps, double trac
     run_k22_ok("", stage, "cuda", x, g32);
     run_k22_ok("", stage, "cuda", x16, g16);
     run_k22_ok("", stage, "cpu", x16, c16);
+    /* The tiny models' heads fit the fused attention kernels: bf16 runs there, fp32 never. */
+    cuda_line c32, c16l;
+    if (read_cuda_line(g32, &c32) && read_cuda_line(g16, &c16l)) {
+        printf("%s: attention calls fp32 %lld fused, %lld GEMM; bf16 %lld fused, %lld GEMM\n", stage,
+               c32.attn_fused, c32.attn_gemm, c16l.attn_fused, c16l.attn_gemm);
+        CHECK_MSG(c32.attn_fused == 0 && c32.attn_gemm > 0 && c16l.attn_fused > 0 && c16l.attn_gemm == 0,
+                  "%s: attention calls fp32 %lld fused, %lld GEMM; bf16 %lld fused, %lld GEMM", stage,
+                  c32.attn_fused, c32.attn_gemm, c16l.attn_fused, c16l.attn_gemm);
+    }
 
     snprintf(what, sizeof what, "%s %d steps, bf16 vs fp32 on cuda", stage, steps);
     double d = loss_diff(what, g16, g32, 1, steps);
@@ -412,27 +445,6 @@ static void two_ranks(void)
     CHECK_MSG(rc == 0, "mpirun -np 2 with K22_NCCL=0: exit %d (see %s/r2mpi.log)", rc, dir);
     check_losses("2 ranks: NCCL vs MPI all-reduce", "r2", "r2mpi", 1, 4, 1e-6);
     check_weights("2 ranks: NCCL vs MPI all-reduce", "r2", "r2mpi", "prior", 4);
-}
-
-/* The numbers of `k22: cuda: weight shadow ...` (the run's last such line in dir/OUT.log):
- * reads, refreshes, AdamW writes, heuristic queries; 0 when found. */
-typedef struct {
-    long long reads, refreshes, updates, heuristics, plans;
-} cuda_line;
-
-static int read_cuda_line(const char *out, cuda_line *c)
-{
-    char p[4096], line[1024];
-    snprintf(p, sizeof p, "%s/%s.log", dir, out);
-    FILE *f = fopen(p, "r");
-    int found = 0;
-    while (f && fgets(line, sizeof line, f))
-        found |= sscanf(line, "k22: cuda: weight shadow %*s (K22_CUDA_WEIGHT_SHADOW): %lld operand reads, %lld "
-                        "refreshes, %lld AdamW writes; cuBLASLt: %lld heuristic queries, %lld set-ups",
-                        &c->reads, &c->refreshes, &c->updates, &c->heuristics, &c->plans) == 5;
-    if (f) fclose(f);
-    CHECK_MSG(found, "%s/%s.log has no 'k22: cuda: weight shadow' line", dir, out);
-    return found;
 }
 
 /* The weights file of OUT/SUB/COMP is the same in runs a and b, byte for byte. */

@@ -10,7 +10,8 @@
  * into the gradients. Memory is bounded by the chunk (ctx->attn_chunk_floats per score buffer,
  * 256 MiB by default: a full-size UNet head at 48x48 latents, 2304^2 scores, is 21 MB, so chunks
  * hold many heads; MoVQ's single 9216-token head at 768 px, 340 MB, is cut into query rows),
- * never by TQ x TK x heads. A fused flash kernel is issue 10's business. */
+ * never by TQ x TK x heads. Under bf16/fp16, heads up to 64 go to the fused kernels of
+ * flash_attention.cu instead (K22_CUDA_ATTN=gemm keeps them here). */
 #include "common.cuh"
 
 /* Most row blocks launched at once; rows beyond are taken by the grid-stride loop. */
@@ -213,6 +214,12 @@ void k22_cuda_attention_fwd(void *vctx, float *out, float *lse, const float *q, 
     k22_cuda_ctx *ctx = K22_CUDA_CTX(vctx);
     int64_t heads = (int64_t)d->B * d->NH, nbh, nq;
     if (heads <= 0 || d->TQ <= 0) return;
+    if (k22_cuda_flash_fits(ctx, d)) {
+        ctx->attn_runs_flash++;
+        k22_cuda_flash_fwd(ctx, out, lse, q, k, v, d);
+        return;
+    }
+    ctx->attn_runs_gemm++;
     k22_attn_chunking(ctx, d, &nbh, &nq);
     size_t sz = (size_t)(nbh * nq * (d->TK > 0 ? d->TK : 1));
     float *s = (float *)k22_cuda_scratch(ctx, sz * sizeof(float));
@@ -273,6 +280,12 @@ void k22_cuda_attention_bwd(void *vctx, float *dq, float *dk, float *dv, const f
     k22_cuda_ctx *ctx = K22_CUDA_CTX(vctx);
     int64_t heads = (int64_t)d->B * d->NH, nbh, nq;
     if (heads <= 0 || d->TQ <= 0 || d->TK <= 0 || (!dq && !dk && !dv)) return;
+    if (k22_cuda_flash_fits(ctx, d)) {
+        ctx->attn_runs_flash++;
+        k22_cuda_flash_bwd(ctx, dq, dk, dv, dout, q, k, v, out, lse, d);
+        return;
+    }
+    ctx->attn_runs_gemm++;
     k22_attn_chunking(ctx, d, &nbh, &nq);
     size_t sz = (size_t)(nbh * nq * d->TK);
     /* [P | dP | D_i]: 2*sz floats keep the doubles 8-byte aligned. */

@@ -49,6 +49,11 @@ typedef struct {
     /* Work-chunk limits in floats: im2col columns per band, attention scores per chunk. Tests
      * lower both (environment K22_CUDA_CHUNK_FLOATS) to run the banded paths on small shapes. */
     int64_t conv_col_floats, attn_chunk_floats;
+    /* Attention (K22_CUDA_ATTN): 1 to run it in the fused kernels of flash_attention.cu where
+     * they fit (bf16/fp16, heads up to 64), 0 for the GEMM path everywhere; how many attention
+     * calls (forward and backward) each path ran. */
+    int attn_flash;
+    int64_t attn_runs_flash, attn_runs_gemm;
     /* k22_precision of the GEMMs (set_precision). Under bf16/fp16 k22_cuda_gemm rounds the
      * operands into lowp, a grow-only buffer of its own: callers pass pointers into scratch. */
     int precision;
@@ -110,6 +115,15 @@ static inline unsigned k22_cuda_blocks(int64_t n)
             __VA_ARGS__);                                                                          \
         CUDA_CHECK_LAUNCH();                                                                       \
     } while (0)
+
+/* flash_attention.cu: whether the fused kernels take this attention (K22_CUDA_ATTN, precision,
+ * head sizes), and the kernels themselves (ops.h's attention_fwd / attention_bwd contract). */
+int k22_cuda_flash_fits(const k22_cuda_ctx *ctx, const k22_attn_desc *d);
+void k22_cuda_flash_fwd(k22_cuda_ctx *ctx, float *out, float *lse, const float *q, const float *k,
+                        const float *v, const k22_attn_desc *d);
+void k22_cuda_flash_bwd(k22_cuda_ctx *ctx, float *dq, float *dk, float *dv, const float *dout,
+                        const float *q, const float *k, const float *v, const float *out,
+                        const float *lse, const k22_attn_desc *d);
 
 /* Returns ctx's scratch, grown (stream-ordered) to at least `bytes`; valid until the next call.
  * One op runs at a time on the stream, so one buffer serves every op. It grows during the first

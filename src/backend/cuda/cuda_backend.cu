@@ -214,6 +214,19 @@ static void k22_cuda_limits_init(k22_cuda_ctx *ctx)
     if (v < ctx->attn_chunk_floats) ctx->attn_chunk_floats = v;
 }
 
+/* K22_CUDA_ATTN: auto (the default: the fused kernels where they fit) or gemm. */
+static k22_status k22_cuda_attn_init(k22_cuda_ctx *ctx, k22_err *err)
+{
+    const char *v = getenv("K22_CUDA_ATTN");
+    ctx->attn_flash = 1;
+    if (!v || !*v || !strcmp(v, "auto")) return K22_OK;
+    if (!strcmp(v, "gemm")) {
+        ctx->attn_flash = 0;
+        return K22_OK;
+    }
+    return k22_err_set(err, K22_ERR_ARG, "K22_CUDA_ATTN='%s': expected auto or gemm", v);
+}
+
 /* Recoverable: no driver, no device, or the device refuses the context are user-facing
  * conditions (the caller may fall back to the CPU), so they fill err instead of dying. */
 static k22_status k22_cuda_ctx_init(k22_cuda_ctx *ctx, int device, k22_err *err)
@@ -231,6 +244,7 @@ static k22_status k22_cuda_ctx_init(k22_cuda_ctx *ctx, int device, k22_err *err)
     k22_cuda_limits_init(ctx);
     {
         k22_status st = k22_cuda_shadow_init(ctx, err); /* K22_CUDA_WEIGHT_SHADOW */
+        if (st == K22_OK) st = k22_cuda_attn_init(ctx, err);
         if (st != K22_OK) return st;
     }
     k22_lt_plans_init(ctx);
@@ -362,6 +376,9 @@ extern "C" void k22_cuda_stats_of(void *vctx, k22_cuda_stats *st)
     st->shadow_updates = ctx->shadow.updates;
     st->gemm_heuristics = ctx->lt_heuristics;
     st->gemm_plans = ctx->lt_builds;
+    st->attn = ctx->attn_flash ? "auto" : "gemm";
+    st->attn_flash = ctx->attn_runs_flash;
+    st->attn_gemm = ctx->attn_runs_gemm;
 }
 
 /* Returns a backend on `device` (owned by the caller; release with k22_backend_free), or NULL

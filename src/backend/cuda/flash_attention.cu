@@ -1,0 +1,453 @@
+/* flash_attention.cu: scaled-dot-product attention (k22_attn_desc, ops.h) under bf16/fp16 in
+ * fused kernels, so that no score matrix ever reaches device memory (attention.cu's GEMM path
+ * writes and reads TQ x TK scores, probabilities and their gradients in fp32, several passes per
+ * head: at 48x48 latents and batch 8 that is about 2 GB per pass for one UNet attention layer).
+ *
+ * Same numbers as the GEMM path under k22_precision: q, k, v and dout are rounded to 16 bits,
+ * every product is summed in fp32 on the tensor cores (warp matrix functions, 16x16x16 tiles),
+ * and the probabilities P and the unscaled score gradients P (dP - D_i) are rounded to 16 bits
+ * where the GEMM path's GEMMs round them. To keep P the normalized probability (as the GEMM path
+ * rounds it, instead of an online-softmax running value), the forward makes two passes over the
+ * keys: the first finds each row's max and sum (and so its lse), the second forms
+ * P = exp(logit - max) / sum and accumulates P V. The backward recomputes P from lse and runs as two kernels, one over key
+ * blocks (dK, dV) and one over query blocks (dQ), so that every gradient element is summed by
+ * one block in a fixed order: no atomics, the same bits on every run.
+ *
+ * Shapes: D and DV up to 64 (zero-padded to a multiple of 16; the UNet's, the prior's and CLIP's
+ * heads are 64), any TQ and TK, masks, causal and padded keys as in ops.h. Larger heads (MoVQ's
+ * 512) and fp32 (whose contract is no TF32 and no tensor cores) take the GEMM path.
+ *
+ * Synchronization is by block barriers only (no warp shuffles), which the host emulator of
+ * tests/cuda/emu runs as written. */
+#include "common.cuh"
+
+#include <mma.h>
+
+using namespace nvcuda;
+
+#define K22_FA_THREADS 128 /* four warps */
+#define K22_FA_ROWS 64     /* rows a block owns: 16 per warp (queries, or keys for dK/dV) */
+#define K22_FA_TILE 32     /* rows of the other side per step of the loop */
+#define K22_FA_PAD 8       /* 16-bit tile row padding: keeps ldm a multiple of 16 bytes */
+#define K22_FA_SLD (K22_FA_TILE + 4)          /* fp32 score tile row length */
+#define K22_FA_PLD (K22_FA_TILE + K22_FA_PAD) /* 16-bit probability tile row length */
+
+typedef struct {
+    const float *q, *k, *v, *dout, *out;
+    const float *lse;
+    float *drow; /* backward: D_i = sum_c dout[i,c] out[i,c] per (head, query) */
+    int NH, TQ, TK, D, DV;
+    float scale;
+    const float *mask;
+    int64_t mask_bstride;
+    int causal;
+    const uint8_t *key_keep;
+} k22_fa_args;
+
+template <class T> __device__ __forceinline__ T k22_fa_round(float v);
+template <> __device__ __forceinline__ __nv_bfloat16 k22_fa_round<__nv_bfloat16>(float v)
+{
+    return __float2bfloat16_rn(v);
+}
+template <> __device__ __forceinline__ __half k22_fa_round<__half>(float v)
+{
+    return __float2half_rn(v);
+}
+
+/* The logit of query i and key j of batch item b from s = q.k, or -inf where it is excluded. */
+__device__ __forceinline__ float k22_fa_logit(const k22_fa_args &a, int64_t b, int i, int j, float s)
+{
+    if ((a.causal && j > i) || (a.key_keep && !a.key_keep[b * a.TK + j])) return -INFINITY;
+    float l = a.scale * s;
+    if (a.mask) l += a.mask[b * a.mask_bstride + (int64_t)i * a.TK + j];
+    return l;
+}
+
+/* P of query i, key j given the row's lse (0 where excluded, outside the matrix, or for a row
+ * with every key excluded). */
+__device__ __forceinline__ float k22_fa_prob(const k22_fa_args &a, int64_t b, int i, int j, float s,
+                                             float lse)
+{
+    if (i >= a.TQ || j >= a.TK || lse == -INFINITY) return 0.0f;
+    float x = k22_fa_logit(a, b, i, j, s);
+    return x == -INFINITY ? 0.0f : expf(x - lse);
+}
+
+/* Rows r0 .. r0+R of an (n, cols) fp32 matrix into a 16-bit (R, DP) tile, zero beyond. */
+template <class T, int R, int DP>
+__device__ __forceinline__ void k22_fa_load(T (*dst)[DP + K22_FA_PAD], const float *src, int r0,
+                                            int n, int cols)
+{
+    for (int e = threadIdx.x; e < R * DP; e += K22_FA_THREADS) {
+        int r = e / DP, c = e % DP;
+        float v = r0 + r < n && c < cols ? src[(int64_t)(r0 + r) * cols + c] : 0.0f;
+        dst[r][c] = k22_fa_round<T>(v);
+    }
+}
+
+template <class T> using k22_fa_afrag = wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major>;
+template <class T> using k22_fa_bcol = wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major>;
+template <class T> using k22_fa_brow = wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major>;
+typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> k22_fa_acc;
+
+/* The warp's 16 rows (held as a fragments over DP) times the tile's K22_FA_TILE rows,
+ * transposed: dst[16][K22_FA_TILE] (row length K22_FA_SLD) = A B^T. */
+template <class T, int DP>
+__device__ __forceinline__ void k22_fa_abt(float *dst, const k22_fa_afrag<T> *a,
+                                           const T (*b)[DP + K22_FA_PAD])
+{
+    for (int n = 0; n < K22_FA_TILE / 16; n++) {
+        k22_fa_acc acc;
+        wmma::fill_fragment(acc, 0.0f);
+        for (int kk = 0; kk < DP / 16; kk++) {
+            k22_fa_bcol<T> bf;
+            wmma::load_matrix_sync(bf, &b[n * 16][kk * 16], DP + K22_FA_PAD);
+            wmma::mma_sync(acc, a[kk], bf, acc);
+        }
+        wmma::store_matrix_sync(dst + n * 16, acc, K22_FA_SLD, wmma::mem_row_major);
+    }
+}
+
+/* acc[n] += A (the warp's 16 x K22_FA_TILE rows of a 16-bit tile) times B (K22_FA_TILE x DP). */
+template <class T, int DP>
+__device__ __forceinline__ void k22_fa_ab(k22_fa_acc *acc, const T *a, const T (*b)[DP + K22_FA_PAD])
+{
+    for (int kk = 0; kk < K22_FA_TILE / 16; kk++) {
+        k22_fa_afrag<T> af;
+        wmma::load_matrix_sync(af, a + kk * 16, K22_FA_PLD);
+        for (int n = 0; n < DP / 16; n++) {
+            k22_fa_brow<T> bf;
+            wmma::load_matrix_sync(bf, &b[kk * 16][n * 16], DP + K22_FA_PAD);
+            wmma::mma_sync(acc[n], af, bf, acc[n]);
+        }
+    }
+}
+
+/* dst[(r0 + r) * cols + c] = alpha acc + (accumulate ? dst : 0) for the block's K22_FA_ROWS
+ * rows (warp w's fragments are rows 16w..16w+15), rows below n and columns below cols only.
+ * stage: K22_FA_ROWS x K22_FA_SLD floats of shared memory, free for the call. */
+template <int DP>
+__device__ __forceinline__ void k22_fa_store(float *dst, const k22_fa_acc *acc, float *stage,
+                                             int r0, int n, int cols, float alpha, int accumulate)
+{
+    const int warp = threadIdx.x / 32, row = threadIdx.x / 2, half = threadIdx.x % 2;
+    for (int n0 = 0; n0 < DP / 16; n0 += 2) {
+        for (int t = 0; t < 2 && n0 + t < DP / 16; t++)
+            wmma::store_matrix_sync(stage + warp * 16 * K22_FA_SLD + t * 16, acc[n0 + t], K22_FA_SLD,
+                                    wmma::mem_row_major);
+        __syncthreads();
+        for (int c = half * 16; c < half * 16 + 16; c++) {
+            int col = n0 * 16 + c;
+            if (r0 + row >= n || col >= cols) continue;
+            float *p = dst + (int64_t)(r0 + row) * cols + col;
+            float v = alpha * stage[row * K22_FA_SLD + c];
+            *p = accumulate ? *p + v : v;
+        }
+        __syncthreads();
+    }
+}
+
+/* ---- forward: grid (heads, query blocks of K22_FA_ROWS) ---- */
+template <class T, int DP>
+__global__ void __launch_bounds__(K22_FA_THREADS) k22_fa_fwd_kernel(float *out, float *lse, k22_fa_args a)
+{
+    __shared__ __align__(32) T sQ[K22_FA_ROWS][DP + K22_FA_PAD];
+    __shared__ __align__(32) T sK[K22_FA_TILE][DP + K22_FA_PAD];
+    __shared__ __align__(32) T sV[K22_FA_TILE][DP + K22_FA_PAD];
+    __shared__ __align__(32) float sS[K22_FA_ROWS][K22_FA_SLD];
+    __shared__ __align__(32) T sP[K22_FA_ROWS][K22_FA_PLD];
+    __shared__ float sM[K22_FA_THREADS], sL[K22_FA_THREADS], sRowMax[K22_FA_ROWS], sRowInv[K22_FA_ROWS];
+    const int64_t bh = blockIdx.x, b = bh / a.NH;
+    const int i0 = blockIdx.y * K22_FA_ROWS, warp = threadIdx.x / 32;
+    /* the row passes: each thread takes one row and half of the tile's columns */
+    const int row = threadIdx.x / 2, half = threadIdx.x % 2, i = i0 + row;
+    const float *k = a.k + bh * a.TK * a.D, *v = a.v + bh * a.TK * a.DV;
+    /* under a causal mask no key past the block's last query counts */
+    const int kend = a.causal && i0 + K22_FA_ROWS < a.TK ? i0 + K22_FA_ROWS : a.TK;
+
+    k22_fa_load<T, K22_FA_ROWS, DP>(sQ, a.q + bh * a.TQ * a.D, i0, a.TQ, a.D);
+    __syncthreads();
+    k22_fa_afrag<T> qf[DP / 16];
+    for (int kk = 0; kk < DP / 16; kk++)
+        wmma::load_matrix_sync(qf[kk], &sQ[warp * 16][kk * 16], DP + K22_FA_PAD);
+
+    /* pass 1: the row's max m and sum l of exp(logit - m), merged as the max moves */
+    float m = -INFINITY, l = 0.0f;
+    for (int j0 = 0; j0 < kend; j0 += K22_FA_TILE) {
+        k22_fa_load<T, K22_FA_TILE, DP>(sK, k, j0, a.TK, a.D);
+        __syncthreads();
+        k22_fa_abt<T, DP>(&sS[warp * 16][0], qf, sK);
+        __syncthreads();
+        for (int c = half * 16; c < half * 16 + 16 && i < a.TQ; c++) {
+            if (j0 + c >= a.TK) break;
+            float x = k22_fa_logit(a, b, i, j0 + c, sS[row][c]);
+            if (x == -INFINITY) continue;
+            if (x > m) {
+                l = l * expf(m - x) + 1.0f;
+                m = x;
+            } else {
+                l += expf(x - m);
+            }
+        }
+        __syncthreads(); /* sK and sS are written again by the next tile */
+    }
+    sM[threadIdx.x] = m;
+    sL[threadIdx.x] = l;
+    __syncthreads();
+    if (half == 0) {
+        float m1 = sM[threadIdx.x + 1], l1 = sL[threadIdx.x + 1], mx = fmaxf(m, m1);
+        float ls = -INFINITY, inv = 0.0f; /* every key excluded: out = 0, lse = -inf */
+        if (mx != -INFINITY) {
+            float s = (m == -INFINITY ? 0.0f : l * expf(m - mx)) + (m1 == -INFINITY ? 0.0f : l1 * expf(m1 - mx));
+            ls = mx + logf(s);
+            inv = 1.0f / s;
+        }
+        sRowMax[row] = mx;
+        sRowInv[row] = inv;
+        if (i < a.TQ) lse[bh * a.TQ + i] = ls;
+    }
+    __syncthreads();
+
+    /* pass 2: out = P V with P = exp(logit - max) / sum rounded to 16 bits (normalized by the
+     * max and sum rather than through the fp32 lse, whose rounding would shift a whole row) */
+    k22_fa_acc of[DP / 16];
+    for (int n = 0; n < DP / 16; n++) wmma::fill_fragment(of[n], 0.0f);
+    const float mi = sRowMax[row], inv = sRowInv[row];
+    for (int j0 = 0; j0 < kend; j0 += K22_FA_TILE) {
+        k22_fa_load<T, K22_FA_TILE, DP>(sK, k, j0, a.TK, a.D);
+        k22_fa_load<T, K22_FA_TILE, DP>(sV, v, j0, a.TK, a.DV);
+        __syncthreads();
+        k22_fa_abt<T, DP>(&sS[warp * 16][0], qf, sK);
+        __syncthreads();
+        for (int c = half * 16; c < half * 16 + 16; c++) {
+            int j = j0 + c;
+            float x = i < a.TQ && j < a.TK && mi != -INFINITY ? k22_fa_logit(a, b, i, j, sS[row][c]) : -INFINITY;
+            sP[row][c] = k22_fa_round<T>(x == -INFINITY ? 0.0f : expf(x - mi) * inv);
+        }
+        __syncthreads();
+        k22_fa_ab<T, DP>(of, &sP[warp * 16][0], sV);
+        __syncthreads();
+    }
+    k22_fa_store<DP>(out + bh * a.TQ * a.DV, of, &sS[0][0], i0, a.TQ, a.DV, 1.0f, 0);
+}
+
+/* ---- backward ---- */
+
+/* D_i = sum_c dout[i,c] out[i,c] (summed in double, as the GEMM path does), a thread per row:
+ * TQ x DV values per head, small beside the rest of the backward. */
+__global__ void k22_fa_drow_kernel(float *drow, const float *dout, const float *out, int64_t rows,
+                                   int DV)
+{
+    K22_GRID_STRIDE(r, rows)
+    {
+        double s = 0;
+        for (int c = 0; c < DV; c++) s += (double)dout[r * DV + c] * out[r * DV + c];
+        drow[r] = (float)s;
+    }
+}
+
+/* The staging buffer of the backward kernels: first two 16-bit (K22_FA_ROWS, DP) tiles, then,
+ * once those are in fragments, two fp32 (K22_FA_ROWS, K22_FA_SLD) score tiles. */
+#define K22_FA_BUF (2 * K22_FA_ROWS * K22_FA_SLD * sizeof(float))
+
+/* Rows r0 .. r0+K22_FA_ROWS of two (n, xcols) and (n, ycols) matrices rounded into buf, then the
+ * warp's 16 rows of each into a fragments over DP; buf is free again on return. */
+template <class T, int DP>
+__device__ __forceinline__ void k22_fa_frags2(unsigned char *buf, const float *x, int xcols,
+                                              const float *y, int ycols, int r0, int n,
+                                              k22_fa_afrag<T> *xf, k22_fa_afrag<T> *yf)
+{
+    static_assert(2 * K22_FA_ROWS * (DP + K22_FA_PAD) * sizeof(T) <= K22_FA_BUF, "two tiles");
+    typedef T tile_t[DP + K22_FA_PAD];
+    tile_t *sx = (tile_t *)buf, *sy = sx + K22_FA_ROWS;
+    const int warp = threadIdx.x / 32;
+    k22_fa_load<T, K22_FA_ROWS, DP>(sx, x, r0, n, xcols);
+    k22_fa_load<T, K22_FA_ROWS, DP>(sy, y, r0, n, ycols);
+    __syncthreads();
+    for (int kk = 0; kk < DP / 16; kk++) {
+        wmma::load_matrix_sync(xf[kk], &sx[warp * 16][kk * 16], DP + K22_FA_PAD);
+        wmma::load_matrix_sync(yf[kk], &sy[warp * 16][kk * 16], DP + K22_FA_PAD);
+    }
+    __syncthreads();
+}
+
+/* dK and dV for a block of K22_FA_ROWS keys: grid (heads, key blocks). dS^T = P^T (dP^T - D)
+ * per key row; dV += P^T dO, dK += scale dS^T Q, with P and dS rounded to 16 bits. */
+template <class T, int DP>
+__global__ void __launch_bounds__(K22_FA_THREADS) k22_fa_dkdv_kernel(float *dk, float *dv, k22_fa_args a)
+{
+    __shared__ __align__(32) unsigned char sBuf[K22_FA_BUF]; /* K and V, then S^T and dP^T */
+    __shared__ __align__(32) T sQ[K22_FA_TILE][DP + K22_FA_PAD];
+    __shared__ __align__(32) T sdO[K22_FA_TILE][DP + K22_FA_PAD];
+    __shared__ __align__(32) T sPT[K22_FA_ROWS][K22_FA_PLD];
+    __shared__ __align__(32) T sdST[K22_FA_ROWS][K22_FA_PLD];
+    __shared__ float sLse[K22_FA_TILE], sD[K22_FA_TILE];
+    float(*sST)[K22_FA_SLD] = (float(*)[K22_FA_SLD])sBuf, (*sdPT)[K22_FA_SLD] = sST + K22_FA_ROWS;
+    const int64_t bh = blockIdx.x, b = bh / a.NH;
+    const int j0 = blockIdx.y * K22_FA_ROWS, warp = threadIdx.x / 32;
+    const int row = threadIdx.x / 2, half = threadIdx.x % 2, j = j0 + row;
+    const float *q = a.q + bh * a.TQ * a.D, *dout = a.dout + bh * a.TQ * a.DV;
+    const float *lse = a.lse + bh * a.TQ, *drow = a.drow + bh * a.TQ;
+    const int want_dk = dk != NULL, want_dv = dv != NULL;
+    k22_fa_afrag<T> kf[DP / 16], vf[DP / 16];
+    k22_fa_frags2<T, DP>(sBuf, a.k + bh * a.TK * a.D, a.D, a.v + bh * a.TK * a.DV, a.DV, j0, a.TK, kf, vf);
+    k22_fa_acc dkf[DP / 16], dvf[DP / 16];
+    for (int n = 0; n < DP / 16; n++) wmma::fill_fragment(dkf[n], 0.0f), wmma::fill_fragment(dvf[n], 0.0f);
+    /* under a causal mask no query before the block's first key sees it */
+    const int qbeg = a.causal ? j0 / K22_FA_TILE * K22_FA_TILE : 0;
+    for (int i0 = qbeg; i0 < a.TQ; i0 += K22_FA_TILE) {
+        k22_fa_load<T, K22_FA_TILE, DP>(sQ, q, i0, a.TQ, a.D);
+        k22_fa_load<T, K22_FA_TILE, DP>(sdO, dout, i0, a.TQ, a.DV);
+        if (threadIdx.x < K22_FA_TILE) {
+            int i = i0 + threadIdx.x;
+            sLse[threadIdx.x] = i < a.TQ ? lse[i] : -INFINITY;
+            sD[threadIdx.x] = i < a.TQ ? drow[i] : 0.0f;
+        }
+        __syncthreads();
+        k22_fa_abt<T, DP>(&sST[warp * 16][0], kf, sQ);
+        if (want_dk) k22_fa_abt<T, DP>(&sdPT[warp * 16][0], vf, sdO);
+        __syncthreads();
+        for (int c = half * 16; c < half * 16 + 16; c++) {
+            float p = k22_fa_prob(a, b, i0 + c, j, sST[row][c], sLse[c]);
+            sPT[row][c] = k22_fa_round<T>(p);
+            if (want_dk) sdST[row][c] = k22_fa_round<T>(p == 0.0f ? 0.0f : p * (sdPT[row][c] - sD[c]));
+        }
+        __syncthreads();
+        if (want_dv) k22_fa_ab<T, DP>(dvf, &sPT[warp * 16][0], sdO);
+        if (want_dk) k22_fa_ab<T, DP>(dkf, &sdST[warp * 16][0], sQ);
+        __syncthreads();
+    }
+    float *stage = &sST[0][0];
+    if (want_dv) k22_fa_store<DP>(dv + bh * a.TK * a.DV, dvf, stage, j0, a.TK, a.DV, 1.0f, 1);
+    if (want_dk) k22_fa_store<DP>(dk + bh * a.TK * a.D, dkf, stage, j0, a.TK, a.D, a.scale, 1);
+}
+
+/* dQ for a block of K22_FA_ROWS queries: grid (heads, query blocks). dQ += scale dS K. */
+template <class T, int DP>
+__global__ void __launch_bounds__(K22_FA_THREADS) k22_fa_dq_kernel(float *dq, k22_fa_args a)
+{
+    __shared__ __align__(32) unsigned char sBuf[K22_FA_BUF]; /* Q and dO, then S and dP */
+    __shared__ __align__(32) T sK[K22_FA_TILE][DP + K22_FA_PAD];
+    __shared__ __align__(32) T sV[K22_FA_TILE][DP + K22_FA_PAD];
+    __shared__ __align__(32) T sdS[K22_FA_ROWS][K22_FA_PLD];
+    float(*sS)[K22_FA_SLD] = (float(*)[K22_FA_SLD])sBuf, (*sdP)[K22_FA_SLD] = sS + K22_FA_ROWS;
+    const int64_t bh = blockIdx.x, b = bh / a.NH;
+    const int i0 = blockIdx.y * K22_FA_ROWS, warp = threadIdx.x / 32;
+    const int row = threadIdx.x / 2, half = threadIdx.x % 2, i = i0 + row;
+    const float *k = a.k + bh * a.TK * a.D, *v = a.v + bh * a.TK * a.DV;
+    const int kend = a.causal && i0 + K22_FA_ROWS < a.TK ? i0 + K22_FA_ROWS : a.TK;
+    const float li = i < a.TQ ? a.lse[bh * a.TQ + i] : -INFINITY;
+    const float di = i < a.TQ ? a.drow[bh * a.TQ + i] : 0.0f;
+    k22_fa_afrag<T> qf[DP / 16], dof[DP / 16];
+    k22_fa_frags2<T, DP>(sBuf, a.q + bh * a.TQ * a.D, a.D, a.dout + bh * a.TQ * a.DV, a.DV, i0, a.TQ, qf, dof);
+    k22_fa_acc dqf[DP / 16];
+    for (int n = 0; n < DP / 16; n++) wmma::fill_fragment(dqf[n], 0.0f);
+    for (int j0 = 0; j0 < kend; j0 += K22_FA_TILE) {
+        k22_fa_load<T, K22_FA_TILE, DP>(sK, k, j0, a.TK, a.D);
+        k22_fa_load<T, K22_FA_TILE, DP>(sV, v, j0, a.TK, a.DV);
+        __syncthreads();
+        k22_fa_abt<T, DP>(&sS[warp * 16][0], qf, sK);
+        k22_fa_abt<T, DP>(&sdP[warp * 16][0], dof, sV);
+        __syncthreads();
+        for (int c = half * 16; c < half * 16 + 16; c++) {
+            float p = k22_fa_prob(a, b, i, j0 + c, sS[row][c], li);
+            sdS[row][c] = k22_fa_round<T>(p == 0.0f ? 0.0f : p * (sdP[row][c] - di));
+        }
+        __syncthreads();
+        k22_fa_ab<T, DP>(dqf, &sdS[warp * 16][0], sK);
+        __syncthreads();
+    }
+    k22_fa_store<DP>(dq + bh * a.TQ * a.D, dqf, &sS[0][0], i0, a.TQ, a.D, a.scale, 1);
+}
+
+/* ---- host side ---- */
+
+static k22_fa_args k22_fa_args_of(const k22_attn_desc *d)
+{
+    k22_fa_args a = {};
+    a.NH = d->NH, a.TQ = d->TQ, a.TK = d->TK, a.D = d->D, a.DV = d->DV;
+    a.scale = d->scale;
+    a.mask = d->mask, a.mask_bstride = d->mask_bstride, a.causal = d->causal;
+    a.key_keep = d->key_keep;
+    return a;
+}
+
+static int k22_fa_dp(const k22_attn_desc *d)
+{
+    int m = d->D > d->DV ? d->D : d->DV;
+    return (m + 15) / 16 * 16;
+}
+
+int k22_cuda_flash_fits(const k22_cuda_ctx *ctx, const k22_attn_desc *d)
+{
+    return ctx->attn_flash && ctx->precision != K22_PREC_FP32 && d->D >= 1 && d->DV >= 1 &&
+           k22_fa_dp(d) <= 64 && d->TQ >= 1 && d->TK >= 1 &&
+           (int64_t)d->B * d->NH <= INT32_MAX && (d->TQ + K22_FA_ROWS - 1) / K22_FA_ROWS <= 65535 &&
+           (d->TK + K22_FA_ROWS - 1) / K22_FA_ROWS <= 65535;
+}
+
+/* The kernel for the precision and padded head size (a pointer, so that one launch line serves
+ * every instantiation). */
+template <class T>
+static void k22_fa_pick(int dp, void (**fwd)(float *, float *, k22_fa_args),
+                        void (**dkdv)(float *, float *, k22_fa_args), void (**dq)(float *, k22_fa_args))
+{
+    switch (dp) {
+    case 16: *fwd = k22_fa_fwd_kernel<T, 16>, *dkdv = k22_fa_dkdv_kernel<T, 16>, *dq = k22_fa_dq_kernel<T, 16>; break;
+    case 32: *fwd = k22_fa_fwd_kernel<T, 32>, *dkdv = k22_fa_dkdv_kernel<T, 32>, *dq = k22_fa_dq_kernel<T, 32>; break;
+    case 48: *fwd = k22_fa_fwd_kernel<T, 48>, *dkdv = k22_fa_dkdv_kernel<T, 48>, *dq = k22_fa_dq_kernel<T, 48>; break;
+    default: *fwd = k22_fa_fwd_kernel<T, 64>, *dkdv = k22_fa_dkdv_kernel<T, 64>, *dq = k22_fa_dq_kernel<T, 64>; break;
+    }
+}
+
+typedef struct {
+    void (*fwd)(float *, float *, k22_fa_args);
+    void (*dkdv)(float *, float *, k22_fa_args);
+    void (*dq)(float *, k22_fa_args);
+} k22_fa_kernels;
+
+static k22_fa_kernels k22_fa_kernels_of(const k22_cuda_ctx *ctx, const k22_attn_desc *d)
+{
+    k22_fa_kernels kn;
+    if (ctx->precision == K22_PREC_FP16) k22_fa_pick<__half>(k22_fa_dp(d), &kn.fwd, &kn.dkdv, &kn.dq);
+    else k22_fa_pick<__nv_bfloat16>(k22_fa_dp(d), &kn.fwd, &kn.dkdv, &kn.dq);
+    return kn;
+}
+
+void k22_cuda_flash_fwd(k22_cuda_ctx *ctx, float *out, float *lse, const float *q, const float *k,
+                        const float *v, const k22_attn_desc *d)
+{
+    k22_fa_args a = k22_fa_args_of(d);
+    a.q = q, a.k = k, a.v = v;
+    k22_fa_kernels kn = k22_fa_kernels_of(ctx, d);
+    dim3 grid((unsigned)((int64_t)d->B * d->NH), (unsigned)((d->TQ + K22_FA_ROWS - 1) / K22_FA_ROWS));
+    void (*fwd)(float *, float *, k22_fa_args) = kn.fwd;
+    fwd<<<grid, K22_FA_THREADS, 0, ctx->stream>>>(out, lse, a);
+    CUDA_CHECK_LAUNCH();
+}
+
+void k22_cuda_flash_bwd(k22_cuda_ctx *ctx, float *dq, float *dk, float *dv, const float *dout,
+                        const float *q, const float *k, const float *v, const float *out,
+                        const float *lse, const k22_attn_desc *d)
+{
+    int64_t heads = (int64_t)d->B * d->NH, rows = heads * d->TQ;
+    k22_fa_args a = k22_fa_args_of(d);
+    a.q = q, a.k = k, a.v = v, a.dout = dout, a.out = out, a.lse = lse;
+    a.drow = (float *)k22_cuda_scratch(ctx, (size_t)rows * sizeof(float));
+    k22_fa_drow_kernel<<<k22_cuda_blocks(rows), K22_CUDA_THREADS, 0, ctx->stream>>>(a.drow, dout, out,
+                                                                                   rows, d->DV);
+    CUDA_CHECK_LAUNCH();
+    k22_fa_kernels kn = k22_fa_kernels_of(ctx, d);
+    if (dk || dv) {
+        dim3 grid((unsigned)heads, (unsigned)((d->TK + K22_FA_ROWS - 1) / K22_FA_ROWS));
+        void (*dkdv)(float *, float *, k22_fa_args) = kn.dkdv;
+        dkdv<<<grid, K22_FA_THREADS, 0, ctx->stream>>>(dk, dv, a);
+        CUDA_CHECK_LAUNCH();
+    }
+    if (dq) {
+        dim3 grid((unsigned)heads, (unsigned)((d->TQ + K22_FA_ROWS - 1) / K22_FA_ROWS));
+        void (*dqk)(float *, k22_fa_args) = kn.dq;
+        dqk<<<grid, K22_FA_THREADS, 0, ctx->stream>>>(dq, a);
+        CUDA_CHECK_LAUNCH();
+    }
+}
