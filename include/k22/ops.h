@@ -318,8 +318,8 @@ typedef struct {
     int64_t shadow_updates;   /* adamw_step calls that wrote it */
     int64_t gemm_heuristics;  /* cublasLtMatmulAlgoGetHeuristic queries */
     int64_t gemm_plans;       /* cuBLASLt set-ups made (GEMM shapes, and any made again) */
-    const char *attn;         /* K22_CUDA_ATTN: "auto" (fused kernels under bf16/fp16 for heads up
-                               * to 64) or "gemm" */
+    const char *attn;         /* "fused" (bf16/fp16 attention with heads up to 64 on the fused
+                               * kernels) or "gemm" (K22_CUDA_ATTN=gemm, or their self-test failed) */
     int64_t attn_flash;       /* attention calls (forward or backward) run by the fused kernels */
     int64_t attn_gemm;        /* ... and by the GEMM path */
 } k22_cuda_stats;

@@ -168,6 +168,10 @@ static void print_plan(const k22_run *r)
            (long long)k22_optim_state_bytes(op, 0), (long long)k22_optim_state_bytes(op, op->zero));
     const char *conv = k22_backend_conv_impl(r->be, NULL, NULL); /* NULL: not a CUDA backend */
     if (conv) printf("k22: convolutions on %s (K22_CUDA_CONV)\n", conv);
+    k22_cuda_stats cs;
+    if (k22_backend_cuda_stats(r->be, &cs))
+        printf("k22: attention on %s (K22_CUDA_ATTN)\n", !strcmp(cs.attn, "fused") ?
+               "fused kernels under bf16/fp16 for heads up to 64, GEMMs otherwise" : "GEMMs");
     fflush(stdout);
 }
 
@@ -177,7 +181,7 @@ static void print_cuda_stats(const k22_run *r)
     k22_cuda_stats st;
     if (!k22_backend_cuda_stats(r->be, &st)) return;
     printf("k22: cuda: weight shadow %s (K22_CUDA_WEIGHT_SHADOW): %lld operand reads, %lld refreshes, %lld AdamW "
-           "writes; cuBLASLt: %lld heuristic queries, %lld set-ups; attention (K22_CUDA_ATTN=%s): %lld fused, "
+           "writes; cuBLASLt: %lld heuristic queries, %lld set-ups; attention %s (K22_CUDA_ATTN): %lld fused, "
            "%lld GEMM calls\n", st.shadow, (long long)st.shadow_reads,
            (long long)st.shadow_refreshes, (long long)st.shadow_updates, (long long)st.gemm_heuristics,
            (long long)st.gemm_plans, st.attn, (long long)st.attn_flash, (long long)st.attn_gemm);

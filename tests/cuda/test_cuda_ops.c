@@ -719,7 +719,7 @@ static const attn_case attn_cases[] = {
     {3, 1, 5, 7, 4, 4, 0, 0, 2},    /* batch item 1 fully padded: out 0, lse -inf */
     {2, 4, 77, 81, 64, 64, 1, 1, 1}, /* prior-sized heads */
     {1, 3, 130, 100, 32, 32, 0, 0, 1}, /* three query blocks, two key blocks of the fused kernels */
-    {2, 1, 33, 40, 40, 36, 2, 0, 0},  /* heads padded to 48 in the fused kernels */
+    {2, 1, 33, 40, 40, 36, 2, 0, 0},  /* D 40, DV 36: padded to 64 in the fused kernels */
     {1, 2, 20, 24, 80, 72, 0, 1, 0},  /* a head over 64: the GEMM path at every precision */
 };
 
@@ -1794,35 +1794,54 @@ static void attn_paths_check(const char *tag, int fused)
 {
     k22_cuda_stats st;
     CHECK_MSG(k22_backend_cuda_stats(gpu, &st), "cuda stats%s", tag);
-    printf("attention%s (K22_CUDA_ATTN=%s): %lld fused, %lld GEMM calls\n", tag, st.attn,
+    printf("attention%s (%s): %lld fused, %lld GEMM calls\n", tag, st.attn,
            (long long)st.attn_flash, (long long)st.attn_gemm);
     CHECK_MSG(st.attn_gemm > 0 && (fused ? st.attn_flash > 0 : st.attn_flash == 0),
               "attention%s: %lld fused, %lld GEMM calls", tag, (long long)st.attn_flash,
               (long long)st.attn_gemm);
 }
 
-/* K22_CUDA_ATTN: auto and gemm are taken, anything else refused by name. */
+/* K22_CUDA_ATTN: auto and flash run the fused kernels, gemm the GEMM path, anything else is
+ * refused by name. Under the emulator, K22_EMU_WMMA=wrong breaks its warp matrix products
+ * (tests/cuda/emu/mma.h): the creation self-test must then send auto to the GEMM path and make
+ * flash an error naming the self-test. */
 static void test_attn_select(void)
 {
+    static const struct {
+        const char *attn, *fault, *path, *err;
+    } cases[] = {
+        {"flash2", "", NULL, "K22_CUDA_ATTN='flash2'"},
+        {"auto", "", "fused", NULL},
+        {"flash", "", "fused", NULL},
+        {"gemm", "", "gemm", NULL},
+        {"auto", "wrong", "gemm", NULL},
+        {"flash", "wrong", NULL, "self-test in bf16"},
+    };
+    int emu = getenv("K22_CUDA_EMU") != NULL;
     k22_backend *keep = gpu;
-    k22_err err;
-    k22_err_clear(&err);
-    setenv("K22_CUDA_ATTN", "flash2", 1);
-    gpu = k22_backend_by_name("cuda", &err);
-    CHECK_MSG(gpu == NULL && strstr(err.msg, "K22_CUDA_ATTN='flash2'") != NULL,
-              "K22_CUDA_ATTN=flash2: want a refusal naming it, got %s '%s'", gpu ? "a backend" : "",
-              err.msg);
-    k22_backend_free(gpu);
-    printf("K22_CUDA_ATTN=flash2 refused: %s\n", err.msg);
-    const char *ok[2] = {"auto", "gemm"};
-    for (int i = 0; i < 2; i++) {
-        setenv("K22_CUDA_ATTN", ok[i], 1);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        if (cases[i].fault[0] && !emu) continue;
+        k22_err err;
+        k22_err_clear(&err);
+        setenv("K22_CUDA_ATTN", cases[i].attn, 1);
+        setenv("K22_EMU_WMMA", cases[i].fault, 1);
         gpu = k22_backend_by_name("cuda", &err);
         k22_cuda_stats st;
-        CHECK_MSG(gpu && k22_backend_cuda_stats(gpu, &st) && strcmp(st.attn, ok[i]) == 0,
-                  "K22_CUDA_ATTN=%s: %s", ok[i], gpu ? st.attn : err.msg);
+        if (cases[i].err) {
+            CHECK_MSG(gpu == NULL && strstr(err.msg, cases[i].err) != NULL,
+                      "K22_CUDA_ATTN=%s K22_EMU_WMMA=%s: want a refusal naming '%s', got %s '%s'",
+                      cases[i].attn, cases[i].fault, cases[i].err, gpu ? "a backend" : "", err.msg);
+            printf("K22_CUDA_ATTN=%s K22_EMU_WMMA=%s refused: %s\n", cases[i].attn, cases[i].fault,
+                   err.msg);
+        } else {
+            CHECK_MSG(gpu && k22_backend_cuda_stats(gpu, &st) && strcmp(st.attn, cases[i].path) == 0,
+                      "K22_CUDA_ATTN=%s K22_EMU_WMMA=%s: want %s, got %s", cases[i].attn,
+                      cases[i].fault, cases[i].path, gpu ? st.attn : err.msg);
+        }
         k22_backend_free(gpu);
     }
+    if (!emu) printf("fused attention self-test fallback: skipped (needs the emulator's faults)\n");
+    unsetenv("K22_EMU_WMMA");
     unsetenv("K22_CUDA_ATTN");
     gpu = keep;
 }

@@ -178,7 +178,7 @@ static int read_cuda_line(const char *out, cuda_line *c)
     while (f && fgets(line, sizeof line, f))
         found |= sscanf(line, "k22: cuda: weight shadow %*s (K22_CUDA_WEIGHT_SHADOW): %lld operand reads, %lld "
                         "refreshes, %lld AdamW writes; cuBLASLt: %lld heuristic queries, %lld set-ups; "
-                        "attention (K22_CUDA_ATTN=%*[a-z]): %lld fused, %lld GEMM calls",
+                        "attention %*s (K22_CUDA_ATTN): %lld fused, %lld GEMM calls",
                         &c->reads, &c->refreshes, &c->updates, &c->heuristics, &c->plans, &c->attn_fused,
                         &c->attn_gemm) == 7;
     if (f) fclose(f);

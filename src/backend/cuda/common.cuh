@@ -49,10 +49,12 @@ typedef struct {
     /* Work-chunk limits in floats: im2col columns per band, attention scores per chunk. Tests
      * lower both (environment K22_CUDA_CHUNK_FLOATS) to run the banded paths on small shapes. */
     int64_t conv_col_floats, attn_chunk_floats;
-    /* Attention (K22_CUDA_ATTN): 1 to run it in the fused kernels of flash_attention.cu where
-     * they fit (bf16/fp16, heads up to 64), 0 for the GEMM path everywhere; how many attention
+    /* Attention (K22_CUDA_ATTN, flash_attention.cu): attn_flash is 1 when the fused kernels run
+     * what they fit (bf16/fp16, heads up to 64), 0 when the GEMM path runs everything (asked for,
+     * or the kernels failed their self-test at creation: attn_why says how); how many attention
      * calls (forward and backward) each path ran. */
     int attn_flash;
+    char attn_why[256];
     int64_t attn_runs_flash, attn_runs_gemm;
     /* k22_precision of the GEMMs (set_precision). Under bf16/fp16 k22_cuda_gemm rounds the
      * operands into lowp, a grow-only buffer of its own: callers pass pointers into scratch. */
@@ -116,6 +118,10 @@ static inline unsigned k22_cuda_blocks(int64_t n)
         CUDA_CHECK_LAUNCH();                                                                       \
     } while (0)
 
+/* flash_attention.cu: K22_CUDA_ATTN (auto, the default: the fused kernels unless their
+ * self-test against cpu-ref fails, then the GEMM path with one line on stderr; flash: a failed
+ * self-test is an error; gemm), run at creation once cuBLASLt is up. */
+k22_status k22_cuda_attn_init(k22_cuda_ctx *ctx, k22_err *err);
 /* flash_attention.cu: whether the fused kernels take this attention (K22_CUDA_ATTN, precision,
  * head sizes), and the kernels themselves (ops.h's attention_fwd / attention_bwd contract). */
 int k22_cuda_flash_fits(const k22_cuda_ctx *ctx, const k22_attn_desc *d);
@@ -124,6 +130,14 @@ void k22_cuda_flash_fwd(k22_cuda_ctx *ctx, float *out, float *lse, const float *
 void k22_cuda_flash_bwd(k22_cuda_ctx *ctx, float *dq, float *dk, float *dv, const float *dout,
                         const float *q, const float *k, const float *v, const float *out,
                         const float *lse, const k22_attn_desc *d);
+
+/* The creation self-tests' comparison (conv_cudnn.cu, flash_attention.cu): got against want
+ * over nparts parts, part p being [start[p], start[p+1]); an element is off when not
+ * |got - want| <= atol + rtol |want| (NaN is off). Returns 1 when none is, else 0 with why set
+ * to "self-test in PREC: PART[i] is GOT where cpu-ref has WANT" for the first. */
+int k22_cuda_selftest_match(char *why, size_t nwhy, const char *prec, const float *got,
+                            const float *want, const char *const *parts, const int64_t *start,
+                            int nparts, float atol, float rtol);
 
 /* Returns ctx's scratch, grown (stream-ordered) to at least `bytes`; valid until the next call.
  * One op runs at a time on the stream, so one buffer serves every op. It grows during the first

@@ -579,18 +579,10 @@ static int k22_cudnn_probe(k22_cuda_ctx *ctx)
         CUDA_CHECK(cudaMemcpyAsync(got, dev, (size_t)n * sizeof(float), cudaMemcpyDeviceToHost,
                                    ctx->stream));
         CUDA_CHECK(cudaStreamSynchronize(ctx->stream));
-        for (int64_t i = 0; i < n && ok; i++)
-            if (got[i] != want[i]) {
-                static const char *const part[7] = {"x", "w", "y", "dy", "dx", "dw", "bias"};
-                const int64_t start[7] = {0, hw - h, hy - h, hdy - h, hdx - h, hdw - h, hb - h};
-                int k = 6;
-                while (i < start[k]) k--;
-                snprintf(ctx->conv_why, sizeof ctx->conv_why,
-                         "self-test in %s: %s[%lld] is %g where cpu-ref has %g",
-                         k22_cudnn_prec(precs[pi]), part[k],
-                         (long long)(i - start[k]), got[i], want[i]);
-                ok = 0;
-            }
+        static const char *const part[7] = {"x", "w", "y", "dy", "dx", "dw", "bias"};
+        const int64_t start[8] = {0, hw - h, hy - h, hdy - h, hdx - h, hdw - h, hb - h, n};
+        ok = k22_cuda_selftest_match(ctx->conv_why, sizeof ctx->conv_why, k22_cudnn_prec(precs[pi]), got,
+                                     want, part, start, 7, 0.0f, 0.0f);
     }
     ctx->precision = saved;
     CUDA_CHECK(cudaFree(dev));

@@ -3,6 +3,7 @@
  * checks, and the op table (include/k22/ops.h): every entry is filled. */
 #include "common.cuh"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -214,19 +215,6 @@ static void k22_cuda_limits_init(k22_cuda_ctx *ctx)
     if (v < ctx->attn_chunk_floats) ctx->attn_chunk_floats = v;
 }
 
-/* K22_CUDA_ATTN: auto (the default: the fused kernels where they fit) or gemm. */
-static k22_status k22_cuda_attn_init(k22_cuda_ctx *ctx, k22_err *err)
-{
-    const char *v = getenv("K22_CUDA_ATTN");
-    ctx->attn_flash = 1;
-    if (!v || !*v || !strcmp(v, "auto")) return K22_OK;
-    if (!strcmp(v, "gemm")) {
-        ctx->attn_flash = 0;
-        return K22_OK;
-    }
-    return k22_err_set(err, K22_ERR_ARG, "K22_CUDA_ATTN='%s': expected auto or gemm", v);
-}
-
 /* Recoverable: no driver, no device, or the device refuses the context are user-facing
  * conditions (the caller may fall back to the CPU), so they fill err instead of dying. */
 static k22_status k22_cuda_ctx_init(k22_cuda_ctx *ctx, int device, k22_err *err)
@@ -244,7 +232,6 @@ static k22_status k22_cuda_ctx_init(k22_cuda_ctx *ctx, int device, k22_err *err)
     k22_cuda_limits_init(ctx);
     {
         k22_status st = k22_cuda_shadow_init(ctx, err); /* K22_CUDA_WEIGHT_SHADOW */
-        if (st == K22_OK) st = k22_cuda_attn_init(ctx, err);
         if (st != K22_OK) return st;
     }
     k22_lt_plans_init(ctx);
@@ -284,6 +271,7 @@ static k22_status k22_cuda_ctx_init(k22_cuda_ctx *ctx, int device, k22_err *err)
     }
     {
         k22_status st = k22_cudnn_init(ctx, err); /* K22_CUDA_CONV; cuDNN or its fallback */
+        if (st == K22_OK) st = k22_cuda_attn_init(ctx, err); /* K22_CUDA_ATTN; self-test */
         if (st != K22_OK) k22_cuda_ctx_release(ctx);
         return st;
     }
@@ -356,6 +344,21 @@ static void k22_cuda_table_fill(k22_backend *be)
     be->sumsq = k22_cuda_sumsq;
 }
 
+/* See common.cuh. */
+int k22_cuda_selftest_match(char *why, size_t nwhy, const char *prec, const float *got,
+                            const float *want, const char *const *parts, const int64_t *start,
+                            int nparts, float atol, float rtol)
+{
+    for (int p = 0; p < nparts; p++)
+        for (int64_t i = start[p]; i < start[p + 1]; i++)
+            if (!(fabsf(got[i] - want[i]) <= atol + rtol * fabsf(want[i]))) {
+                snprintf(why, nwhy, "self-test in %s: %s[%lld] is %g where cpu-ref has %g", prec, parts[p],
+                         (long long)(i - start[p]), got[i], want[i]);
+                return 0;
+            }
+    return 1;
+}
+
 /* backend.c's k22_backend_conv_impl for a CUDA backend's context. */
 extern "C" const char *k22_cuda_conv_impl(void *vctx, int64_t *n_cudnn, int64_t *n_im2col)
 {
@@ -376,7 +379,7 @@ extern "C" void k22_cuda_stats_of(void *vctx, k22_cuda_stats *st)
     st->shadow_updates = ctx->shadow.updates;
     st->gemm_heuristics = ctx->lt_heuristics;
     st->gemm_plans = ctx->lt_builds;
-    st->attn = ctx->attn_flash ? "auto" : "gemm";
+    st->attn = ctx->attn_flash ? "fused" : "gemm";
     st->attn_flash = ctx->attn_runs_flash;
     st->attn_gemm = ctx->attn_runs_gemm;
 }

@@ -13,7 +13,7 @@
  * blocks (dK, dV) and one over query blocks (dQ), so that every gradient element is summed by
  * one block in a fixed order: no atomics, the same bits on every run.
  *
- * Shapes: D and DV up to 64 (zero-padded to a multiple of 16; the UNet's, the prior's and CLIP's
+ * Shapes: D and DV up to 64 (zero-padded to 16, 32 or 64; the UNet's, the prior's and CLIP's
  * heads are 64), any TQ and TK, masks, causal and padded keys as in ops.h. Larger heads (MoVQ's
  * 512) and fp32 (whose contract is no TF32 and no tensor cores) take the GEMM path.
  *
@@ -21,7 +21,11 @@
  * tests/cuda/emu runs as written. */
 #include "common.cuh"
 
+#include <math.h>
 #include <mma.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 using namespace nvcuda;
 
@@ -372,10 +376,13 @@ static k22_fa_args k22_fa_args_of(const k22_attn_desc *d)
     return a;
 }
 
+/* The padded head size of the kernel that runs d: 16, 32 or 64 (one instantiation fewer than
+ * every multiple of 16: heads of 33 to 48 are rare, and each instantiation is about 0.2 MB of
+ * code per architecture). */
 static int k22_fa_dp(const k22_attn_desc *d)
 {
     int m = d->D > d->DV ? d->D : d->DV;
-    return (m + 15) / 16 * 16;
+    return m <= 16 ? 16 : m <= 32 ? 32 : m <= 64 ? 64 : (m + 15) / 16 * 16;
 }
 
 int k22_cuda_flash_fits(const k22_cuda_ctx *ctx, const k22_attn_desc *d)
@@ -395,7 +402,6 @@ static void k22_fa_pick(int dp, void (**fwd)(float *, float *, k22_fa_args),
     switch (dp) {
     case 16: *fwd = k22_fa_fwd_kernel<T, 16>, *dkdv = k22_fa_dkdv_kernel<T, 16>, *dq = k22_fa_dq_kernel<T, 16>; break;
     case 32: *fwd = k22_fa_fwd_kernel<T, 32>, *dkdv = k22_fa_dkdv_kernel<T, 32>, *dq = k22_fa_dq_kernel<T, 32>; break;
-    case 48: *fwd = k22_fa_fwd_kernel<T, 48>, *dkdv = k22_fa_dkdv_kernel<T, 48>, *dq = k22_fa_dq_kernel<T, 48>; break;
     default: *fwd = k22_fa_fwd_kernel<T, 64>, *dkdv = k22_fa_dkdv_kernel<T, 64>, *dq = k22_fa_dq_kernel<T, 64>; break;
     }
 }
@@ -450,4 +456,78 @@ void k22_cuda_flash_bwd(k22_cuda_ctx *ctx, float *dq, float *dk, float *dv, cons
         dqk<<<grid, K22_FA_THREADS, 0, ctx->stream>>>(dq, a);
         CUDA_CHECK_LAUNCH();
     }
+}
+
+/* ---- the self-test at creation ----
+ * The fused kernels on one small case (two heads, 40 queries, 70 keys: padded rows, two key
+ * tiles; D = 64) in bf16 and fp16 against cpu-ref in fp32. The inputs are multiples of 1/8 in
+ * [-1, 1], exact in both 16-bit types, so the only differences are the roundings of P and dS
+ * and fp32 sums: a few 1e-3 at most. A kernel that misreads a tile (layout, transposition,
+ * padding) or a broken toolchain or driver is off by the size of the values. */
+static int k22_fa_probe(k22_cuda_ctx *ctx)
+{
+    const k22_attn_desc d = {1, 2, 40, 70, 64, 64, 0.125f, NULL, 0, 0, NULL};
+    const int64_t nq = 2 * 40 * 64, nk = 2 * 70 * 64, nl = 2 * 40;
+    /* q k v dout | out lse dq dk dv */
+    const int64_t n = 2 * nq + 2 * nk + nq + nl + nq + 2 * nk;
+    float *h = (float *)k22_xcalloc((size_t)n * 2, sizeof(float)), *got = h + n;
+    float *hq = h, *hk = hq + nq, *hv = hk + nk, *hdo = hv + nk, *hout = hdo + nq, *hlse = hout + nq;
+    float *hdq = hlse + nl, *hdk = hdq + nq, *hdv = hdk + nk;
+    for (int64_t i = 0; i < nq; i++) hq[i] = (float)((i * 7 + 3) % 17 - 8) / 8.0f;
+    for (int64_t i = 0; i < nk; i++) hk[i] = (float)((i * 5 + 1) % 17 - 8) / 8.0f;
+    for (int64_t i = 0; i < nk; i++) hv[i] = (float)((i * 3 + 2) % 17 - 8) / 8.0f;
+    for (int64_t i = 0; i < nq; i++) hdo[i] = (float)((i * 11 + 5) % 17 - 8) / 8.0f;
+    float *want = (float *)k22_xmalloc((size_t)n * sizeof(float));
+    memcpy(want, h, (size_t)n * sizeof(float));
+    k22_backend *ref = k22_backend_cpu_new(1);
+    float *w = want;
+    ref->attention_fwd(ref->ctx, w + (hout - h), w + (hlse - h), hq, hk, hv, &d);
+    ref->attention_bwd(ref->ctx, w + (hdq - h), w + (hdk - h), w + (hdv - h), hdo, hq, hk, hv,
+                       w + (hout - h), w + (hlse - h), &d);
+    k22_backend_free(ref);
+
+    float *dev = NULL;
+    CUDA_CHECK(cudaMalloc((void **)&dev, (size_t)n * sizeof(float)));
+    float *q = dev, *k = q + nq, *v = k + nk, *dout = v + nk, *out = dout + nq, *lse = out + nq;
+    float *dq = lse + nl, *dk = dq + nq, *dv = dk + nk;
+    const int saved = ctx->precision, precs[2] = {K22_PREC_BF16, K22_PREC_FP16};
+    int ok = 1;
+    for (int pi = 0; pi < 2 && ok; pi++) {
+        ctx->precision = precs[pi];
+        CUDA_CHECK(cudaMemcpyAsync(dev, h, (size_t)n * sizeof(float), cudaMemcpyHostToDevice, ctx->stream));
+        k22_cuda_flash_fwd(ctx, out, lse, q, k, v, &d);
+        k22_cuda_flash_bwd(ctx, dq, dk, dv, dout, q, k, v, out, lse, &d);
+        CUDA_CHECK(cudaMemcpyAsync(got, dev, (size_t)n * sizeof(float), cudaMemcpyDeviceToHost, ctx->stream));
+        CUDA_CHECK(cudaStreamSynchronize(ctx->stream));
+        static const char *const part[5] = {"out", "lse", "dq", "dk", "dv"};
+        const int64_t start[6] = {hout - h, hlse - h, hdq - h, hdk - h, hdv - h, n};
+        ok = k22_cuda_selftest_match(ctx->attn_why, sizeof ctx->attn_why, pi ? "fp16" : "bf16", got, want,
+                                     part, start, 5, 0.02f, 0.02f);
+    }
+    ctx->precision = saved;
+    CUDA_CHECK(cudaFree(dev));
+    free(h);
+    free(want);
+    return ok;
+}
+
+k22_status k22_cuda_attn_init(k22_cuda_ctx *ctx, k22_err *err)
+{
+    const char *v = getenv("K22_CUDA_ATTN");
+    ctx->attn_flash = 0;
+    ctx->attn_why[0] = 0;
+    if (v && !strcmp(v, "gemm")) return K22_OK;
+    int required = v && !strcmp(v, "flash");
+    if (v && *v && !required && strcmp(v, "auto"))
+        return k22_err_set(err, K22_ERR_ARG, "K22_CUDA_ATTN='%s': expected auto, flash or gemm", v);
+    if (k22_fa_probe(ctx)) {
+        ctx->attn_flash = 1;
+        return K22_OK;
+    }
+    if (required)
+        return k22_err_set(err, K22_ERR_UNSUPPORTED, "K22_CUDA_ATTN=flash, but the fused attention "
+                           "kernels fail on CUDA device %d: %s", ctx->device, ctx->attn_why);
+    fprintf(stderr, "k22: the fused attention kernels fail on CUDA device %d (%s); attention runs "
+            "as GEMMs\n", ctx->device, ctx->attn_why);
+    return K22_OK;
 }

@@ -142,6 +142,9 @@ static inline double atomicAdd(double *p, double v) {
 
 void __syncthreads(void);
 
+/* K22_EMU_WMMA=wrong, read by k22_emu_run at each launch (mma.h's fault). */
+extern int k22_emu_wmma_wrong;
+
 /* Runs fn for every thread of every block (see the header comment). */
 void k22_emu_run(dim3 grid, dim3 block, size_t shmem, const std::function<void()> &fn);
 

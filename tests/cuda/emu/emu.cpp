@@ -151,7 +151,11 @@ void __syncthreads(void) {
         emu_yield();
 }
 
+int k22_emu_wmma_wrong;
+
 void k22_emu_run(dim3 grid, dim3 block, size_t shmem, const std::function<void()> &fn) {
+    const char *wmma = getenv("K22_EMU_WMMA");
+    k22_emu_wmma_wrong = wmma && !strcmp(wmma, "wrong");
     unsigned nt = block.x * block.y * block.z;
     if (nt == 0 || nt > EMU_MAX_THREADS || grid.x == 0 || grid.y == 0 || grid.z == 0 ||
         grid.y > 65535 || grid.z > 65535 || shmem > 0) {

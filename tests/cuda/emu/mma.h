@@ -11,7 +11,11 @@
  * The documented preconditions are checked, as a GPU would fault or compute garbage on them:
  * the matrix pointer 256-bit (32-byte) aligned, ldm a multiple of 16 bytes. The products of two
  * 16-bit values are exact in fp32; they are summed in k order, one fp32 rounding each (the
- * tensor cores' order and internal width differ: tests allow for fp32 summation differences). */
+ * tensor cores' order and internal width differ: tests allow for fp32 summation differences).
+ *
+ * K22_EMU_WMMA=wrong (read at each kernel launch) makes mma_sync read b transposed, the kind of
+ * layout mistake a kernel could make: the CUDA backend's self-test must then refuse the fused
+ * attention kernels (tests/cuda/test_cuda_ops.c). */
 #ifndef K22_EMU_MMA_H
 #define K22_EMU_MMA_H
 
@@ -22,6 +26,7 @@
 #include <type_traits>
 
 #include "cuda_bf16.h"
+#include "cuda_runtime.h"
 #include "cuda_fp16.h"
 
 namespace nvcuda {
@@ -100,11 +105,12 @@ static inline void mma_sync(fragment<accumulator, M, N, K, float> &d,
                             const fragment<matrix_b, M, N, K, T, LB> &b,
                             const fragment<accumulator, M, N, K, float> &c)
 {
+    const int wrong = k22_emu_wmma_wrong;
     float out[M * N];
     for (int i = 0; i < M; i++)
         for (int j = 0; j < N; j++) {
             float s = c.x[i * N + j];
-            for (int k = 0; k < K; k++) s += a.x[i * K + k] * b.x[k * N + j];
+            for (int k = 0; k < K; k++) s += a.x[i * K + k] * (wrong ? b.x[j * N + k] : b.x[k * N + j]);
             out[i * N + j] = s;
         }
     for (int e = 0; e < M * N; e++) d.x[e] = out[e];
