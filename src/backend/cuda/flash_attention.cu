@@ -459,15 +459,15 @@ void k22_cuda_flash_bwd(k22_cuda_ctx *ctx, float *dq, float *dk, float *dv, cons
 }
 
 /* ---- the self-test at creation ----
- * The fused kernels on one small case (two heads, 40 queries, 70 keys: padded rows, two key
- * tiles; D = 64) in bf16 and fp16 against cpu-ref in fp32. The inputs are multiples of 1/8 in
+ * The fused kernels on one small case (one head of 64, 24 queries, 40 keys: padded query and
+ * key rows, two key tiles) in bf16 and fp16 against cpu-ref in fp32. The inputs are multiples of 1/8 in
  * [-1, 1], exact in both 16-bit types, so the only differences are the roundings of P and dS
  * and fp32 sums: a few 1e-3 at most. A kernel that misreads a tile (layout, transposition,
  * padding) or a broken toolchain or driver is off by the size of the values. */
 static int k22_fa_probe(k22_cuda_ctx *ctx)
 {
-    const k22_attn_desc d = {1, 2, 40, 70, 64, 64, 0.125f, NULL, 0, 0, NULL};
-    const int64_t nq = 2 * 40 * 64, nk = 2 * 70 * 64, nl = 2 * 40;
+    const k22_attn_desc d = {1, 1, 24, 40, 64, 64, 0.125f, NULL, 0, 0, NULL};
+    const int64_t nq = 24 * 64, nk = 40 * 64, nl = 24;
     /* q k v dout | out lse dq dk dv */
     const int64_t n = 2 * nq + 2 * nk + nq + nl + nq + 2 * nk;
     float *h = (float *)k22_xcalloc((size_t)n * 2, sizeof(float)), *got = h + n;

@@ -153,9 +153,25 @@ void __syncthreads(void) {
 
 int k22_emu_wmma_wrong;
 
+/* K22_EMU_ORDER=reverse runs the blocks of a launch, and the threads of a block in each round
+ * between barriers, last first. A GPU runs them concurrently: a thread that reads what another
+ * thread writes in the same interval (a missing __syncthreads), or a block that reads what
+ * another block writes, sees one value in one order and another in the other, so the kernel
+ * tests run in both orders catch such races, which one fixed order hides. Read at each launch. */
+static int emu_order_reverse(void) {
+    const char *v = getenv("K22_EMU_ORDER");
+    if (!v || !*v || !strcmp(v, "forward"))
+        return 0;
+    if (!strcmp(v, "reverse"))
+        return 1;
+    fprintf(stderr, "emu: K22_EMU_ORDER='%s': expected forward or reverse\n", v);
+    abort();
+}
+
 void k22_emu_run(dim3 grid, dim3 block, size_t shmem, const std::function<void()> &fn) {
     const char *wmma = getenv("K22_EMU_WMMA");
     k22_emu_wmma_wrong = wmma && !strcmp(wmma, "wrong");
+    const int rev = emu_order_reverse();
     unsigned nt = block.x * block.y * block.z;
     if (nt == 0 || nt > EMU_MAX_THREADS || grid.x == 0 || grid.y == 0 || grid.z == 0 ||
         grid.y > 65535 || grid.z > 65535 || shmem > 0) {
@@ -169,25 +185,27 @@ void k22_emu_run(dim3 grid, dim3 block, size_t shmem, const std::function<void()
     emu_fn = &fn;
     for (unsigned t = 0; t < nt; t++)
         emu_fibers[t].idx = {t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
-    for (unsigned bz = 0; bz < grid.z; bz++)
-        for (unsigned by = 0; by < grid.y; by++)
-            for (unsigned bx = 0; bx < grid.x; bx++) {
-                blockIdx = {bx, by, bz};
-                for (unsigned t = 0; t < nt; t++)
-                    emu_fibers[t].done = 0;
-                /* Rounds: every live thread runs to its next barrier (or its end). */
-                for (unsigned left = nt; left;) {
-                    left = 0;
-                    for (unsigned t = 0; t < nt; t++) {
-                        if (emu_fibers[t].done)
-                            continue;
-                        emu_resume(t);
-                        if (!emu_fibers[t].done)
-                            left++;
-                    }
-                }
-                emu_cur = -1;
+    const uint64_t nblocks = (uint64_t)grid.x * grid.y * grid.z;
+    for (uint64_t n = 0; n < nblocks; n++) {
+        uint64_t b = rev ? nblocks - 1 - n : n;
+        blockIdx = {(unsigned)(b % grid.x), (unsigned)(b / grid.x % grid.y),
+                    (unsigned)(b / ((uint64_t)grid.x * grid.y))};
+        for (unsigned t = 0; t < nt; t++)
+            emu_fibers[t].done = 0;
+        /* Rounds: every live thread runs to its next barrier (or its end). */
+        for (unsigned left = nt; left;) {
+            left = 0;
+            for (unsigned i = 0; i < nt; i++) {
+                unsigned t = rev ? nt - 1 - i : i;
+                if (emu_fibers[t].done)
+                    continue;
+                emu_resume(t);
+                if (!emu_fibers[t].done)
+                    left++;
             }
+        }
+        emu_cur = -1;
+    }
 }
 
 /* ---- device blocks ---- */

@@ -98,20 +98,23 @@ static inline void store_matrix_sync(float *p, const fragment<accumulator, M, N,
         for (int c = 0; c < N; c++) (l == mem_row_major ? p[r * ldm + c] : p[c * ldm + r]) = f.x[r * N + c];
 }
 
-/* d = a b + c (d may be c). */
+/* d = a b + c (d may be c). Each element is summed in k order; the loops run i, k, j so the
+ * compiler can vectorize over j (the emulator runs this once per lane: it is most of the
+ * emulated attention's time), which keeps that order. */
 template <int M, int N, int K, class T, class LA, class LB>
-static inline void mma_sync(fragment<accumulator, M, N, K, float> &d,
-                            const fragment<matrix_a, M, N, K, T, LA> &a,
-                            const fragment<matrix_b, M, N, K, T, LB> &b,
-                            const fragment<accumulator, M, N, K, float> &c)
+__attribute__((optimize("O3"))) static inline void
+mma_sync(fragment<accumulator, M, N, K, float> &d, const fragment<matrix_a, M, N, K, T, LA> &a,
+         const fragment<matrix_b, M, N, K, T, LB> &b, const fragment<accumulator, M, N, K, float> &c)
 {
-    const int wrong = k22_emu_wmma_wrong;
+    float bt[K * N];
+    for (int k = 0; k < K; k++) /* K22_EMU_WMMA=wrong: b transposed */
+        for (int j = 0; j < N; j++) bt[k * N + j] = k22_emu_wmma_wrong ? b.x[j * N + k] : b.x[k * N + j];
     float out[M * N];
+    for (int e = 0; e < M * N; e++) out[e] = c.x[e];
     for (int i = 0; i < M; i++)
-        for (int j = 0; j < N; j++) {
-            float s = c.x[i * N + j];
-            for (int k = 0; k < K; k++) s += a.x[i * K + k] * (wrong ? b.x[j * N + k] : b.x[k * N + j]);
-            out[i * N + j] = s;
+        for (int k = 0; k < K; k++) {
+            const float aik = a.x[i * K + k];
+            for (int j = 0; j < N; j++) out[i * N + j] += aik * bt[k * N + j];
         }
     for (int e = 0; e < M * N; e++) d.x[e] = out[e];
 }
