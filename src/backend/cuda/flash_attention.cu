@@ -37,7 +37,7 @@ using namespace nvcuda;
 #define K22_FA_PLD (K22_FA_TILE + K22_FA_PAD) /* 16-bit probability tile row length */
 
 typedef struct {
-    const float *q, *k, *v, *dout, *out;
+    const float *q, *k, *v, *dout;
     const float *lse;
     float *drow; /* backward: D_i = sum_c dout[i,c] out[i,c] per (head, query) */
     int NH, TQ, TK, D, DV;
@@ -237,16 +237,29 @@ __global__ void __launch_bounds__(K22_FA_THREADS) k22_fa_fwd_kernel(float *out, 
 
 /* ---- backward ---- */
 
-/* D_i = sum_c dout[i,c] out[i,c] (summed in double, as the GEMM path does), a thread per row:
- * TQ x DV values per head, small beside the rest of the backward. */
-__global__ void k22_fa_drow_kernel(float *drow, const float *dout, const float *out, int64_t rows,
-                                   int DV)
+/* D_i = sum_c dout[i,c] out[i,c], summed in double as the GEMM path does. A block takes 8 rows
+ * at a time, 32 threads a row reading consecutive columns (coalesced), their partial sums added
+ * in a fixed tree. */
+#define K22_FA_DROW_ROWS 8
+__global__ void __launch_bounds__(32 * K22_FA_DROW_ROWS)
+k22_fa_drow_kernel(float *drow, const float *dout, const float *out, int64_t rows, int DV)
 {
-    K22_GRID_STRIDE(r, rows)
-    {
+    __shared__ double sh[32 * K22_FA_DROW_ROWS];
+    const int lane = threadIdx.x % 32, t = threadIdx.x;
+    for (int64_t r0 = (int64_t)blockIdx.x * K22_FA_DROW_ROWS; r0 < rows;
+         r0 += (int64_t)gridDim.x * K22_FA_DROW_ROWS) {
+        const int64_t r = r0 + t / 32;
         double s = 0;
-        for (int c = 0; c < DV; c++) s += (double)dout[r * DV + c] * out[r * DV + c];
-        drow[r] = (float)s;
+        if (r < rows)
+            for (int c = lane; c < DV; c += 32) s += (double)dout[r * DV + c] * out[r * DV + c];
+        sh[t] = s;
+        for (int k = 16; k > 0; k >>= 1) {
+            __syncthreads();
+            if (lane < k) sh[t] += sh[t + k];
+        }
+        __syncthreads();
+        if (lane == 0 && r < rows) drow[r] = (float)sh[t];
+        __syncthreads(); /* sh is written again by the next rows */
     }
 }
 
@@ -438,10 +451,11 @@ void k22_cuda_flash_bwd(k22_cuda_ctx *ctx, float *dq, float *dk, float *dv, cons
 {
     int64_t heads = (int64_t)d->B * d->NH, rows = heads * d->TQ;
     k22_fa_args a = k22_fa_args_of(d);
-    a.q = q, a.k = k, a.v = v, a.dout = dout, a.out = out, a.lse = lse;
+    a.q = q, a.k = k, a.v = v, a.dout = dout, a.lse = lse;
     a.drow = (float *)k22_cuda_scratch(ctx, (size_t)rows * sizeof(float));
-    k22_fa_drow_kernel<<<k22_cuda_blocks(rows), K22_CUDA_THREADS, 0, ctx->stream>>>(a.drow, dout, out,
-                                                                                   rows, d->DV);
+    int64_t drow_blocks = (rows + K22_FA_DROW_ROWS - 1) / K22_FA_DROW_ROWS;
+    k22_fa_drow_kernel<<<(unsigned)(drow_blocks < 65536 ? drow_blocks : 65536), 32 * K22_FA_DROW_ROWS, 0,
+                         ctx->stream>>>(a.drow, dout, out, rows, d->DV);
     CUDA_CHECK_LAUNCH();
     k22_fa_kernels kn = k22_fa_kernels_of(ctx, d);
     if (dk || dv) {
