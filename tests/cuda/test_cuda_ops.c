@@ -1363,7 +1363,7 @@ long long k22_emu_lt_heuristic_calls(void) __attribute__((weak));
 
 static k22_cuda_stats cuda_stats(void)
 {
-    k22_cuda_stats st;
+    k22_cuda_stats st = {0};
     CHECK_MSG(k22_backend_cuda_stats(gpu, &st), "k22_backend_cuda_stats: not a cuda backend");
     return st;
 }
@@ -1739,6 +1739,29 @@ static void test_conv_accumulate(const char *tag)
     prec_set(K22_PREC_FP32);
 }
 
+/* A cuda backend made with VAR=val and the emulator's fault switch FAULT=fault in the
+ * environment. With want_err: checks that it is refused with a message containing want_err and
+ * returns NULL; else checks that it is made and returns it. */
+static k22_backend *backend_with(const char *var, const char *val, const char *fault_var, const char *fault,
+                                 const char *want_err)
+{
+    k22_err err;
+    k22_err_clear(&err);
+    setenv(var, val, 1);
+    setenv(fault_var, fault, 1);
+    k22_backend *be = k22_backend_by_name("cuda", &err);
+    if (want_err) {
+        CHECK_MSG(be == NULL && strstr(err.msg, want_err) != NULL,
+                  "%s=%s %s=%s: want a refusal naming '%s', got %s '%s'", var, val, fault_var, fault, want_err,
+                  be ? "a backend" : "", err.msg);
+        printf("%s=%s %s=%s refused: %s\n", var, val, fault_var, fault, err.msg);
+        k22_backend_free(be);
+        return NULL;
+    }
+    CHECK_MSG(be != NULL, "%s=%s %s=%s: no backend: %s", var, val, fault_var, fault, err.msg);
+    return be;
+}
+
 /* K22_CUDA_CONV and the fallback. A bad value is refused; under the emulator (K22_CUDA_EMU), whose
  * K22_EMU_CUDNN breaks its cuDNN on purpose (tests/cuda/emu/cudnn.h), a cuDNN that cannot be
  * created, fails a call or computes wrong numbers in the creation self-test makes auto fall back
@@ -1761,24 +1784,12 @@ static void test_conv_select(void)
     k22_backend *keep = gpu;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         if (cases[i].fault[0] && !emu) continue;
-        k22_err err;
-        k22_err_clear(&err);
-        setenv("K22_CUDA_CONV", cases[i].conv, 1);
-        setenv("K22_EMU_CUDNN", cases[i].fault, 1);
-        gpu = k22_backend_by_name("cuda", &err);
-        if (cases[i].err) {
-            CHECK_MSG(gpu == NULL && strstr(err.msg, cases[i].err) != NULL,
-                      "K22_CUDA_CONV=%s K22_EMU_CUDNN=%s: want a refusal naming '%s', got %s '%s'",
-                      cases[i].conv, cases[i].fault, cases[i].err, gpu ? "a backend" : "",
-                      err.msg);
-            printf("K22_CUDA_CONV=%s K22_EMU_CUDNN=%s refused: %s\n", cases[i].conv,
-                   cases[i].fault, err.msg);
-        } else {
-            const char *impl = gpu ? k22_backend_conv_impl(gpu, NULL, NULL) : "(none)";
-            CHECK_MSG(gpu && strcmp(impl, cases[i].impl) == 0,
-                      "K22_CUDA_CONV=%s K22_EMU_CUDNN=%s: want %s, got %s (%s)", cases[i].conv,
-                      cases[i].fault, cases[i].impl, impl, err.msg);
-            if (gpu) test_conv_case(&conv_cases[0], " (fallback)");
+        gpu = backend_with("K22_CUDA_CONV", cases[i].conv, "K22_EMU_CUDNN", cases[i].fault, cases[i].err);
+        if (gpu) {
+            const char *impl = k22_backend_conv_impl(gpu, NULL, NULL);
+            CHECK_MSG(strcmp(impl, cases[i].impl) == 0, "K22_CUDA_CONV=%s K22_EMU_CUDNN=%s: want %s, got %s",
+                      cases[i].conv, cases[i].fault, cases[i].impl, impl);
+            test_conv_case(&conv_cases[0], " (fallback)");
         }
         k22_backend_free(gpu);
     }
@@ -1792,8 +1803,11 @@ static void test_conv_select(void)
  * to 64 on the fused kernels unless K22_CUDA_ATTN=gemm (`fused`: whether they should have). */
 static void attn_paths_check(const char *tag, int fused)
 {
-    k22_cuda_stats st;
-    CHECK_MSG(k22_backend_cuda_stats(gpu, &st), "cuda stats%s", tag);
+    k22_cuda_stats st = {0};
+    if (!k22_backend_cuda_stats(gpu, &st)) {
+        CHECK_MSG(0, "cuda stats%s: not a cuda backend", tag);
+        return;
+    }
     printf("attention%s (%s): %lld fused, %lld GEMM calls\n", tag, st.attn,
            (long long)st.attn_flash, (long long)st.attn_gemm);
     CHECK_MSG(st.attn_gemm > 0 && (fused ? st.attn_flash > 0 : st.attn_flash == 0),
@@ -1821,23 +1835,12 @@ static void test_attn_select(void)
     k22_backend *keep = gpu;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         if (cases[i].fault[0] && !emu) continue;
-        k22_err err;
-        k22_err_clear(&err);
-        setenv("K22_CUDA_ATTN", cases[i].attn, 1);
-        setenv("K22_EMU_WMMA", cases[i].fault, 1);
-        gpu = k22_backend_by_name("cuda", &err);
-        k22_cuda_stats st;
-        if (cases[i].err) {
-            CHECK_MSG(gpu == NULL && strstr(err.msg, cases[i].err) != NULL,
-                      "K22_CUDA_ATTN=%s K22_EMU_WMMA=%s: want a refusal naming '%s', got %s '%s'",
-                      cases[i].attn, cases[i].fault, cases[i].err, gpu ? "a backend" : "", err.msg);
-            printf("K22_CUDA_ATTN=%s K22_EMU_WMMA=%s refused: %s\n", cases[i].attn, cases[i].fault,
-                   err.msg);
-        } else {
-            CHECK_MSG(gpu && k22_backend_cuda_stats(gpu, &st) && strcmp(st.attn, cases[i].path) == 0,
-                      "K22_CUDA_ATTN=%s K22_EMU_WMMA=%s: want %s, got %s", cases[i].attn,
-                      cases[i].fault, cases[i].path, gpu ? st.attn : err.msg);
-        }
+        gpu = backend_with("K22_CUDA_ATTN", cases[i].attn, "K22_EMU_WMMA", cases[i].fault, cases[i].err);
+        k22_cuda_stats st = {0};
+        if (gpu)
+            CHECK_MSG(k22_backend_cuda_stats(gpu, &st) && strcmp(st.attn, cases[i].path) == 0,
+                      "K22_CUDA_ATTN=%s K22_EMU_WMMA=%s: want %s, got %s", cases[i].attn, cases[i].fault,
+                      cases[i].path, st.attn ? st.attn : "(no stats)");
         k22_backend_free(gpu);
     }
     if (!emu) printf("fused attention self-test fallback: skipped (needs the emulator's faults)\n");
