@@ -1363,7 +1363,7 @@ long long k22_emu_lt_heuristic_calls(void) __attribute__((weak));
 
 static k22_cuda_stats cuda_stats(void)
 {
-    k22_cuda_stats st = {0};
+    k22_cuda_stats st;
     CHECK_MSG(k22_backend_cuda_stats(gpu, &st), "k22_backend_cuda_stats: not a cuda backend");
     return st;
 }
@@ -1803,7 +1803,7 @@ static void test_conv_select(void)
  * to 64 on the fused kernels unless K22_CUDA_ATTN=gemm (`fused`: whether they should have). */
 static void attn_paths_check(const char *tag, int fused)
 {
-    k22_cuda_stats st = {0};
+    k22_cuda_stats st;
     if (!k22_backend_cuda_stats(gpu, &st)) {
         CHECK_MSG(0, "cuda stats%s: not a cuda backend", tag);
         return;
@@ -1816,31 +1816,40 @@ static void attn_paths_check(const char *tag, int fused)
 }
 
 /* K22_CUDA_ATTN: auto and flash run the fused kernels, gemm the GEMM path, anything else is
- * refused by name. Under the emulator, K22_EMU_WMMA=wrong breaks its warp matrix products
- * (tests/cuda/emu/mma.h): the creation self-test must then send auto to the GEMM path and make
- * flash an error naming the self-test. */
+ * refused by name. flash runs the self-test at creation, auto at the first switch to bf16/fp16
+ * (`before`: what the stats say until then). Under the emulator, K22_EMU_WMMA=wrong breaks its
+ * warp matrix products (tests/cuda/emu/mma.h): the self-test must then send auto to the GEMM
+ * path and make flash an error naming the self-test. */
 static void test_attn_select(void)
 {
     static const struct {
-        const char *attn, *fault, *path, *err;
+        const char *attn, *fault, *before, *path, *err;
     } cases[] = {
-        {"flash2", "", NULL, "K22_CUDA_ATTN='flash2'"},
-        {"auto", "", "fused", NULL},
-        {"flash", "", "fused", NULL},
-        {"gemm", "", "gemm", NULL},
-        {"auto", "wrong", "gemm", NULL},
-        {"flash", "wrong", NULL, "self-test in bf16"},
+        {"flash2", "", NULL, NULL, "K22_CUDA_ATTN='flash2'"},
+        {"auto", "", "untested", "fused", NULL},
+        {"flash", "", "fused", "fused", NULL},
+        {"gemm", "", "gemm", "gemm", NULL},
+        {"auto", "wrong", "untested", "gemm", NULL},
+        {"flash", "wrong", NULL, NULL, "self-test in bf16"},
     };
     int emu = getenv("K22_CUDA_EMU") != NULL;
     k22_backend *keep = gpu;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         if (cases[i].fault[0] && !emu) continue;
         gpu = backend_with("K22_CUDA_ATTN", cases[i].attn, "K22_EMU_WMMA", cases[i].fault, cases[i].err);
-        k22_cuda_stats st = {0};
-        if (gpu)
-            CHECK_MSG(k22_backend_cuda_stats(gpu, &st) && strcmp(st.attn, cases[i].path) == 0,
-                      "K22_CUDA_ATTN=%s K22_EMU_WMMA=%s: want %s, got %s", cases[i].attn, cases[i].fault,
-                      cases[i].path, st.attn ? st.attn : "(no stats)");
+        if (!gpu) continue;
+        k22_err err;
+        k22_err_clear(&err);
+        k22_cuda_stats before, after;
+        k22_backend_cuda_stats(gpu, &before);
+        CHECK_MSG(k22_backend_set_precision(gpu, K22_PREC_BF16, &err) == K22_OK, "bf16: %s", err.msg);
+        k22_backend_cuda_stats(gpu, &after);
+        k22_backend_set_precision(gpu, K22_PREC_FP32, &err);
+        CHECK_MSG(before.attn && after.attn && strcmp(before.attn, cases[i].before) == 0 &&
+                      strcmp(after.attn, cases[i].path) == 0,
+                  "K22_CUDA_ATTN=%s K22_EMU_WMMA=%s: want %s then %s under bf16, got %s then %s",
+                  cases[i].attn, cases[i].fault, cases[i].before, cases[i].path,
+                  before.attn ? before.attn : "(no stats)", after.attn ? after.attn : "(no stats)");
         k22_backend_free(gpu);
     }
     if (!emu) printf("fused attention self-test fallback: skipped (needs the emulator's faults)\n");

@@ -49,10 +49,11 @@ typedef struct {
     /* Work-chunk limits in floats: im2col columns per band, attention scores per chunk. Tests
      * lower both (environment K22_CUDA_CHUNK_FLOATS) to run the banded paths on small shapes. */
     int64_t conv_col_floats, attn_chunk_floats;
-    /* Attention (K22_CUDA_ATTN, flash_attention.cu): attn_flash is 1 when the fused kernels run
-     * what they fit (bf16/fp16, heads up to 64), 0 when the GEMM path runs everything (asked for,
-     * or the kernels failed their self-test at creation: attn_why says how); how many attention
-     * calls (forward and backward) each path ran. */
+    /* Attention (K22_CUDA_ATTN, flash_attention.cu): attn_flash is K22_FA_ON when the fused
+     * kernels run what they fit (bf16/fp16, heads up to 64), K22_FA_OFF when the GEMM path runs
+     * everything (asked for, or the kernels failed their self-test: attn_why says how), and
+     * K22_FA_UNTESTED under auto until the first switch to bf16/fp16 runs the self-test; how many
+     * attention calls (forward and backward) each path ran. */
     int attn_flash;
     char attn_why[256];
     int64_t attn_runs_flash, attn_runs_gemm;
@@ -120,8 +121,10 @@ static inline unsigned k22_cuda_blocks(int64_t n)
 
 /* flash_attention.cu: K22_CUDA_ATTN (auto, the default: the fused kernels unless their
  * self-test against cpu-ref fails, then the GEMM path with one line on stderr; flash: a failed
- * self-test is an error; gemm), run at creation once cuBLASLt is up. */
+ * self-test is an error at creation; gemm), read at creation once cuBLASLt is up. */
+enum { K22_FA_OFF, K22_FA_ON, K22_FA_UNTESTED };
 k22_status k22_cuda_attn_init(k22_cuda_ctx *ctx, k22_err *err);
+void k22_cuda_attn_ready(k22_cuda_ctx *ctx); /* auto's self-test, once, before the first bf16/fp16 op */
 /* flash_attention.cu: whether the fused kernels take this attention (K22_CUDA_ATTN, precision,
  * head sizes), and the kernels themselves (ops.h's attention_fwd / attention_bwd contract). */
 int k22_cuda_flash_fits(const k22_cuda_ctx *ctx, const k22_attn_desc *d);

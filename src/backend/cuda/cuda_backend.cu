@@ -168,7 +168,9 @@ static void k22_cuda_sync(void *vctx)
 /* The GEMMs that follow round their operands to this k22_precision (matmul.cu). */
 static void k22_cuda_set_precision(void *vctx, int precision)
 {
-    K22_CUDA_CTX(vctx)->precision = precision; /* a shadow of another precision reads as stale */
+    k22_cuda_ctx *ctx = K22_CUDA_CTX(vctx);
+    if (precision != K22_PREC_FP32) k22_cuda_attn_ready(ctx); /* auto's self-test, first time only */
+    ctx->precision = precision; /* a shadow of another precision reads as stale */
 }
 
 /* Releases what k22_cuda_ctx_init made; safe on a partly built context. */
@@ -271,7 +273,7 @@ static k22_status k22_cuda_ctx_init(k22_cuda_ctx *ctx, int device, k22_err *err)
     }
     {
         k22_status st = k22_cudnn_init(ctx, err); /* K22_CUDA_CONV; cuDNN or its fallback */
-        if (st == K22_OK) st = k22_cuda_attn_init(ctx, err); /* K22_CUDA_ATTN; self-test */
+        if (st == K22_OK) st = k22_cuda_attn_init(ctx, err); /* K22_CUDA_ATTN */
         if (st != K22_OK) k22_cuda_ctx_release(ctx);
         return st;
     }
@@ -379,7 +381,7 @@ extern "C" void k22_cuda_stats_of(void *vctx, k22_cuda_stats *st)
     st->shadow_updates = ctx->shadow.updates;
     st->gemm_heuristics = ctx->lt_heuristics;
     st->gemm_plans = ctx->lt_builds;
-    st->attn = ctx->attn_flash ? "fused" : "gemm";
+    st->attn = ctx->attn_flash == K22_FA_ON ? "fused" : ctx->attn_flash == K22_FA_OFF ? "gemm" : "untested";
     st->attn_flash = ctx->attn_runs_flash;
     st->attn_gemm = ctx->attn_runs_gemm;
 }

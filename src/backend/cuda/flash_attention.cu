@@ -400,23 +400,10 @@ static int k22_fa_dp(const k22_attn_desc *d)
 
 int k22_cuda_flash_fits(const k22_cuda_ctx *ctx, const k22_attn_desc *d)
 {
-    return ctx->attn_flash && ctx->precision != K22_PREC_FP32 && d->D >= 1 && d->DV >= 1 &&
+    return ctx->attn_flash == K22_FA_ON && ctx->precision != K22_PREC_FP32 && d->D >= 1 && d->DV >= 1 &&
            k22_fa_dp(d) <= 64 && d->TQ >= 1 && d->TK >= 1 &&
            (int64_t)d->B * d->NH <= INT32_MAX && (d->TQ + K22_FA_ROWS - 1) / K22_FA_ROWS <= 65535 &&
            (d->TK + K22_FA_ROWS - 1) / K22_FA_ROWS <= 65535;
-}
-
-/* The kernel for the precision and padded head size (a pointer, so that one launch line serves
- * every instantiation). */
-template <class T>
-static void k22_fa_pick(int dp, void (**fwd)(float *, float *, k22_fa_args),
-                        void (**dkdv)(float *, float *, k22_fa_args), void (**dq)(float *, k22_fa_args))
-{
-    switch (dp) {
-    case 16: *fwd = k22_fa_fwd_kernel<T, 16>, *dkdv = k22_fa_dkdv_kernel<T, 16>, *dq = k22_fa_dq_kernel<T, 16>; break;
-    case 32: *fwd = k22_fa_fwd_kernel<T, 32>, *dkdv = k22_fa_dkdv_kernel<T, 32>, *dq = k22_fa_dq_kernel<T, 32>; break;
-    default: *fwd = k22_fa_fwd_kernel<T, 64>, *dkdv = k22_fa_dkdv_kernel<T, 64>, *dq = k22_fa_dq_kernel<T, 64>; break;
-    }
 }
 
 typedef struct {
@@ -425,12 +412,20 @@ typedef struct {
     void (*dq)(float *, k22_fa_args);
 } k22_fa_kernels;
 
+/* The kernels for the precision and padded head size (pointers, so that one launch line serves
+ * every instantiation). */
+template <class T>
+static k22_fa_kernels k22_fa_pick(int dp)
+{
+    if (dp == 16) return {k22_fa_fwd_kernel<T, 16>, k22_fa_dkdv_kernel<T, 16>, k22_fa_dq_kernel<T, 16>};
+    if (dp == 32) return {k22_fa_fwd_kernel<T, 32>, k22_fa_dkdv_kernel<T, 32>, k22_fa_dq_kernel<T, 32>};
+    return {k22_fa_fwd_kernel<T, 64>, k22_fa_dkdv_kernel<T, 64>, k22_fa_dq_kernel<T, 64>};
+}
+
 static k22_fa_kernels k22_fa_kernels_of(const k22_cuda_ctx *ctx, const k22_attn_desc *d)
 {
-    k22_fa_kernels kn;
-    if (ctx->precision == K22_PREC_FP16) k22_fa_pick<__half>(k22_fa_dp(d), &kn.fwd, &kn.dkdv, &kn.dq);
-    else k22_fa_pick<__nv_bfloat16>(k22_fa_dp(d), &kn.fwd, &kn.dkdv, &kn.dq);
-    return kn;
+    return ctx->precision == K22_PREC_FP16 ? k22_fa_pick<__half>(k22_fa_dp(d))
+                                           : k22_fa_pick<__nv_bfloat16>(k22_fa_dp(d));
 }
 
 void k22_cuda_flash_fwd(k22_cuda_ctx *ctx, float *out, float *lse, const float *q, const float *k,
@@ -472,7 +467,7 @@ void k22_cuda_flash_bwd(k22_cuda_ctx *ctx, float *dq, float *dk, float *dv, cons
     }
 }
 
-/* ---- the self-test at creation ----
+/* ---- the self-test (k22_cuda_attn_init, k22_cuda_attn_ready) ----
  * The fused kernels on one small case (one head of 64, 24 queries, 40 keys: padded query and
  * key rows, two key tiles) in bf16 and fp16 against cpu-ref in fp32. The inputs are multiples of 1/8 in
  * [-1, 1], exact in both 16-bit types, so the only differences are the roundings of P and dS
@@ -525,23 +520,33 @@ static int k22_fa_probe(k22_cuda_ctx *ctx)
     return ok;
 }
 
+/* K22_CUDA_ATTN: gemm turns the kernels off; flash runs the self-test here, at creation, and
+ * refuses a device where it fails; auto leaves it for k22_cuda_attn_ready, at the first switch to
+ * bf16/fp16, so that fp32 runs (which never use the kernels) do not pay for it. */
 k22_status k22_cuda_attn_init(k22_cuda_ctx *ctx, k22_err *err)
 {
     const char *v = getenv("K22_CUDA_ATTN");
-    ctx->attn_flash = 0;
+    ctx->attn_flash = K22_FA_OFF;
     ctx->attn_why[0] = 0;
     if (v && !strcmp(v, "gemm")) return K22_OK;
-    int required = v && !strcmp(v, "flash");
-    if (v && *v && !required && strcmp(v, "auto"))
+    if (v && *v && strcmp(v, "flash") && strcmp(v, "auto"))
         return k22_err_set(err, K22_ERR_ARG, "K22_CUDA_ATTN='%s': expected auto, flash or gemm", v);
-    if (k22_fa_probe(ctx)) {
-        ctx->attn_flash = 1;
+    if (!v || strcmp(v, "flash")) {
+        ctx->attn_flash = K22_FA_UNTESTED;
         return K22_OK;
     }
-    if (required)
+    if (!k22_fa_probe(ctx))
         return k22_err_set(err, K22_ERR_UNSUPPORTED, "K22_CUDA_ATTN=flash, but the fused attention "
                            "kernels fail on CUDA device %d: %s", ctx->device, ctx->attn_why);
-    fprintf(stderr, "k22: the fused attention kernels fail on CUDA device %d (%s); attention runs "
-            "as GEMMs\n", ctx->device, ctx->attn_why);
+    ctx->attn_flash = K22_FA_ON;
     return K22_OK;
+}
+
+void k22_cuda_attn_ready(k22_cuda_ctx *ctx)
+{
+    if (ctx->attn_flash != K22_FA_UNTESTED) return;
+    ctx->attn_flash = k22_fa_probe(ctx) ? K22_FA_ON : K22_FA_OFF;
+    if (ctx->attn_flash == K22_FA_OFF)
+        fprintf(stderr, "k22: the fused attention kernels fail on CUDA device %d (%s); attention runs "
+                "as GEMMs\n", ctx->device, ctx->attn_why);
 }
