@@ -6,8 +6,11 @@
  * build, ranks sharing one GPU, K22_NCCL=0). Gradients are exchanged once per optimizer step,
  * on the buffer the micro-steps accumulated into: the sum of the ranks' sums equals the sum of
  * every rank's per-micro-step all-reduce (DDP's no_sync under accumulation does the same), at 1/A
- * the traffic. The sum is then scaled by 1/world, DDP's averaging. A failure on any rank ends the
- * whole job (K22_FATAL -> MPI_Abort). */
+ * the traffic. The sum is then scaled by 1/world, DDP's averaging. By default the exchange runs
+ * in buckets sent while the last micro-step's backward is still running (grad_overlap.h,
+ * --bucket_cap_mb); the whole-buffer functions below serve --bucket_cap_mb 0, ZeRO-1 and a sync
+ * after fewer than A micro-steps. A failure on any rank ends the whole job (K22_FATAL ->
+ * MPI_Abort). */
 #ifndef K22_DIST_H
 #define K22_DIST_H
 
@@ -67,6 +70,13 @@ int k22_dist_nccl_allreduce_sum(k22_dist *d, const k22_backend *be, float *buf, 
 int k22_dist_nccl_reduce_scatter_sum(k22_dist *d, const k22_backend *be, const float *send, float *recv,
                                      int64_t n);
 int k22_dist_nccl_allgather(k22_dist *d, const k22_backend *be, float *buf, int64_t n);
+/* For the bucketed exchange (k22_grad_overlap): whether NCCL serves this job (the rule above;
+ * the first call makes the communicator: every rank calls it at the same point); queue an
+ * in-place sum of n floats on NCCL's stream, ordered after the backend's work so far by an event
+ * (the host does not wait); and order the backend's later work after all that was queued. */
+int k22_dist_nccl_serves(k22_dist *d, const k22_backend *be);
+void k22_dist_nccl_allreduce_sum_queue(k22_dist *d, const k22_backend *be, float *buf, int64_t n);
+void k22_dist_nccl_join(k22_dist *d, const k22_backend *be);
 /* Destroys the communicator (k22_dist_finalize calls it). */
 void k22_dist_nccl_free(k22_dist *d);
 

@@ -60,6 +60,8 @@ typedef struct {
     const char *other_for_validation; /* train-prior: the decoder pipeline; train-decoder: the prior */
     int use_ema, gradient_checkpointing;
     int64_t zero_stage;        /* 0 | 1: ZeRO-1 sharding of the optimizer state over the ranks (optim.h) */
+    double bucket_cap_mb;      /* > 0: gradient all-reduce in buckets of this many MiB during the
+                                * backward (grad_overlap.h); 0: one exchange after it */
     int profile;               /* time every backend op (profile.h); rank 0 prints the table at the end */
     json_t *settings;          /* the resolved options, saved in checkpoints (borrowed) */
 } k22_train_opts;

@@ -304,6 +304,9 @@ k22_backend *k22_backend_cuda_new(int device, k22_err *err);
  * cuDNN cannot take (padding it cannot express, tensors of 2^31 elements, misaligned fp32
  * pointers, no deterministic algorithm). */
 const char *k22_backend_conv_impl(const k22_backend *be, int64_t *n_cudnn, int64_t *n_im2col);
+/* A CUDA backend's stream (a cudaStream_t; its work runs there in order), NULL for others: for
+ * the gradient exchange, which orders NCCL's stream after it with events (src/dist/nccl.c). */
+void *k22_backend_cuda_stream(const k22_backend *be);
 
 /* ops.h's params_register and params_changed on be, or on the backend a profiler wraps; nothing
  * where the backend has no such entry. */

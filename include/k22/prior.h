@@ -17,6 +17,7 @@
 #define K22_PRIOR_H
 
 #include "k22/config.h"
+#include "k22/grad_marks.h"
 #include "k22/nn.h"
 
 typedef struct {
@@ -43,6 +44,10 @@ typedef struct {
     int grad_ckpt;           /* gradient checkpointing, see k22_prior_set_gradient_checkpointing */
     float *mask_host;        /* (max_batch, T, T) host scratch for the mask, owned */
     k22_prior_state st;
+    /* Bound with G: block l's parameters keyed l, norm_out and proj_to_clip_embeddings num_layers;
+     * backward tells grad_hook (NULL: nobody) as each finishes (grad_marks.h). */
+    k22_grad_marks marks;
+    const k22_grad_hook *grad_hook;
 } k22_prior;
 
 /* Binds the model to P (device copy of a buffer laid out by k22_params_build(cfg)) and G (the

@@ -5,6 +5,8 @@
 #ifndef K22_TRAIN_CORE_H
 #define K22_TRAIN_CORE_H
 
+#include "k22/grad_marks.h"
+#include "k22/grad_overlap.h"
 #include "k22/lr_schedule.h"
 #include "k22/optim.h"
 
@@ -25,6 +27,9 @@ typedef struct {
     int gradient_checkpointing;       /* 0; the arena is sized for the mode chosen here */
     int micro_batch;                  /* the largest B a micro-step is given */
     int zero_stage;                   /* 0; 1: ZeRO-1 optimizer state sharding (optim.h) */
+    int64_t bucket_floats;            /* > 0: the all-reduce in buckets of this many floats, sent
+                                       * during the backward (grad_overlap.h); 0: one exchange after
+                                       * it. Used with dist on several ranks, without ZeRO-1 */
     k22_precision precision;          /* --mixed_precision: the backend's GEMM precision (ops.h);
                                        * fp16 turns the dynamic loss scaler on */
     k22_dist *dist;                   /* NULL: one process; else the ranks the sync exchanges with */
@@ -78,6 +83,10 @@ typedef struct {
                                 * (while its scale is at least K22_LOSS_SCALE_MIN) */
     int64_t nonfinite_total;   /* skipped syncs in this process (overflows included) */
     k22_loss_scaler scaler;
+    /* The bucketed exchange (hp.bucket_floats), NULL when off; grad_hook is what the trainer
+     * gives its model (k22_train_core_grad_hook). */
+    k22_grad_overlap *overlap;
+    k22_grad_hook grad_hook;
 } k22_train_core;
 
 /* Checks hp (K22_ERR_ARG naming the flag; micro_batch at most max_micro_batch) and that ps holds
@@ -89,9 +98,12 @@ k22_status k22_train_core_init(k22_train_core *c, const char *stage, const k22_b
                                const k22_train_hparams *hp, int max_micro_batch, k22_err *err);
 void k22_train_core_free(k22_train_core *c);
 
-/* Program invariants of a micro-step of B samples: 1 <= B <= micro_batch, fewer than A
- * micro-steps since the last sync. */
-void k22_train_core_begin_micro(const k22_train_core *c, int B);
+/* The hook the trainer sets on its model (the bucketed exchange's), NULL when that is off. */
+const k22_grad_hook *k22_train_core_grad_hook(const k22_train_core *c);
+/* Starts a micro-step of B samples: checks 1 <= B <= micro_batch and fewer than A micro-steps
+ * since the last sync; on the A-th, arms the bucketed exchange (every rank does: a collective
+ * the first time). */
+void k22_train_core_begin_micro(k22_train_core *c, int B);
 /* The dloss a micro-step's backward starts from: loss_scale / A (1 / A without fp16). */
 float k22_train_core_dloss(const k22_train_core *c);
 /* Ends a micro-step with its unscaled loss: train_loss += loss / A (the script's accumulation). */

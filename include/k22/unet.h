@@ -15,6 +15,7 @@
 #define K22_UNET_H
 
 #include "k22/config.h"
+#include "k22/grad_marks.h"
 #include "k22/nn2d.h"
 
 /* ResnetBlock2D, time_embedding_norm "scale_shift", output_scale_factor 1:
@@ -119,6 +120,10 @@ typedef struct {
     int nsegs, *seg;              /* nsegs + 1 step indices: block b is steps [seg[b], seg[b+1]) */
     unsigned char *keep;          /* nsteps: output kept by a checkpointed forward (skip or block out) */
     const float **seg_in;         /* nsegs: each block's input, kept by a checkpointed forward */
+    /* Bound with G: the parameters keyed by step (the head's conv_norm_out and conv_out by
+     * nsteps); backward tells grad_hook (NULL: nobody) as each step finishes (grad_marks.h). */
+    k22_grad_marks marks;
+    const k22_grad_hook *grad_hook;
 } k22_unet;
 
 /* Binds to P (a buffer laid out by k22_params_build(cfg)) and G (gradients of the same layout,

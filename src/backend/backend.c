@@ -30,7 +30,18 @@ k22_backend *k22_backend_cuda_new(int device, k22_err *err)
 /* src/backend/cuda/cuda_backend.cu */
 const char *k22_cuda_conv_impl(void *ctx, int64_t *n_cudnn, int64_t *n_im2col);
 void k22_cuda_stats_of(void *ctx, k22_cuda_stats *st);
+void *k22_cuda_stream_of(void *ctx);
 #endif
+
+void *k22_backend_cuda_stream(const k22_backend *be)
+{
+    be = k22_prof_inner(be);
+#ifdef K22_HAVE_CUDA
+    if (be && be->dev == K22_DEV_CUDA) return k22_cuda_stream_of(be->ctx);
+#endif
+    (void)be;
+    return NULL;
+}
 
 const char *k22_backend_conv_impl(const k22_backend *be, int64_t *n_cudnn, int64_t *n_im2col)
 {

@@ -109,6 +109,10 @@ static int run_train(int argc, char **argv, k22_pipe_kind stage)
         {"zero_stage", K22_OPT_INT, &t.zero_stage, "0",
          "k22: 1 shards the AdamW moments and the EMA over the ranks (ZeRO-1: gradients reduce-scattered, weights "
          "all-gathered; same results and checkpoints); 0 keeps them whole on every rank", NULL, NULL, 0},
+        {"bucket_cap_mb", K22_OPT_FLOAT, &t.bucket_cap_mb, "25",
+         "k22: on several ranks, all-reduce the gradients in buckets of this many MiB, each sent as soon as the "
+         "backward has finished it (DDP's bucket_cap_mb; same results); 0: one exchange after the backward. "
+         "--zero_stage 1 ignores it", NULL, NULL, 0},
         {"stop_at_step", K22_OPT_INT, &t.stop_at_step, "0", "k22: checkpoint and exit 99 after step N, as after a signal (0: off)", NULL, NULL, 0},
         {"profile", K22_OPT_FLAG, &t.profile, NULL,
          "time every backend op of the training loop and print a per-op table at the end on rank 0 (GPU "

@@ -14,7 +14,8 @@
 
 typedef struct {
     ncclComm_t comm;
-    cudaStream_t stream; /* NCCL's own: the backend's stream is private to src/backend/cuda */
+    cudaStream_t stream; /* NCCL's own, ordered against the backend's by the host or by events */
+    cudaEvent_t after_be, after_nccl; /* the bucketed exchange's orderings (no timing) */
     int device;
 } nccl_state;
 
@@ -80,22 +81,56 @@ static void nccl_open(k22_dist *d)
     s->device = device;
     NCCL_CHECK(ncclCommInitRank(&s->comm, d->world, id, d->rank), device);
     CUDA_CHECK(cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking), device);
+    CUDA_CHECK(cudaEventCreateWithFlags(&s->after_be, cudaEventDisableTiming), device);
+    CUDA_CHECK(cudaEventCreateWithFlags(&s->after_nccl, cudaEventDisableTiming), device);
     d->nccl = s;
     if (d->rank == 0)
         fprintf(stderr, "k22: gradients are all-reduced with NCCL %d.%d over %d GPUs\n", NCCL_MAJOR, NCCL_MINOR,
                 d->world);
 }
 
-/* The job's communicator with the backend's work finished, or NULL: use MPI. */
-static nccl_state *nccl_ready(k22_dist *d, const k22_backend *be)
+/* The job's communicator (made at the first call), or NULL: use MPI. */
+static nccl_state *nccl_comm(k22_dist *d, const k22_backend *be)
 {
     if (be->dev != K22_DEV_CUDA || d->nccl_off) return NULL;
     if (!d->nccl) nccl_open(d);
-    if (!d->nccl) return NULL;
-    /* The buffers were written on the backend's stream, which NCCL's cannot wait on from
-     * here: the host waits for it instead, once per exchange (sumsq waits anyway). */
-    be->sync(be->ctx);
     return d->nccl;
+}
+
+/* The same with the backend's work finished: the host waits, once per whole-buffer exchange
+ * (the clipping's sumsq waits anyway). */
+static nccl_state *nccl_ready(k22_dist *d, const k22_backend *be)
+{
+    nccl_state *s = nccl_comm(d, be);
+    if (s) be->sync(be->ctx);
+    return s;
+}
+
+int k22_dist_nccl_serves(k22_dist *d, const k22_backend *be)
+{
+    return nccl_comm(d, be) != NULL;
+}
+
+void k22_dist_nccl_allreduce_sum_queue(k22_dist *d, const k22_backend *be, float *buf, int64_t n)
+{
+    nccl_state *s = nccl_comm(d, be);
+    cudaStream_t bs = (cudaStream_t)k22_backend_cuda_stream(be);
+    K22_REQUIRE(s && bs);
+    if (n <= 0) return;
+    /* NCCL's stream starts the sum once the backend's stream has written buf; neither waits
+     * for the other beyond that, so the backward goes on while the bucket travels. */
+    CUDA_CHECK(cudaEventRecord(s->after_be, bs), s->device);
+    CUDA_CHECK(cudaStreamWaitEvent(s->stream, s->after_be, 0), s->device);
+    NCCL_CHECK(ncclAllReduce(buf, buf, (size_t)n, ncclFloat32, ncclSum, s->comm, s->stream), s->device);
+}
+
+void k22_dist_nccl_join(k22_dist *d, const k22_backend *be)
+{
+    nccl_state *s = nccl_comm(d, be);
+    cudaStream_t bs = (cudaStream_t)k22_backend_cuda_stream(be);
+    K22_REQUIRE(s && bs);
+    CUDA_CHECK(cudaEventRecord(s->after_nccl, s->stream), s->device);
+    CUDA_CHECK(cudaStreamWaitEvent(bs, s->after_nccl, 0), s->device);
 }
 
 int k22_dist_nccl_allreduce_sum(k22_dist *d, const k22_backend *be, float *buf, int64_t n)
@@ -138,6 +173,8 @@ void k22_dist_nccl_free(k22_dist *d)
     /* Finalize first: it flushes the communicator's work, so the destroy cannot hang on it. */
     NCCL_CHECK(ncclCommFinalize(s->comm), s->device);
     NCCL_CHECK(ncclCommDestroy(s->comm), s->device);
+    cudaEventDestroy(s->after_be);
+    cudaEventDestroy(s->after_nccl);
     cudaStreamDestroy(s->stream);
     free(s);
     d->nccl = NULL;
@@ -167,6 +204,23 @@ int k22_dist_nccl_reduce_scatter_sum(k22_dist *d, const k22_backend *be, const f
 int k22_dist_nccl_allgather(k22_dist *d, const k22_backend *be, float *buf, int64_t n)
 {
     return k22_dist_nccl_allreduce_sum(d, be, buf, n);
+}
+
+int k22_dist_nccl_serves(k22_dist *d, const k22_backend *be)
+{
+    return k22_dist_nccl_allreduce_sum(d, be, NULL, 0);
+}
+
+void k22_dist_nccl_allreduce_sum_queue(k22_dist *d, const k22_backend *be, float *buf, int64_t n)
+{
+    (void)d, (void)be, (void)buf, (void)n;
+    K22_FATAL("k22_dist_nccl_allreduce_sum_queue without NCCL"); /* callers ask k22_dist_nccl_serves */
+}
+
+void k22_dist_nccl_join(k22_dist *d, const k22_backend *be)
+{
+    (void)d, (void)be;
+    K22_FATAL("k22_dist_nccl_join without NCCL");
 }
 
 void k22_dist_nccl_free(k22_dist *d)

@@ -30,11 +30,18 @@ void k22_prior_init(k22_prior *m, const k22_prior_config *cfg, const k22_params 
     k22_layernorm_bind(&m->norm_out, ps, "norm_out", P, G, 1e-5f);
     int nl = cfg->num_layers;
     m->blocks = k22_xcalloc((size_t)nl + 1, sizeof *m->blocks);
+    if (G) k22_grad_marks_init(&m->marks, ps);
     for (int l = 0; l < nl; l++) {
         char p[64];
         snprintf(p, sizeof p, "transformer_blocks.%d", l);
         k22_block_bind(&m->blocks[l], ps, p, &k22_block_names_basic, P, G,
                        cfg->num_attention_heads, K22_ACT_GELU, 1e-5f);
+        if (G) k22_grad_marks_key(&m->marks, ps, p, l);
+    }
+    if (G) { /* the head's backward comes first; the embeddings' last (no key) */
+        k22_grad_marks_key(&m->marks, ps, "norm_out", nl);
+        k22_grad_marks_key(&m->marks, ps, "proj_to_clip_embeddings", nl);
+        k22_grad_marks_finish(&m->marks, ps);
     }
     m->max_batch = max_batch;
     m->mask_host = k22_xmalloc((size_t)max_batch * m->T * m->T * sizeof(float));
@@ -48,6 +55,7 @@ void k22_prior_free(k22_prior *m)
     free(m->mask_host);
     free(m->st.h);
     free(m->st.blk);
+    k22_grad_marks_free(&m->marks);
     memset(m, 0, sizeof *m);
 }
 
@@ -276,6 +284,7 @@ void k22_prior_backward(const k22_backend *be, k22_prior *m, k22_arena *ar, cons
     k22_linear_backward(be, &m->proj_out, dnormed, dout, s->normed, B);
     float *dlast = k22_arena_zeros(ar, (size_t)B * D);   // dlast: (B, D)
     k22_layernorm_backward(be, &m->norm_out, dlast, dnormed, s->last, s->mean, s->rstd, B);
+    k22_grad_marks_reached(&m->marks, m->grad_hook, nl);
     float *dh = k22_arena_zeros(ar, BTD);  // dh: (B, T, D) gradient at a block's output
     float *dh2 = k22_arena_floats(ar, BTD); // dh2: (B, T, D) gradient at its input
     for (int b = 0; b < B; b++)
@@ -294,6 +303,7 @@ void k22_prior_backward(const k22_backend *be, k22_prior *m, k22_arena *ar, cons
         }
         be->zero(be->ctx, dh2, BTD * sizeof(float));
         k22_block_backward(be, &m->blocks[l], ar, dh2, dh, B, T, &d, c);
+        k22_grad_marks_reached(&m->marks, m->grad_hook, l);
         k22_arena_reset(ar, blk_top);
         float *sw = dh;
         dh = dh2;

@@ -40,6 +40,7 @@ static int add_res(unet_builder *b, const char *name, int resample)
     k22_unet *m = b->m;
     k22_resnet *r = &m->res[m->nres];
     k22_resnet_bind(r, b->ps, name, b->P, b->G, m->cfg.norm_num_groups, m->cfg.norm_eps, resample);
+    if (b->G) k22_grad_marks_key(&m->marks, b->ps, name, m->nsteps); /* keyed by its step */
     add_step(b, K22_USTEP_RES, m->nres++, r->cin, r->cout);
     if (resample == K22_RESAMPLE_DOWN) b->level++;
     if (resample == K22_RESAMPLE_UP) b->level--;
@@ -51,6 +52,7 @@ static void add_attn(unet_builder *b, const char *name, int c)
     k22_unet *m = b->m;
     k22_unet_attn_bind(&m->attn[m->nattn], b->ps, name, b->P, b->G, m->cfg.attention_head_dim,
                        m->cfg.norm_num_groups, 1e-5f);
+    if (b->G) k22_grad_marks_key(&m->marks, b->ps, name, m->nsteps);
     add_step(b, K22_USTEP_ATTN, m->nattn++, c, c);
 }
 
@@ -147,6 +149,7 @@ void k22_unet_init(k22_unet *m, const k22_unet_config *cfg, const k22_params *ps
     m->attn = k22_xcalloc((size_t)(2 * n * (lp + 1) + 1), sizeof *m->attn);
     m->seg = k22_xcalloc((size_t)(2 * n + 2), sizeof *m->seg);
     unet_builder b = {.m = m, .ps = ps, .P = P, .G = G};
+    if (G) k22_grad_marks_init(&m->marks, ps);
     add_push(&b, m->c0); /* conv_in's output, kept anyway: it is the first block's input */
     for (int i = 0; i < n; i++) {
         build_down(&b, i);
@@ -169,6 +172,11 @@ void k22_unet_init(k22_unet *m, const k22_unet_config *cfg, const k22_params *ps
     m->st = k22_xcalloc((size_t)m->nsteps, sizeof *m->st);
     m->seg_in = k22_xcalloc((size_t)m->nsegs, sizeof *m->seg_in);
     mark_kept(m);
+    if (G) { /* the head's backward comes first; conv_in and the embeddings' last (no key) */
+        k22_grad_marks_key(&m->marks, ps, "conv_norm_out", m->nsteps);
+        k22_grad_marks_key(&m->marks, ps, "conv_out", m->nsteps);
+        k22_grad_marks_finish(&m->marks, ps);
+    }
 }
 
 void k22_unet_free(k22_unet *m)
@@ -182,6 +190,7 @@ void k22_unet_free(k22_unet *m)
     free(m->seg);
     free(m->keep);
     free(m->seg_in);
+    k22_grad_marks_free(&m->marks);
     memset(m, 0, sizeof *m);
 }
 
@@ -499,6 +508,7 @@ static void backward_range(const k22_backend *be, k22_unet *m, k22_arena *ar, in
         else
             k22_unet_attn_backward(be, &m->attn[s->layer], ar, dh2, dehs, dh, m->ehs, B, H * W,
                                    m->L, &t->c.attn);
+        k22_grad_marks_reached(&m->marks, m->grad_hook, i);
         float *sw = dh;
         dh = dh2;
         dh2 = sw;
@@ -540,6 +550,7 @@ void k22_unet_backward(const k22_backend *be, k22_unet *m, k22_arena *ar, const 
     float *dact = k22_arena_zeros(ar, (size_t)nc0);
     k22_conv_backward(be, &m->conv_out, dact, dout, m->gact, B, H, W);
     k22_groupnorm_silu_backward(be, &m->norm_out, dh, NULL, dact, m->head_in, m->gmean, m->grstd, NULL, B, S);
+    k22_grad_marks_reached(&m->marks, m->grad_hook, m->nsteps);
     k22_arena_reset(ar, head);
     float *dh0 = backward_steps(be, m, ar, dh, dh2, demb_act, dehs);
     if (dx_t || m->conv_in.dw) k22_conv_backward(be, &m->conv_in, dx_t, dh0, m->x_t, B, H, W);

@@ -48,6 +48,8 @@ static k22_status check_opts(const k22_train_opts *o, k22_err *err)
                            "0..4096");
     if (o->zero_stage < 0 || o->zero_stage > 1)
         return k22_err_set(err, K22_ERR_ARG, "--zero_stage %lld: must be 0 or 1", (long long)o->zero_stage);
+    if (!(o->bucket_cap_mb >= 0 && o->bucket_cap_mb <= 65536))
+        return k22_err_set(err, K22_ERR_ARG, "--bucket_cap_mb %g: must lie in [0, 65536]", o->bucket_cap_mb);
     if (!(o->validation_split >= 0 && o->validation_split <= 0.5))
         return k22_err_set(err, K22_ERR_ARG, "--validation_split %g: must lie in [0, 0.5]", o->validation_split);
     return K22_OK;
@@ -166,6 +168,16 @@ static void print_plan(const k22_run *r)
     printf("k22: optimizer state (AdamW moments%s) per rank: %lld bytes with --zero_stage 1, %lld bytes with "
            "--zero_stage 0 (this run: %lld)\n", op->S ? " + EMA" : "", (long long)k22_optim_state_bytes(op, 1),
            (long long)k22_optim_state_bytes(op, 0), (long long)k22_optim_state_bytes(op, op->zero));
+    const k22_train_core *core = r->prior ? &r->pt.core : &r->dt.core;
+    if (core->overlap) {
+        k22_grad_overlap_stats gs;
+        k22_grad_overlap_stats_of(core->overlap, &gs);
+        printf("k22: gradients all-reduced in %lld buckets of up to %.2f MiB, each sent as soon as the backward "
+               "has finished it (--bucket_cap_mb)\n", (long long)gs.buckets, gs.bucket_floats * 4.0 / 1048576);
+    } else if (r->d->world > 1) {
+        printf("k22: gradients all-reduced in one exchange after the backward (%s)\n",
+               r->o->zero_stage ? "--zero_stage 1 reduce-scatters them" : "--bucket_cap_mb 0");
+    }
     const char *conv = k22_backend_conv_impl(r->be, NULL, NULL); /* NULL: not a CUDA backend */
     if (conv) printf("k22: convolutions on %s (K22_CUDA_CONV)\n", conv);
     k22_cuda_stats cs;
@@ -186,6 +198,19 @@ static void print_cuda_stats(const k22_run *r)
            "%lld GEMM calls\n", st.shadow, (long long)st.shadow_reads,
            (long long)st.shadow_refreshes, (long long)st.shadow_updates, (long long)st.gemm_heuristics,
            (long long)st.gemm_plans, st.attn, (long long)st.attn_flash, (long long)st.attn_gemm);
+    fflush(stdout);
+}
+
+/* What the bucketed exchange did (test_overlap reads this line). */
+static void print_bucket_stats(k22_run *r)
+{
+    const k22_train_core *core = k22_run_core(r);
+    if (!core->overlap) return;
+    k22_grad_overlap_stats gs;
+    k22_grad_overlap_stats_of(core->overlap, &gs);
+    printf("k22: gradient buckets: %lld exchanges over %s, %lld of %lld buckets sent during the backward\n",
+           (long long)gs.exchanges, gs.nccl > 0 ? "NCCL" : "MPI", (long long)gs.early,
+           (long long)(gs.exchanges * gs.buckets));
     fflush(stdout);
 }
 
@@ -294,7 +319,7 @@ int k22_train_run(const k22_train_opts *o, k22_dist *d)
     rc = train(&r, &lg, &err);
     if (prof && d->rank == 0) k22_prof_report(prof, 0, k22_run_global_step(&r) - step0, stdout);
     if (rc == 0) validate(&r, &lg), k22_run_images(&r, &lg);
-    if (d->rank == 0) print_cuda_stats(&r);
+    if (d->rank == 0) print_cuda_stats(&r), print_bucket_stats(&r);
     k22_log_close(&lg);
     if (rc == 0) {
         if (k22_run_save_final(&r, &err)) K22_FATAL("writing %s: %s", o->output_dir, err.msg);

@@ -6,6 +6,7 @@
 #include "k22/fsutil.h"
 #include "k22/rng.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +43,7 @@ static k22_status hparams_of(const k22_run *r, k22_train_hparams *hp, k22_err *e
     hp->gradient_checkpointing = o->gradient_checkpointing;
     hp->micro_batch = r->B;
     hp->zero_stage = (int)o->zero_stage;
+    hp->bucket_floats = (int64_t)ceil(o->bucket_cap_mb * 1048576.0 / sizeof(float));
     hp->dist = r->d;
     hp->precision = (k22_precision)r->be->precision; /* --mixed_precision, set on the backend */
     return k22_lr_kind_parse(o->lr_scheduler, &hp->lr_scheduler, err);

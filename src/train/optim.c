@@ -145,7 +145,7 @@ float k22_optim_step(k22_optim *o, const k22_optim_step_args *a)
     if (o->zero) {
         k22_dist_reduce_scatter_mean_backend(o->dist, be, o->G, o->Gs, o->shard);
         be->zero(be->ctx, o->G, gbytes); /* the next micro-steps accumulate into it */
-    } else if (o->dist) {
+    } else if (o->dist && !a->reduced) {
         k22_dist_allreduce_mean_backend(o->dist, be, o->G, o->total);
     }
     if (a->loss_scale > 0 && a->loss_scale != 1) /* GradScaler.unscale_: times (float)(1/scale) */

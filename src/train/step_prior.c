@@ -60,6 +60,7 @@ k22_status k22_prior_trainer_init_loaded(k22_prior_trainer *tr, const k22_backen
     /* The script clones clip_mean/std before training; they never change afterwards anyway. */
     k22_prior_norm_init(&tr->norm, be, co->opt.P + mean->offset, co->opt.P + sd->offset, c->clip_embed_dim);
     k22_prior_init(&tr->model, c, &co->ps, co->opt.P, co->opt.G, hp->micro_batch);
+    tr->model.grad_hook = k22_train_core_grad_hook(co); /* buckets sent during backward */
     /* Set before sizing: the arena of a checkpointed forward is the smaller one. */
     k22_prior_set_gradient_checkpointing(&tr->model, hp->gradient_checkpointing);
     k22_arena_init(&tr->arena, be, k22_prior_arena_floats(&tr->model, hp->micro_batch, 1));

@@ -58,20 +58,34 @@ k22_status k22_train_core_init(k22_train_core *c, const char *stage, const k22_b
         c->Gacc = be->alloc(be->ctx, bytes);
         be->zero(be->ctx, c->Gacc, bytes);
     }
+    if (hp->bucket_floats > 0 && hp->dist && hp->dist->world > 1 && !c->opt.zero) {
+        c->overlap = k22_grad_overlap_new(hp->dist, be, c->opt.G, c->Gacc, c->opt.total, hp->bucket_floats);
+        c->grad_hook = (k22_grad_hook){k22_grad_overlap_ready, c->overlap};
+    }
     return K22_OK;
+}
+
+const k22_grad_hook *k22_train_core_grad_hook(const k22_train_core *c)
+{
+    return c->overlap ? &c->grad_hook : NULL;
 }
 
 void k22_train_core_free(k22_train_core *c)
 {
     if (c->be) k22_optim_free(&c->opt);
     if (c->Gacc) c->be->free(c->be->ctx, c->Gacc);
+    k22_grad_overlap_free(c->overlap);
     k22_params_free(&c->ps);
     memset(c, 0, sizeof *c);
 }
 
-void k22_train_core_begin_micro(const k22_train_core *c, int B)
+void k22_train_core_begin_micro(k22_train_core *c, int B)
 {
     K22_REQUIRE(B >= 1 && B <= c->hp.micro_batch && c->micro < c->hp.gradient_accumulation_steps);
+    /* The last micro-step of a full accumulation sends its buckets during its backward (a sync
+     * after fewer micro-steps, at an epoch's end, exchanges the whole buffer as before). */
+    if (c->overlap && c->micro == c->hp.gradient_accumulation_steps - 1)
+        k22_grad_overlap_arm(c->overlap, c->Gacc != NULL);
 }
 
 float k22_train_core_dloss(const k22_train_core *c)
@@ -83,7 +97,8 @@ float k22_train_core_dloss(const k22_train_core *c)
 void k22_train_core_end_micro(k22_train_core *c, float loss)
 {
     c->train_loss += (double)loss / c->hp.gradient_accumulation_steps; /* `train_loss += avg_loss.item() / A` */
-    if (c->Gacc) {
+    /* Armed, the buckets add Gacc into G themselves as they go (k22_grad_overlap_arm). */
+    if (c->Gacc && !(c->overlap && k22_grad_overlap_armed(c->overlap))) {
         const k22_backend *be = c->be;
         size_t n = (size_t)c->opt.padded;
         /* the first gradient is copied, not added to zeros: 0 + g is g anyway, and cheaper */
@@ -109,13 +124,16 @@ int k22_train_core_sync_due(const k22_train_core *c)
 void k22_train_core_sync(k22_train_core *c, k22_train_step_log *log)
 {
     K22_REQUIRE(c->micro >= 1);
-    if (c->Gacc) /* G is zero here; the optimizer step reads (and zeroes) G */
+    int reduced = c->overlap && k22_grad_overlap_armed(c->overlap);
+    if (reduced) /* the rest of the buckets, then G is the mean over ranks */
+        k22_grad_overlap_finish(c->overlap);
+    else if (c->Gacc) /* G is zero here; the optimizer step reads (and zeroes) G */
         c->be->copy(c->be->ctx, c->opt.G, c->Gacc, (size_t)c->opt.padded * sizeof(float));
     double lr = k22_lr_at(&c->lr, c->global_step);
     k22_optim_step_args a = {.lr = lr, .beta1 = c->hp.adam_beta1, .beta2 = c->hp.adam_beta2,
                              .eps = c->hp.adam_epsilon, .weight_decay = c->hp.adam_weight_decay,
                              .max_grad_norm = c->hp.max_grad_norm, .step = c->global_step + 1,
-                             .loss_scale = c->scaler.scale};
+                             .loss_scale = c->scaler.scale, .reduced = reduced};
     float norm = k22_optim_step(&c->opt, &a);
     double loss = c->hp.dist ? k22_dist_mean_f64(c->hp.dist, c->train_loss) : c->train_loss;
     int skipped = !isfinite(norm);

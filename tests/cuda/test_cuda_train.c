@@ -7,7 +7,9 @@
  *  3. with mpirun: 2 ranks x 1 accumulation step on cuda against 1 rank x 2 (the same samples per
  *     optimizer step). Over NCCL when the build has it and the ranks have a GPU each (then also
  *     NCCL against K22_NCCL=0's MPI path); on one GPU NCCL refuses two ranks on the same device,
- *     so they all-reduce through MPI. The test prints which path it ran;
+ *     so they all-reduce through MPI. The test prints which path it ran. Also the exchange in
+ *     buckets sent during the backward (--bucket_cap_mb 0.01) against one bucket: equal bits on
+ *     MPI, within 1e-6 on NCCL;
  *  4. --mixed_precision bf16 on cuda: the loss tracks the fp32 run's and agrees with the cpu
  *     backend's bf16 run; the decoder's cuDNN convolutions, which also round their outputs, are
  *     held to its im2col ones (tolerances at bf16_runs);
@@ -415,6 +417,8 @@ static int gpu_count(void)
     return n;
 }
 
+static void check_same_weights(const char *what, const char *a, const char *b, const char *sub);
+
 /* 3. 2 ranks x 1 accumulation vs 1 rank x 2, on cuda. */
 static void two_ranks(void)
 {
@@ -436,6 +440,17 @@ static void two_ranks(void)
     /* As tests/mpi/test_train_ranks.c: only the order of the gradient sums differs. */
     check_losses("2 ranks x 1 vs 1 rank x 2 on cuda", "r2", "r1", 1, 4, 1e-5);
     check_weights("2 ranks x 1 vs 1 rank x 2 on cuda", "r2", "r1", "prior", 4);
+    /* The exchange in 6 buckets of 0.01 MiB sent during the backward (grad_overlap.h: NCCL's
+     * stream ordered by events, or staging + MPI_Iallreduce) against r2's one bucket (the default
+     * 25 MiB holds the tiny prior whole, so it leaves only at the end): the same sums. */
+    rc = tf_sh("timeout 300 mpirun --oversubscribe -np 2 %s train-prior %s --device cuda %s 1 --bucket_cap_mb 0.01 "
+               "--output_dir %s/r2b >%s/r2b.log 2>&1", tf_bin(), args, x, dir, dir);
+    CHECK_MSG(rc == 0, "mpirun -np 2 train-prior --device cuda --bucket_cap_mb 0.01: exit %d (see %s/r2b.log)", rc, dir);
+    CHECK_MSG(tf_sh("grep -Eq 'gradient buckets: 4 exchanges over (NCCL|MPI), [1-9][0-9]* of 24 buckets sent during' "
+                    "%s/r2b.log", dir) == 0, "r2b: buckets not sent during the backward (see %s/r2b.log)", dir);
+    check_losses("2 ranks: buckets of 0.01 MiB during the backward vs one", "r2b", "r2", 1, 4, nccl ? 1e-6 : 0);
+    if (nccl) check_weights("2 ranks: buckets of 0.01 MiB during the backward vs one", "r2b", "r2", "prior", 4);
+    else check_same_weights("2 ranks: buckets of 0.01 MiB during the backward vs one", "r2b", "r2", "prior");
     if (!nccl) return;
     /* NCCL against the MPI path on the same GPUs: the same sums of two buffers. */
     setenv("K22_NCCL", "0", 1);

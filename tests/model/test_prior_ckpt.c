@@ -6,6 +6,7 @@
  * peak are lower, the kept count equals k22_prior_saved_floats_cfg and the arena sized by
  * k22_prior_arena_floats suffices. Prints the figures, and the size functions' figures for the
  * full-size prior at batch 1 (computed, not run). */
+#include "grad_watch.h"
 #include "model_fixture.h"
 
 #include "k22/prior.h"
@@ -74,6 +75,7 @@ static void free_case(case_inputs *in)
 typedef struct {
     float *out, *G, *dx, *dproj, *dehs;
     size_t kept, peak, cap;
+    int64_t open_at_end; /* G floats not yet final when the last keyed layer's backward was done */
 } run_result;
 
 static void free_result(run_result *r)
@@ -110,7 +112,10 @@ static run_result run_once(const k22_backend *be, const k22_prior_config *c, con
     k22_prior_forward(be, &m, &ar, x, t, proj, ehs, in->mask, B, out, 1);
     r.kept = ar.used;
     if (flip) k22_prior_set_gradient_checkpointing(&m, !ckpt);
+    grad_watch gw;
+    m.grad_hook = gw_start(&gw, be, G, (int64_t)ps->total);
     k22_prior_backward(be, &m, &ar, dout, dx, dproj, dehs);
+    r.open_at_end = gw_check(&gw, "prior backward");
     CHECK_MSG(ar.used == r.kept, "backward left %zu floats allocated, forward %zu", ar.used, r.kept);
     r.peak = ar.peak;
     r.out = mf_download(be, out, in->no);
@@ -188,6 +193,7 @@ static void one_batch(const k22_backend *be, const k22_st_file *f, const prior_c
            "%9zu (%.2fx), arena size %9zu -> %9zu\n", be->name, pc->size, B, plain.kept, ck.kept,
            (double)plain.kept / ck.kept, plain.peak, ck.peak, (double)plain.peak / ck.peak,
            plain.cap, ck.cap);
+    grad_watch_report(label, plain.open_at_end, ck.open_at_end, (int64_t)ps->total);
     free_result(&plain), free_result(&ck), free_result(&fl0), free_result(&fl1);
     free_case(&in);
 }

@@ -6,6 +6,7 @@
  * backward equal k22_unet_saved_floats and are fewer; the arena peak is lower and equals the
  * size function's arena size. Prints the figures, and the size functions' figures for the
  * full-size UNet at batch 1, 96x96 latents (a shapes-only model: computed, not run). */
+#include "grad_watch.h"
 #include "model_fixture.h"
 
 #include "k22/unet.h"
@@ -61,6 +62,7 @@ static void free_case(case_inputs *in)
 typedef struct {
     float *out, *G, *dx;
     size_t kept, peak, cap;
+    int64_t open_at_end; /* G floats not yet final when the last keyed layer's backward was done */
 } run_result;
 
 static void free_result(run_result *r)
@@ -93,7 +95,10 @@ static run_result run_once(const k22_backend *be, const unet_case *uc, const k22
     k22_unet_forward(be, &m, &ar, x, t, img, B, H, W, out, 1);
     r.kept = ar.used;
     if (flip) k22_unet_set_gradient_checkpointing(&m, !ckpt);
+    grad_watch gw;
+    m.grad_hook = gw_start(&gw, be, G, (int64_t)ps->total);
     k22_unet_backward(be, &m, &ar, dout, dx);
+    r.open_at_end = gw_check(&gw, "unet backward");
     CHECK_MSG(ar.used == r.kept, "backward left %zu floats allocated, forward %zu", ar.used, r.kept);
     r.peak = ar.peak;
     r.out = mf_download(be, out, in->no);
@@ -185,6 +190,7 @@ static void run_case(const k22_backend *be, const k22_st_file *f, const unet_cas
            "%9zu -> %9zu (%.2fx), arena size %9zu -> %9zu\n", be->name, uc->cs, uc->B, uc->H,
            uc->W, plain.kept, ck.kept, (double)plain.kept / ck.kept, plain.peak, ck.peak,
            (double)plain.peak / ck.peak, plain.cap, ck.cap);
+    grad_watch_report(label, plain.open_at_end, ck.open_at_end, (int64_t)ps.total);
     free_result(&plain), free_result(&ck);
     be->free(be->ctx, P);
     free_case(&in);

@@ -203,17 +203,11 @@ static void close_to(const char *what, const char *a, const char *b, double tol_
 /* The optimizer-state line of a log: sharded, unsharded and this run's bytes per rank. */
 static int state_line(const char *log, long long *z1, long long *z0, long long *run)
 {
-    char p[4096], line[1024];
+    char p[4096];
     snprintf(p, sizeof p, "%s/%s", dir, log);
-    FILE *f = fopen(p, "r");
-    int ok = 0;
-    while (f && !ok && fgets(line, sizeof line, f)) {
-        const char *s = strstr(line, "per rank: ");
-        ok = s && sscanf(s, "per rank: %lld bytes with --zero_stage 1, %lld bytes with --zero_stage 0 (this run: %lld)",
-                         z1, z0, run) == 3;
-    }
-    if (f) fclose(f);
-    return ok;
+    return tf_scan_line(p, "per rank: ", 3,
+                        "per rank: %lld bytes with --zero_stage 1, %lld bytes with --zero_stage 0 (this run: %lld)", z1,
+                        z0, run);
 }
 
 static void memory(const char *log, int world)

@@ -200,6 +200,28 @@ static inline int tf_weights_finite(const char *comp)
     return ok;
 }
 
+/* The first line of file holding needle, read from needle on with sscanf(fmt, ...): 1 when it
+ * filled `want` fields, else 0 (no such line, or it did not parse). */
+static inline int tf_scan_line(const char *file, const char *needle, int want, const char *fmt, ...)
+    __attribute__((format(scanf, 4, 5)));
+static inline int tf_scan_line(const char *file, const char *needle, int want, const char *fmt, ...)
+{
+    char line[2048];
+    FILE *f = fopen(file, "r");
+    int ok = 0;
+    while (f && fgets(line, sizeof line, f)) {
+        const char *s = strstr(line, needle);
+        if (!s) continue;
+        va_list ap;
+        va_start(ap, fmt);
+        ok = vsscanf(s, fmt, ap) == want;
+        va_end(ap);
+        break;
+    }
+    if (f) fclose(f);
+    return ok;
+}
+
 /* Lines of file that contain needle (grep -c; at most 255). */
 static inline int tf_count_lines(const char *file, const char *needle)
 {

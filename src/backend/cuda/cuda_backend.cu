@@ -361,6 +361,12 @@ int k22_cuda_selftest_match(char *why, size_t nwhy, const char *prec, const floa
     return 1;
 }
 
+/* backend.c's k22_backend_cuda_stream. */
+extern "C" void *k22_cuda_stream_of(void *vctx)
+{
+    return (void *)K22_CUDA_CTX(vctx)->stream;
+}
+
 /* backend.c's k22_backend_conv_impl for a CUDA backend's context. */
 extern "C" const char *k22_cuda_conv_impl(void *vctx, int64_t *n_cudnn, int64_t *n_im2col)
 {
