@@ -419,47 +419,76 @@ static int gpu_count(void)
 
 static void check_same_weights(const char *what, const char *a, const char *b, const char *sub);
 
-/* 3. 2 ranks x 1 accumulation vs 1 rank x 2, on cuda. */
+/* One mpirun -np 2 of train-prior on cuda: the common options, x, extra, into dir/OUT (log
+ * OUT.log); the environment variables the tests set travel with -x. */
+static int mpirun2(const char *x, const char *extra, const char *out)
+{
+    char args[4096];
+    stage_args("train-prior", args, sizeof args);
+    return tf_sh("timeout 300 mpirun --oversubscribe -x K22_NCCL -x K22_EMU_GPU_PER_RANK -np 2 %s train-prior %s "
+                 "--device cuda %s %s --output_dir %s/%s >%s/%s.log 2>&1", tf_bin(), args, x, extra, dir, out, dir,
+                 out);
+}
+
+/* 3. 2 ranks x 1 accumulation vs 1 rank x 2, on cuda (run names start with `pre`). own_gpus:
+ * the emulator gives each rank a GPU of its own, so its emulated NCCL must serve them. */
+static void two_ranks_on(const char *pre, int own_gpus)
+{
+    const char *x = "--max_train_steps 4 --gradient_accumulation_steps 1";
+    char r2[32], r1[32], r2b[32], r2mpi[32], r2z[32], what[160];
+    snprintf(r2, sizeof r2, "%s2", pre), snprintf(r1, sizeof r1, "%s1", pre), snprintf(r2b, sizeof r2b, "%s2b", pre);
+    snprintf(r2mpi, sizeof r2mpi, "%s2mpi", pre), snprintf(r2z, sizeof r2z, "%s2z", pre);
+    if (own_gpus) setenv("K22_EMU_GPU_PER_RANK", "1", 1);
+    int rc = mpirun2(x, "", r2);
+    CHECK_MSG(rc == 0, "mpirun -np 2 train-prior --device cuda: exit %d (see %s/%s.log)", rc, dir, r2);
+    run_k22_ok("", "train-prior", "cuda", "--max_train_steps 4 --gradient_accumulation_steps 2", r1);
+    int nccl = tf_sh("grep -q 'all-reduced with NCCL' %s/%s.log", dir, r2) == 0;
+    int shared = tf_sh("grep -q 'ranks share a GPU' %s/%s.log", dir, r2) == 0;
+    printf("two ranks on cuda%s: %d GPU(s); the gradient all-reduce went through %s\n",
+           own_gpus ? " (the emulator's GPU per rank)" : "", gpu_count(),
+           nccl ? "NCCL" : shared ? "MPI (the ranks share a GPU, which NCCL refuses)" : "MPI (no NCCL in this build)");
+    if (own_gpus) CHECK_MSG(nccl, "emulated GPU per rank: NCCL should serve (see %s/%s.log)", dir, r2);
+    /* As tests/mpi/test_train_ranks.c: only the order of the gradient sums differs. */
+    snprintf(what, sizeof what, "2 ranks x 1 vs 1 rank x 2 on cuda%s", nccl ? " (NCCL)" : "");
+    check_losses(what, r2, r1, 1, 4, 1e-5);
+    check_weights(what, r2, r1, "prior", 4);
+    /* The exchange in 6 buckets of 0.01 MiB sent during the backward (grad_overlap.h: NCCL's
+     * stream ordered by events, or staging + MPI_Iallreduce) against r2's one bucket (the default
+     * 25 MiB holds the tiny prior whole, so it leaves only at the end): the same sums. */
+    rc = mpirun2(x, "--bucket_cap_mb 0.01", r2b);
+    CHECK_MSG(rc == 0, "mpirun -np 2 train-prior --device cuda --bucket_cap_mb 0.01: exit %d (see %s/%s.log)", rc, dir,
+              r2b);
+    CHECK_MSG(tf_sh("grep -Eq 'gradient buckets: 4 exchanges over (NCCL|MPI), [1-9][0-9]* of 24 buckets sent during' "
+                    "%s/%s.log", dir, r2b) == 0, "%s: buckets not sent during the backward (see %s/%s.log)", r2b, dir, r2b);
+    snprintf(what, sizeof what, "2 ranks%s: buckets of 0.01 MiB during the backward vs one", nccl ? " (NCCL)" : "");
+    check_losses(what, r2b, r2, 1, 4, nccl ? 1e-6 : 0);
+    if (nccl) check_weights(what, r2b, r2, "prior", 4);
+    else check_same_weights(what, r2b, r2, "prior");
+    if (nccl) {
+        /* NCCL against the MPI path on the same GPUs: the same sums of two buffers; and ZeRO-1's
+         * reduce-scatter and all-gather through NCCL against the all-reduce. */
+        setenv("K22_NCCL", "0", 1);
+        rc = mpirun2(x, "", r2mpi);
+        unsetenv("K22_NCCL");
+        CHECK_MSG(rc == 0, "mpirun -np 2 with K22_NCCL=0: exit %d (see %s/%s.log)", rc, dir, r2mpi);
+        check_losses("2 ranks: NCCL vs MPI all-reduce", r2, r2mpi, 1, 4, 1e-6);
+        check_weights("2 ranks: NCCL vs MPI all-reduce", r2, r2mpi, "prior", 4);
+        rc = mpirun2(x, "--zero_stage 1", r2z);
+        CHECK_MSG(rc == 0, "mpirun -np 2 --zero_stage 1 over NCCL: exit %d (see %s/%s.log)", rc, dir, r2z);
+        check_losses("2 ranks over NCCL: ZeRO-1 vs all-reduce", r2z, r2, 1, 4, 1e-6);
+        check_weights("2 ranks over NCCL: ZeRO-1 vs all-reduce", r2z, r2, "prior", 4);
+    }
+    unsetenv("K22_EMU_GPU_PER_RANK");
+}
+
 static void two_ranks(void)
 {
     if (tf_sh("command -v mpirun >/dev/null 2>&1") != 0) {
         printf("two ranks on cuda: skipped (no mpirun on PATH)\n");
         return;
     }
-    const char *x = "--max_train_steps 4 --gradient_accumulation_steps";
-    char args[4096];
-    stage_args("train-prior", args, sizeof args);
-    int rc = tf_sh("timeout 300 mpirun --oversubscribe -np 2 %s train-prior %s --device cuda %s 1 --output_dir %s/r2 "
-                   ">%s/r2.log 2>&1", tf_bin(), args, x, dir, dir);
-    CHECK_MSG(rc == 0, "mpirun -np 2 train-prior --device cuda: exit %d (see %s/r2.log)", rc, dir);
-    run_k22_ok("", "train-prior", "cuda", "--max_train_steps 4 --gradient_accumulation_steps 2", "r1");
-    int nccl = tf_sh("grep -q 'all-reduced with NCCL' %s/r2.log", dir) == 0;
-    int shared = tf_sh("grep -q 'ranks share a GPU' %s/r2.log", dir) == 0;
-    printf("two ranks on cuda: %d GPU(s); the gradient all-reduce went through %s\n", gpu_count(),
-           nccl ? "NCCL" : shared ? "MPI (the ranks share a GPU, which NCCL refuses)" : "MPI (no NCCL in this build)");
-    /* As tests/mpi/test_train_ranks.c: only the order of the gradient sums differs. */
-    check_losses("2 ranks x 1 vs 1 rank x 2 on cuda", "r2", "r1", 1, 4, 1e-5);
-    check_weights("2 ranks x 1 vs 1 rank x 2 on cuda", "r2", "r1", "prior", 4);
-    /* The exchange in 6 buckets of 0.01 MiB sent during the backward (grad_overlap.h: NCCL's
-     * stream ordered by events, or staging + MPI_Iallreduce) against r2's one bucket (the default
-     * 25 MiB holds the tiny prior whole, so it leaves only at the end): the same sums. */
-    rc = tf_sh("timeout 300 mpirun --oversubscribe -np 2 %s train-prior %s --device cuda %s 1 --bucket_cap_mb 0.01 "
-               "--output_dir %s/r2b >%s/r2b.log 2>&1", tf_bin(), args, x, dir, dir);
-    CHECK_MSG(rc == 0, "mpirun -np 2 train-prior --device cuda --bucket_cap_mb 0.01: exit %d (see %s/r2b.log)", rc, dir);
-    CHECK_MSG(tf_sh("grep -Eq 'gradient buckets: 4 exchanges over (NCCL|MPI), [1-9][0-9]* of 24 buckets sent during' "
-                    "%s/r2b.log", dir) == 0, "r2b: buckets not sent during the backward (see %s/r2b.log)", dir);
-    check_losses("2 ranks: buckets of 0.01 MiB during the backward vs one", "r2b", "r2", 1, 4, nccl ? 1e-6 : 0);
-    if (nccl) check_weights("2 ranks: buckets of 0.01 MiB during the backward vs one", "r2b", "r2", "prior", 4);
-    else check_same_weights("2 ranks: buckets of 0.01 MiB during the backward vs one", "r2b", "r2", "prior");
-    if (!nccl) return;
-    /* NCCL against the MPI path on the same GPUs: the same sums of two buffers. */
-    setenv("K22_NCCL", "0", 1);
-    rc = tf_sh("timeout 300 mpirun --oversubscribe -x K22_NCCL -np 2 %s train-prior %s --device cuda %s 1 "
-               "--output_dir %s/r2mpi >%s/r2mpi.log 2>&1", tf_bin(), args, x, dir, dir);
-    unsetenv("K22_NCCL");
-    CHECK_MSG(rc == 0, "mpirun -np 2 with K22_NCCL=0: exit %d (see %s/r2mpi.log)", rc, dir);
-    check_losses("2 ranks: NCCL vs MPI all-reduce", "r2", "r2mpi", 1, 4, 1e-6);
-    check_weights("2 ranks: NCCL vs MPI all-reduce", "r2", "r2mpi", "prior", 4);
+    two_ranks_on("r", 0);
+    if (getenv("K22_CUDA_EMU")) two_ranks_on("n", 1); /* the emulated NCCL */
 }
 
 /* The weights file of OUT/SUB/COMP is the same in runs a and b, byte for byte. */

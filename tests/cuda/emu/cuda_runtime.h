@@ -64,6 +64,12 @@ typedef struct k22_emu_stream *cudaStream_t;
 typedef struct k22_emu_pool *cudaMemPool_t;
 #define cudaStreamNonBlocking 1
 
+/* The device's identity (nccl.c tells ranks sharing a GPU by it): the same for every process,
+ * unless K22_EMU_GPU_PER_RANK=1 gives each process a GPU of its own (then the emulated NCCL of
+ * nccl.h serves the ranks). */
+typedef struct { char bytes[16]; } cudaUUID_t;
+struct cudaDeviceProp { char name[256]; cudaUUID_t uuid; };
+cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *p, int d);
 cudaError_t cudaGetDeviceCount(int *n);
 cudaError_t cudaSetDevice(int d);
 cudaError_t cudaGetDevice(int *d);
@@ -193,6 +199,10 @@ extern "C" {
 #endif
 typedef struct k22_emu_event *cudaEvent_t;
 cudaError_t cudaEventCreate(cudaEvent_t *e);
+#define cudaEventDisableTiming 2
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags);
+/* Work is done when launched here: a wait is only checked (the event must have been recorded). */
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned flags);
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s);
 cudaError_t cudaEventSynchronize(cudaEvent_t e);
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end);

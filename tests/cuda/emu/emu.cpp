@@ -664,6 +664,20 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
     return CUBLAS_STATUS_SUCCESS;
 }
 
+/* ---- device identity (cuda_runtime.h) ---- */
+#include <string.h>
+#include <unistd.h>
+cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *p, int d) {
+    memset(p, 0, sizeof *p);
+    const char *own = getenv("K22_EMU_GPU_PER_RANK");
+    snprintf(p->name, sizeof p->name, "k22 emulated GPU %d", d);
+    long id = own && !strcmp(own, "1") ? (long)getpid() : 0;
+    char u[64];
+    snprintf(u, sizeof u, "emu%d-%ld", d, id);
+    memcpy(p->uuid.bytes, u, strlen(u) < sizeof p->uuid.bytes ? strlen(u) : sizeof p->uuid.bytes);
+    return cudaSuccess;
+}
+
 /* ---- events (cuda_runtime.h): the host clock at record; unrecorded events are an error, as on a
  * GPU ---- */
 #include <time.h>
@@ -690,6 +704,12 @@ cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end) 
         return cudaErrorInvalidValue;
     *ms = (float)(1e3 * (end->t - start->t));
     return cudaSuccess;
+}
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags) {
+    return cudaEventCreate(e);
+}
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned flags) {
+    return e && e->recorded ? cudaSuccess : cudaErrorInvalidValue;
 }
 cudaError_t cudaEventDestroy(cudaEvent_t e) {
     delete e;
