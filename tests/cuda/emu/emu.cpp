@@ -308,18 +308,30 @@ cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t *p, int d) {
 cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t p, cudaMemPoolAttr a, void *v) {
     return cudaSuccess;
 }
+/* Kernels run when launched, but a library may queue work on a stream and run it only once the
+ * host or another stream waits for that stream (emu_nccl.cpp does, so that reading a result too
+ * early, or writing an input while it is in flight, shows). Weak: the ops test links no NCCL.
+ * NULL: every stream. */
+extern "C" void k22_emu_stream_reached(cudaStream_t s) __attribute__((weak));
+static void emu_reached(cudaStream_t s) {
+    if (k22_emu_stream_reached)
+        k22_emu_stream_reached(s);
+}
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned f) {
     *s = new k22_emu_stream();
     return cudaSuccess;
 }
 cudaError_t cudaStreamDestroy(cudaStream_t s) {
+    emu_reached(s); /* its work still completes */
     delete s;
     return cudaSuccess;
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t s) {
+    emu_reached(s);
     return cudaSuccess;
 }
 cudaError_t cudaDeviceSynchronize(void) {
+    emu_reached(NULL);
     return cudaSuccess;
 }
 cudaError_t cudaMalloc(void **p, size_t n) {
@@ -684,9 +696,10 @@ cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *p, int d) {
 struct k22_emu_event {
     double t;
     int recorded;
+    cudaStream_t stream; /* where it was recorded: waiting on it reaches that stream */
 };
 cudaError_t cudaEventCreate(cudaEvent_t *e) {
-    *e = new k22_emu_event{0, 0};
+    *e = new k22_emu_event{0, 0, NULL};
     return cudaSuccess;
 }
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
@@ -694,9 +707,12 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
     clock_gettime(CLOCK_MONOTONIC, &ts);
     e->t = (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
     e->recorded = 1;
+    e->stream = s;
     return cudaSuccess;
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+    if (e->recorded)
+        emu_reached(e->stream);
     return e->recorded ? cudaSuccess : cudaErrorInvalidValue;
 }
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end) {
@@ -709,7 +725,10 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags) {
     return cudaEventCreate(e);
 }
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned flags) {
-    return e && e->recorded ? cudaSuccess : cudaErrorInvalidValue;
+    if (!e || !e->recorded)
+        return cudaErrorInvalidValue;
+    emu_reached(e->stream); /* s goes on only after e's stream got there */
+    return cudaSuccess;
 }
 cudaError_t cudaEventDestroy(cudaEvent_t e) {
     delete e;

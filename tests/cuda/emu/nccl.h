@@ -1,8 +1,9 @@
 /* nccl.h (emulator): the part of NCCL that src/dist/nccl.c calls, over MPI on the emulator's
- * device memory (host memory, opened for the call under ASan). Each call completes before it
- * returns, as every emulated launch does, so the stream ordering nccl.c sets up with events is
- * checked for well-formedness only (cuda_runtime.h's cudaStreamWaitEvent). Serves ranks that
- * each see a GPU of their own (K22_EMU_GPU_PER_RANK=1, cuda_runtime.h). */
+ * device memory (host memory, opened for the call under ASan). A collective is queued on its
+ * stream and runs only when that stream is reached: the host synchronizes it, or another stream
+ * waits on an event recorded on it (emu_nccl.cpp). So, as on a GPU, a result read before that
+ * ordering is the old value, and an input written while queued aborts with a message. Serves
+ * ranks that each see a GPU of their own (K22_EMU_GPU_PER_RANK=1, cuda_runtime.h). */
 #ifndef K22_EMU_NCCL_H
 #define K22_EMU_NCCL_H
 
