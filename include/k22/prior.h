@@ -44,8 +44,8 @@ typedef struct {
     int grad_ckpt;           /* gradient checkpointing, see k22_prior_set_gradient_checkpointing */
     float *mask_host;        /* (max_batch, T, T) host scratch for the mask, owned */
     k22_prior_state st;
-    /* Bound with G: block l's parameters keyed l, norm_out and proj_to_clip_embeddings num_layers;
-     * backward tells grad_hook (NULL: nobody) as each finishes (grad_marks.h). */
+    /* Bound with G: k22_prior_grad_marks; backward tells grad_hook (NULL: nobody) as each block
+     * finishes (grad_marks.h). */
     k22_grad_marks marks;
     const k22_grad_hook *grad_hook;
 } k22_prior;
@@ -55,6 +55,9 @@ typedef struct {
 void k22_prior_init(k22_prior *m, const k22_prior_config *cfg, const k22_params *ps,
                     const float *P, float *G, int max_batch);
 void k22_prior_free(k22_prior *m);
+/* The gradient marks of table ps (grad_marks.h): block l's parameters keyed l, norm_out and
+ * proj_to_clip_embeddings num_layers (their backward comes first), the embeddings none. */
+void k22_prior_grad_marks(k22_grad_marks *gm, const k22_params *ps, int num_layers);
 /* Arena floats for one forward (and, when train, the backward after it) of batch B, in the
  * model's current checkpointing mode. */
 size_t k22_prior_arena_floats(const k22_prior *m, int B, int train);

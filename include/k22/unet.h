@@ -120,8 +120,9 @@ typedef struct {
     int nsegs, *seg;              /* nsegs + 1 step indices: block b is steps [seg[b], seg[b+1]) */
     unsigned char *keep;          /* nsteps: output kept by a checkpointed forward (skip or block out) */
     const float **seg_in;         /* nsegs: each block's input, kept by a checkpointed forward */
-    /* Bound with G: the parameters keyed by step (the head's conv_norm_out and conv_out by
-     * nsteps); backward tells grad_hook (NULL: nobody) as each step finishes (grad_marks.h). */
+    /* The parameters keyed by step (the head's conv_norm_out and conv_out by nsteps; also in a
+     * shapes-only model); backward tells grad_hook (NULL: nobody) as each step finishes
+     * (grad_marks.h). */
     k22_grad_marks marks;
     const k22_grad_hook *grad_hook;
 } k22_unet;

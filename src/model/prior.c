@@ -30,23 +30,31 @@ void k22_prior_init(k22_prior *m, const k22_prior_config *cfg, const k22_params 
     k22_layernorm_bind(&m->norm_out, ps, "norm_out", P, G, 1e-5f);
     int nl = cfg->num_layers;
     m->blocks = k22_xcalloc((size_t)nl + 1, sizeof *m->blocks);
-    if (G) k22_grad_marks_init(&m->marks, ps);
     for (int l = 0; l < nl; l++) {
         char p[64];
         snprintf(p, sizeof p, "transformer_blocks.%d", l);
         k22_block_bind(&m->blocks[l], ps, p, &k22_block_names_basic, P, G,
                        cfg->num_attention_heads, K22_ACT_GELU, 1e-5f);
-        if (G) k22_grad_marks_key(&m->marks, ps, p, l);
     }
-    if (G) { /* the head's backward comes first; the embeddings' last (no key) */
-        k22_grad_marks_key(&m->marks, ps, "norm_out", nl);
-        k22_grad_marks_key(&m->marks, ps, "proj_to_clip_embeddings", nl);
-        k22_grad_marks_finish(&m->marks, ps);
-    }
+    if (G) k22_prior_grad_marks(&m->marks, ps, nl);
     m->max_batch = max_batch;
     m->mask_host = k22_xmalloc((size_t)max_batch * m->T * m->T * sizeof(float));
     m->st.h = k22_xcalloc((size_t)nl + 1, sizeof *m->st.h);
     m->st.blk = k22_xcalloc((size_t)nl + 1, sizeof *m->st.blk);
+}
+
+void k22_prior_grad_marks(k22_grad_marks *gm, const k22_params *ps, int num_layers)
+{
+    k22_grad_marks_init(gm, ps);
+    for (int l = 0; l < num_layers; l++) {
+        char p[64];
+        snprintf(p, sizeof p, "transformer_blocks.%d", l);
+        k22_grad_marks_key(gm, ps, p, l);
+    }
+    /* the head's backward comes first; the embeddings' last (no key) */
+    k22_grad_marks_key(gm, ps, "norm_out", num_layers);
+    k22_grad_marks_key(gm, ps, "proj_to_clip_embeddings", num_layers);
+    k22_grad_marks_finish(gm, ps);
 }
 
 void k22_prior_free(k22_prior *m)

@@ -40,7 +40,7 @@ static int add_res(unet_builder *b, const char *name, int resample)
     k22_unet *m = b->m;
     k22_resnet *r = &m->res[m->nres];
     k22_resnet_bind(r, b->ps, name, b->P, b->G, m->cfg.norm_num_groups, m->cfg.norm_eps, resample);
-    if (b->G) k22_grad_marks_key(&m->marks, b->ps, name, m->nsteps); /* keyed by its step */
+    k22_grad_marks_key(&m->marks, b->ps, name, m->nsteps); /* keyed by its step */
     add_step(b, K22_USTEP_RES, m->nres++, r->cin, r->cout);
     if (resample == K22_RESAMPLE_DOWN) b->level++;
     if (resample == K22_RESAMPLE_UP) b->level--;
@@ -52,7 +52,7 @@ static void add_attn(unet_builder *b, const char *name, int c)
     k22_unet *m = b->m;
     k22_unet_attn_bind(&m->attn[m->nattn], b->ps, name, b->P, b->G, m->cfg.attention_head_dim,
                        m->cfg.norm_num_groups, 1e-5f);
-    if (b->G) k22_grad_marks_key(&m->marks, b->ps, name, m->nsteps);
+    k22_grad_marks_key(&m->marks, b->ps, name, m->nsteps);
     add_step(b, K22_USTEP_ATTN, m->nattn++, c, c);
 }
 
@@ -149,7 +149,7 @@ void k22_unet_init(k22_unet *m, const k22_unet_config *cfg, const k22_params *ps
     m->attn = k22_xcalloc((size_t)(2 * n * (lp + 1) + 1), sizeof *m->attn);
     m->seg = k22_xcalloc((size_t)(2 * n + 2), sizeof *m->seg);
     unet_builder b = {.m = m, .ps = ps, .P = P, .G = G};
-    if (G) k22_grad_marks_init(&m->marks, ps);
+    k22_grad_marks_init(&m->marks, ps);
     add_push(&b, m->c0); /* conv_in's output, kept anyway: it is the first block's input */
     for (int i = 0; i < n; i++) {
         build_down(&b, i);
@@ -172,11 +172,10 @@ void k22_unet_init(k22_unet *m, const k22_unet_config *cfg, const k22_params *ps
     m->st = k22_xcalloc((size_t)m->nsteps, sizeof *m->st);
     m->seg_in = k22_xcalloc((size_t)m->nsegs, sizeof *m->seg_in);
     mark_kept(m);
-    if (G) { /* the head's backward comes first; conv_in and the embeddings' last (no key) */
-        k22_grad_marks_key(&m->marks, ps, "conv_norm_out", m->nsteps);
-        k22_grad_marks_key(&m->marks, ps, "conv_out", m->nsteps);
-        k22_grad_marks_finish(&m->marks, ps);
-    }
+    /* the head's backward comes first; conv_in and the embeddings' last (no key) */
+    k22_grad_marks_key(&m->marks, ps, "conv_norm_out", m->nsteps);
+    k22_grad_marks_key(&m->marks, ps, "conv_out", m->nsteps);
+    k22_grad_marks_finish(&m->marks, ps);
 }
 
 void k22_unet_free(k22_unet *m)

@@ -79,4 +79,16 @@ static inline void grad_watch_report(const char *label, int64_t open_plain, int6
            (long long)total);
 }
 
+/* A full-size model's marks (from its table; no run): the part of G still open once every keyed
+ * layer's backward is done, mark[0]. */
+static inline void grad_marks_report(const char *label, const k22_grad_marks *gm, int64_t total)
+{
+    CHECK_MSG(gm->nkeys > 0 && gm->mark[0] < total, "%s: %lld of %lld gradient floats open after the last keyed "
+              "layer", label, gm->nkeys > 0 ? (long long)gm->mark[0] : -1LL, (long long)total);
+    if (gm->nkeys > 0)
+        printf("%s: %.1f%% of the gradient buffer final before the input layers' backward (%lld of %lld floats "
+               "open; %d keys)\n", label, 100.0 * (double)(total - gm->mark[0]) / (double)total,
+               (long long)gm->mark[0], (long long)total, gm->nkeys);
+}
+
 #endif

@@ -230,6 +230,14 @@ static void full_size(void)
            c->num_layers, c->num_attention_heads, c->attention_head_dim, kept0, kept1,
            kept0 * 4.0 / 1048576, kept1 * 4.0 / 1048576, (double)kept0 / kept1, cap0, cap1,
            cap0 * 4.0 / 1048576, cap1 * 4.0 / 1048576, (double)cap0 / cap1);
+    k22_params ps;
+    k22_params_init(&ps);
+    if (k22_params_build(&cfg, &ps, &err)) K22_FATAL("%s", err.msg);
+    k22_grad_marks gm;
+    k22_prior_grad_marks(&gm, &ps, c->num_layers);
+    grad_marks_report("table    prior full", &gm, (int64_t)ps.total);
+    k22_grad_marks_free(&gm);
+    k22_params_free(&ps);
 }
 
 int main(void)

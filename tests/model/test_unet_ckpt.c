@@ -219,6 +219,7 @@ static void full_size(void)
            "%.2fx); no-grad forward %.1f MiB\n", ps.total, m.nsteps, m.nsegs, kept0, kept1,
            kept0 * 4.0 / 1048576, kept1 * 4.0 / 1048576, (double)kept0 / kept1, cap0, cap1,
            cap0 * 4.0 / 1048576, cap1 * 4.0 / 1048576, (double)cap0 / cap1, cap_ng * 4.0 / 1048576);
+    grad_marks_report("table    unet full", &m.marks, (int64_t)ps.total);
     k22_unet_free(&m);
     k22_params_free(&ps);
 }
