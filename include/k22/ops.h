@@ -326,6 +326,8 @@ typedef struct {
                                * or "untested" (auto before the first bf16/fp16 precision) */
     int64_t attn_flash;       /* attention calls (forward or backward) run by the fused kernels */
     int64_t attn_gemm;        /* ... and by the GEMM path */
+    int64_t bias_epilogue;    /* linear_fwd biases added in cuBLASLt's epilogue (K22_CUDA_EPILOGUE) */
+    int64_t bias_kernel;      /* ... and by a kernel after the GEMM */
 } k22_cuda_stats;
 /* Fills st and returns 1 for a CUDA backend (or a profiler over one); 0 otherwise. */
 int k22_backend_cuda_stats(const k22_backend *be, k22_cuda_stats *st);

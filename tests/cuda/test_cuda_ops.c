@@ -1858,6 +1858,44 @@ static void test_attn_select(void)
     gpu = keep;
 }
 
+/* The bias of linear_fwd: in cuBLASLt's BIAS epilogue by default (K22_CUDA_EPILOGUE=1), in a
+ * kernel with K22_CUDA_EPILOGUE=0 or where the heuristic has no algorithm with the epilogue (the
+ * emulator's K22_EMU_LT_EPILOGUE=unsupported, on a shape not planned yet); the results are
+ * test_linear's either way; another value is refused by name. On a GPU the default case says
+ * which path the library took (the emulator must take the epilogue). */
+static void test_linear_epilogue(void)
+{
+    int emu = getenv("K22_CUDA_EMU") != NULL;
+    k22_backend *keep = gpu;
+    static const struct {
+        const char *on, *fault, *err;
+        int N, want_epilogue;
+    } cases[] = {
+        {"1", "", NULL, 21, 1},
+        {"1", "unsupported", NULL, 22, 0},
+        {"0", "", NULL, 23, 0},
+        {"2", "", "K22_CUDA_EPILOGUE='2'", 0, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        if (cases[i].fault[0] && !emu) continue;
+        gpu = backend_with("K22_CUDA_EPILOGUE", cases[i].on, "K22_EMU_LT_EPILOGUE", cases[i].fault, cases[i].err);
+        if (!gpu) continue;
+        k22_cuda_stats st;
+        test_linear_case(cases[i].N, 13, 9, 1, 1e-5, 1e-5);
+        k22_backend_cuda_stats(gpu, &st);
+        printf("linear bias, K22_CUDA_EPILOGUE=%s K22_EMU_LT_EPILOGUE=%s: %lld in the epilogue, %lld by a kernel\n",
+               cases[i].on, cases[i].fault, (long long)st.bias_epilogue, (long long)st.bias_kernel);
+        CHECK_MSG(st.bias_epilogue + st.bias_kernel == 1 &&
+                      (emu || !cases[i].want_epilogue ? st.bias_epilogue == cases[i].want_epilogue : 1),
+                  "K22_CUDA_EPILOGUE=%s K22_EMU_LT_EPILOGUE=%s: %lld biases in the epilogue, %lld by a kernel",
+                  cases[i].on, cases[i].fault, (long long)st.bias_epilogue, (long long)st.bias_kernel);
+        k22_backend_free(gpu);
+    }
+    unsetenv("K22_EMU_LT_EPILOGUE");
+    unsetenv("K22_CUDA_EPILOGUE");
+    gpu = keep;
+}
+
 /* ---- the table itself ---- */
 
 static void test_errors(void)
@@ -1977,6 +2015,7 @@ int main(void)
     gpu = NULL;
     test_conv_select();
     test_attn_select();
+    test_linear_epilogue();
     if (conv_env) setenv("K22_CUDA_CONV", conv_env, 1);
     free(conv_env);
     k22_backend_free(ref);

@@ -166,9 +166,10 @@ static int run_k22_ok(const char *label, const char *stage, const char *dev, con
 
 /* The numbers of `k22: cuda: weight shadow ...` (the run's last such line in dir/OUT.log):
  * reads, refreshes, AdamW writes, heuristic queries, set-ups, attention calls on the fused
- * kernels and on the GEMM path; 0 when found. */
+ * kernels and on the GEMM path, linear biases added in cuBLASLt's epilogue and by a kernel;
+ * 1 when found. */
 typedef struct {
-    long long reads, refreshes, updates, heuristics, plans, attn_fused, attn_gemm;
+    long long reads, refreshes, updates, heuristics, plans, attn_fused, attn_gemm, bias_epilogue, bias_kernel;
 } cuda_line;
 
 static int read_cuda_line(const char *out, cuda_line *c)
@@ -180,9 +181,10 @@ static int read_cuda_line(const char *out, cuda_line *c)
     while (f && fgets(line, sizeof line, f))
         found |= sscanf(line, "k22: cuda: weight shadow %*s (K22_CUDA_WEIGHT_SHADOW): %lld operand reads, %lld "
                         "refreshes, %lld AdamW writes; cuBLASLt: %lld heuristic queries, %lld set-ups; "
-                        "attention %*s (K22_CUDA_ATTN): %lld fused, %lld GEMM calls",
+                        "attention %*s (K22_CUDA_ATTN): %lld fused, %lld GEMM calls; linear biases "
+                        "(K22_CUDA_EPILOGUE): %lld in cuBLASLt's epilogue, %lld by a kernel",
                         &c->reads, &c->refreshes, &c->updates, &c->heuristics, &c->plans, &c->attn_fused,
-                        &c->attn_gemm) == 7;
+                        &c->attn_gemm, &c->bias_epilogue, &c->bias_kernel) == 9;
     if (f) fclose(f);
     CHECK_MSG(found, "%s/%s.log has no 'k22: cuda: weight shadow' line", dir, out);
     return found;
@@ -275,6 +277,14 @@ static void bf16_runs(const char *stage, const char *tag, int steps, double trac
         CHECK_MSG(c32.attn_fused == 0 && c32.attn_gemm > 0 && c16l.attn_fused > 0 && c16l.attn_gemm == 0,
                   "%s: attention calls fp32 %lld fused, %lld GEMM; bf16 %lld fused, %lld GEMM", stage,
                   c32.attn_fused, c32.attn_gemm, c16l.attn_fused, c16l.attn_gemm);
+        /* Linear biases in cuBLASLt's epilogue, fp32 and bf16 alike (the emulator has it for every
+         * shape; a GPU's library may leave some to the kernel: printed) */
+        printf("%s: linear biases fp32 %lld in the epilogue, %lld by a kernel; bf16 %lld, %lld\n", stage,
+               c32.bias_epilogue, c32.bias_kernel, c16l.bias_epilogue, c16l.bias_kernel);
+        CHECK_MSG(c32.bias_epilogue > 0 && c16l.bias_epilogue > 0 &&
+                      (!getenv("K22_CUDA_EMU") || c32.bias_kernel + c16l.bias_kernel == 0),
+                  "%s: linear biases fp32 %lld in the epilogue, %lld by a kernel; bf16 %lld, %lld", stage,
+                  c32.bias_epilogue, c32.bias_kernel, c16l.bias_epilogue, c16l.bias_kernel);
     }
 
     snprintf(what, sizeof what, "%s %d steps, bf16 vs fp32 on cuda", stage, steps);

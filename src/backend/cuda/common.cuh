@@ -57,6 +57,11 @@ typedef struct {
     int attn_flash;
     char attn_why[256];
     int64_t attn_runs_flash, attn_runs_gemm;
+    /* Linear biases (matmul.cu, K22_CUDA_EPILOGUE): bias_epilogue 1 offers them to cuBLASLt's
+     * BIAS epilogue; bias_runs[1] counts the linear_fwd calls whose bias it added, [0] those a
+     * kernel added (turned off, misaligned, or no algorithm with the epilogue). */
+    int bias_epilogue;
+    int64_t bias_runs[2];
     /* k22_precision of the GEMMs (set_precision). Under bf16/fp16 k22_cuda_gemm rounds the
      * operands into lowp, a grow-only buffer of its own: callers pass pointers into scratch. */
     int precision;
@@ -277,6 +282,7 @@ uint16_t *k22_cuda_shadow_update(k22_cuda_ctx *ctx, const float *p, int64_t n);
  * padding the table compares). */
 typedef struct {
     int32_t ab, ta, tb, M, N, K, batch; /* ab: cudaDataType_t of A and B */
+    int32_t bias;                       /* 1: CUBLASLT_EPILOGUE_BIAS (fp32, a vector of our N) */
     uint32_t alA, alB, alC;             /* byte alignments of our A, B and C the heuristic is told */
     int64_t lda, ldb, ldc, sA, sB, sC;  /* strides are 0 unless batch > 1 */
 } k22_lt_key;

@@ -272,7 +272,14 @@ static k22_status k22_cuda_ctx_init(k22_cuda_ctx *ctx, int device, k22_err *err)
         }
     }
     {
-        k22_status st = k22_cudnn_init(ctx, err); /* K22_CUDA_CONV; cuDNN or its fallback */
+        /* K22_CUDA_EPILOGUE: 1 (the default) adds linear biases in cuBLASLt's epilogue, 0 in a
+         * kernel (matmul.cu) */
+        const char *ep = getenv("K22_CUDA_EPILOGUE");
+        ctx->bias_epilogue = !ep || !*ep || !strcmp(ep, "1");
+        k22_status st = ep && *ep && strcmp(ep, "0") && strcmp(ep, "1")
+                            ? k22_err_set(err, K22_ERR_ARG, "K22_CUDA_EPILOGUE='%s': expected 0 or 1", ep)
+                            : K22_OK;
+        if (st == K22_OK) st = k22_cudnn_init(ctx, err); /* K22_CUDA_CONV; cuDNN or its fallback */
         if (st == K22_OK) st = k22_cuda_attn_init(ctx, err); /* K22_CUDA_ATTN */
         if (st != K22_OK) k22_cuda_ctx_release(ctx);
         return st;
@@ -390,6 +397,8 @@ extern "C" void k22_cuda_stats_of(void *vctx, k22_cuda_stats *st)
     st->attn = ctx->attn_flash == K22_FA_ON ? "fused" : ctx->attn_flash == K22_FA_OFF ? "gemm" : "untested";
     st->attn_flash = ctx->attn_runs_flash;
     st->attn_gemm = ctx->attn_runs_gemm;
+    st->bias_epilogue = ctx->bias_runs[1];
+    st->bias_kernel = ctx->bias_runs[0];
 }
 
 /* Returns a backend on `device` (owned by the caller; release with k22_backend_free), or NULL

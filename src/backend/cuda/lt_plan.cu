@@ -68,6 +68,11 @@ static void k22_lt_plan_build(k22_cuda_ctx *ctx, struct k22_lt_plan *p, const k2
     CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa));
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
+    if (k->bias) { /* the pointer is set per call (k22_cuda_lt_gemm) */
+        int32_t epi = CUBLASLT_EPILOGUE_BIAS, bt = CUDA_R_32F;
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt));
+    }
     if (k->tb)
         k22_lt_layout(&p->la, ab, k->K, k->N, k->ldb, k->batch, k->sB);
     else

@@ -1,5 +1,6 @@
 /* matmul.cu: the batched row-major GEMM of ops.h through cuBLASLt, and nn.Linear forward and
- * backward on top of it (GEMMs plus a bias kernel and a bias-gradient reduction).
+ * backward on top of it (GEMMs with the bias in cuBLASLt's epilogue, or a bias kernel; a
+ * bias-gradient reduction).
  *
  * cuBLASLt is column-major. A row-major (R, C) matrix is the column-major (C, R) matrix with the
  * same bytes, so row-major C = op(A) op(B) is computed as column-major C^T = op(B)^T op(A)^T:
@@ -32,7 +33,8 @@ static uint32_t k22_cuda_align(const void *p, int64_t ld, int64_t stride, int ba
 /* One cuBLASLt call for `batch` products. A and B are of type ab (CUDA_R_32F, or CUDA_R_16BF /
  * CUDA_R_16F under reduced precision); leading dimensions and strides count their elements; C
  * is always fp32, and so are alpha, beta and the accumulation (CUBLAS_COMPUTE_32F with scale
- * type CUDA_R_32F: a combination cuBLASLt supports for all three A/B types). The descriptors and
+ * type CUDA_R_32F: a combination cuBLASLt supports for all three A/B types). bias (fp32, one value
+ * per column of our row-major C, batch 1) or NULL: added by cuBLASLt's BIAS epilogue. The descriptors and
  * the algorithm come from the shape's plan (lt_plan.cu). Returns CUBLAS_STATUS_SUCCESS, or the
  * heuristic's refusal (NOT_SUPPORTED when it finds no algorithm; the caller then splits the batch
  * or dies); errors of the other calls are fatal here. */
@@ -40,18 +42,20 @@ static cublasStatus_t k22_cuda_lt_gemm(k22_cuda_ctx *ctx, cudaDataType_t ab, int
                                        int M, int N, int K, float alpha, const void *A,
                                        int64_t lda, int64_t sA, const void *Bm, int64_t ldb,
                                        int64_t sB, float beta, float *C, int64_t ldc, int64_t sC,
-                                       int batch)
+                                       int batch, const float *bias)
 {
     size_t esize = ab == CUDA_R_32F ? sizeof(float) : 2;
     k22_lt_key k;
     k22_lt_key_init(&k);
-    k.ab = ab, k.ta = ta, k.tb = tb, k.M = M, k.N = N, k.K = K, k.batch = batch;
+    k.ab = ab, k.ta = ta, k.tb = tb, k.M = M, k.N = N, k.K = K, k.batch = batch, k.bias = bias != NULL;
     k.lda = lda, k.ldb = ldb, k.ldc = ldc;
     if (batch > 1) k.sA = sA, k.sB = sB, k.sC = sC; /* unused otherwise: one plan for any */
     k.alA = k22_cuda_align(A, lda, sA, batch, esize);
     k.alB = k22_cuda_align(Bm, ldb, sB, batch, esize);
     k.alC = k22_cuda_align(C, ldc, sC, batch, sizeof(float));
     const struct k22_lt_plan *p = k22_lt_plan_get(ctx, &k);
+    if (p->status == CUBLAS_STATUS_SUCCESS && bias) /* the plan's descriptor, this call's vector */
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
     if (p->status == CUBLAS_STATUS_SUCCESS)
         CUBLAS_CHECK(cublasLtMatmul(ctx->lt, p->op, &alpha, Bm, p->la, A, p->lb, &beta, C, p->lc, C,
                                     p->lc, &p->algo, ctx->workspace, ctx->workspace_bytes,
@@ -148,7 +152,8 @@ static int k22_lowp_from_shadow(k22_cuda_ctx *ctx, const float *src, int64_t row
 static cublasStatus_t k22_cuda_gemm_lowp(k22_cuda_ctx *ctx, int ta, int tb, int M, int N, int K,
                                          float alpha, const float *A, int64_t lda, int64_t sA,
                                          const float *Bm, int64_t ldb, int64_t sB, float beta,
-                                         float *C, int64_t ldc, int64_t sC, int batch)
+                                         float *C, int64_t ldc, int64_t sC, int batch, const float *bias,
+                                         int *bias_done)
 {
     int64_t ra = ta ? K : M, ca = ta ? M : K, rb = tb ? N : K, cb = tb ? K : N;
     int na = batch > 1 && sA != 0 ? batch : 1, nb = batch > 1 && sB != 0 ? batch : 1;
@@ -164,27 +169,34 @@ static cublasStatus_t k22_cuda_gemm_lowp(k22_cuda_ctx *ctx, int ta, int tb, int 
     if (!shb) b = k22_lowp_pack_operand(ctx, (uint16_t *)(buf + off_b), Bm, rb, cb, ldb, sB, nb);
     cudaDataType_t t = ctx->precision == K22_PREC_FP16 ? CUDA_R_16F : CUDA_R_16BF;
     cublasStatus_t s = k22_cuda_lt_gemm(ctx, t, ta, tb, M, N, K, alpha, a.p, a.ld, a.stride, b.p,
-                                        b.ld, b.stride, beta, C, ldc, sC, batch);
+                                        b.ld, b.stride, beta, C, ldc, sC, batch, bias);
+    *bias_done = bias && s == CUBLAS_STATUS_SUCCESS;
+    if (s != CUBLAS_STATUS_SUCCESS && bias) /* no algorithm with the epilogue: the caller adds it */
+        s = k22_cuda_lt_gemm(ctx, t, ta, tb, M, N, K, alpha, a.p, a.ld, a.stride, b.p, b.ld, b.stride,
+                             beta, C, ldc, sC, batch, NULL);
     /* No batched algorithm for these strides (e.g. a broadcast operand): one call per item. */
     if (s != CUBLAS_STATUS_SUCCESS && batch > 1) {
         s = CUBLAS_STATUS_SUCCESS;
         for (int i = 0; i < batch && s == CUBLAS_STATUS_SUCCESS; i++)
             s = k22_cuda_lt_gemm(ctx, t, ta, tb, M, N, K, alpha, a.p + i * a.stride, a.ld, 0,
                                  b.p + i * b.stride, b.ld, 0, beta, C + (int64_t)i * sC, ldc, 0,
-                                 1);
+                                 1, NULL);
     }
     return s;
 }
 
-/* Row-major GEMM with leading dimensions; see common.cuh. */
-void k22_cuda_gemm(k22_cuda_ctx *ctx, int ta, int tb, int M, int N, int K, float alpha,
-                   const float *A, int64_t lda, int64_t sA, const float *Bm, int64_t ldb,
-                   int64_t sB, float beta, float *C, int64_t ldc, int64_t sC, int batch)
+/* Row-major GEMM with leading dimensions; see common.cuh. bias (batch 1) or NULL: offered to the
+ * BIAS epilogue; returns 1 when it was added there, 0 when not (no bias, or no algorithm with the
+ * epilogue for this shape: the plain GEMM ran, and the caller adds it). */
+static int k22_cuda_gemm_bias(k22_cuda_ctx *ctx, int ta, int tb, int M, int N, int K, float alpha,
+                              const float *A, int64_t lda, int64_t sA, const float *Bm, int64_t ldb,
+                              int64_t sB, float beta, float *C, int64_t ldc, int64_t sC, int batch,
+                              const float *bias)
 {
-    K22_REQUIRE(M >= 0 && N >= 0 && K >= 0 && batch >= 0);
-    if (M == 0 || N == 0 || batch == 0) return;
+    K22_REQUIRE(M >= 0 && N >= 0 && K >= 0 && batch >= 0 && (!bias || batch == 1));
+    if (M == 0 || N == 0 || batch == 0) return 0;
     if (K == 0) { /* empty sum: C = beta * C, and beta = 0 must clear NaN too */
-        if (beta == 1.0f) return;
+        if (beta == 1.0f) return 0;
         for (int b = 0; b < batch; b++)
             for (int r = 0; r < M; r++) {
                 float *Cr = C + (int64_t)b * sC + (int64_t)r * ldc;
@@ -193,30 +205,42 @@ void k22_cuda_gemm(k22_cuda_ctx *ctx, int ta, int tb, int M, int N, int K, float
                 else
                     k22_cuda_scale(ctx, Cr, Cr, beta, N);
             }
-        return;
+        return 0;
     }
     cublasStatus_t s;
+    int done = 0;
     if (ctx->precision == K22_PREC_BF16 || ctx->precision == K22_PREC_FP16) {
         s = k22_cuda_gemm_lowp(ctx, ta, tb, M, N, K, alpha, A, lda, sA, Bm, ldb, sB, beta, C, ldc,
-                               sC, batch);
+                               sC, batch, bias, &done);
     } else {
         s = k22_cuda_lt_gemm(ctx, CUDA_R_32F, ta, tb, M, N, K, alpha, A, lda, sA, Bm, ldb, sB,
-                             beta, C, ldc, sC, batch);
+                             beta, C, ldc, sC, batch, bias);
+        done = bias && s == CUBLAS_STATUS_SUCCESS;
+        if (s != CUBLAS_STATUS_SUCCESS && bias) /* no algorithm with the epilogue */
+            s = k22_cuda_lt_gemm(ctx, CUDA_R_32F, ta, tb, M, N, K, alpha, A, lda, sA, Bm, ldb, sB,
+                                 beta, C, ldc, sC, batch, NULL);
         /* No batched algorithm for these strides (e.g. a broadcast operand): one call per item. */
         if (s != CUBLAS_STATUS_SUCCESS && batch > 1) {
             s = CUBLAS_STATUS_SUCCESS;
             for (int b = 0; b < batch && s == CUBLAS_STATUS_SUCCESS; b++)
                 s = k22_cuda_lt_gemm(ctx, CUDA_R_32F, ta, tb, M, N, K, alpha,
                                      A + (int64_t)b * sA, lda, 0, Bm + (int64_t)b * sB, ldb, 0,
-                                     beta, C + (int64_t)b * sC, ldc, 0, 1);
+                                     beta, C + (int64_t)b * sC, ldc, 0, 1, NULL);
         }
     }
-    if (s == CUBLAS_STATUS_SUCCESS) return;
+    if (s == CUBLAS_STATUS_SUCCESS) return done;
     K22_FATAL("cuBLASLt has no algorithm for matmul ta=%d tb=%d M=%d N=%d K=%d batch=%d "
               "precision %s ld %lld/%lld/%lld strides %lld/%lld/%lld: %s (device %d)",
               ta, tb, M, N, K, batch, k22_precision_name((k22_precision)ctx->precision),
               (long long)lda, (long long)ldb, (long long)ldc, (long long)sA, (long long)sB,
               (long long)sC, cublasLtGetStatusString(s), ctx->device);
+}
+
+void k22_cuda_gemm(k22_cuda_ctx *ctx, int ta, int tb, int M, int N, int K, float alpha,
+                   const float *A, int64_t lda, int64_t sA, const float *Bm, int64_t ldb,
+                   int64_t sB, float beta, float *C, int64_t ldc, int64_t sC, int batch)
+{
+    k22_cuda_gemm_bias(ctx, ta, tb, M, N, K, alpha, A, lda, sA, Bm, ldb, sB, beta, C, ldc, sC, batch, NULL);
 }
 
 /* See ops.h. Strides are in floats; a stride of 0 repeats one operand over the batch. */
@@ -258,13 +282,17 @@ __global__ void k22_cuda_bias_grad_kernel(float *db, const float *dy, int64_t N,
     }
 }
 
-/* x: (N, I), w: (O, I), b: (O) or NULL, y: (N, O); y = x w^T + b. */
+/* x: (N, I), w: (O, I), b: (O) or NULL, y: (N, O); y = x w^T + b. The bias goes into cuBLASLt's
+ * BIAS epilogue (the same fp32 add, without a pass over y) unless K22_CUDA_EPILOGUE=0, the vector
+ * is not 16-byte aligned, or cuBLASLt has no such algorithm for the shape; then a kernel adds it. */
 void k22_cuda_linear_fwd(void *vctx, float *y, const float *x, const float *w, const float *b,
                          int N, int I, int O)
 {
     k22_cuda_ctx *ctx = K22_CUDA_CTX(vctx);
-    k22_cuda_matmul(ctx, 0, 1, N, O, I, 1.0f, x, 0, w, 0, 0.0f, y, 0, 1);
-    if (b && N > 0 && O > 0) {
+    const float *eb = b && ctx->bias_epilogue && (uintptr_t)b % 16 == 0 ? b : NULL;
+    int done = k22_cuda_gemm_bias(ctx, 0, 1, N, O, I, 1.0f, x, I, 0, w, I, 0, 0.0f, y, O, 0, 1, eb);
+    if (b && N > 0 && O > 0) ctx->bias_runs[done]++;
+    if (b && !done && N > 0 && O > 0) {
         int64_t n = (int64_t)N * O;
         unsigned blocks = k22_cuda_blocks(n);
         k22_cuda_bias_add_kernel<<<blocks, K22_CUDA_THREADS, 0, ctx->stream>>>(y, b, N, O);

@@ -14,6 +14,7 @@
 #include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <ucontext.h>
 #include <vector>
 
@@ -430,6 +431,9 @@ struct k22_emu_desc {
     int ta, tb;
     cublasComputeType_t compute;
     cudaDataType_t scale;
+    int epilogue;       /* cublasLtEpilogue_t */
+    const void *bias;   /* CUBLASLT_EPILOGUE_BIAS's vector */
+    int bias_type;      /* -1: D's type */
 };
 struct k22_emu_layout {
     cudaDataType_t type;
@@ -468,7 +472,7 @@ const char *cublasLtGetStatusString(cublasStatus_t s) {
 }
 cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t *d, cublasComputeType_t c,
                                         cudaDataType_t t) {
-    *d = new k22_emu_desc{0, 0, c, t};
+    *d = new k22_emu_desc{0, 0, c, t, CUBLASLT_EPILOGUE_DEFAULT, NULL, -1};
     return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t d) {
@@ -478,11 +482,25 @@ cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t d) {
 cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d,
                                               cublasLtMatmulDescAttributes_t a, const void *v,
                                               size_t n) {
-    int op = *(const int *)v;
+    if (a == CUBLASLT_MATMUL_DESC_BIAS_POINTER) {
+        if (n != sizeof(void *))
+            return CUBLAS_STATUS_INVALID_VALUE;
+        d->bias = *(const void *const *)v;
+        return CUBLAS_STATUS_SUCCESS;
+    }
+    if (n != sizeof(int32_t))
+        return CUBLAS_STATUS_INVALID_VALUE;
+    int op = *(const int32_t *)v;
     if (a == CUBLASLT_MATMUL_DESC_TRANSA)
         d->ta = op;
     else if (a == CUBLASLT_MATMUL_DESC_TRANSB)
         d->tb = op;
+    else if (a == CUBLASLT_MATMUL_DESC_EPILOGUE) {
+        if (op != CUBLASLT_EPILOGUE_DEFAULT && op != CUBLASLT_EPILOGUE_BIAS)
+            return CUBLAS_STATUS_NOT_SUPPORTED;
+        d->epilogue = op;
+    } else if (a == CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE)
+        d->bias_type = op;
     return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t *l, cudaDataType_t t,
@@ -544,7 +562,7 @@ static uint64_t emu_algo_hash(const k22_emu_desc *d, const k22_emu_layout *a,
                               const k22_emu_layout *b, const k22_emu_layout *c,
                               const uint64_t align[4]) {
     uint64_t h = 1469598103934665603ull;
-    h = emu_mix(emu_mix(h, (uint64_t)d->ta), (uint64_t)d->tb);
+    h = emu_mix(emu_mix(emu_mix(h, (uint64_t)d->ta), (uint64_t)d->tb), (uint64_t)d->epilogue);
     h = emu_layout_hash(emu_layout_hash(emu_layout_hash(h, a), b), c);
     for (int i = 0; i < 4; i++)
         h = emu_mix(h, align[i]);
@@ -583,6 +601,14 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t h, cublasLtMatmul
     if (c->batch > 1 && (a->stride == 0 || b->stride == 0) && getenv("K22_EMU_NO_ZERO_STRIDE")) {
         *found = 0;
         return CUBLAS_STATUS_NOT_SUPPORTED;
+    }
+    if (d->epilogue != CUBLASLT_EPILOGUE_DEFAULT) {
+        const char *e = getenv("K22_EMU_LT_EPILOGUE");
+        /* fp32 bias only (D's type), as k22 asks for it */
+        if ((e && !strcmp(e, "unsupported")) || (d->bias_type != -1 && d->bias_type != CUDA_R_32F)) {
+            *found = 0;
+            return CUBLAS_STATUS_NOT_SUPPORTED;
+        }
     }
     memset(r, 0, sizeof *r);
     for (int i = 0; i < 4; i++)
@@ -635,7 +661,16 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
                     "heuristic was told\n", "ABCD"[i], ops[i], (unsigned long long)algo->data[1 + i]);
             return CUBLAS_STATUS_INVALID_VALUE;
         }
+    const float *bias = (const float *)d->bias;
+    if (d->epilogue == CUBLASLT_EPILOGUE_BIAS && (!bias || (uintptr_t)bias % 4)) {
+        fprintf(stderr, "emu: cublasLtMatmul: CUBLASLT_EPILOGUE_BIAS without an aligned bias pointer (%p)\n", d->bias);
+        return CUBLAS_STATUS_INVALID_VALUE;
+    }
+    if (d->epilogue != CUBLASLT_EPILOGUE_BIAS)
+        bias = NULL;
     /* Every element the product reads or writes lies in the operand's device block. */
+    if (bias)
+        emu_open(bias, m * sizeof(float), "cublasLtMatmul bias");
     emu_open(A, emu_extent(la), "cublasLtMatmul A");
     emu_open(B, emu_extent(lb), "cublasLtMatmul B");
     emu_open(D, emu_extent(ldd), "cublasLtMatmul C/D");
@@ -670,6 +705,8 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
                     acc = facc;
                 float *dv = &Db[i + j * lc->ld];
                 *dv = be == 0.0f ? (float)(al * acc) : (float)(al * acc + (double)be * *dv);
+                if (bias) /* in fp32, after the product: a separate bias add's rounding */
+                    *dv = *dv + bias[i];
             }
     }
     k22_emu_close();
@@ -677,7 +714,6 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
 }
 
 /* ---- device identity (cuda_runtime.h) ---- */
-#include <string.h>
 #include <unistd.h>
 cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *p, int d) {
     memset(p, 0, sizeof *p);
