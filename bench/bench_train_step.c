@@ -41,14 +41,14 @@
 
 typedef struct {
     const char *model, *size, *device, *from, *precision, *impl;
-    int B, latent, steps, warmup, ckpt, profile;
+    int B, latent, steps, warmup, ckpt, profile, levels;
     uint64_t seed;
 } bench_args;
 
 /* -1 to go on, else the exit code (0 after --help, 2 for a bad option). */
 static int parse(int argc, char **argv, bench_args *a)
 {
-    int64_t B, latent, steps, warmup, seed;
+    int64_t B, latent, steps, warmup, seed, levels;
     const k22_opt opts[] = {
         {"model", K22_OPT_CHOICE, &a->model, "prior", "the trained model", NULL, "prior|unet", 0},
         {"size", K22_OPT_STR, &a->size, "tiny", "tiny or full shapes", NULL, NULL, 0},
@@ -60,6 +60,9 @@ static int parse(int argc, char **argv, bench_args *a)
         {"steps", K22_OPT_INT, &steps, "20", "timed steps (1..100000)", NULL, NULL, 0},
         {"warmup", K22_OPT_INT, &warmup, "3", "untimed steps first (0..100000)", NULL, NULL, 0},
         {"grad_ckpt", K22_OPT_FLAG, &a->ckpt, NULL, "gradient checkpointing (unet)", NULL, NULL, 0},
+        {"ckpt_levels", K22_OPT_INT, &levels, "0",
+         "with --grad_ckpt, only the blocks at the N highest resolutions (k22 train's --checkpoint_levels; 0: every block)",
+         "K22_BENCH_CKPT_LEVELS", NULL, 0},
         {"from", K22_OPT_STR, &a->from, NULL, "a component folder (else random weights)", NULL, NULL, 0},
         {"seed", K22_OPT_INT, &seed, "0", "random weights' seed", NULL, NULL, 0},
         {"impl_tag", K22_OPT_STR, &a->impl, "k22", "the impl= name in the k22_bench line (a variant's label)", NULL, NULL, 0},
@@ -76,6 +79,7 @@ static int parse(int argc, char **argv, bench_args *a)
                       warmup < 0 || warmup > 100000 || seed < 0
                           ? "--batch and --steps need 1..100000, --latent and --warmup 0..100000"
                       : a->ckpt && !strcmp(a->model, "prior") ? "--grad_ckpt is a decoder option (the prior script has none)"
+                      : levels < 0 || levels > 16 || (levels && !a->ckpt) ? "--ckpt_levels needs 0..16 and --grad_ckpt"
                       : !*a->impl || strpbrk(a->impl, " =\t\n") ? "--impl_tag needs a non-empty name without spaces or '='"
                                                               : NULL;
     if (bad) {
@@ -83,7 +87,7 @@ static int parse(int argc, char **argv, bench_args *a)
         return 2;
     }
     a->B = (int)B, a->latent = (int)latent, a->steps = (int)steps, a->warmup = (int)warmup;
-    a->seed = (uint64_t)seed;
+    a->seed = (uint64_t)seed, a->levels = (int)levels;
     return -1;
 }
 
@@ -176,11 +180,11 @@ static void report(const bench_args *a, const k22_backend *be, double fwd, size_
     printf("k22_bench impl=%s model=%s size=%s device=%s precision=%s batch=%d latent=%d "
            "grad_ckpt=%d params=%zu steps=%d step_ms=%.3f step_ms_min=%.3f step_ms_max=%.3f "
            "cpu_ms=%.3f samples_per_s=%.3f fwd_gflop=%.4f train_tflop=%.6f model_tflops=%.4f "
-           "mfu_989=%.5f mfu_798=%.5f peak_mem_mib=%.1f mem=%s\n",
+           "mfu_989=%.5f mfu_798=%.5f peak_mem_mib=%.1f mem=%s ckpt_levels=%d\n",
            a->impl, a->model, a->size, be->name, be->precision ? k22_precision_name((k22_precision)be->precision) : "fp32", a->B, strcmp(a->model, "unet") ? 0 : a->latent, a->ckpt,
            nparams, a->steps, med, ms[0], ms[a->steps - 1], cpu_ms, a->B / (med * 1e-3), fwd / 1e9,
            model / 1e12, rate / 1e12, rate / H100_BF16_DENSE, rate / H100_GEMM_MEASURED,
-           bench_mem_peak_mib(mem), mem->cuda ? "device" : "max_rss");
+           bench_mem_peak_mib(mem), mem->cuda ? "device" : "max_rss", a->levels);
     int64_t nc = 0, ni = 0;
     const char *conv = k22_backend_conv_impl(be, &nc, &ni);
     if (conv) { /* which CUDA convolution path ran, and how many conv directions each took */
@@ -254,6 +258,7 @@ static int bench_unet(const bench_args *a, const k22_backend *be, bench_mem *mem
     hp.base.micro_batch = a->B;
     hp.base.max_train_steps = a->warmup + a->steps + 1;
     hp.base.gradient_checkpointing = a->ckpt;
+    hp.base.checkpoint_levels = a->levels;
     hp.latent_h = hp.latent_w = a->latent;
     k22_flops f;
     if (load(a, K22_MODEL_UNET, &cfg, &ps, &err) ||

@@ -28,6 +28,11 @@ k22_flops k22_flops_prior_forward(const k22_prior_config *c, int B);
  * config k22 cannot build. */
 k22_status k22_flops_unet_forward(const k22_unet_config *c, int B, int H, int W, k22_flops *out,
                                   k22_err *err);
+/* The forward FLOPs a checkpointed backward re-runs with `levels` checkpointed
+ * (k22_unet_set_checkpoint_levels): its checkpointed blocks' (K22_UNET_CKPT_ALL: every block's,
+ * all but the embeddings, conv_in and the head). */
+k22_status k22_flops_unet_recompute(const k22_unet_config *c, int B, int H, int W, int levels, double *out,
+                                    k22_err *err);
 /* Model FLOPs of one training step from one forward's: 3 x forward. */
 double k22_flops_train(double forward);
 /* What the hardware runs: 3 x forward, 4 x with gradient checkpointing (one more forward). */

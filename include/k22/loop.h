@@ -59,6 +59,8 @@ typedef struct {
     int64_t validation_resolution;  /* image side; 0: the pack's resolution */
     const char *other_for_validation; /* train-prior: the decoder pipeline; train-decoder: the prior */
     int use_ema, gradient_checkpointing;
+    int64_t checkpoint_levels; /* train-decoder with gradient_checkpointing: 0 every block, N the
+                                * blocks at the N highest resolutions */
     int64_t zero_stage;        /* 0 | 1: ZeRO-1 sharding of the optimizer state over the ranks (optim.h) */
     double bucket_cap_mb;      /* > 0: gradient all-reduce in buckets of this many MiB during the
                                 * backward (grad_overlap.h); 0: one exchange after it */

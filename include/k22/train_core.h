@@ -25,6 +25,8 @@ typedef struct {
     int world_size;                   /* 1; scheduler steps per optimizer step */
     int use_ema;                      /* 0 */
     int gradient_checkpointing;       /* 0; the arena is sized for the mode chosen here */
+    int checkpoint_levels;            /* the decoder under gradient_checkpointing: 0 every block;
+                                       * N the blocks at the N highest resolutions (unet.h) */
     int micro_batch;                  /* the largest B a micro-step is given */
     int zero_stage;                   /* 0; 1: ZeRO-1 optimizer state sharding (optim.h) */
     int64_t bucket_floats;            /* > 0: the all-reduce in buckets of this many floats, sent

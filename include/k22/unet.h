@@ -10,7 +10,8 @@
  * it (each down block, the mid block, each up block): a training forward keeps only each block's
  * input and the skip tensors the up blocks read; backward re-runs each block's forward (with
  * caches, in arena scratch) just before that block's backward. The ops and their order are the
- * same as without it, so the gradients are the same bit for bit on a deterministic backend. */
+ * same as without it, so the gradients are the same bit for bit on a deterministic backend.
+ * --checkpoint_levels limits it to the blocks at the highest resolutions (k22_unet_set_checkpoint_levels). */
 #ifndef K22_UNET_H
 #define K22_UNET_H
 
@@ -115,8 +116,8 @@ typedef struct {
     float **dskip;                /* nskips, their gradients during backward */
     k22_unet_step_state *st;      /* nsteps */
     /* gradient checkpointing */
-    int grad_ckpt;                /* the flag, see k22_unet_set_gradient_checkpointing */
-    int ckpt;                     /* the last training forward ran checkpointed */
+    int grad_ckpt;                /* checkpointed levels, see k22_unet_set_checkpoint_levels */
+    int ckpt;                     /* ... as the last training forward ran (0: not checkpointed) */
     int nsegs, *seg;              /* nsegs + 1 step indices: block b is steps [seg[b], seg[b+1]) */
     unsigned char *keep;          /* nsteps: output kept by a checkpointed forward (skip or block out) */
     const float **seg_in;         /* nsegs: each block's input, kept by a checkpointed forward */
@@ -138,12 +139,23 @@ void k22_unet_free(k22_unet *m);
  * Without train the layer caches are dropped as each layer returns: every step's output (the
  * skips among them) is kept until the end, which is simple and costs a fraction of the caches. */
 size_t k22_unet_arena_floats(const k22_unet *m, int B, int H, int W, int train);
-/* on != 0: later training forwards are checkpointed (see the top of this file); sizes from
- * k22_unet_arena_floats follow the flag, so set it before sizing the arena. A forward/backward
- * pair already started finishes in the mode its forward ran in. */
+/* on != 0: later training forwards are checkpointed, every block (see the top of this file);
+ * sizes from k22_unet_arena_floats follow the flag, so set it before sizing the arena. A
+ * forward/backward pair already started finishes in the mode its forward ran in. */
 void k22_unet_set_gradient_checkpointing(k22_unet *m, int on);
-/* The arena floats with checkpointing given explicitly (train 0 ignores ckpt), and the floats a
- * training forward leaves allocated for backward (the activations kept). */
+/* Checkpointing by resolution: only the blocks whose input lies at one of the `levels` highest
+ * resolutions (level < levels, level 0 being the latents' own; a down block i is at level i, an
+ * up block i at nblocks-1-i, the mid block at nblocks-1) are re-run in backward; the others keep
+ * their caches. A block's activations grow with its pixels times channels and its compute with
+ * pixels times channels squared, so the high-resolution blocks free the most memory for the least
+ * recomputation. 0: none; K22_UNET_CKPT_ALL (or any value >= nblocks): every block, as
+ * k22_unet_set_gradient_checkpointing(m, 1). The gradients are the same bit for bit either way. */
+#define K22_UNET_CKPT_ALL 64
+void k22_unet_set_checkpoint_levels(k22_unet *m, int levels);
+/* Whether block g (steps [seg[g], seg[g+1])) is re-run in backward with `levels` checkpointed. */
+int k22_unet_block_checkpointed(const k22_unet *m, int g, int levels);
+/* The arena floats with the checkpointed levels given explicitly (train 0 ignores ckpt), and the
+ * floats a training forward leaves allocated for backward (the activations kept). */
 size_t k22_unet_arena_floats_ckpt(const k22_unet *m, int B, int H, int W, int train, int ckpt);
 size_t k22_unet_saved_floats(const k22_unet *m, int B, int H, int W, int ckpt);
 /* x_t: (B, in_channels, H, W) with H, W divisible by 2^(nblocks-1); t: (B) timesteps (float);

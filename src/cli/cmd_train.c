@@ -82,6 +82,13 @@ static int run_train(int argc, char **argv, k22_pipe_kind stage)
         {"adam_epsilon", K22_OPT_FLOAT, &t.adam_epsilon, "1e-8", "AdamW epsilon", NULL, NULL, 0},
         {"seed", K22_OPT_INT, &t.seed, "0", "data order, noise and timesteps (never the rank count)", NULL, NULL, 0},
         {"gradient_checkpointing", K22_OPT_FLAG, &t.gradient_checkpointing, NULL, "recompute activations in backward", NULL, NULL, 0},
+        {"checkpoint_levels", K22_OPT_INT, &t.checkpoint_levels, "0",
+         stage == K22_PIPE_PRIOR
+             ? "k22: train-decoder only (the prior's blocks are all alike); must stay 0 here"
+             : "k22: with --gradient_checkpointing, recompute only the blocks at the N highest resolutions, which "
+               "hold the most activations for the least compute (1: the latents' own size; the set-up line says "
+               "what each N keeps and recomputes); 0: every block, as diffusers",
+         NULL, NULL, 0},
         {"mixed_precision", K22_OPT_CHOICE, &t.mixed_precision, "no",
          "bf16/fp16: matmuls, convolutions and attention take bf16/fp16 operands and accumulate in fp32; "
          "weights, AdamW state and the other ops stay fp32; fp16 adds dynamic loss scaling. Emulated on cpu "

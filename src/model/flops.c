@@ -87,6 +87,35 @@ out:
     return st;
 }
 
+k22_status k22_flops_unet_recompute(const k22_unet_config *c, int B, int H, int W, int levels, double *out,
+                                    k22_err *err)
+{
+    k22_flops all;
+    k22_status st = k22_flops_unet_forward(c, B, H, W, &all, err); /* checks the arguments */
+    if (st) return st;
+    k22_model_config cfg = {.kind = K22_MODEL_UNET, .u.unet = *c};
+    k22_params ps;
+    k22_params_init(&ps);
+    st = k22_params_build(&cfg, &ps, err);
+    if (!st) {
+        k22_unet m;
+        k22_unet_init(&m, c, &ps, NULL, NULL);
+        k22_flops f = {0};
+        for (int g = 0; g < m.nsegs; g++) {
+            if (!k22_unet_block_checkpointed(&m, g, levels)) continue;
+            for (int i = m.seg[g]; i < m.seg[g + 1]; i++) {
+                if (m.steps[i].kind == K22_USTEP_RES) unet_res(&m, &m.steps[i], B, H, W, &f);
+                if (m.steps[i].kind == K22_USTEP_ATTN) unet_attn(&m, &m.steps[i], B, H, W, &f);
+            }
+        }
+        flops_sum(&f);
+        *out = f.total;
+        k22_unet_free(&m);
+    }
+    k22_params_free(&ps);
+    return st;
+}
+
 double k22_flops_train(double forward) { return 3.0 * forward; }
 
 double k22_flops_train_hw(double forward, int gradient_checkpointing)

@@ -264,61 +264,68 @@ static size_t bwd_fixed_floats(const k22_unet *m, int B, int H, int W, size_t *h
     return skips + 2 * maxact + BTE + tok;
 }
 
+int k22_unet_block_checkpointed(const k22_unet *m, int g, int levels)
+{
+    K22_REQUIRE(g >= 0 && g < m->nsegs);
+    return levels > 0 && m->steps[m->seg[g]].level < levels;
+}
+
 size_t k22_unet_saved_floats(const k22_unet *m, int B, int H, int W, int ckpt)
 {
     size_t n = outer_floats(m, B, H, W);
-    for (int i = 0; i < m->nsteps; i++) {
-        size_t o, c, f, b;
-        step_floats(m, &m->steps[i], B, H, W, &o, &c, &f, &b);
-        /* checkpointed: the skips and block outputs only; else every output and cache */
-        n += ckpt ? (m->keep[i] ? o : 0) : o + c;
-    }
+    for (int g = 0; g < m->nsegs; g++)
+        for (int i = m->seg[g]; i < m->seg[g + 1]; i++) {
+            size_t o, c, f, b;
+            step_floats(m, &m->steps[i], B, H, W, &o, &c, &f, &b);
+            /* a checkpointed block: its skips and output only; else every output and cache */
+            n += k22_unet_block_checkpointed(m, g, ckpt) ? (m->keep[i] ? o : 0) : o + c;
+        }
     return n;
 }
 
-/* Checkpointed training: the forward peak is one block's dropped outputs so far plus the
- * running layer's cache and temporaries; backward's, per block, the re-run forward's outputs
- * and caches plus the largest layer's backward scratch. */
-static size_t arena_ckpt(const k22_unet *m, int B, int H, int W)
+/* Training: the forward peak is, in a checkpointed block, its dropped outputs so far plus the
+ * running layer's cache and temporaries, elsewhere the running layer's temporaries (its cache is
+ * counted as kept); backward's, per block, the largest layer's backward scratch, on top of the
+ * re-run forward's outputs and caches in a checkpointed block. */
+static size_t arena_train(const k22_unet *m, int B, int H, int W, int ckpt)
 {
     size_t fwd = 0, blk = 0, head;
     size_t fixed = bwd_fixed_floats(m, B, H, W, &head);
     for (int g = 0; g < m->nsegs; g++) {
+        int ck = k22_unet_block_checkpointed(m, g, ckpt);
         size_t dropped = 0, rerun = 0, rerun_pk = 0, bwd_pk = 0;
         for (int i = m->seg[g]; i < m->seg[g + 1]; i++) {
             size_t o, c, f, b;
             step_floats(m, &m->steps[i], B, H, W, &o, &c, &f, &b);
+            bwd_pk = b > bwd_pk ? b : bwd_pk;
+            if (!ck) {
+                fwd = f > fwd ? f : fwd;
+                continue;
+            }
             if (!m->keep[i]) dropped += o, rerun += o;
             fwd = dropped + c + f > fwd ? dropped + c + f : fwd;
             rerun += c;
             rerun_pk = rerun + f > rerun_pk ? rerun + f : rerun_pk;
-            bwd_pk = b > bwd_pk ? b : bwd_pk;
         }
-        rerun_pk = rerun + bwd_pk > rerun_pk ? rerun + bwd_pk : rerun_pk;
-        blk = rerun_pk > blk ? rerun_pk : blk;
+        if (ck) bwd_pk = rerun + bwd_pk > rerun_pk ? rerun + bwd_pk : rerun_pk;
+        blk = bwd_pk > blk ? bwd_pk : blk;
     }
     size_t bwd = fixed + (blk > head ? blk : head);
-    return k22_unet_saved_floats(m, B, H, W, 1) + (bwd > fwd ? bwd : fwd);
+    return k22_unet_saved_floats(m, B, H, W, ckpt) + (bwd > fwd ? bwd : fwd);
 }
 
 size_t k22_unet_arena_floats_ckpt(const k22_unet *m, int B, int H, int W, int train, int ckpt)
 {
-    if (train && ckpt) return arena_ckpt(m, B, H, W);
-    size_t n = outer_floats(m, B, H, W), fwd_peak = 0, bwd_peak = 0, caches = 0, head;
+    if (train) return arena_train(m, B, H, W, ckpt);
+    size_t n = outer_floats(m, B, H, W), fwd_peak = 0;
     for (int i = 0; i < m->nsteps; i++) {
         size_t o, c, f, b;
         step_floats(m, &m->steps[i], B, H, W, &o, &c, &f, &b);
         n += o;
-        caches += c;
         /* without train a layer's cache lives only while it runs */
-        size_t live = train ? f : c + f;
-        fwd_peak = live > fwd_peak ? live : fwd_peak;
-        bwd_peak = b > bwd_peak ? b : bwd_peak;
+        fwd_peak = c + f > fwd_peak ? c + f : fwd_peak;
     }
-    if (!train) return n + fwd_peak;
-    n += caches;
-    size_t bwd = bwd_fixed_floats(m, B, H, W, &head) + (bwd_peak > head ? bwd_peak : head);
-    return n + (bwd > fwd_peak ? bwd : fwd_peak);
+    return n + fwd_peak;
 }
 
 size_t k22_unet_arena_floats(const k22_unet *m, int B, int H, int W, int train)
@@ -328,7 +335,13 @@ size_t k22_unet_arena_floats(const k22_unet *m, int B, int H, int W, int train)
 
 void k22_unet_set_gradient_checkpointing(k22_unet *m, int on)
 {
-    m->grad_ckpt = on != 0;
+    m->grad_ckpt = on ? K22_UNET_CKPT_ALL : 0;
+}
+
+void k22_unet_set_checkpoint_levels(k22_unet *m, int levels)
+{
+    K22_REQUIRE(levels >= 0);
+    m->grad_ckpt = levels;
 }
 
 /* emb_act (B, TE) = silu(time_embedding(time_proj(t)) + LN(image_proj(img))), and the image
@@ -411,12 +424,16 @@ static const float *run_range(const k22_backend *be, k22_unet *m, k22_arena *ar,
     return h;
 }
 
-/* Checkpointed: per block, its kept outputs first, then the rest in scratch released at the
- * block's end. */
+/* Checkpointed: per checkpointed block, its kept outputs first, then the rest in scratch
+ * released at the block's end; the other blocks keep everything. */
 static const float *run_ckpt(const k22_backend *be, k22_unet *m, k22_arena *ar, const float *h)
 {
     for (int g = 0; g < m->nsegs; g++) {
         m->seg_in[g] = h;
+        if (!k22_unet_block_checkpointed(m, g, m->ckpt)) {
+            h = run_range(be, m, ar, m->seg[g], m->seg[g + 1], h, RUN_CACHE);
+            continue;
+        }
         for (int i = m->seg[g]; i < m->seg[g + 1]; i++)
             if (m->keep[i]) m->st[i].out = k22_arena_floats(ar, step_out_n(m, &m->steps[i]));
         size_t mk = k22_arena_mark(ar);
@@ -443,7 +460,7 @@ void k22_unet_forward(const k22_backend *be, k22_unet *m, k22_arena *ar, const f
     K22_REQUIRE(B >= 1 && H > 0 && W > 0 && H % f == 0 && W % f == 0);
     size_t top = k22_arena_mark(ar);
     m->B = B, m->H = H, m->W = W, m->train = train, m->x_t = x_t, m->img = image_embeds;
-    m->ckpt = train && m->grad_ckpt;
+    m->ckpt = train ? m->grad_ckpt : 0;
     embed(be, m, ar, t);
     int64_t S = (int64_t)H * W, G = m->norm_out.G;
     m->h0 = k22_arena_floats(ar, (size_t)B * m->c0 * S); // h0: (B, c0, H, W)
@@ -522,7 +539,7 @@ static float *backward_steps(const k22_backend *be, k22_unet *m, k22_arena *ar, 
 {
     for (int g = m->nsegs - 1; g >= 0; g--) {
         size_t mk = k22_arena_mark(ar);
-        if (m->ckpt) run_range(be, m, ar, m->seg[g], m->seg[g + 1], m->seg_in[g], RUN_RERUN);
+        if (k22_unet_block_checkpointed(m, g, m->ckpt)) run_range(be, m, ar, m->seg[g], m->seg[g + 1], m->seg_in[g], RUN_RERUN);
         backward_range(be, m, ar, m->seg[g], m->seg[g + 1], &dh, &dh2, demb_act, dehs);
         k22_arena_reset(ar, mk);
     }

@@ -48,6 +48,9 @@ static k22_status check_opts(const k22_train_opts *o, k22_err *err)
                            "0..4096");
     if (o->zero_stage < 0 || o->zero_stage > 1)
         return k22_err_set(err, K22_ERR_ARG, "--zero_stage %lld: must be 0 or 1", (long long)o->zero_stage);
+    if (o->checkpoint_levels < 0 || o->checkpoint_levels > 16 || (o->checkpoint_levels && !o->gradient_checkpointing))
+        return k22_err_set(err, K22_ERR_ARG, "--checkpoint_levels %lld: must lie in 0..16 and needs "
+                           "--gradient_checkpointing", (long long)o->checkpoint_levels);
     if (!(o->bucket_cap_mb >= 0 && o->bucket_cap_mb <= 65536))
         return k22_err_set(err, K22_ERR_ARG, "--bucket_cap_mb %g: must lie in [0, 65536]", o->bucket_cap_mb);
     if (!(o->validation_split >= 0 && o->validation_split <= 0.5))

@@ -3,6 +3,7 @@
  * trainer's buffers. */
 #include "loop_internal.h"
 
+#include "k22/flops.h"
 #include "k22/fsutil.h"
 #include "k22/rng.h"
 
@@ -41,6 +42,7 @@ static k22_status hparams_of(const k22_run *r, k22_train_hparams *hp, k22_err *e
     hp->world_size = r->d->world;
     hp->use_ema = o->use_ema;
     hp->gradient_checkpointing = o->gradient_checkpointing;
+    hp->checkpoint_levels = (int)o->checkpoint_levels;
     hp->micro_batch = r->B;
     hp->zero_stage = (int)o->zero_stage;
     hp->bucket_floats = (int64_t)ceil(o->bucket_cap_mb * 1048576.0 / sizeof(float));
@@ -52,6 +54,10 @@ static k22_status hparams_of(const k22_run *r, k22_train_hparams *hp, k22_err *e
 static k22_status init_prior(k22_run *r, k22_err *err)
 {
     const k22_train_opts *o = r->o;
+    if (o->checkpoint_levels)
+        return k22_err_set(err, K22_ERR_ARG, "--checkpoint_levels %lld: train-decoder only (the prior's blocks "
+                           "are all alike: --gradient_checkpointing re-runs each of them)",
+                           (long long)o->checkpoint_levels);
     k22_train_hparams hp;
     k22_status st = hparams_of(r, &hp, err);
     if (!st) st = k22_prior_trainer_init(&r->pt, r->be, r->comp_dir, &hp, err);
@@ -76,6 +82,32 @@ static k22_status init_prior(k22_run *r, k22_err *err)
     r->image_embeds = k22_xcalloc(B * (size_t)r->E, sizeof(float));
     r->mask = k22_xcalloc(B * (size_t)r->L, 1);
     return K22_OK;
+}
+
+/* What --checkpoint_levels chooses, beside every other choice: the activations a micro-batch
+ * keeps from forward to backward and the forward FLOPs backward re-runs (test_train_ckpt reads it). */
+static void print_ckpt_levels(const k22_run *r)
+{
+    const k22_unet *m = &r->dt.model;
+    const k22_unet_config *c = &m->cfg;
+    int n = c->nblocks, H = r->latent_h, W = r->latent_w, B = r->B;
+    k22_flops fwd;
+    k22_err e;
+    if (k22_flops_unet_forward(c, B, H, W, &fwd, &e)) return;
+    printf("k22: gradient checkpointing, %dx%d latents, micro-batch %d: activations kept and forward FLOPs "
+           "re-run:", H, W, B);
+    /* off, then --checkpoint_levels 1 .. n-1, then 0 (every block) */
+    for (int k = 0; k <= n; k++) {
+        int levels = k == n ? K22_UNET_CKPT_ALL : k;
+        double re = 0;
+        if (k22_flops_unet_recompute(c, B, H, W, levels, &re, &e)) return;
+        size_t kept = k22_unet_saved_floats(m, B, H, W, levels);
+        if (k == 0) printf(" off");
+        else if (k == n) printf("; --checkpoint_levels 0 (every block)");
+        else printf("; %d", k);
+        printf(" %.1f MiB, %.0f%%", kept * 4.0 / 1048576, 100.0 * re / fwd.total);
+    }
+    printf("; this run: --checkpoint_levels %d\n", m->grad_ckpt >= n ? 0 : m->grad_ckpt);
 }
 
 static k22_status init_decoder(k22_run *r, k22_err *err)
@@ -115,6 +147,7 @@ static k22_status init_decoder(k22_run *r, k22_err *err)
     r->noise_n = 4 * (int64_t)r->latent_h * r->latent_w;
     r->image_embeds = k22_xcalloc((size_t)r->B * (size_t)r->E, sizeof(float));
     r->latents = k22_xcalloc((size_t)r->B * (size_t)r->noise_n, sizeof(float));
+    if (o->gradient_checkpointing && r->d->rank == 0) print_ckpt_levels(r);
     return K22_OK;
 }
 

@@ -81,7 +81,9 @@ k22_status k22_decoder_trainer_init_loaded(k22_decoder_trainer *tr, const k22_ba
     k22_unet_init(&tr->model, &cfg->u.unet, &tr->core.ps, tr->core.opt.P, tr->core.opt.G);
     tr->model.grad_hook = k22_train_core_grad_hook(&tr->core); /* buckets sent during backward */
     /* Set before sizing: the arena of a checkpointed forward is the smaller one. */
-    k22_unet_set_gradient_checkpointing(&tr->model, b->gradient_checkpointing);
+    k22_unet_set_checkpoint_levels(&tr->model, !b->gradient_checkpointing ? 0
+                                               : b->checkpoint_levels > 0 ? b->checkpoint_levels
+                                                                          : K22_UNET_CKPT_ALL);
     k22_arena_init(&tr->arena, be, k22_unet_arena_floats(&tr->model, b->micro_batch, hp->latent_h,
                                                          hp->latent_w, 1));
     return K22_OK;

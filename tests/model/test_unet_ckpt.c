@@ -9,6 +9,7 @@
 #include "grad_watch.h"
 #include "model_fixture.h"
 
+#include "k22/flops.h"
 #include "k22/unet.h"
 
 #include <stdio.h>
@@ -70,9 +71,9 @@ static void free_result(run_result *r)
     free(r->out), free(r->G), free(r->dx);
 }
 
-/* One training forward and backward from zeroed gradients with checkpointing `ckpt`; `flip`
- * turns the flag the other way between forward and backward. The arena is sized for the
- * forward's mode. */
+/* One training forward and backward from zeroed gradients with `ckpt` levels checkpointed (0
+ * none, K22_UNET_CKPT_ALL every block); `flip` changes the setting between forward and backward
+ * (to none, or to every block from none). The arena is sized for the forward's mode. */
 static run_result run_once(const k22_backend *be, const unet_case *uc, const k22_unet_config *c,
                            const k22_params *ps, const float *P, const case_inputs *in, int ckpt,
                            int flip)
@@ -87,7 +88,7 @@ static run_result run_once(const k22_backend *be, const unet_case *uc, const k22
     be->zero(be->ctx, dx, in->nx * sizeof(float));
     k22_unet m;
     k22_unet_init(&m, c, ps, P, G);
-    k22_unet_set_gradient_checkpointing(&m, ckpt);
+    k22_unet_set_checkpoint_levels(&m, ckpt);
     r.cap = k22_unet_arena_floats(&m, B, H, W, 1);
     CHECK(r.cap == k22_unet_arena_floats_ckpt(&m, B, H, W, 1, ckpt));
     k22_arena ar;
@@ -137,6 +138,21 @@ static void check_same_results(const char *label, const k22_params *ps, const ca
     }
 }
 
+/* What a run with `levels` checkpointed left against the size functions: the activations kept
+ * exactly; the arena peak exactly too (at these sizes a block's backward makes it, and the size
+ * function counts that exactly: its head and forward terms are upper bounds); a shapes-only
+ * model sizes the same as the bound one. */
+static void check_sizes(const char *label, const k22_unet *shapes, const unet_case *uc, const run_result *r,
+                        int levels)
+{
+    size_t want = k22_unet_saved_floats(shapes, uc->B, uc->H, uc->W, levels);
+    CHECK_MSG(r->kept == want, "%s levels=%d: forward kept %zu floats, the size function says %zu", label, levels,
+              r->kept, want);
+    CHECK_MSG(r->peak == r->cap, "%s levels=%d: peak %zu, the arena size function says %zu", label, levels, r->peak,
+              r->cap);
+    CHECK(r->cap == k22_unet_arena_floats_ckpt(shapes, uc->B, uc->H, uc->W, 1, levels));
+}
+
 static void run_case(const k22_backend *be, const k22_st_file *f, const unet_case *uc)
 {
     k22_model_config cfg;
@@ -149,7 +165,7 @@ static void run_case(const k22_backend *be, const k22_st_file *f, const unet_cas
     char label[96];
     snprintf(label, sizeof label, "%s unet %s B=%d %dx%d", be->name, uc->cs, uc->B, uc->H, uc->W);
     run_result plain = run_once(be, uc, c, &ps, P, &in, 0, 0);
-    run_result ck = run_once(be, uc, c, &ps, P, &in, 1, 0);
+    run_result ck = run_once(be, uc, c, &ps, P, &in, K22_UNET_CKPT_ALL, 0);
     char what[128];
     snprintf(what, sizeof what, "unet %s output, checkpointed", uc->cs);
     mf_check(be->name, what, ck.out, in.ref_out, (int64_t)in.no, TOL_ABS, TOL_REL);
@@ -162,24 +178,31 @@ static void run_case(const k22_backend *be, const k22_st_file *f, const unet_cas
     /* Flipping the flag between forward and backward changes nothing either way (one case per
      * backend, to keep the test short). */
     if (uc->flip) {
-        run_result fl0 = run_once(be, uc, c, &ps, P, &in, 0, 1), fl1 = run_once(be, uc, c, &ps, P, &in, 1, 1);
+        run_result fl0 = run_once(be, uc, c, &ps, P, &in, 0, 1),
+                   fl1 = run_once(be, uc, c, &ps, P, &in, K22_UNET_CKPT_ALL, 1);
         check_same_results(label, &ps, &in, &plain, &fl0);
         check_same_results(label, &ps, &in, &plain, &fl1);
         free_result(&fl0), free_result(&fl1);
     }
     k22_unet shapes;
     k22_unet_init(&shapes, c, &ps, NULL, NULL);
-    for (int k = 0; k < 2; k++) {
-        const run_result *r = k ? &ck : &plain;
-        size_t want = k22_unet_saved_floats(&shapes, uc->B, uc->H, uc->W, k);
-        CHECK_MSG(r->kept == want, "%s ckpt=%d: forward kept %zu floats, the size function says %zu",
-                  label, k, r->kept, want);
-        /* At these sizes a block's backward makes the peak, and the size function counts it
-         * exactly (its head and forward terms are upper bounds). */
-        CHECK_MSG(r->peak == r->cap, "%s ckpt=%d: peak %zu, the arena size function says %zu",
-                  label, k, r->peak, r->cap);
-        /* a shapes-only model sizes the same as the bound one */
-        CHECK(r->cap == k22_unet_arena_floats_ckpt(&shapes, uc->B, uc->H, uc->W, 1, k));
+    check_sizes(label, &shapes, uc, &plain, 0);
+    check_sizes(label, &shapes, uc, &ck, K22_UNET_CKPT_ALL);
+    /* Only the blocks at the `lv` highest resolutions re-run: the same bits again, and the
+     * activations kept fall between none and all, level by level. */
+    size_t prev = plain.kept;
+    for (int lv = 1; lv < c->nblocks; lv++) {
+        run_result pk = run_once(be, uc, c, &ps, P, &in, lv, 0);
+        char l2[128];
+        snprintf(l2, sizeof l2, "%s levels=%d", label, lv);
+        check_same_results(l2, &ps, &in, &plain, &pk);
+        check_sizes(l2, &shapes, uc, &pk, lv);
+        CHECK_MSG(pk.kept < prev && pk.kept > ck.kept, "%s: kept %zu floats; one level fewer %zu, every block %zu",
+                  l2, pk.kept, prev, ck.kept);
+        printf("%-8s unet %-4s B=%d %dx%d --checkpoint_levels %d: activations kept %9zu floats, arena %9zu\n",
+               be->name, uc->cs, uc->B, uc->H, uc->W, lv, pk.kept, pk.cap);
+        prev = pk.kept;
+        free_result(&pk);
     }
     k22_unet_free(&shapes);
     CHECK_MSG(ck.kept < plain.kept, "%s: checkpointing keeps %zu floats, without %zu", label,
@@ -209,9 +232,10 @@ static void full_size(void)
     k22_unet m;
     k22_unet_init(&m, &cfg.u.unet, &ps, NULL, NULL);
     int B = 1, H = 96, W = 96;
-    size_t kept0 = k22_unet_saved_floats(&m, B, H, W, 0), kept1 = k22_unet_saved_floats(&m, B, H, W, 1);
+    size_t kept0 = k22_unet_saved_floats(&m, B, H, W, 0);
+    size_t kept1 = k22_unet_saved_floats(&m, B, H, W, K22_UNET_CKPT_ALL);
     size_t cap0 = k22_unet_arena_floats_ckpt(&m, B, H, W, 1, 0);
-    size_t cap1 = k22_unet_arena_floats_ckpt(&m, B, H, W, 1, 1);
+    size_t cap1 = k22_unet_arena_floats_ckpt(&m, B, H, W, 1, K22_UNET_CKPT_ALL);
     size_t cap_ng = k22_unet_arena_floats_ckpt(&m, B, H, W, 0, 0);
     CHECK(kept1 < kept0 && cap1 < cap0 && cap_ng < cap1);
     printf("size fn  unet full B=1 96x96 (%zu params, %d steps in %d blocks) activations kept %zu -> "
@@ -220,6 +244,28 @@ static void full_size(void)
            kept0 * 4.0 / 1048576, kept1 * 4.0 / 1048576, (double)kept0 / kept1, cap0, cap1,
            cap0 * 4.0 / 1048576, cap1 * 4.0 / 1048576, (double)cap0 / cap1, cap_ng * 4.0 / 1048576);
     grad_marks_report("table    unet full", &m.marks, (int64_t)ps.total);
+    /* By level at batch 8 (the bench's): the memory each choice keeps and the forward FLOPs it
+     * re-runs; each level keeps less than the one before and re-runs more, and the first level
+     * (96x96) frees the most memory per FLOP re-run. */
+    k22_flops fwd;
+    if (k22_flops_unet_forward(&cfg.u.unet, 8, H, W, &fwd, &err)) K22_FATAL("%s", err.msg);
+    size_t last_kept = k22_unet_saved_floats(&m, 8, H, W, 0);
+    double last_re = 0, first_rate = 0;
+    for (int lv = 1; lv <= cfg.u.unet.nblocks; lv++) {
+        double re = 0;
+        if (k22_flops_unet_recompute(&cfg.u.unet, 8, H, W, lv, &re, &err)) K22_FATAL("%s", err.msg);
+        size_t kept = k22_unet_saved_floats(&m, 8, H, W, lv);
+        size_t cap = k22_unet_arena_floats_ckpt(&m, 8, H, W, 1, lv);
+        double rate = (double)(last_kept - kept) / (re - last_re); /* floats freed per FLOP re-run */
+        CHECK_MSG(kept < last_kept && re > last_re && (lv == 1 || rate < first_rate),
+                  "full UNet B=8 levels %d: kept %zu (before %zu), re-run %.3g (before %.3g)", lv, kept, last_kept, re,
+                  last_re);
+        if (lv == 1) first_rate = rate;
+        printf("size fn  unet full B=8 96x96 checkpointing %d of %d levels: activations kept %.2f GiB, arena %.2f "
+               "GiB, forward re-run %.0f%% (%.1f TFLOP)\n", lv, cfg.u.unet.nblocks, kept * 4.0 / 1073741824.0,
+               cap * 4.0 / 1073741824.0, 100.0 * re / fwd.total, re / 1e12);
+        last_kept = kept, last_re = re;
+    }
     k22_unet_free(&m);
     k22_params_free(&ps);
 }

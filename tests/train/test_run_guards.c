@@ -5,7 +5,10 @@
  *     a checkpoint of the untouched weights. (3) --validation_split: the held-out loss appears
  *     at each checkpoint and at the end, is the same in a rerun, falls as the model trains on the
  *     other rows, and a split that leaves no training rows is refused (exit 2).
- * (4) --gradient_checkpointing gives the same losses as a run without it. */
+ * (4) --gradient_checkpointing gives the same losses as a run without it; on the tiny decoder
+ *     also with --checkpoint_levels 1 (only the full-resolution blocks re-run), whose set-up line
+ *     lists each choice's memory and re-run share; --checkpoint_levels is refused (exit 2) without
+ *     --gradient_checkpointing and by train-prior. */
 #include "train/train_fixture.h"
 #include "k22/diffusers.h"
 
@@ -87,6 +90,37 @@ static void grad_ckpt(void)
     snprintf(b, sizeof b, "%s/g1", dir);
     CHECK(tf_read_losses(a, la, 7) == 4 && tf_read_losses(b, lb, 7) == 4);
     for (int s = 1; s <= 4; s++) CHECK_MSG(la[s] == lb[s], "step %d: %.17g vs %.17g with checkpointing", s, la[s], lb[s]);
+    /* the decoder, every block and only the first level checkpointed */
+#define DEC "train-decoder --pack %s/dec.h5 --pretrained %s/decoder --train_batch_size 2 --learning_rate 1e-3 " \
+            "--seed 5 --log_every 100 --max_train_steps 2"
+    rc = tf_sh("%s " DEC " --output_dir %s/d0 >%s/d0.log 2>&1", k, dir, dir, dir, dir);
+    rc |= tf_sh("%s " DEC " --gradient_checkpointing --output_dir %s/d1 >%s/d1.log 2>&1", k, dir, dir, dir, dir);
+    rc |= tf_sh("%s " DEC " --gradient_checkpointing --checkpoint_levels 1 --output_dir %s/d2 >%s/d2.log 2>&1", k, dir,
+                dir, dir, dir);
+    CHECK_MSG(rc == 0, "decoder checkpointing runs failed (see %s/d*.log)", dir);
+    double l0[4] = {0}, l1[4] = {0}, l2[4] = {0};
+    snprintf(a, sizeof a, "%s/d0", dir);
+    int n0 = tf_read_losses(a, l0, 3);
+    snprintf(a, sizeof a, "%s/d1", dir);
+    int n1 = tf_read_losses(a, l1, 3);
+    snprintf(a, sizeof a, "%s/d2", dir);
+    int n2 = tf_read_losses(a, l2, 3);
+    CHECK(n0 == 2 && n1 == 2 && n2 == 2);
+    for (int s = 1; s <= 2; s++)
+        CHECK_MSG(l0[s] == l1[s] && l0[s] == l2[s], "decoder step %d: %.17g, checkpointed %.17g, 1 level %.17g", s,
+                  l0[s], l1[s], l2[s]);
+    snprintf(a, sizeof a, "%s/d2.log", dir);
+    CHECK_MSG(tf_count_lines(a, "re-run: off ") == 1 && tf_count_lines(a, "this run: --checkpoint_levels 1") == 1,
+              "no checkpointing set-up line in %s", a);
+    tf_sh("grep -h 'gradient checkpointing,' %s/d2.log", dir);
+    rc = tf_sh("%s " DEC " --checkpoint_levels 1 --output_dir %s/d3 >%s/d3.log 2>&1", k, dir, dir, dir, dir);
+    snprintf(a, sizeof a, "%s/d3.log", dir);
+    CHECK_MSG(rc == 2 && tf_count_lines(a, "needs --gradient_checkpointing") == 1,
+              "--checkpoint_levels without --gradient_checkpointing: exit %d", rc);
+    rc = tf_sh("%s train-prior --pack %s/data.h5 " BASE " --gradient_checkpointing --checkpoint_levels 1 "
+               "--output_dir %s/g3 >%s/g3.log 2>&1", k, dir, dir, dir, dir);
+    snprintf(a, sizeof a, "%s/g3.log", dir);
+    CHECK_MSG(rc == 2 && tf_count_lines(a, "train-decoder only") == 1, "train-prior --checkpoint_levels 1: exit %d", rc);
 }
 
 int main(void)
@@ -103,6 +137,9 @@ int main(void)
     snprintf(p, sizeof p, "%s/nan.h5", dir);
     CHECK(tf_write_pack_ex(p, K22_PACK_FOR_PRIOR, 8, 16, 33, 0, 8) == 0);
     CHECK(tf_sh("%s init prior --size tiny --seed 4 --out %s/prior >/dev/null 2>&1", tf_bin(), dir) == 0);
+    snprintf(p, sizeof p, "%s/dec.h5", dir);
+    CHECK(tf_write_pack(p, K22_PACK_FOR_DECODER, 8, 32, 34) == 0);
+    CHECK(tf_sh("%s init decoder --size tiny --seed 4 --out %s/decoder >/dev/null 2>&1", tf_bin(), dir) == 0);
     nonfinite_some();
     nonfinite_all();
     validation();
