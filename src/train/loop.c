@@ -175,8 +175,9 @@ static void print_plan(const k22_run *r)
     if (core->overlap) {
         k22_grad_overlap_stats gs;
         k22_grad_overlap_stats_of(core->overlap, &gs);
-        printf("k22: gradients all-reduced in %lld buckets of up to %.2f MiB, each sent as soon as the backward "
-               "has finished it (--bucket_cap_mb)\n", (long long)gs.buckets, gs.bucket_floats * 4.0 / 1048576);
+        printf("k22: gradients all-reduced in %lld bucket%s of up to %.2f MiB, each sent as soon as the backward "
+               "has finished it (--bucket_cap_mb)\n", (long long)gs.buckets, gs.buckets == 1 ? "" : "s",
+               gs.bucket_floats * 4.0 / 1048576);
     } else if (r->d->world > 1) {
         printf("k22: gradients all-reduced in one exchange after the backward (%s)\n",
                r->o->zero_stage ? "--zero_stage 1 reduce-scatters them" : "--bucket_cap_mb 0");
