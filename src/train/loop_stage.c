@@ -94,18 +94,19 @@ static void print_ckpt_levels(const k22_run *r)
     k22_flops fwd;
     k22_err e;
     if (k22_flops_unet_forward(c, B, H, W, &fwd, &e)) return;
-    printf("k22: gradient checkpointing, %dx%d latents, micro-batch %d: activations kept and forward FLOPs "
-           "re-run:", H, W, B);
+    printf("k22: gradient checkpointing, %dx%d latents, micro-batch %d: activations kept / arena (device memory "
+           "beside the weights and optimizer state) / forward FLOPs re-run:", H, W, B);
     /* off, then --checkpoint_levels 1 .. n-1, then 0 (every block) */
     for (int k = 0; k <= n; k++) {
         int levels = k == n ? K22_UNET_CKPT_ALL : k;
         double re = 0;
         if (k22_flops_unet_recompute(c, B, H, W, levels, &re, &e)) return;
         size_t kept = k22_unet_saved_floats(m, B, H, W, levels);
+        size_t arena = k22_unet_arena_floats_ckpt(m, B, H, W, 1, levels);
         if (k == 0) printf(" off");
         else if (k == n) printf("; --checkpoint_levels 0 (every block)");
         else printf("; %d", k);
-        printf(" %.1f MiB, %.0f%%", kept * 4.0 / 1048576, 100.0 * re / fwd.total);
+        printf(" %.1f / %.1f MiB / %.0f%%", kept * 4.0 / 1048576, arena * 4.0 / 1048576, 100.0 * re / fwd.total);
     }
     printf("; this run: --checkpoint_levels %d\n", m->grad_ckpt >= n ? 0 : m->grad_ckpt);
 }
