@@ -14,6 +14,7 @@
 #define K22_FLOPS_H
 
 #include "k22/config.h"
+#include "k22/unet.h"
 
 /* One forward's FLOPs by kind; total = linear + conv + attn. Doubles: exact integers up to
  * 2^53 (9e15), beyond a full-size UNet forward at batch 64 and 96x96 latents. */
@@ -29,10 +30,10 @@ k22_flops k22_flops_prior_forward(const k22_prior_config *c, int B);
 k22_status k22_flops_unet_forward(const k22_unet_config *c, int B, int H, int W, k22_flops *out,
                                   k22_err *err);
 /* The forward FLOPs a checkpointed backward re-runs with `levels` checkpointed
- * (k22_unet_set_checkpoint_levels): its checkpointed blocks' (K22_UNET_CKPT_ALL: every block's,
- * all but the embeddings, conv_in and the head). */
-k22_status k22_flops_unet_recompute(const k22_unet_config *c, int B, int H, int W, int levels, double *out,
-                                    k22_err *err);
+ * (k22_unet_set_checkpoint_levels) on model m (a shapes-only one will do): its checkpointed
+ * blocks' (K22_UNET_CKPT_ALL: every block's, all but the embeddings, conv_in and the head). B, H, W
+ * as k22_flops_unet_forward takes them. */
+double k22_flops_unet_recompute(const k22_unet *m, int B, int H, int W, int levels);
 /* Model FLOPs of one training step from one forward's: 3 x forward. */
 double k22_flops_train(double forward);
 /* What the hardware runs: 3 x forward, 4 x with gradient checkpointing (one more forward). */

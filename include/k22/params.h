@@ -6,6 +6,9 @@
 
 #include "k22/tensor.h"
 
+/* Each parameter starts on a 16-float (64-byte) boundary so vector loads never straddle two. */
+#define K22_PARAM_ALIGN 16
+
 typedef struct {
     char *name;          /* the diffusers / transformers state-dict key, owned */
     int ndim;

@@ -55,6 +55,15 @@ static void unet_attn(const k22_unet *m, const k22_unet_step *s, int B, int H, i
     f->attn += att(B, S, L + S, C);
 }
 
+/* The resnets' and attentions' FLOPs of steps [i0, i1) into f. */
+static void unet_steps(const k22_unet *m, int i0, int i1, int B, int H, int W, k22_flops *f)
+{
+    for (int i = i0; i < i1; i++) {
+        if (m->steps[i].kind == K22_USTEP_RES) unet_res(m, &m->steps[i], B, H, W, f);
+        if (m->steps[i].kind == K22_USTEP_ATTN) unet_attn(m, &m->steps[i], B, H, W, f);
+    }
+}
+
 k22_status k22_flops_unet_forward(const k22_unet_config *c, int B, int H, int W, k22_flops *out,
                                   k22_err *err)
 {
@@ -75,10 +84,7 @@ k22_status k22_flops_unet_forward(const k22_unet_config *c, int B, int H, int W,
     f.linear = lin(B, m.c0, TE) + lin(B, TE, TE) + lin(B, E, TE) +
                lin(B, E, (double)m.L * c->cross_attention_dim);
     f.conv = conv3(B, c->in_channels, m.c0, H, W) + conv3(B, m.c0, c->out_channels, H, W);
-    for (int i = 0; i < m.nsteps; i++) {
-        if (m.steps[i].kind == K22_USTEP_RES) unet_res(&m, &m.steps[i], B, H, W, &f);
-        if (m.steps[i].kind == K22_USTEP_ATTN) unet_attn(&m, &m.steps[i], B, H, W, &f);
-    }
+    unet_steps(&m, 0, m.nsteps, B, H, W, &f);
     flops_sum(&f);
     *out = f;
     k22_unet_free(&m);
@@ -87,33 +93,13 @@ out:
     return st;
 }
 
-k22_status k22_flops_unet_recompute(const k22_unet_config *c, int B, int H, int W, int levels, double *out,
-                                    k22_err *err)
+double k22_flops_unet_recompute(const k22_unet *m, int B, int H, int W, int levels)
 {
-    k22_flops all;
-    k22_status st = k22_flops_unet_forward(c, B, H, W, &all, err); /* checks the arguments */
-    if (st) return st;
-    k22_model_config cfg = {.kind = K22_MODEL_UNET, .u.unet = *c};
-    k22_params ps;
-    k22_params_init(&ps);
-    st = k22_params_build(&cfg, &ps, err);
-    if (!st) {
-        k22_unet m;
-        k22_unet_init(&m, c, &ps, NULL, NULL);
-        k22_flops f = {0};
-        for (int g = 0; g < m.nsegs; g++) {
-            if (!k22_unet_block_checkpointed(&m, g, levels)) continue;
-            for (int i = m.seg[g]; i < m.seg[g + 1]; i++) {
-                if (m.steps[i].kind == K22_USTEP_RES) unet_res(&m, &m.steps[i], B, H, W, &f);
-                if (m.steps[i].kind == K22_USTEP_ATTN) unet_attn(&m, &m.steps[i], B, H, W, &f);
-            }
-        }
-        flops_sum(&f);
-        *out = f.total;
-        k22_unet_free(&m);
-    }
-    k22_params_free(&ps);
-    return st;
+    k22_flops f = {0};
+    for (int g = 0; g < m->nsegs; g++)
+        if (k22_unet_block_checkpointed(m, g, levels)) unet_steps(m, m->seg[g], m->seg[g + 1], B, H, W, &f);
+    flops_sum(&f);
+    return f.total;
 }
 
 double k22_flops_train(double forward) { return 3.0 * forward; }

@@ -34,9 +34,9 @@ void k22_grad_marks_finish(k22_grad_marks *gm, const k22_params *ps)
     for (int i = 0; i < ps->count; i++) {
         const k22_param *p = &ps->items[i];
         if (!p->trainable) continue;
-        /* its alignment padding too (params.h: 16-float starts), up to the next start, should a
-         * kernel ever write past numel into it */
-        int64_t end = (int64_t)((p->offset + p->numel + 15) / 16 * 16);
+        /* its alignment padding too, up to the next start, should a kernel ever write past numel
+         * into it */
+        int64_t end = (int64_t)((p->offset + p->numel + K22_PARAM_ALIGN - 1) / K22_PARAM_ALIGN * K22_PARAM_ALIGN);
         if (end > (int64_t)ps->total) end = (int64_t)ps->total;
         if (end > end_of_key[gm->key[i] + 1]) end_of_key[gm->key[i] + 1] = end;
     }

@@ -11,8 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Each parameter starts on a 16-float (64-byte) boundary so vector loads never straddle two. */
-#define K22_PARAM_ALIGN 16
 
 void k22_params_init(k22_params *ps) { memset(ps, 0, sizeof *ps); }
 

@@ -252,8 +252,7 @@ static void full_size(void)
     size_t last_kept = k22_unet_saved_floats(&m, 8, H, W, 0);
     double last_re = 0, first_rate = 0;
     for (int lv = 1; lv <= cfg.u.unet.nblocks; lv++) {
-        double re = 0;
-        if (k22_flops_unet_recompute(&cfg.u.unet, 8, H, W, lv, &re, &err)) K22_FATAL("%s", err.msg);
+        double re = k22_flops_unet_recompute(&m, 8, H, W, lv);
         size_t kept = k22_unet_saved_floats(&m, 8, H, W, lv);
         size_t cap = k22_unet_arena_floats_ckpt(&m, 8, H, W, 1, lv);
         double rate = (double)(last_kept - kept) / (re - last_re); /* floats freed per FLOP re-run */

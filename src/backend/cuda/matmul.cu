@@ -34,7 +34,9 @@ static uint32_t k22_cuda_align(const void *p, int64_t ld, int64_t stride, int ba
  * CUDA_R_16F under reduced precision); leading dimensions and strides count their elements; C
  * is always fp32, and so are alpha, beta and the accumulation (CUBLAS_COMPUTE_32F with scale
  * type CUDA_R_32F: a combination cuBLASLt supports for all three A/B types). bias (fp32, one value
- * per column of our row-major C, batch 1) or NULL: added by cuBLASLt's BIAS epilogue. The descriptors and
+ * per column of our row-major C, batch 1) or NULL: added by cuBLASLt's BIAS epilogue where the
+ * heuristic has an algorithm for it, else the plain product runs; *bias_done (may be NULL) says
+ * which. The descriptors and
  * the algorithm come from the shape's plan (lt_plan.cu). Returns CUBLAS_STATUS_SUCCESS, or the
  * heuristic's refusal (NOT_SUPPORTED when it finds no algorithm; the caller then splits the batch
  * or dies); errors of the other calls are fatal here. */
@@ -42,7 +44,7 @@ static cublasStatus_t k22_cuda_lt_gemm(k22_cuda_ctx *ctx, cudaDataType_t ab, int
                                        int M, int N, int K, float alpha, const void *A,
                                        int64_t lda, int64_t sA, const void *Bm, int64_t ldb,
                                        int64_t sB, float beta, float *C, int64_t ldc, int64_t sC,
-                                       int batch, const float *bias)
+                                       int batch, const float *bias, int *bias_done)
 {
     size_t esize = ab == CUDA_R_32F ? sizeof(float) : 2;
     k22_lt_key k;
@@ -54,6 +56,10 @@ static cublasStatus_t k22_cuda_lt_gemm(k22_cuda_ctx *ctx, cudaDataType_t ab, int
     k.alB = k22_cuda_align(Bm, ldb, sB, batch, esize);
     k.alC = k22_cuda_align(C, ldc, sC, batch, sizeof(float));
     const struct k22_lt_plan *p = k22_lt_plan_get(ctx, &k);
+    if (p->status != CUBLAS_STATUS_SUCCESS && bias) /* no algorithm with the epilogue: the caller adds it */
+        return k22_cuda_lt_gemm(ctx, ab, ta, tb, M, N, K, alpha, A, lda, sA, Bm, ldb, sB, beta, C, ldc, sC, batch,
+                                NULL, bias_done);
+    if (bias_done) *bias_done = bias && p->status == CUBLAS_STATUS_SUCCESS;
     if (p->status == CUBLAS_STATUS_SUCCESS && bias) /* the plan's descriptor, this call's vector */
         CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
     if (p->status == CUBLAS_STATUS_SUCCESS)
@@ -169,18 +175,14 @@ static cublasStatus_t k22_cuda_gemm_lowp(k22_cuda_ctx *ctx, int ta, int tb, int 
     if (!shb) b = k22_lowp_pack_operand(ctx, (uint16_t *)(buf + off_b), Bm, rb, cb, ldb, sB, nb);
     cudaDataType_t t = ctx->precision == K22_PREC_FP16 ? CUDA_R_16F : CUDA_R_16BF;
     cublasStatus_t s = k22_cuda_lt_gemm(ctx, t, ta, tb, M, N, K, alpha, a.p, a.ld, a.stride, b.p,
-                                        b.ld, b.stride, beta, C, ldc, sC, batch, bias);
-    *bias_done = bias && s == CUBLAS_STATUS_SUCCESS;
-    if (s != CUBLAS_STATUS_SUCCESS && bias) /* no algorithm with the epilogue: the caller adds it */
-        s = k22_cuda_lt_gemm(ctx, t, ta, tb, M, N, K, alpha, a.p, a.ld, a.stride, b.p, b.ld, b.stride,
-                             beta, C, ldc, sC, batch, NULL);
+                                        b.ld, b.stride, beta, C, ldc, sC, batch, bias, bias_done);
     /* No batched algorithm for these strides (e.g. a broadcast operand): one call per item. */
     if (s != CUBLAS_STATUS_SUCCESS && batch > 1) {
         s = CUBLAS_STATUS_SUCCESS;
         for (int i = 0; i < batch && s == CUBLAS_STATUS_SUCCESS; i++)
             s = k22_cuda_lt_gemm(ctx, t, ta, tb, M, N, K, alpha, a.p + i * a.stride, a.ld, 0,
                                  b.p + i * b.stride, b.ld, 0, beta, C + (int64_t)i * sC, ldc, 0,
-                                 1, NULL);
+                                 1, NULL, NULL);
     }
     return s;
 }
@@ -214,18 +216,14 @@ static int k22_cuda_gemm_bias(k22_cuda_ctx *ctx, int ta, int tb, int M, int N, i
                                sC, batch, bias, &done);
     } else {
         s = k22_cuda_lt_gemm(ctx, CUDA_R_32F, ta, tb, M, N, K, alpha, A, lda, sA, Bm, ldb, sB,
-                             beta, C, ldc, sC, batch, bias);
-        done = bias && s == CUBLAS_STATUS_SUCCESS;
-        if (s != CUBLAS_STATUS_SUCCESS && bias) /* no algorithm with the epilogue */
-            s = k22_cuda_lt_gemm(ctx, CUDA_R_32F, ta, tb, M, N, K, alpha, A, lda, sA, Bm, ldb, sB,
-                                 beta, C, ldc, sC, batch, NULL);
+                             beta, C, ldc, sC, batch, bias, &done);
         /* No batched algorithm for these strides (e.g. a broadcast operand): one call per item. */
         if (s != CUBLAS_STATUS_SUCCESS && batch > 1) {
             s = CUBLAS_STATUS_SUCCESS;
             for (int b = 0; b < batch && s == CUBLAS_STATUS_SUCCESS; b++)
                 s = k22_cuda_lt_gemm(ctx, CUDA_R_32F, ta, tb, M, N, K, alpha,
                                      A + (int64_t)b * sA, lda, 0, Bm + (int64_t)b * sB, ldb, 0,
-                                     beta, C + (int64_t)b * sC, ldc, 0, 1, NULL);
+                                     beta, C + (int64_t)b * sC, ldc, 0, 1, NULL, NULL);
         }
     }
     if (s == CUBLAS_STATUS_SUCCESS) return done;
