@@ -56,6 +56,11 @@ void k22_dist_allgather_backend(k22_dist *d, const k22_backend *be, float *buf, 
  * MPI is running with several ranks, the rank in MPI_Comm_split_type(SHARED) -- a collective, so
  * every rank must pick its device at the same point, as pack, train and sample do -- else 0. */
 int k22_dist_local_rank(void);
+/* Turns summed gradients into the mean, the one rule for every exchange path: on the host a float
+ * division by world (torch's div_); on the device (after an NCCL sum) a scale by 1/world, the same
+ * value when world is a power of two, else within one rounding. */
+void k22_dist_sum_to_mean_f32(const k22_dist *d, float *h, int64_t n);
+void k22_dist_sum_to_mean_backend(const k22_dist *d, const k22_backend *be, float *buf, int64_t n);
 /* Sets *device by that rule. K22_ERR_UNSUPPORTED with err set when no CUDA device is usable;
  * in a build without CUDA sets 0 (k22_backend_cuda_new then says CUDA is missing). */
 k22_status k22_dist_gpu_pick(int *device, k22_err *err);

@@ -29,18 +29,26 @@ void k22_dist_allreduce_mean_f32(const k22_dist *d, float *buf, int64_t n)
                                          (long long)c, rc);
         off += c;
     }
+    k22_dist_sum_to_mean_f32(d, buf, n);
+}
+
+void k22_dist_sum_to_mean_f32(const k22_dist *d, float *h, int64_t n)
+{
     /* DDP averages: the sum divided by the world size, a float division as torch's div_. */
     const float w = (float)d->world;
-    for (int64_t i = 0; i < n; i++) buf[i] /= w;
+    for (int64_t i = 0; i < n; i++) h[i] /= w;
+}
+
+void k22_dist_sum_to_mean_backend(const k22_dist *d, const k22_backend *be, float *buf, int64_t n)
+{
+    be->scale(be->ctx, buf, buf, 1.0f / (float)d->world, n);
 }
 
 void k22_dist_allreduce_mean_backend(k22_dist *d, const k22_backend *be, float *buf, int64_t n)
 {
     if (d->world == 1 || n <= 0) return;
     if (k22_dist_nccl_allreduce_sum(d, be, buf, n)) {
-        /* The host path's sum-then-divide on the device: x * (1/w) is x / w exactly when w is a
-         * power of two (1/w exact), within one rounding otherwise. */
-        be->scale(be->ctx, buf, buf, 1.0f / (float)d->world, n);
+        k22_dist_sum_to_mean_backend(d, be, buf, n);
         return;
     }
     float *h = host_staging(d, n);
@@ -66,7 +74,7 @@ void k22_dist_reduce_scatter_mean_backend(k22_dist *d, const k22_backend *be, co
         return;
     }
     if (k22_dist_nccl_reduce_scatter_sum(d, be, buf, out, n)) {
-        be->scale(be->ctx, out, out, 1.0f / (float)d->world, n); /* as the all-reduce's NCCL path */
+        k22_dist_sum_to_mean_backend(d, be, out, n);
         return;
     }
     check_block(n, "MPI_Reduce_scatter_block");
@@ -77,8 +85,7 @@ void k22_dist_reduce_scatter_mean_backend(k22_dist *d, const k22_backend *be, co
     int rc = MPI_Reduce_scatter_block(MPI_IN_PLACE, h, (int)n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
     if (rc != MPI_SUCCESS)
         K22_FATAL("MPI_Reduce_scatter_block of %lld gradient floats per rank failed (MPI error %d)", (long long)n, rc);
-    const float w = (float)d->world; /* the division of the all-reduce path, for the same values */
-    for (int64_t i = 0; i < n; i++) h[i] /= w;
+    k22_dist_sum_to_mean_f32(d, h, n);
     be->to_device(be->ctx, out, h, (size_t)n * sizeof(float));
 }
 

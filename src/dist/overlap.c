@@ -105,13 +105,11 @@ void k22_grad_overlap_finish(k22_grad_overlap *o)
     const k22_backend *be = o->be;
     if (o->nccl) {
         k22_dist_nccl_join(o->d, be);
-        /* as k22_dist_allreduce_mean_backend's NCCL path: the sum, then times 1/world */
-        be->scale(be->ctx, o->G, o->G, 1.0f / (float)o->d->world, o->total);
+        k22_dist_sum_to_mean_backend(o->d, be, o->G, o->total);
     } else {
         int rc = MPI_Waitall((int)o->nb, o->req, MPI_STATUSES_IGNORE);
         if (rc != MPI_SUCCESS) K22_FATAL("MPI_Waitall over the gradient buckets failed (MPI error %d)", rc);
-        const float w = (float)o->d->world; /* the host path's division, for the same values */
-        for (int64_t i = 0; i < o->total; i++) o->host[i] /= w;
+        k22_dist_sum_to_mean_f32(o->d, o->host, o->total);
         be->to_device(be->ctx, o->G, o->host, (size_t)o->total * sizeof(float));
     }
     o->armed = 0;

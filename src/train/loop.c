@@ -167,11 +167,11 @@ static void print_plan(const k22_run *r)
            (long long)r->steps_per_epoch, (long long)r->updates_per_epoch, (long long)r->max_steps,
            (long long)r->epochs);
     /* What ZeRO-1 saves; the activations, weights and gradients are the same either way. */
-    const k22_optim *op = r->prior ? &r->pt.core.opt : &r->dt.core.opt;
+    const k22_train_core *core = k22_run_core_c(r);
+    const k22_optim *op = &core->opt;
     printf("k22: optimizer state (AdamW moments%s) per rank: %lld bytes with --zero_stage 1, %lld bytes with "
            "--zero_stage 0 (this run: %lld)\n", op->S ? " + EMA" : "", (long long)k22_optim_state_bytes(op, 1),
            (long long)k22_optim_state_bytes(op, 0), (long long)k22_optim_state_bytes(op, op->zero));
-    const k22_train_core *core = r->prior ? &r->pt.core : &r->dt.core;
     if (core->overlap) {
         k22_grad_overlap_stats gs;
         k22_grad_overlap_stats_of(core->overlap, &gs);

@@ -78,7 +78,7 @@ void k22_log_step(const k22_run *r, k22_log *lg, const k22_train_step_log *l, in
                   int64_t skipped_total)
 {
     if (r->d->rank) return;
-    int scaled = k22_run_core((k22_run *)r)->scaler.on;
+    int scaled = k22_run_core_c(r)->scaler.on;
     if (lg->jsonl) {
         /* A skipped step is logged under the step it would have been. */
         char norm[32], loss[40];

@@ -85,7 +85,7 @@ static k22_status init_prior(k22_run *r, k22_err *err)
 }
 
 /* What --checkpoint_levels chooses, beside every other choice: the activations a micro-batch
- * keeps from forward to backward and the forward FLOPs backward re-runs (test_train_ckpt reads it). */
+ * keeps from forward to backward and the forward FLOPs backward re-runs (test_run_guards reads it). */
 static void print_ckpt_levels(const k22_run *r)
 {
     const k22_unet *m = &r->dt.model;
@@ -211,6 +211,11 @@ double k22_run_micro_step(k22_run *r)
 }
 
 k22_train_core *k22_run_core(k22_run *r)
+{
+    return r->prior ? &r->pt.core : &r->dt.core;
+}
+
+const k22_train_core *k22_run_core_c(const k22_run *r)
 {
     return r->prior ? &r->pt.core : &r->dt.core;
 }
