@@ -48,7 +48,8 @@ typedef struct {
 /* -1 to go on, else the exit code (0 after --help, 2 for a bad option). */
 static int parse(int argc, char **argv, bench_args *a)
 {
-    int64_t B, latent, steps, warmup, seed, levels;
+    int64_t B, latent, steps, warmup, seed, levels = 0;
+    const char *levels_s;
     const k22_opt opts[] = {
         {"model", K22_OPT_CHOICE, &a->model, "prior", "the trained model", NULL, "prior|unet", 0},
         {"size", K22_OPT_STR, &a->size, "tiny", "tiny or full shapes", NULL, NULL, 0},
@@ -60,8 +61,9 @@ static int parse(int argc, char **argv, bench_args *a)
         {"steps", K22_OPT_INT, &steps, "20", "timed steps (1..100000)", NULL, NULL, 0},
         {"warmup", K22_OPT_INT, &warmup, "3", "untimed steps first (0..100000)", NULL, NULL, 0},
         {"grad_ckpt", K22_OPT_FLAG, &a->ckpt, NULL, "gradient checkpointing (unet)", NULL, NULL, 0},
-        {"ckpt_levels", K22_OPT_INT, &levels, "0",
-         "with --grad_ckpt, only the blocks at the N highest resolutions (k22 train's --checkpoint_levels; 0: every block)",
+        {"ckpt_levels", K22_OPT_STR, &levels_s, "0",
+         "with --grad_ckpt, only the blocks at the N highest resolutions (k22 train's --checkpoint_levels; 0: every "
+         "block; auto: the fewest that fit, ckpt_levels=-1 in the k22_bench line and a k22_bench_ckpt_auto line says which)",
          "K22_BENCH_CKPT_LEVELS", NULL, 0},
         {"from", K22_OPT_STR, &a->from, NULL, "a component folder (else random weights)", NULL, NULL, 0},
         {"seed", K22_OPT_INT, &seed, "0", "random weights' seed", NULL, NULL, 0},
@@ -74,12 +76,17 @@ static int parse(int argc, char **argv, bench_args *a)
                          .opts = opts, .nopts = (int)(sizeof opts / sizeof opts[0])};
     int rc = k22_opts_parse_cli(&spec, argc, argv, "bench_train_step");
     if (rc >= 0) return rc;
+    char *end;
+    int is_auto = !strcmp(levels_s, "auto");
+    levels = is_auto ? K22_CKPT_LEVELS_AUTO : strtoll(levels_s, &end, 10);
+    if (!is_auto && (!*levels_s || *end || levels < 0)) levels = -2; /* refused below */
     /* --latent 0 is allowed for the prior, which has none (the unet's count refuses it) */
     const char *bad = B < 1 || B > 100000 || steps < 1 || steps > 100000 || latent < 0 || latent > 100000 ||
                       warmup < 0 || warmup > 100000 || seed < 0
                           ? "--batch and --steps need 1..100000, --latent and --warmup 0..100000"
                       : a->ckpt && !strcmp(a->model, "prior") ? "--grad_ckpt is a decoder option (the prior script has none)"
-                      : levels < 0 || levels > 16 || (levels && !a->ckpt) ? "--ckpt_levels needs 0..16 and --grad_ckpt"
+                      : levels < K22_CKPT_LEVELS_AUTO || levels > 16 || (levels && !a->ckpt)
+                          ? "--ckpt_levels needs auto or 0..16, and --grad_ckpt"
                       : !*a->impl || strpbrk(a->impl, " =\t\n") ? "--impl_tag needs a non-empty name without spaces or '='"
                                                               : NULL;
     if (bad) {
@@ -269,6 +276,10 @@ static int bench_unet(const bench_args *a, const k22_backend *be, bench_mem *mem
         k22_params_free(&ps);
         return 1;
     }
+    const k22_ckpt_auto *ca = &tr.ckpt_auto;
+    if (ca->on) /* levels: 0 none, N, or 64 (K22_UNET_CKPT_ALL) every block */
+        printf("k22_bench_ckpt_auto levels=%d free_mib=%.1f reserve_mib=%.1f fits=%d\n", ca->levels,
+               ca->free_bytes / 1048576.0, ca->reserve_bytes / 1048576.0, ca->fits);
     int B = a->B;
     size_t n = (size_t)B * 4 * (size_t)a->latent * (size_t)a->latent;
     float *lat = bench_fill(n, 1), *nz = bench_fill(n, 2);

@@ -81,6 +81,9 @@ int k22_dist_nccl_allgather(k22_dist *d, const k22_backend *be, float *buf, int6
  * (the host does not wait); and order the backend's later work after all that was queued. */
 int k22_dist_nccl_serves(k22_dist *d, const k22_backend *be);
 void k22_dist_nccl_allreduce_sum_queue(k22_dist *d, const k22_backend *be, float *buf, int64_t n);
+/* The same for ZeRO-1's buckets: recv (n floats, on rank root only) = sum over ranks of send. */
+void k22_dist_nccl_reduce_sum_queue(k22_dist *d, const k22_backend *be, const float *send, float *recv,
+                                    int64_t n, int root);
 void k22_dist_nccl_join(k22_dist *d, const k22_backend *be);
 /* Destroys the communicator (k22_dist_finalize calls it). */
 void k22_dist_nccl_free(k22_dist *d);

@@ -11,7 +11,11 @@
  * ends an optimizer step's accumulation sends (k22_grad_overlap_arm); with accumulation, each
  * bucket first gets the earlier micro-steps' sum added (acc + G, the order of train_core.c's
  * accumulation). Transport as dist.h says: NCCL on its own stream, ordered after the backend's
- * work by events (no host wait), or host staging and MPI_Iallreduce (progressed at each ready). */
+ * work by events (no host wait), or host staging and MPI_Iallreduce (progressed at each ready).
+ * Under ZeRO-1 (optim.h: rank r owns G's floats [r shard, (r + 1) shard)) a bucket is summed onto
+ * its owners instead (ncclReduce / MPI_Ireduce, one piece per owner; no rank needs the rest), and
+ * finish leaves in Gs what k22_dist_reduce_scatter_mean_backend would have: bit for bit on both
+ * paths with 2 ranks, as above. */
 #ifndef K22_GRAD_OVERLAP_H
 #define K22_GRAD_OVERLAP_H
 
@@ -19,9 +23,10 @@
 
 typedef struct k22_grad_overlap k22_grad_overlap;
 
-/* acc: the accumulation buffer (total floats, backend), NULL without accumulation. */
+/* acc: the accumulation buffer (total floats, backend), NULL without accumulation. Gs: NULL for
+ * the all-reduce; under ZeRO-1 this rank's shard of the mean (shard floats, backend). */
 k22_grad_overlap *k22_grad_overlap_new(k22_dist *d, const k22_backend *be, float *G, const float *acc,
-                                       int64_t total, int64_t bucket_floats);
+                                       int64_t total, int64_t bucket_floats, float *Gs, int64_t shard);
 void k22_grad_overlap_free(k22_grad_overlap *o);
 /* Every rank, before the backward that ends the accumulation; add_acc: add acc into each bucket
  * before it is sent. */
@@ -29,7 +34,7 @@ void k22_grad_overlap_arm(k22_grad_overlap *o, int add_acc);
 int k22_grad_overlap_armed(const k22_grad_overlap *o);
 /* k22_grad_hook's ready (ctx: the k22_grad_overlap): G[lo, total) is final. Nothing unless armed. */
 void k22_grad_overlap_ready(void *ctx, int64_t lo);
-/* Sends the rest, waits, G = the mean over ranks; disarms. */
+/* Sends the rest, waits, G = the mean over ranks (ZeRO-1: Gs = this rank's shard of it); disarms. */
 void k22_grad_overlap_finish(k22_grad_overlap *o);
 
 typedef struct {

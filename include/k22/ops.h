@@ -308,6 +308,13 @@ const char *k22_backend_conv_impl(const k22_backend *be, int64_t *n_cudnn, int64
  * the gradient exchange, which orders NCCL's stream after it with events (src/dist/nccl.c). */
 void *k22_backend_cuda_stream(const k22_backend *be);
 
+/* The memory be's buffers can still take, in bytes, and (total, may be NULL) all it has: for a
+ * CUDA backend its device's (cudaMemGetInfo, plus what the stream-ordered pool holds unused), for
+ * the CPU backends the host's (MemAvailable, capped by the job's cgroup limit, as Slurm sets it).
+ * K22_MEM_FREE_MIB (a number of MiB) replaces the measured free figure: a GPU or node shared with
+ * another job, or a test. 0 (and *total 0) where unknown. */
+size_t k22_backend_mem_free(const k22_backend *be, size_t *total);
+
 /* ops.h's params_register and params_changed on be, or on the backend a profiler wraps; nothing
  * where the backend has no such entry. */
 void k22_backend_params_register(const k22_backend *be, float *p, int64_t n);

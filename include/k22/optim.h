@@ -58,7 +58,7 @@ typedef struct {
     double lr, beta1, beta2, eps, weight_decay, max_grad_norm;
     int64_t step;
     double loss_scale; /* > 0 and not 1: the gradients are divided by it before the norm (fp16) */
-    int reduced;       /* 1: G is the mean over ranks already (grad_overlap.h): no all-reduce */
+    int reduced;       /* 1: G (ZeRO-1: Gs) is the mean over ranks already (grad_overlap.h): no exchange */
 } k22_optim_step_args;
 
 /* Every rank calls it: the gradient mean over ranks (all-reduce, or reduce-scatter under

@@ -26,16 +26,19 @@ typedef struct {
     int use_ema;                      /* 0 */
     int gradient_checkpointing;       /* 0; the arena is sized for the mode chosen here */
     int checkpoint_levels;            /* the decoder under gradient_checkpointing: 0 every block;
-                                       * N the blocks at the N highest resolutions (unet.h) */
+                                       * N the blocks at the N highest resolutions (unet.h);
+                                       * K22_CKPT_LEVELS_AUTO: the fewest that fit (train_decoder.h) */
     int micro_batch;                  /* the largest B a micro-step is given */
     int zero_stage;                   /* 0; 1: ZeRO-1 optimizer state sharding (optim.h) */
     int64_t bucket_floats;            /* > 0: the all-reduce in buckets of this many floats, sent
                                        * during the backward (grad_overlap.h); 0: one exchange after
-                                       * it. Used with dist on several ranks, without ZeRO-1 */
+                                       * it. Used with dist on several ranks (under ZeRO-1 each
+                                       * bucket goes to the ranks that own it) */
     k22_precision precision;          /* --mixed_precision: the backend's GEMM precision (ops.h);
                                        * fp16 turns the dynamic loss scaler on */
     k22_dist *dist;                   /* NULL: one process; else the ranks the sync exchanges with */
 } k22_train_hparams;
+#define K22_CKPT_LEVELS_AUTO (-1)
 
 /* The scripts' defaults; max_train_steps 1 and micro_batch 1 until the caller sets them. */
 void k22_train_hparams_default(k22_train_hparams *hp);

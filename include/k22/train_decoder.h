@@ -45,11 +45,31 @@ typedef struct {
     const int64_t *timesteps;  /* (B) in [0, T) */
 } k22_decoder_batch;
 
+/* What --checkpoint_levels auto saw and chose at set-up, after the weights, gradients, optimizer
+ * state and step buffers were allocated and before the arena: the fewest checkpointed levels
+ * whose arena fits in the backend's free memory less a reserve for what the backend allocates
+ * later (step_decoder.c says what). on 0 when the levels were given. */
+typedef struct {
+    int on;
+    size_t free_bytes;    /* k22_backend_mem_free (K22_MEM_FREE_MIB replaces it) */
+    size_t reserve_bytes; /* kept back from it */
+    int levels;           /* k22_unet_ckpt_levels_fit's answer (K22_UNET_CKPT_ALL: every block) */
+    int fits;             /* 0: not even the smallest arena fits; the run may run out of memory */
+} k22_ckpt_auto;
+/* The reserve, in bytes, on the safe side: the backend's grow-only op scratch (cuDNN's workspace,
+ * up to 256 MiB; the 16-bit copies of a convolution's operands; attention's score chunks) scales
+ * with the largest activation of a micro-batch of B at H x W latents, 8 bytes for each of its
+ * floats; 768 MiB for the libraries (NCCL's buffers, cuBLASLt, a context's growth); under
+ * bf16/fp16 the 16-bit weight shadow, 2 bytes for each of nparams. */
+size_t k22_decoder_ckpt_reserve(const k22_unet_config *c, int B, int H, int W, k22_precision prec,
+                                int64_t nparams);
+
 typedef struct {
     k22_train_core core;       /* shared hyper-parameters, weights, optimizer, step counters */
     int latent_h, latent_w;    /* the decoder's additions to core.hp */
     k22_unet model;
     k22_arena arena;
+    k22_ckpt_auto ckpt_auto;
     k22_noise_schedule sched;
     int v_target;              /* correct_v_target under a v_prediction schedule */
     /* step buffers, backend: */

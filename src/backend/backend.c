@@ -10,6 +10,7 @@
 #include "k22/dist.h"
 #include "k22/ops.h"
 #include "k22/profile.h"
+#include "cpu/cpu_ops.h"
 
 int k22_conv2d_out_h(const k22_conv2d_desc *d)
 {
@@ -31,6 +32,7 @@ k22_backend *k22_backend_cuda_new(int device, k22_err *err)
 const char *k22_cuda_conv_impl(void *ctx, int64_t *n_cudnn, int64_t *n_im2col);
 void k22_cuda_stats_of(void *ctx, k22_cuda_stats *st);
 void *k22_cuda_stream_of(void *ctx);
+size_t k22_cuda_mem_free_of(void *ctx, size_t *total);
 #endif
 
 void *k22_backend_cuda_stream(const k22_backend *be)
@@ -41,6 +43,29 @@ void *k22_backend_cuda_stream(const k22_backend *be)
 #endif
     (void)be;
     return NULL;
+}
+
+size_t k22_backend_mem_free(const k22_backend *be, size_t *total)
+{
+    size_t all = 0, avail = 0;
+    be = k22_prof_inner(be);
+#ifdef K22_HAVE_CUDA
+    if (be && be->dev == K22_DEV_CUDA) avail = k22_cuda_mem_free_of(be->ctx, &all);
+    else
+#endif
+        avail = k22_host_mem_free(&all);
+    const char *v = getenv("K22_MEM_FREE_MIB");
+    if (v && *v) {
+        char *end;
+        errno = 0;
+        double mib = strtod(v, &end);
+        if (errno || *end || !(mib >= 0 && mib <= 1e12))
+            K22_FATAL("K22_MEM_FREE_MIB='%s': expected a number of MiB, 0 to 1e12", v);
+        avail = (size_t)(mib * 1048576.0);
+        if (all < avail) all = avail;
+    }
+    if (total) *total = all;
+    return avail;
 }
 
 const char *k22_backend_conv_impl(const k22_backend *be, int64_t *n_cudnn, int64_t *n_im2col)

@@ -4,8 +4,10 @@
 #include "k22/loop.h"
 #include "k22/ops.h"
 #include "k22/opts.h"
+#include "k22/train_core.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define TRAIN_EXIT_HELP                                                                            \
@@ -53,6 +55,7 @@ static int run_train(int argc, char **argv, k22_pipe_kind stage)
     const char *cmd = stage == K22_PIPE_PRIOR ? "train-prior" : "train-decoder";
     k22_train_opts t;
     memset(&t, 0, sizeof t);
+    const char *levels = NULL; /* --checkpoint_levels: N or auto (t.checkpoint_levels, K22_CKPT_LEVELS_AUTO) */
     t.stage = stage;
     const k22_opt opts[] = {
         {"pack", K22_OPT_STR, &t.pack, NULL, "HDF5 training pack (k22 pack)", NULL, NULL, 1},
@@ -82,12 +85,14 @@ static int run_train(int argc, char **argv, k22_pipe_kind stage)
         {"adam_epsilon", K22_OPT_FLOAT, &t.adam_epsilon, "1e-8", "AdamW epsilon", NULL, NULL, 0},
         {"seed", K22_OPT_INT, &t.seed, "0", "data order, noise and timesteps (never the rank count)", NULL, NULL, 0},
         {"gradient_checkpointing", K22_OPT_FLAG, &t.gradient_checkpointing, NULL, "recompute activations in backward", NULL, NULL, 0},
-        {"checkpoint_levels", K22_OPT_INT, &t.checkpoint_levels, "0",
+        {"checkpoint_levels", K22_OPT_STR, &levels, "0",
          stage == K22_PIPE_PRIOR
              ? "k22: train-decoder only (the prior's blocks are all alike); must stay 0 here"
              : "k22: with --gradient_checkpointing, recompute only the blocks at the N highest resolutions, which "
                "hold the most activations for the least compute (1: the latents' own size; the set-up line says "
-               "what each N keeps and recomputes); 0: every block, as diffusers",
+               "what each N keeps and recomputes); 0: every block, as diffusers; auto: the fewest levels (none "
+               "at all if it fits) whose activations fit in the device's free memory at start, less a reserve "
+               "the set-up line states (K22_MEM_FREE_MIB=N says N MiB are free instead of asking the device)",
          NULL, NULL, 0},
         {"mixed_precision", K22_OPT_CHOICE, &t.mixed_precision, "no",
          "bf16/fp16: matmuls, convolutions and attention take bf16/fp16 operands and accumulate in fp32; "
@@ -118,8 +123,8 @@ static int run_train(int argc, char **argv, k22_pipe_kind stage)
          "all-gathered; same results and checkpoints); 0 keeps them whole on every rank", NULL, NULL, 0},
         {"bucket_cap_mb", K22_OPT_FLOAT, &t.bucket_cap_mb, "25",
          "k22: on several ranks, all-reduce the gradients in buckets of this many MiB, each sent as soon as the "
-         "backward has finished it (DDP's bucket_cap_mb; same results); 0: one exchange after the backward. "
-         "--zero_stage 1 ignores it", NULL, NULL, 0},
+         "backward has finished it (DDP's bucket_cap_mb; same results; under --zero_stage 1 each bucket is summed "
+         "onto the ranks that own it); 0: one exchange after the backward", NULL, NULL, 0},
         {"stop_at_step", K22_OPT_INT, &t.stop_at_step, "0", "k22: checkpoint and exit 99 after step N, as after a signal (0: off)", NULL, NULL, 0},
         {"profile", K22_OPT_FLAG, &t.profile, NULL,
          "time every backend op of the training loop and print a per-op table at the end on rank 0 (GPU "
@@ -135,6 +140,18 @@ static int run_train(int argc, char **argv, k22_pipe_kind stage)
     };
     int rc = k22_opts_parse_cli(&spec, argc, argv, cmd);
     if (rc >= 0) return rc;
+    if (!strcmp(levels, "auto")) {
+        t.checkpoint_levels = K22_CKPT_LEVELS_AUTO;
+    } else {
+        char *end;
+        long long v = strtoll(levels, &end, 10);
+        if (!*levels || *end || v < 0 || v > 16) {
+            fprintf(stderr, "k22 %s: --checkpoint_levels '%s': expected auto or a whole number 0..16\n", cmd,
+                    levels);
+            return 2;
+        }
+        t.checkpoint_levels = v;
+    }
     k22_err derr;
     if (k22_backend_name_check(t.device, &derr)) {
         fprintf(stderr, "k22 %s: --device: %s\n", cmd, derr.msg);

@@ -111,17 +111,34 @@ int k22_dist_nccl_serves(k22_dist *d, const k22_backend *be)
     return nccl_comm(d, be) != NULL;
 }
 
-void k22_dist_nccl_allreduce_sum_queue(k22_dist *d, const k22_backend *be, float *buf, int64_t n)
+/* The communicator, with NCCL's stream ordered after the backend's work so far: NCCL starts
+ * once the backend's stream has written the bucket; neither waits for the other beyond that, so
+ * the backward goes on while the bucket travels. */
+static nccl_state *nccl_after_backend(k22_dist *d, const k22_backend *be)
 {
     nccl_state *s = nccl_comm(d, be);
     cudaStream_t bs = (cudaStream_t)k22_backend_cuda_stream(be);
     K22_REQUIRE(s && bs);
-    if (n <= 0) return;
-    /* NCCL's stream starts the sum once the backend's stream has written buf; neither waits
-     * for the other beyond that, so the backward goes on while the bucket travels. */
     CUDA_CHECK(cudaEventRecord(s->after_be, bs), s->device);
     CUDA_CHECK(cudaStreamWaitEvent(s->stream, s->after_be, 0), s->device);
+    return s;
+}
+
+void k22_dist_nccl_allreduce_sum_queue(k22_dist *d, const k22_backend *be, float *buf, int64_t n)
+{
+    if (n <= 0) return;
+    nccl_state *s = nccl_after_backend(d, be);
     NCCL_CHECK(ncclAllReduce(buf, buf, (size_t)n, ncclFloat32, ncclSum, s->comm, s->stream), s->device);
+}
+
+void k22_dist_nccl_reduce_sum_queue(k22_dist *d, const k22_backend *be, const float *send, float *recv,
+                                    int64_t n, int root)
+{
+    if (n <= 0) return;
+    nccl_state *s = nccl_after_backend(d, be);
+    /* recv is the root's alone; the others pass their send buffer, which NCCL leaves unwritten */
+    void *out = d->rank == root ? (void *)recv : (void *)send;
+    NCCL_CHECK(ncclReduce(send, out, (size_t)n, ncclFloat32, ncclSum, root, s->comm, s->stream), s->device);
 }
 
 void k22_dist_nccl_join(k22_dist *d, const k22_backend *be)
@@ -215,6 +232,13 @@ void k22_dist_nccl_allreduce_sum_queue(k22_dist *d, const k22_backend *be, float
 {
     (void)d, (void)be, (void)buf, (void)n;
     K22_FATAL("k22_dist_nccl_allreduce_sum_queue without NCCL"); /* callers ask k22_dist_nccl_serves */
+}
+
+void k22_dist_nccl_reduce_sum_queue(k22_dist *d, const k22_backend *be, const float *send, float *recv,
+                                    int64_t n, int root)
+{
+    (void)d, (void)be, (void)send, (void)recv, (void)n, (void)root;
+    K22_FATAL("k22_dist_nccl_reduce_sum_queue without NCCL");
 }
 
 void k22_dist_nccl_join(k22_dist *d, const k22_backend *be)

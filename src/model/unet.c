@@ -3,6 +3,7 @@
  * plus the time and image embeddings. Backward walks the steps in reverse (see unet.h). */
 #include "k22/unet.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -331,6 +332,19 @@ size_t k22_unet_arena_floats_ckpt(const k22_unet *m, int B, int H, int W, int tr
 size_t k22_unet_arena_floats(const k22_unet *m, int B, int H, int W, int train)
 {
     return k22_unet_arena_floats_ckpt(m, B, H, W, train, m->grad_ckpt);
+}
+
+int k22_unet_ckpt_levels_fit(const k22_unet *m, int B, int H, int W, size_t budget_floats)
+{
+    int n = m->cfg.nblocks, best = K22_UNET_CKPT_ALL;
+    size_t least = SIZE_MAX;
+    for (int k = 0; k <= n; k++) { /* none, 1 .. n-1, every block: re-run compute grows */
+        int levels = k == n ? K22_UNET_CKPT_ALL : k;
+        size_t a = k22_unet_arena_floats_ckpt(m, B, H, W, 1, levels);
+        if (a <= budget_floats) return levels;
+        if (a < least) least = a, best = levels;
+    }
+    return best;
 }
 
 void k22_unet_set_gradient_checkpointing(k22_unet *m, int on)

@@ -31,6 +31,14 @@ static void install_signals(void)
     sigaction(SIGUSR1, &sa, NULL);
 }
 
+/* --checkpoint_levels as given: auto or the number (buf holds at least 24 chars). */
+const char *k22_ckpt_levels_name(int64_t v, char *buf)
+{
+    if (v == K22_CKPT_LEVELS_AUTO) return "auto";
+    snprintf(buf, 24, "%lld", (long long)v);
+    return buf;
+}
+
 static k22_status check_opts(const k22_train_opts *o, k22_err *err)
 {
     if (o->train_batch_size < 1 || o->train_batch_size > 65536)
@@ -48,9 +56,13 @@ static k22_status check_opts(const k22_train_opts *o, k22_err *err)
                            "0..4096");
     if (o->zero_stage < 0 || o->zero_stage > 1)
         return k22_err_set(err, K22_ERR_ARG, "--zero_stage %lld: must be 0 or 1", (long long)o->zero_stage);
-    if (o->checkpoint_levels < 0 || o->checkpoint_levels > 16 || (o->checkpoint_levels && !o->gradient_checkpointing))
-        return k22_err_set(err, K22_ERR_ARG, "--checkpoint_levels %lld: must lie in 0..16 and needs "
-                           "--gradient_checkpointing", (long long)o->checkpoint_levels);
+    char lv[24];
+    if (o->checkpoint_levels < K22_CKPT_LEVELS_AUTO || o->checkpoint_levels > 16)
+        return k22_err_set(err, K22_ERR_ARG, "--checkpoint_levels %s: must be auto or lie in 0..16",
+                           k22_ckpt_levels_name(o->checkpoint_levels, lv));
+    if (o->checkpoint_levels && !o->gradient_checkpointing)
+        return k22_err_set(err, K22_ERR_ARG, "--checkpoint_levels %s needs --gradient_checkpointing",
+                           k22_ckpt_levels_name(o->checkpoint_levels, lv));
     if (!(o->bucket_cap_mb >= 0 && o->bucket_cap_mb <= 65536))
         return k22_err_set(err, K22_ERR_ARG, "--bucket_cap_mb %g: must lie in [0, 65536]", o->bucket_cap_mb);
     if (!(o->validation_split >= 0 && o->validation_split <= 0.5))
@@ -175,12 +187,12 @@ static void print_plan(const k22_run *r)
     if (core->overlap) {
         k22_grad_overlap_stats gs;
         k22_grad_overlap_stats_of(core->overlap, &gs);
-        printf("k22: gradients all-reduced in %lld bucket%s of up to %.2f MiB, each sent as soon as the backward "
-               "has finished it (--bucket_cap_mb)\n", (long long)gs.buckets, gs.buckets == 1 ? "" : "s",
-               gs.bucket_floats * 4.0 / 1048576);
+        printf("k22: gradients %s in %lld bucket%s of up to %.2f MiB, each sent as soon as the backward "
+               "has finished it (--bucket_cap_mb)\n", op->zero ? "summed onto the ranks that own them (ZeRO-1)"
+               : "all-reduced", (long long)gs.buckets, gs.buckets == 1 ? "" : "s", gs.bucket_floats * 4.0 / 1048576);
     } else if (r->d->world > 1) {
-        printf("k22: gradients all-reduced in one exchange after the backward (%s)\n",
-               r->o->zero_stage ? "--zero_stage 1 reduce-scatters them" : "--bucket_cap_mb 0");
+        printf("k22: gradients %s in one exchange after the backward (--bucket_cap_mb 0)\n",
+               op->zero ? "reduce-scattered (ZeRO-1)" : "all-reduced");
     }
     const char *conv = k22_backend_conv_impl(r->be, NULL, NULL); /* NULL: not a CUDA backend */
     if (conv) printf("k22: convolutions on %s (K22_CUDA_CONV)\n", conv);

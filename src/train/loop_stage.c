@@ -54,10 +54,11 @@ static k22_status hparams_of(const k22_run *r, k22_train_hparams *hp, k22_err *e
 static k22_status init_prior(k22_run *r, k22_err *err)
 {
     const k22_train_opts *o = r->o;
+    char lv[24];
     if (o->checkpoint_levels)
-        return k22_err_set(err, K22_ERR_ARG, "--checkpoint_levels %lld: train-decoder only (the prior's blocks "
+        return k22_err_set(err, K22_ERR_ARG, "--checkpoint_levels %s: train-decoder only (the prior's blocks "
                            "are all alike: --gradient_checkpointing re-runs each of them)",
-                           (long long)o->checkpoint_levels);
+                           k22_ckpt_levels_name(o->checkpoint_levels, lv));
     k22_train_hparams hp;
     k22_status st = hparams_of(r, &hp, err);
     if (!st) st = k22_prior_trainer_init(&r->pt, r->be, r->comp_dir, &hp, err);
@@ -107,7 +108,20 @@ static void print_ckpt_levels(const k22_run *r)
         else printf("; %d", k);
         printf(" %.1f / %.1f MiB / %.0f%%", kept * 4.0 / 1048576, arena * 4.0 / 1048576, 100.0 * re / fwd.total);
     }
-    printf("; this run: --checkpoint_levels %d\n", m->grad_ckpt >= n ? 0 : m->grad_ckpt);
+    char now[64];
+    int g = m->grad_ckpt;
+    if (g == 0) snprintf(now, sizeof now, "off (no block is re-run)");
+    else if (g >= n) snprintf(now, sizeof now, "--checkpoint_levels 0 (every block)");
+    else snprintf(now, sizeof now, "--checkpoint_levels %d", g);
+    printf("; this run: %s\n", now);
+    const k22_ckpt_auto *a = &r->dt.ckpt_auto;
+    if (a->on)
+        printf("k22: --checkpoint_levels auto: %.1f MiB free after the weights, gradients and optimizer state; "
+               "%.1f MiB kept back for the backend's scratch and libraries%s; the fewest re-run levels that fit: "
+               "%s%s\n", a->free_bytes / 1048576.0, a->reserve_bytes / 1048576.0,
+               r->o->mixed_precision && strcmp(r->o->mixed_precision, "no") ? " and the 16-bit weights" : "", now,
+               a->fits ? "" : " (none fits; this is the smallest: the run may run out of memory: a smaller "
+                              "--train_batch_size with more --gradient_accumulation_steps keeps the global batch)");
 }
 
 static k22_status init_decoder(k22_run *r, k22_err *err)

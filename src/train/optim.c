@@ -143,7 +143,7 @@ float k22_optim_step(k22_optim *o, const k22_optim_step_args *a)
     const k22_backend *be = o->be;
     size_t gbytes = (size_t)o->padded * sizeof(float);
     if (o->zero) {
-        k22_dist_reduce_scatter_mean_backend(o->dist, be, o->G, o->Gs, o->shard);
+        if (!a->reduced) k22_dist_reduce_scatter_mean_backend(o->dist, be, o->G, o->Gs, o->shard);
         be->zero(be->ctx, o->G, gbytes); /* the next micro-steps accumulate into it */
     } else if (o->dist && !a->reduced) {
         k22_dist_allreduce_mean_backend(o->dist, be, o->G, o->total);

@@ -59,6 +59,34 @@ static void alloc_buffers(k22_decoder_trainer *tr)
     tr->t_host = k22_xcalloc(Bm, sizeof(float));
 }
 
+size_t k22_decoder_ckpt_reserve(const k22_unet_config *c, int B, int H, int W, k22_precision prec,
+                                int64_t nparams)
+{
+    size_t act = 0;
+    for (int l = 0; l < c->nblocks; l++) {
+        size_t a = (size_t)B * (size_t)c->block_out_channels[l] * (size_t)(H >> l) * (size_t)(W >> l);
+        if (a > act) act = a;
+    }
+    return ((size_t)768 << 20) + 8 * act + (prec != K22_PREC_FP32 ? 2 * (size_t)nparams : 0);
+}
+
+/* --checkpoint_levels auto: the choice, from the backend's free memory less the reserve. */
+static int auto_levels(k22_decoder_trainer *tr)
+{
+    const k22_train_hparams *b = &tr->core.hp;
+    int B = b->micro_batch, H = tr->latent_h, W = tr->latent_w;
+    k22_ckpt_auto *a = &tr->ckpt_auto;
+    a->on = 1;
+    a->free_bytes = k22_backend_mem_free(tr->core.be, NULL);
+    /* the backend's precision: what its GEMMs will take (the bench sets it without hp) */
+    a->reserve_bytes = k22_decoder_ckpt_reserve(&tr->core.cfg.u.unet, B, H, W,
+                                                (k22_precision)tr->core.be->precision, tr->core.opt.total);
+    size_t budget = a->free_bytes > a->reserve_bytes ? (a->free_bytes - a->reserve_bytes) / sizeof(float) : 0;
+    a->levels = k22_unet_ckpt_levels_fit(&tr->model, B, H, W, budget);
+    a->fits = k22_unet_arena_floats_ckpt(&tr->model, B, H, W, 1, a->levels) <= budget;
+    return a->levels;
+}
+
 k22_status k22_decoder_trainer_init_loaded(k22_decoder_trainer *tr, const k22_backend *be,
                                            const k22_model_config *cfg, k22_params *ps,
                                            const k22_sched_config *sched,
@@ -82,6 +110,7 @@ k22_status k22_decoder_trainer_init_loaded(k22_decoder_trainer *tr, const k22_ba
     tr->model.grad_hook = k22_train_core_grad_hook(&tr->core); /* buckets sent during backward */
     /* Set before sizing: the arena of a checkpointed forward is the smaller one. */
     k22_unet_set_checkpoint_levels(&tr->model, !b->gradient_checkpointing ? 0
+                                               : b->checkpoint_levels == K22_CKPT_LEVELS_AUTO ? auto_levels(tr)
                                                : b->checkpoint_levels > 0 ? b->checkpoint_levels
                                                                           : K22_UNET_CKPT_ALL);
     k22_arena_init(&tr->arena, be, k22_unet_arena_floats(&tr->model, b->micro_batch, hp->latent_h,

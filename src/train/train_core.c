@@ -58,8 +58,9 @@ k22_status k22_train_core_init(k22_train_core *c, const char *stage, const k22_b
         c->Gacc = be->alloc(be->ctx, bytes);
         be->zero(be->ctx, c->Gacc, bytes);
     }
-    if (hp->bucket_floats > 0 && hp->dist && hp->dist->world > 1 && !c->opt.zero) {
-        c->overlap = k22_grad_overlap_new(hp->dist, be, c->opt.G, c->Gacc, c->opt.total, hp->bucket_floats);
+    if (hp->bucket_floats > 0 && hp->dist && hp->dist->world > 1) {
+        c->overlap = k22_grad_overlap_new(hp->dist, be, c->opt.G, c->Gacc, c->opt.total, hp->bucket_floats,
+                                          c->opt.zero ? c->opt.Gs : NULL, c->opt.shard);
         c->grad_hook = (k22_grad_hook){k22_grad_overlap_ready, c->overlap};
     }
     return K22_OK;

@@ -90,6 +90,34 @@ static void test_memory(void)
     free(want);
 }
 
+/* k22_backend_mem_free (--checkpoint_levels auto): a 64 MiB block takes 64 MiB of the free figure
+ * (the stream-ordered pool's reservation rounds up, its unused part counts as free), freeing it
+ * gives it back (the pool keeps it, but as free), and K22_MEM_FREE_MIB replaces the figure. */
+static void test_mem_free(void)
+{
+    const size_t mib = 1048576, n = 64 * mib;
+    char *saved = getenv("K22_MEM_FREE_MIB") ? k22_xstrdup(getenv("K22_MEM_FREE_MIB")) : NULL;
+    unsetenv("K22_MEM_FREE_MIB");
+    size_t total = 0, f0 = k22_backend_mem_free(gpu, &total);
+    float *d = gpu->alloc(gpu->ctx, n);
+    gpu->sync(gpu->ctx);
+    size_t f1 = k22_backend_mem_free(gpu, NULL);
+    gpu->free(gpu->ctx, d);
+    gpu->sync(gpu->ctx);
+    size_t f2 = k22_backend_mem_free(gpu, NULL);
+    printf("test_cuda_ops: device memory %.1f MiB, free %.1f; with a 64 MiB block %.1f; freed %.1f\n",
+           (double)total / mib, (double)f0 / mib, (double)f1 / mib, (double)f2 / mib);
+    CHECK_MSG(total > n && f0 <= total, "free %zu of %zu bytes", f0, total);
+    CHECK_MSG(f1 + n <= f0 + 2 * mib && f1 + n + 2 * mib >= f0, "a 64 MiB block: free %zu -> %zu bytes", f0, f1);
+    CHECK_MSG(f2 + 2 * mib >= f0 && f2 <= f0 + 2 * mib, "freed again: free %zu -> %zu bytes", f0, f2);
+    setenv("K22_MEM_FREE_MIB", "123.5", 1);
+    CHECK_MSG(k22_backend_mem_free(gpu, &total) == (size_t)(123.5 * mib) && total >= (size_t)(123.5 * mib),
+              "K22_MEM_FREE_MIB=123.5 gives 123.5 MiB");
+    if (saved) setenv("K22_MEM_FREE_MIB", saved, 1);
+    else unsetenv("K22_MEM_FREE_MIB");
+    free(saved);
+}
+
 /* ---- matmul ---- */
 
 typedef struct {
@@ -1947,6 +1975,7 @@ int main(void)
     ref = k22_backend_cpu_new(1);
     fast = k22_backend_cpu_new(0);
     test_memory();
+    test_mem_free();
     test_matmul();
     test_linear();
     test_act();

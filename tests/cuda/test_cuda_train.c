@@ -9,13 +9,15 @@
  *     NCCL against K22_NCCL=0's MPI path); on one GPU NCCL refuses two ranks on the same device,
  *     so they all-reduce through MPI. The test prints which path it ran. Also the exchange in
  *     buckets sent during the backward (--bucket_cap_mb 0.01) against one bucket: equal bits on
- *     MPI, within 1e-6 on NCCL;
+ *     MPI, within 1e-6 on NCCL; and on NCCL ZeRO-1's buckets (ncclReduce onto the owners) against
+ *     one reduce-scatter;
  *  4. --mixed_precision bf16 on cuda: the loss tracks the fp32 run's and agrees with the cpu
  *     backend's bf16 run; the decoder's cuDNN convolutions, which also round their outputs, are
  *     held to its im2col ones (tolerances at bf16_runs);
  *  5. K22_PROFILE=1 on cuda: the per-op profiler over the cuda backend, timed by CUDA events
  *     (checks at profile_runs);
- *  6. the 16-bit weight shadow changes no bit of bf16 training (checks at shadow_runs).
+ *  6. the 16-bit weight shadow changes no bit of bf16 training (checks at shadow_runs);
+ *  7. (with 1) --checkpoint_levels auto reads the device's free memory (checks at auto_levels).
  * Tolerances of 1-3 (fp32 everywhere; the CUDA GEMMs are true fp32, no TF32): the GPU and the CPU sum in
  * different orders, so losses and norms agree to rounding (stated per check). Weights after
  * AdamW: a gradient at the rounding level is noise of either sign on either device (the
@@ -210,6 +212,27 @@ static void one_step(const char *stage, const char *comp, const char *tag)
     /* Backward sums longer chains in another order than the forward: a looser 1e-4. */
     CHECK_MSG(isfinite(ng) && isfinite(nc) && rn <= 1e-4, "%s: gradient norm %.9g vs %.9g", what, ng, nc);
     check_weights(what, g, c, comp, 1);
+}
+
+/* --checkpoint_levels auto asks the device (cudaMemGetInfo and the pool, k22_backend_mem_free):
+ * the set-up line gives a free figure between 1 MiB and the device's size (the emulator's:
+ * K22_EMU_MEM_MIB, else 81559), and the tiny decoder fits without checkpointing, so the step
+ * equals one_step's plain cuda step bit for bit. */
+static void auto_levels(void)
+{
+    run_k22_ok("", "train-decoder", "cuda", "--max_train_steps 1 --gradient_checkpointing --checkpoint_levels auto",
+               "d_auto1");
+    char log[4096];
+    snprintf(log, sizeof log, "%s/d_auto1.log", dir);
+    double free_mib = 0, reserve = 0;
+    int found = tf_scan_line(log, "levels auto: ", 2, "levels auto: %lf MiB free after the weights, gradients and "
+                             "optimizer state; %lf MiB kept back", &free_mib, &reserve);
+    printf("train-decoder --checkpoint_levels auto on cuda: %.1f MiB free, %.1f kept back\n", free_mib, reserve);
+    CHECK_MSG(found && free_mib >= 1 && free_mib <= 1048576 && reserve >= 768, "%s: free %.1f MiB, reserve %.1f",
+              log, free_mib, reserve);
+    CHECK_MSG(tf_count_lines(log, "this run: off (no block is re-run)") == 1, "%s: the tiny decoder re-runs blocks",
+              log);
+    check_losses("train-decoder auto checkpoint levels vs none, cuda", "d_auto1", "d_gpu1", 1, 1, 0);
 }
 
 /* 2. A 2-step checkpoint written on device FROM resumed on device TO for 2 more steps, against
@@ -487,6 +510,18 @@ static void two_ranks_on(const char *pre, int own_gpus)
         CHECK_MSG(rc == 0, "mpirun -np 2 --zero_stage 1 over NCCL: exit %d (see %s/%s.log)", rc, dir, r2z);
         check_losses("2 ranks over NCCL: ZeRO-1 vs all-reduce", r2z, r2, 1, 4, 1e-6);
         check_weights("2 ranks over NCCL: ZeRO-1 vs all-reduce", r2z, r2, "prior", 4);
+        /* ZeRO-1's buckets, each summed onto its owners by ncclReduce during the backward (one
+         * straddles the shards: two pieces), against one ncclReduceScatter after it */
+        char r2zb[40], r2z0[40];
+        snprintf(r2zb, sizeof r2zb, "%s2zb", pre), snprintf(r2z0, sizeof r2z0, "%s2z0", pre);
+        rc = mpirun2(x, "--zero_stage 1 --bucket_cap_mb 0.01", r2zb);
+        rc |= mpirun2(x, "--zero_stage 1 --bucket_cap_mb 0", r2z0);
+        CHECK_MSG(rc == 0, "mpirun -np 2 --zero_stage 1, buckets of 0.01 MiB and none: exit %d (see %s/%s.log)", rc,
+                  dir, r2zb);
+        CHECK_MSG(tf_sh("grep -Eq 'gradient buckets: 4 exchanges over NCCL, [1-9][0-9]* of 24 buckets sent during' "
+                        "%s/%s.log", dir, r2zb) == 0, "%s: ZeRO-1 buckets not sent during the backward", r2zb);
+        check_losses("2 ranks over NCCL, ZeRO-1: buckets of 0.01 MiB vs one reduce-scatter", r2zb, r2z0, 1, 4, 1e-6);
+        check_weights("2 ranks over NCCL, ZeRO-1: buckets of 0.01 MiB vs one reduce-scatter", r2zb, r2z0, "prior", 4);
     }
     unsetenv("K22_EMU_GPU_PER_RANK");
 }
@@ -693,6 +728,7 @@ int main(void)
     if (part_on("step")) {
         one_step("train-prior", "prior", "p");
         one_step("train-decoder", "unet", "d");
+        auto_levels();
     }
     if (part_on("resume")) {
         run_k22_ok("", "train-prior", "cpu", "--max_train_steps 4", "p_cpu4");

@@ -10,8 +10,10 @@
 #include "model_fixture.h"
 
 #include "k22/flops.h"
+#include "k22/train_decoder.h"
 #include "k22/unet.h"
 
+#include <stdint.h>
 #include <stdio.h>
 
 /* under MF_DIR (tests/fixtures/models) */
@@ -220,6 +222,53 @@ static void run_case(const k22_backend *be, const k22_st_file *f, const unet_cas
     k22_params_free(&ps);
 }
 
+/* --checkpoint_levels auto's pick (k22_unet_ckpt_levels_fit) on the full UNet at 96x96: with a
+ * budget of exactly one choice's arena it takes the first choice in re-run order (none, 1 ..
+ * n-1, every block) whose arena fits, one float less moves it on, and with none it takes the
+ * smallest arena. Then what auto picks on an 80 GB H100 (81559 MiB, less the CUDA context's
+ * ~0.5 GiB, weights, gradients and AdamW moments at 16 bytes a parameter, the bf16 reserve). */
+static void ckpt_auto(const k22_unet *m, int64_t nparams)
+{
+    int n = m->cfg.nblocks, H = 96, W = 96, B = 8;
+    int order[K22_MAX_BLOCKS + 1];
+    size_t cap[K22_MAX_BLOCKS + 1], least = SIZE_MAX;
+    int smallest = 0;
+    for (int k = 0; k <= n; k++) {
+        order[k] = k == n ? K22_UNET_CKPT_ALL : k;
+        cap[k] = k22_unet_arena_floats_ckpt(m, B, H, W, 1, order[k]);
+        if (cap[k] < least) least = cap[k], smallest = order[k];
+    }
+    for (int k = 0; k <= n; k++)
+        for (int d = 0; d <= 1; d++) {
+            size_t budget = cap[k] - (size_t)d;
+            int want = smallest;
+            for (int j = 0; j <= n; j++)
+                if (cap[j] <= budget) {
+                    want = order[j];
+                    break;
+                }
+            int got = k22_unet_ckpt_levels_fit(m, B, H, W, budget);
+            CHECK_MSG(got == want, "auto with the arena of choice %d less %d floats: %d, expected %d", order[k], d,
+                      got, want);
+        }
+    CHECK(k22_unet_ckpt_levels_fit(m, B, H, W, 0) == smallest);
+    const double total = 81559.0 * 1048576, context = 512.0 * 1048576;
+    for (int b = 8; b <= 64; b *= 2) {
+        size_t reserve = k22_decoder_ckpt_reserve(&m->cfg, b, H, W, K22_PREC_BF16, nparams);
+        double left = total - context - 16.0 * (double)nparams - (double)reserve;
+        size_t budget = left > 0 ? (size_t)(left / 4) : 0;
+        int lv = k22_unet_ckpt_levels_fit(m, b, H, W, budget);
+        size_t a = k22_unet_arena_floats_ckpt(m, b, H, W, 1, lv);
+        char pick[48];
+        if (lv == 0) snprintf(pick, sizeof pick, "no checkpointing");
+        else if (lv >= n) snprintf(pick, sizeof pick, "every block");
+        else snprintf(pick, sizeof pick, "%d level%s", lv, lv == 1 ? "" : "s");
+        printf("size fn  unet full B=%d 96x96 bf16 on an 80 GB H100: reserve %.2f GiB, %.1f GiB left for the arena; "
+               "auto picks %s (arena %.1f GiB%s)\n", b, reserve / 1073741824.0, left / 1073741824.0, pick,
+               a * 4.0 / 1073741824.0, a <= budget ? "" : ", does not fit");
+    }
+}
+
 /* The published Kandinsky 2.2 decoder UNet: sizes only, from the table (no weights). */
 static void full_size(void)
 {
@@ -265,6 +314,7 @@ static void full_size(void)
                cap * 4.0 / 1073741824.0, 100.0 * re / fwd.total, re / 1e12);
         last_kept = kept, last_re = re;
     }
+    ckpt_auto(&m, (int64_t)ps.total);
     k22_unet_free(&m);
     k22_params_free(&ps);
 }

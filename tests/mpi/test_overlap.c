@@ -2,7 +2,8 @@
  * --bucket_cap_mb) against one exchange after it (--bucket_cap_mb 0), on 2 MPI ranks. Each value
  * is a + b, then / 2, either way, so the runs must agree bit for bit: logged losses, final
  * weights (prior and UNet), with accumulation (the buckets add the earlier micro-steps' sum
- * themselves), with gradient checkpointing, under fp16 with its loss scaler. Each bucketed run's
+ * themselves), with gradient checkpointing, under fp16 with its loss scaler, and under ZeRO-1
+ * (each bucket summed onto its owners against one reduce-scatter: a + b again). Each bucketed run's
  * closing line must show buckets sent during the backward (not all left for the end), and its
  * set-up line the bucket count. A negative --bucket_cap_mb is refused (exit 2) by name. */
 #include "train/train_fixture.h"
@@ -82,12 +83,21 @@ int main(void)
     pair("prior, 2 ranks x 2 accumulation", "train-prior", args, "0.01", pw, 4);
     snprintf(args, sizeof args, PRIOR " --train_batch_size 2 --mixed_precision fp16 --gradient_checkpointing", dir, dir);
     pair("prior, fp16 + checkpointing", "train-prior", args, "0.01", pw, 4);
+    /* ZeRO-1: each bucket summed onto the rank owning it (the prior's shards of ~6.9 k floats: one
+     * bucket straddles the two, and is sent as two pieces) against one reduce-scatter. */
+    snprintf(args, sizeof args, PRIOR " --train_batch_size 2 --zero_stage 1", dir, dir);
+    pair("prior, ZeRO-1, 2 ranks", "train-prior", args, "0.01", pw, 4);
+    snprintf(args, sizeof args, PRIOR " --train_batch_size 1 --gradient_accumulation_steps 2 --zero_stage 1", dir,
+             dir);
+    pair("prior, ZeRO-1, 2 ranks x 2 accumulation", "train-prior", args, "0.01", pw, 4);
     /* The tiny UNet's 884 k floats in buckets of 0.5 MiB: 7 buckets. */
     snprintf(args, sizeof args, DECODER, dir, dir);
     pair("decoder, 2 ranks, buckets of 0.5 MiB", "train-decoder", args, "0.5", uw, 2);
     snprintf(args, sizeof args, DECODER " --gradient_checkpointing --train_batch_size 1 --gradient_accumulation_steps 2",
              dir, dir);
     pair("decoder, checkpointing, 2 ranks x 2 accumulation", "train-decoder", args, "0.5", uw, 2);
+    snprintf(args, sizeof args, DECODER " --zero_stage 1", dir, dir);
+    pair("decoder, ZeRO-1, 2 ranks", "train-decoder", args, "0.5", uw, 2);
     int rc = tf_sh("%s train-prior --pack %s/data.h5 --pretrained %s/prior --output_dir %s/bad --bucket_cap_mb -1 "
                    ">%s/bad.log 2>&1", tf_bin(), dir, dir, dir, dir);
     snprintf(p, sizeof p, "%s/bad.log", dir);

@@ -7,8 +7,10 @@
  *     other rows, and a split that leaves no training rows is refused (exit 2).
  * (4) --gradient_checkpointing gives the same losses as a run without it; on the tiny decoder
  *     also with --checkpoint_levels 1 (only the full-resolution blocks re-run), whose set-up line
- *     lists each choice's memory and re-run share; --checkpoint_levels is refused (exit 2) without
- *     --gradient_checkpointing and by train-prior. */
+ *     lists each choice's memory and re-run share; --checkpoint_levels auto picks by the free
+ *     memory (K22_MEM_FREE_MIB): none, 1 level or every block, the same losses each time;
+ *     --checkpoint_levels is refused (exit 2) without --gradient_checkpointing, by train-prior
+ *     and for a value that is neither auto nor 0..16. */
 #include "train/train_fixture.h"
 #include "k22/diffusers.h"
 
@@ -16,6 +18,8 @@
 
 static char dir[] = "/tmp/k22_guards_test_XXXXXX";
 
+#define DEC "train-decoder --pack %s/dec.h5 --pretrained %s/decoder --train_batch_size 2 --learning_rate 1e-3 " \
+            "--seed 5 --log_every 100 --max_train_steps 2"
 #define BASE "--pretrained %s/prior --train_batch_size 2 --learning_rate 1e-3 --seed 5 --log_every 100"
 
 
@@ -76,6 +80,53 @@ static void validation(void)
     CHECK_MSG(rc == 2, "--validation_split 0.7 exited %d, want 2", rc);
 }
 
+/* --checkpoint_levels auto on the tiny decoder, the free memory given by K22_MEM_FREE_MIB: plenty
+ * keeps every activation (no block re-run); the reserve plus the 1-level arena (from the set-up
+ * line of d2, 0.1 MiB apart from the arenas beside it) takes 1 level; nothing free takes every
+ * block with a warning. Each run's losses equal the plain run's (l0). */
+static void ckpt_auto(const double *l0)
+{
+    const char *k = tf_bin();
+    char a[4096];
+    double kept0, arena0, re0, kept1, arena1, free_mib = 0, reserve = 0;
+    snprintf(a, sizeof a, "%s/d2.log", dir);
+    CHECK_MSG(tf_scan_line(a, " off ", 5, " off %lf / %lf MiB / %lf%%; 1 %lf / %lf MiB", &kept0, &arena0, &re0, &kept1,
+                           &arena1), "no arenas in %s", a);
+    CHECK_MSG(arena0 - arena1 >= 0.35, "the tiny decoder's arenas: off %.1f MiB, 1 level %.1f MiB", arena0, arena1);
+    const struct { const char *name, *free, *now; int warned; } runs[] = {
+        {"a0", "100000", "this run: off (no block is re-run)", 0},
+        {"a1", NULL, "this run: --checkpoint_levels 1", 0},
+        {"a2", "0", "this run: --checkpoint_levels 0 (every block)", 1},
+    };
+    for (int i = 0; i < 3; i++) {
+        char mib[64];
+        /* 0.2 MiB past the 1-level arena: the printed figures are within 0.05 of the true ones */
+        if (runs[i].free) snprintf(mib, sizeof mib, "%s", runs[i].free);
+        else snprintf(mib, sizeof mib, "%.2f", reserve + arena1 + 0.2);
+        int rc = tf_sh("K22_MEM_FREE_MIB=%s %s " DEC " --gradient_checkpointing --checkpoint_levels auto "
+                       "--output_dir %s/%s >%s/%s.log 2>&1", mib, k, dir, dir, dir, runs[i].name, dir, runs[i].name);
+        snprintf(a, sizeof a, "%s/%s.log", dir, runs[i].name);
+        CHECK_MSG(rc == 0, "--checkpoint_levels auto with %s MiB free: exit %d (%s)", mib, rc, a);
+        CHECK_MSG(tf_count_lines(a, runs[i].now) == 1, "%s MiB free: no '%s' in %s", mib, runs[i].now, a);
+        CHECK_MSG(tf_scan_line(a, "levels auto: ", 2, "levels auto: %lf MiB free after the weights, gradients and "
+                               "optimizer state; %lf MiB kept back", &free_mib, &reserve) &&
+                      fabs(free_mib - atof(mib)) < 0.06 && reserve >= 768,
+                  "%s: the auto line says %.1f MiB free, %.1f kept back", a, free_mib, reserve);
+        CHECK_MSG(tf_count_lines(a, "none fits") == runs[i].warned, "%s: the warning", a);
+        double l[4] = {0};
+        snprintf(a, sizeof a, "%s/%s", dir, runs[i].name);
+        CHECK(tf_read_losses(a, l, 3) == 2);
+        for (int s = 1; s <= 2; s++)
+            CHECK_MSG(l[s] == l0[s], "auto with %s MiB free, step %d: %.17g vs %.17g", mib, s, l[s], l0[s]);
+    }
+    tf_sh("grep -h 'levels auto' %s/a1.log", dir);
+    int rc = tf_sh("%s " DEC " --gradient_checkpointing --checkpoint_levels automatic --output_dir %s/a3 >%s/a3.log "
+                   "2>&1", k, dir, dir, dir, dir);
+    snprintf(a, sizeof a, "%s/a3.log", dir);
+    CHECK_MSG(rc == 2 && tf_count_lines(a, "expected auto or a whole number") == 1,
+              "--checkpoint_levels automatic: exit %d", rc);
+}
+
 static void grad_ckpt(void)
 {
     const char *k = tf_bin();
@@ -91,8 +142,6 @@ static void grad_ckpt(void)
     CHECK(tf_read_losses(a, la, 7) == 4 && tf_read_losses(b, lb, 7) == 4);
     for (int s = 1; s <= 4; s++) CHECK_MSG(la[s] == lb[s], "step %d: %.17g vs %.17g with checkpointing", s, la[s], lb[s]);
     /* the decoder, every block and only the first level checkpointed */
-#define DEC "train-decoder --pack %s/dec.h5 --pretrained %s/decoder --train_batch_size 2 --learning_rate 1e-3 " \
-            "--seed 5 --log_every 100 --max_train_steps 2"
     rc = tf_sh("%s " DEC " --output_dir %s/d0 >%s/d0.log 2>&1", k, dir, dir, dir, dir);
     rc |= tf_sh("%s " DEC " --gradient_checkpointing --output_dir %s/d1 >%s/d1.log 2>&1", k, dir, dir, dir, dir);
     rc |= tf_sh("%s " DEC " --gradient_checkpointing --checkpoint_levels 1 --output_dir %s/d2 >%s/d2.log 2>&1", k, dir,
@@ -113,6 +162,7 @@ static void grad_ckpt(void)
     CHECK_MSG(tf_count_lines(a, "re-run: off ") == 1 && tf_count_lines(a, "this run: --checkpoint_levels 1") == 1,
               "no checkpointing set-up line in %s", a);
     tf_sh("grep -h 'gradient checkpointing,' %s/d2.log", dir);
+    ckpt_auto(l0);
     rc = tf_sh("%s " DEC " --checkpoint_levels 1 --output_dir %s/d3 >%s/d3.log 2>&1", k, dir, dir, dir, dir);
     snprintf(a, sizeof a, "%s/d3.log", dir);
     CHECK_MSG(rc == 2 && tf_count_lines(a, "needs --gradient_checkpointing") == 1,

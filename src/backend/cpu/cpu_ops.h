@@ -27,6 +27,10 @@ float *k22_cpu_scratch(void *ctx, size_t n);
 void k22_cpu_sgemm(void *ctx, int ta, int tb, int M, int N, int K, float alpha, const float *A,
                    int lda, const float *Bm, int ldb, float beta, float *C, int ldc);
 
+/* The host memory still to be had, in bytes (host_mem.c: MemAvailable, capped by the cgroup's
+ * room); *total (may be NULL) gets MemTotal or the cgroup's limit, the smaller. 0 where unknown. */
+size_t k22_host_mem_free(size_t *total);
+
 /* ---- reference ---- */
 void k22_ref_matmul(void *ctx, int ta, int tb, int M, int N, int K, float alpha, const float *A,
                     int64_t sA, const float *Bm, int64_t sB, float beta, float *C, int64_t sC,

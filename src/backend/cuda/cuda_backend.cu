@@ -374,6 +374,26 @@ extern "C" void *k22_cuda_stream_of(void *vctx)
     return (void *)K22_CUDA_CTX(vctx)->stream;
 }
 
+/* backend.c's k22_backend_mem_free: the driver's free memory plus what the stream-ordered pool
+ * holds reserved but unused (it keeps freed blocks: the release threshold set at creation). */
+extern "C" size_t k22_cuda_mem_free_of(void *vctx, size_t *total)
+{
+    k22_cuda_ctx *ctx = K22_CUDA_CTX(vctx);
+    size_t fr = 0, tot = 0;
+    CUDA_CHECK(cudaSetDevice(ctx->device));
+    CUDA_CHECK(cudaMemGetInfo(&fr, &tot));
+    if (ctx->async_alloc) {
+        cudaMemPool_t pool;
+        uint64_t reserved = 0, used = 0;
+        CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, ctx->device));
+        CUDA_CHECK(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemCurrent, &reserved));
+        CUDA_CHECK(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemCurrent, &used));
+        if (reserved > used) fr += (size_t)(reserved - used);
+    }
+    *total = tot;
+    return fr;
+}
+
 /* backend.c's k22_backend_conv_impl for a CUDA backend's context. */
 extern "C" const char *k22_cuda_conv_impl(void *vctx, int64_t *n_cudnn, int64_t *n_im2col)
 {

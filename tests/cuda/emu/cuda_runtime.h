@@ -59,7 +59,11 @@ typedef enum {
     cudaMemcpyDefault
 } cudaMemcpyKind;
 typedef enum { cudaDevAttrMemoryPoolsSupported = 115 } cudaDeviceAttr;
-typedef enum { cudaMemPoolAttrReleaseThreshold = 4 } cudaMemPoolAttr;
+typedef enum {
+    cudaMemPoolAttrReleaseThreshold = 4,
+    cudaMemPoolAttrReservedMemCurrent = 5,
+    cudaMemPoolAttrUsedMemCurrent = 7
+} cudaMemPoolAttr;
 typedef struct k22_emu_stream *cudaStream_t;
 typedef struct k22_emu_pool *cudaMemPool_t;
 #define cudaStreamNonBlocking 1
@@ -76,6 +80,11 @@ cudaError_t cudaGetDevice(int *d);
 cudaError_t cudaDeviceGetAttribute(int *v, cudaDeviceAttr a, int d);
 cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t *p, int d);
 cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t p, cudaMemPoolAttr a, void *v);
+/* 0 for every attribute read: the pool gives freed blocks back at once, so it holds none unused. */
+cudaError_t cudaMemPoolGetAttribute(cudaMemPool_t p, cudaMemPoolAttr a, void *v);
+/* total: K22_EMU_MEM_MIB (default 81559, an H100's 80 GB); free: total less the live blocks (a
+ * cudaMalloc past it returns cudaErrorMemoryAllocation). */
+cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes);
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags);
 cudaError_t cudaStreamDestroy(cudaStream_t s);
 cudaError_t cudaStreamSynchronize(cudaStream_t s);

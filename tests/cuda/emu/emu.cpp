@@ -335,13 +335,34 @@ cudaError_t cudaDeviceSynchronize(void) {
     emu_reached(NULL);
     return cudaSuccess;
 }
+/* The emulated device's size (K22_EMU_MEM_MIB, default an H100's 80 GB) and the bytes of its
+ * live blocks: a cudaMalloc past it fails as on a full GPU. */
+static size_t emu_live_bytes;
+static size_t emu_mem_total(void) {
+    const char *v = getenv("K22_EMU_MEM_MIB");
+    double mib = v && *v ? atof(v) : 81559.0;
+    return (size_t)(mib * 1048576.0);
+}
+cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes) {
+    size_t tot = emu_mem_total();
+    *total_bytes = tot;
+    *free_bytes = emu_live_bytes < tot ? tot - emu_live_bytes : 0;
+    return cudaSuccess;
+}
+cudaError_t cudaMemPoolGetAttribute(cudaMemPool_t p, cudaMemPoolAttr a, void *v) {
+    *(uint64_t *)v = 0; /* freed blocks go back at once: nothing reserved beyond what is used */
+    return cudaSuccess;
+}
 cudaError_t cudaMalloc(void **p, size_t n) {
+    if (n > emu_mem_total() - (emu_live_bytes < emu_mem_total() ? emu_live_bytes : emu_mem_total()))
+        return cudaErrorMemoryAllocation;
     /* 256-byte aligned, as cudaMalloc's blocks (alignment decides cuBLASLt's algorithms) */
     float *f = (float *)aligned_alloc(256, (n + 256) / 256 * 256);
     if (!f)
         return cudaErrorMemoryAllocation;
     memset(f, 0xff, n); /* NaN: a kernel reading memory nobody wrote shows up in the results */
     emu_blocks[(uintptr_t)f] = n ? n : 1;
+    emu_live_bytes += n ? n : 1;
     EMU_POISON(f, n ? n : 1); /* host code may not touch it (cuda_runtime.h) */
     *p = f;
     return cudaSuccess;
@@ -356,6 +377,7 @@ cudaError_t cudaFree(void *p) {
     if (it->first != (uintptr_t)p)
         emu_bad("cudaFree of a pointer inside a block", p, 0);
     EMU_UNPOISON(p, it->second);
+    emu_live_bytes -= it->second;
     emu_blocks.erase(it);
     free(p);
     return cudaSuccess;

@@ -67,19 +67,20 @@ static ncclResult_t check(ncclComm_t comm, ncclDataType_t type, size_t count) {
 // runs apart from the backend's: code that reads a result before ordering itself after NCCL's
 // stream reads the old values. Its input is copied when queued and must be unchanged when it
 // runs: a write into a buffer in flight aborts with a message.
-enum { EMU_ALLREDUCE, EMU_REDUCE_SCATTER, EMU_ALLGATHER };
+enum { EMU_ALLREDUCE, EMU_REDUCE_SCATTER, EMU_ALLGATHER, EMU_REDUCE };
 struct emu_op {
     int kind;
     const void *send;
     void *recv;
     size_t count;       // floats of the input
     size_t recvcount;   // reduce-scatter's block / all-gather's block
+    int root;           // reduce's
     cudaStream_t stream;
     std::vector<float> input;
 };
 static std::vector<emu_op> emu_queue;
 
-static const char *const emu_names[] = {"ncclAllReduce", "ncclReduceScatter", "ncclAllGather"};
+static const char *const emu_names[] = {"ncclAllReduce", "ncclReduceScatter", "ncclAllGather", "ncclReduce"};
 
 static void run_op(emu_op &op) {
     const char *name = emu_names[op.kind];
@@ -101,6 +102,10 @@ static void run_op(emu_op &op) {
         k22_emu_open_range(op.recv, op.recvcount * sizeof(float), name);
         rc = MPI_Reduce_scatter_block(op.input.data(), op.recv, (int)op.recvcount, MPI_FLOAT, MPI_SUM,
                                       MPI_COMM_WORLD);
+    } else if (op.kind == EMU_REDUCE) { // recv is the root's alone
+        if (me == op.root) k22_emu_open_range(op.recv, in_bytes, name);
+        rc = MPI_Reduce(op.input.data(), me == op.root ? op.recv : NULL, (int)op.count, MPI_FLOAT, MPI_SUM, op.root,
+                        MPI_COMM_WORLD);
     } else {
         k22_emu_open_range(op.recv, op.recvcount * sizeof(float) * (size_t)world, name);
         rc = MPI_Allgather(op.input.data(), (int)op.recvcount, MPI_FLOAT, op.recv, (int)op.recvcount, MPI_FLOAT,
@@ -122,8 +127,8 @@ extern "C" void k22_emu_stream_reached(cudaStream_t s) {
 }
 
 static ncclResult_t queue(int kind, const void *send, void *recv, size_t count, size_t recvcount,
-                          cudaStream_t stream) {
-    emu_op op{kind, send, recv, count, recvcount, stream, std::vector<float>(count)};
+                          cudaStream_t stream, int root = 0) {
+    emu_op op{kind, send, recv, count, recvcount, root, stream, std::vector<float>(count)};
     k22_emu_open_range(send, count * sizeof(float), emu_names[kind]);
     memcpy(op.input.data(), send, count * sizeof(float));
     k22_emu_close();
@@ -138,6 +143,18 @@ ncclResult_t ncclAllReduce(const void *send, void *recv, size_t count, ncclDataT
     k22_emu_open_range(recv, count * sizeof(float), "ncclAllReduce recvbuff"); // bounds, now
     k22_emu_close();
     return queue(EMU_ALLREDUCE, send, recv, count, count, stream);
+}
+
+ncclResult_t ncclReduce(const void *send, void *recv, size_t count, ncclDataType_t type, ncclRedOp_t op, int root,
+                        ncclComm_t comm, cudaStream_t stream) {
+    ncclResult_t r = check(comm, type, count);
+    if (r != ncclSuccess || op != ncclSum || root < 0 || root >= comm->nranks)
+        return r != ncclSuccess ? r : ncclInvalidArgument;
+    if (comm->rank == root) { // bounds, now; elsewhere NCCL ignores recvbuff
+        k22_emu_open_range(recv, count * sizeof(float), "ncclReduce recvbuff");
+        k22_emu_close();
+    }
+    return queue(EMU_REDUCE, send, recv, count, count, stream, root);
 }
 
 ncclResult_t ncclReduceScatter(const void *send, void *recv, size_t recvcount, ncclDataType_t type,
