@@ -53,8 +53,9 @@ typedef struct {
      * kernels run what they fit (bf16/fp16, heads up to 64), K22_FA_OFF when the GEMM path runs
      * everything (asked for, or the kernels failed their self-test: attn_why says how), and
      * K22_FA_UNTESTED under auto until the first switch to bf16/fp16 runs the self-test; how many
-     * attention calls (forward and backward) each path ran. */
-    int attn_flash;
+     * attention calls (forward and backward) each path ran. attn_mma (K22_CUDA_ATTN=mma): the
+     * fused forward runs flash_mma.cu's kernel. */
+    int attn_flash, attn_mma;
     char attn_why[256];
     int64_t attn_runs_flash, attn_runs_gemm;
     /* Linear biases (matmul.cu, K22_CUDA_EPILOGUE): bias_epilogue 1 offers them to cuBLASLt's

@@ -414,7 +414,8 @@ extern "C" void k22_cuda_stats_of(void *vctx, k22_cuda_stats *st)
     st->shadow_updates = ctx->shadow.updates;
     st->gemm_heuristics = ctx->lt_heuristics;
     st->gemm_plans = ctx->lt_builds;
-    st->attn = ctx->attn_flash == K22_FA_ON ? "fused" : ctx->attn_flash == K22_FA_OFF ? "gemm" : "untested";
+    st->attn = ctx->attn_flash == K22_FA_ON ? (ctx->attn_mma ? "fused-mma" : "fused")
+               : ctx->attn_flash == K22_FA_OFF ? "gemm" : "untested";
     st->attn_flash = ctx->attn_runs_flash;
     st->attn_gemm = ctx->attn_runs_gemm;
     st->bias_epilogue = ctx->bias_runs[1];

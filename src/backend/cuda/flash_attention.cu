@@ -19,7 +19,7 @@
  *
  * Synchronization is by block barriers only (no warp shuffles), which the host emulator of
  * tests/cuda/emu runs as written. */
-#include "common.cuh"
+#include "flash_attention.cuh"
 
 #include <math.h>
 #include <mma.h>
@@ -28,66 +28,6 @@
 #include <string.h>
 
 using namespace nvcuda;
-
-#define K22_FA_THREADS 128 /* four warps */
-#define K22_FA_ROWS 64     /* rows a block owns: 16 per warp (queries, or keys for dK/dV) */
-#define K22_FA_TILE 32     /* rows of the other side per step of the loop */
-#define K22_FA_PAD 8       /* 16-bit tile row padding: keeps ldm a multiple of 16 bytes */
-#define K22_FA_SLD (K22_FA_TILE + 4)          /* fp32 score tile row length */
-#define K22_FA_PLD (K22_FA_TILE + K22_FA_PAD) /* 16-bit probability tile row length */
-
-typedef struct {
-    const float *q, *k, *v, *dout;
-    const float *lse;
-    float *drow; /* backward: D_i = sum_c dout[i,c] out[i,c] per (head, query) */
-    int NH, TQ, TK, D, DV;
-    float scale;
-    const float *mask;
-    int64_t mask_bstride;
-    int causal;
-    const uint8_t *key_keep;
-} k22_fa_args;
-
-template <class T> __device__ __forceinline__ T k22_fa_round(float v);
-template <> __device__ __forceinline__ __nv_bfloat16 k22_fa_round<__nv_bfloat16>(float v)
-{
-    return __float2bfloat16_rn(v);
-}
-template <> __device__ __forceinline__ __half k22_fa_round<__half>(float v)
-{
-    return __float2half_rn(v);
-}
-
-/* The logit of query i and key j of batch item b from s = q.k, or -inf where it is excluded. */
-__device__ __forceinline__ float k22_fa_logit(const k22_fa_args &a, int64_t b, int i, int j, float s)
-{
-    if ((a.causal && j > i) || (a.key_keep && !a.key_keep[b * a.TK + j])) return -INFINITY;
-    float l = a.scale * s;
-    if (a.mask) l += a.mask[b * a.mask_bstride + (int64_t)i * a.TK + j];
-    return l;
-}
-
-/* P of query i, key j given the row's lse (0 where excluded, outside the matrix, or for a row
- * with every key excluded). */
-__device__ __forceinline__ float k22_fa_prob(const k22_fa_args &a, int64_t b, int i, int j, float s,
-                                             float lse)
-{
-    if (i >= a.TQ || j >= a.TK || lse == -INFINITY) return 0.0f;
-    float x = k22_fa_logit(a, b, i, j, s);
-    return x == -INFINITY ? 0.0f : expf(x - lse);
-}
-
-/* Rows r0 .. r0+R of an (n, cols) fp32 matrix into a 16-bit (R, DP) tile, zero beyond. */
-template <class T, int R, int DP>
-__device__ __forceinline__ void k22_fa_load(T (*dst)[DP + K22_FA_PAD], const float *src, int r0,
-                                            int n, int cols)
-{
-    for (int e = threadIdx.x; e < R * DP; e += K22_FA_THREADS) {
-        int r = e / DP, c = e % DP;
-        float v = r0 + r < n && c < cols ? src[(int64_t)(r0 + r) * cols + c] : 0.0f;
-        dst[r][c] = k22_fa_round<T>(v);
-    }
-}
 
 template <class T> using k22_fa_afrag = wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major>;
 template <class T> using k22_fa_bcol = wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major>;
@@ -407,7 +347,7 @@ int k22_cuda_flash_fits(const k22_cuda_ctx *ctx, const k22_attn_desc *d)
 }
 
 typedef struct {
-    void (*fwd)(float *, float *, k22_fa_args);
+    k22_fa_fwd_fn fwd;
     void (*dkdv)(float *, float *, k22_fa_args);
     void (*dq)(float *, k22_fa_args);
 } k22_fa_kernels;
@@ -435,7 +375,7 @@ void k22_cuda_flash_fwd(k22_cuda_ctx *ctx, float *out, float *lse, const float *
     a.q = q, a.k = k, a.v = v;
     k22_fa_kernels kn = k22_fa_kernels_of(ctx, d);
     dim3 grid((unsigned)((int64_t)d->B * d->NH), (unsigned)((d->TQ + K22_FA_ROWS - 1) / K22_FA_ROWS));
-    void (*fwd)(float *, float *, k22_fa_args) = kn.fwd;
+    k22_fa_fwd_fn fwd = ctx->attn_mma ? k22_fam_fwd_of(ctx->precision == K22_PREC_FP16, k22_fa_dp(d)) : kn.fwd;
     fwd<<<grid, K22_FA_THREADS, 0, ctx->stream>>>(out, lse, a);
     CUDA_CHECK_LAUNCH();
 }
@@ -521,23 +461,26 @@ static int k22_fa_probe(k22_cuda_ctx *ctx)
 }
 
 /* K22_CUDA_ATTN: gemm turns the kernels off; flash runs the self-test here, at creation, and
- * refuses a device where it fails; auto leaves it for k22_cuda_attn_ready, at the first switch to
- * bf16/fp16, so that fp32 runs (which never use the kernels) do not pay for it. */
+ * refuses a device where it fails; mma is flash with flash_mma.cu's forward (an experiment, for
+ * the benchmark's k22-mmaattn runs); auto leaves the test for k22_cuda_attn_ready, at the first
+ * switch to bf16/fp16, so that fp32 runs (which never use the kernels) do not pay for it. */
 k22_status k22_cuda_attn_init(k22_cuda_ctx *ctx, k22_err *err)
 {
     const char *v = getenv("K22_CUDA_ATTN");
     ctx->attn_flash = K22_FA_OFF;
+    ctx->attn_mma = 0;
     ctx->attn_why[0] = 0;
     if (v && !strcmp(v, "gemm")) return K22_OK;
-    if (v && *v && strcmp(v, "flash") && strcmp(v, "auto"))
-        return k22_err_set(err, K22_ERR_ARG, "K22_CUDA_ATTN='%s': expected auto, flash or gemm", v);
-    if (!v || strcmp(v, "flash")) {
+    if (v && *v && strcmp(v, "flash") && strcmp(v, "mma") && strcmp(v, "auto"))
+        return k22_err_set(err, K22_ERR_ARG, "K22_CUDA_ATTN='%s': expected auto, flash, mma or gemm", v);
+    if (!v || !*v || !strcmp(v, "auto")) {
         ctx->attn_flash = K22_FA_UNTESTED;
         return K22_OK;
     }
+    ctx->attn_mma = !strcmp(v, "mma");
     if (!k22_fa_probe(ctx))
-        return k22_err_set(err, K22_ERR_UNSUPPORTED, "K22_CUDA_ATTN=flash, but the fused attention "
-                           "kernels fail on CUDA device %d: %s", ctx->device, ctx->attn_why);
+        return k22_err_set(err, K22_ERR_UNSUPPORTED, "K22_CUDA_ATTN=%s, but the fused attention "
+                           "kernels fail on CUDA device %d: %s", v, ctx->device, ctx->attn_why);
     ctx->attn_flash = K22_FA_ON;
     return K22_OK;
 }

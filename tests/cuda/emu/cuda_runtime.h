@@ -6,7 +6,10 @@
  * Model: "device" memory is host memory; a kernel launch runs its blocks one after another, and
  * the threads of a block as cooperative fibers (ucontext) that switch at __syncthreads, so block
  * barriers and __shared__ arrays (function statics: one block lives at a time) behave as on a
- * GPU. Launches are synchronous. Warp intrinsics are not emulated.
+ * GPU. Launches are synchronous. Warp collectives (__shfl_xor_sync here, mma.sync in
+ * warp_mma.cuh) are exchanges between the 32 fibers of a warp (k22_emu_warp_exchange): every
+ * thread of a block must reach the same barriers and collectives in the same order (a GPU
+ * requires it within a warp; across warps the emulator checks it, emu.cpp).
  *
  * The runtime calls are declared extern "C", as the real header does, so the C files of k22core
  * built with K22_HAVE_CUDA (src/dist/device.c, tests) can include this header and call them;
@@ -156,6 +159,23 @@ static inline double atomicAdd(double *p, double v) {
 }
 
 void __syncthreads(void);
+
+/* The warp collective underneath: this thread's n (at most K22_EMU_XWORDS) words go in; once
+ * every lane of its warp has given its own, all[l][0..n) holds lane l's. Aborts when a lane of the
+ * warp is missing or at another collective (divergence, which a GPU does not allow either). */
+#define K22_EMU_XWORDS 12
+void k22_emu_warp_exchange(const uint32_t *mine, int n, uint32_t (*all)[K22_EMU_XWORDS]);
+static inline int k22_emu_lane(void) {
+    return (int)((threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z)) % 32);
+}
+static inline float __shfl_xor_sync(unsigned mask, float v, int lane_mask) {
+    uint32_t w, all[32][K22_EMU_XWORDS];
+    memcpy(&w, &v, 4);
+    (void)mask; /* every lane: k22_emu_warp_exchange checks they are all there */
+    k22_emu_warp_exchange(&w, 1, all);
+    memcpy(&v, &all[k22_emu_lane() ^ (lane_mask & 31)][0], 4);
+    return v;
+}
 
 /* K22_EMU_WMMA=wrong, read by k22_emu_run at each launch (mma.h's fault). */
 extern int k22_emu_wmma_wrong;

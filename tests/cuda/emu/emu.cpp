@@ -74,6 +74,9 @@ struct emu_fiber {
     ucontext_t uc;
     emu_jmp_buf jb;
     int done;
+    int wait;          /* what it yielded at: 0 __syncthreads, 1 a warp collective */
+    unsigned long gen; /* warp collectives entered in this block */
+    uint32_t x[K22_EMU_XWORDS]; /* its words of the collective it is in */
     uint3 idx;
     void *asan_fake; /* ASan's fake-stack handle while the fiber is switched out */
 };
@@ -148,8 +151,38 @@ EMU_SWITCHER static void emu_resume(unsigned t) {
 }
 
 void __syncthreads(void) {
-    if (emu_cur >= 0)
+    if (emu_cur >= 0) {
+        emu_fibers[emu_cur].wait = 0;
         emu_yield();
+    }
+}
+
+/* Two rounds: every thread leaves its words and yields; in the next round each copies its warp's
+ * words and yields again, so that no lane overwrites its words (at its next collective) before
+ * every lane of the warp has read them. The rounds scheduler runs every thread to its next yield,
+ * so a warp (and the block: k22_emu_run checks that all yield alike) moves in step. */
+void k22_emu_warp_exchange(const uint32_t *mine, int n, uint32_t (*all)[K22_EMU_XWORDS]) {
+    if (emu_cur < 0 || n < 0 || n > K22_EMU_XWORDS) {
+        fprintf(stderr, "emu: a warp collective outside a kernel or of %d words\n", n);
+        abort();
+    }
+    emu_fiber &f = emu_fibers[emu_cur];
+    memcpy(f.x, mine, (size_t)n * 4);
+    f.gen++;
+    f.wait = 1;
+    emu_yield();
+    const int first = emu_cur / 32 * 32, nt = (int)(blockDim.x * blockDim.y * blockDim.z);
+    for (int l = 0; l < 32; l++) {
+        const emu_fiber &o = emu_fibers[first + l];
+        if (first + l >= nt || o.done || o.gen != f.gen) {
+            fprintf(stderr, "emu: warp collective %lu of thread %d: lane %d is %s\n", f.gen, emu_cur, l,
+                    first + l >= nt ? "past the block's threads" : o.done ? "done" : "at another collective");
+            abort();
+        }
+        memcpy(all[l], o.x, (size_t)n * 4);
+    }
+    f.wait = 1;
+    emu_yield();
 }
 
 int k22_emu_wmma_wrong;
@@ -192,17 +225,27 @@ void k22_emu_run(dim3 grid, dim3 block, size_t shmem, const std::function<void()
         blockIdx = {(unsigned)(b % grid.x), (unsigned)(b / grid.x % grid.y),
                     (unsigned)(b / ((uint64_t)grid.x * grid.y))};
         for (unsigned t = 0; t < nt; t++)
-            emu_fibers[t].done = 0;
-        /* Rounds: every live thread runs to its next barrier (or its end). */
+            emu_fibers[t].done = 0, emu_fibers[t].gen = 0;
+        /* Rounds: every live thread runs to its next barrier (or its end). A round where some
+         * threads stop at __syncthreads and others at a warp collective means the block's threads
+         * do not take the same barriers: the emulation would be wrong, so it stops. */
         for (unsigned left = nt; left;) {
             left = 0;
+            int kinds = 0;
             for (unsigned i = 0; i < nt; i++) {
                 unsigned t = rev ? nt - 1 - i : i;
                 if (emu_fibers[t].done)
                     continue;
                 emu_resume(t);
-                if (!emu_fibers[t].done)
+                if (!emu_fibers[t].done) {
                     left++;
+                    kinds |= 1 << emu_fibers[t].wait;
+                }
+            }
+            if (kinds == 3) {
+                fprintf(stderr, "emu: block (%u,%u,%u): threads at __syncthreads and at a warp collective in "
+                                "the same round\n", blockIdx.x, blockIdx.y, blockIdx.z);
+                abort();
             }
         }
         emu_cur = -1;

@@ -1,0 +1,91 @@
+/* flash_attention.cuh: what the fused attention kernels share (flash_attention.cu's wmma kernels
+ * and flash_mma.cu's mma.sync forward): the arguments, the block geometry, the logit and
+ * probability of one score as ops.h defines them, the 16-bit rounding, and the tile loader. */
+#ifndef K22_FLASH_ATTENTION_CUH
+#define K22_FLASH_ATTENTION_CUH
+
+#include "common.cuh"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <math.h>
+#include <stdint.h>
+
+#define K22_FA_THREADS 128 /* four warps */
+#define K22_FA_ROWS 64     /* rows a block owns: 16 per warp (queries, or keys for dK/dV) */
+#define K22_FA_TILE 32     /* rows of the other side per step of the loop */
+#define K22_FA_PAD 8       /* 16-bit tile row padding: keeps ldm a multiple of 16 bytes */
+#define K22_FA_SLD (K22_FA_TILE + 4)          /* fp32 score tile row length */
+#define K22_FA_PLD (K22_FA_TILE + K22_FA_PAD) /* 16-bit probability tile row length */
+
+typedef struct {
+    const float *q, *k, *v, *dout;
+    const float *lse;
+    float *drow; /* backward: D_i = sum_c dout[i,c] out[i,c] per (head, query) */
+    int NH, TQ, TK, D, DV;
+    float scale;
+    const float *mask;
+    int64_t mask_bstride;
+    int causal;
+    const uint8_t *key_keep;
+} k22_fa_args;
+
+template <class T> __device__ __forceinline__ T k22_fa_round(float v);
+template <> __device__ __forceinline__ __nv_bfloat16 k22_fa_round<__nv_bfloat16>(float v)
+{
+    return __float2bfloat16_rn(v);
+}
+template <> __device__ __forceinline__ __half k22_fa_round<__half>(float v)
+{
+    return __float2half_rn(v);
+}
+
+/* The logit of query i and key j of batch item b from s = q.k, or -inf where it is excluded. */
+__device__ __forceinline__ float k22_fa_logit(const k22_fa_args &a, int64_t b, int i, int j, float s)
+{
+    if ((a.causal && j > i) || (a.key_keep && !a.key_keep[b * a.TK + j])) return -INFINITY;
+    float l = a.scale * s;
+    if (a.mask) l += a.mask[b * a.mask_bstride + (int64_t)i * a.TK + j];
+    return l;
+}
+
+/* P of query i, key j given the row's lse (0 where excluded, outside the matrix, or for a row
+ * with every key excluded). */
+__device__ __forceinline__ float k22_fa_prob(const k22_fa_args &a, int64_t b, int i, int j, float s,
+                                             float lse)
+{
+    if (i >= a.TQ || j >= a.TK || lse == -INFINITY) return 0.0f;
+    float x = k22_fa_logit(a, b, i, j, s);
+    return x == -INFINITY ? 0.0f : expf(x - lse);
+}
+
+/* Rows r0 .. r0+R of an (n, cols) fp32 matrix into a 16-bit (R, DP) tile, zero beyond. */
+template <class T, int R, int DP>
+__device__ __forceinline__ void k22_fa_load(T (*dst)[DP + K22_FA_PAD], const float *src, int r0,
+                                            int n, int cols)
+{
+    for (int e = threadIdx.x; e < R * DP; e += K22_FA_THREADS) {
+        int r = e / DP, c = e % DP;
+        float v = r0 + r < n && c < cols ? src[(int64_t)(r0 + r) * cols + c] : 0.0f;
+        dst[r][c] = k22_fa_round<T>(v);
+    }
+}
+
+/* Two values rounded to 16 bits in one register, the first in the low half: the element of the
+ * lower column (or k index) of an mma.sync fragment (warp_mma.cuh). */
+template <class T> __device__ __forceinline__ uint32_t k22_fa_pack2(float lo, float hi);
+template <> __device__ __forceinline__ uint32_t k22_fa_pack2<__nv_bfloat16>(float lo, float hi)
+{
+    return (uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(lo)) |
+           (uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(hi)) << 16;
+}
+template <> __device__ __forceinline__ uint32_t k22_fa_pack2<__half>(float lo, float hi)
+{
+    return (uint32_t)__half_as_ushort(__float2half_rn(lo)) | (uint32_t)__half_as_ushort(__float2half_rn(hi)) << 16;
+}
+
+/* flash_mma.cu: its forward kernel for bf16 (fp16 0) or fp16 (1) at padded head size dp. */
+typedef void (*k22_fa_fwd_fn)(float *, float *, k22_fa_args);
+k22_fa_fwd_fn k22_fam_fwd_of(int fp16, int dp);
+
+#endif

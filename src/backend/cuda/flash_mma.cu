@@ -1,0 +1,199 @@
+/* flash_mma.cu: the fused attention forward of flash_attention.cu with the scores and
+ * probabilities in registers (K22_CUDA_ATTN=mma; the backward stays on flash_attention.cu's
+ * kernels).
+ *
+ * flash_attention.cu's forward goes through shared memory at every step: the warp matrix
+ * functions store each 16x16 score tile as fp32, threads read it back one row each to form the
+ * probabilities, write them as 16 bits, and the product P V loads them again, with a block barrier
+ * between each. Here a warp owns 16 query rows and keeps its 16 x 64 scores of a key tile in the
+ * accumulators of mma.sync m16n8k16 (warp_mma.cuh), whose layout is documented: each lane knows
+ * which row and column each of its values is, applies the mask and forms the probability in
+ * place, and the rounded probabilities of two 8-column products are already the A fragment of
+ * P V. Shared memory holds only the 16-bit Q, K and V tiles (V transposed, so that a register of
+ * B is one 32-bit load); the only barriers are around the tile loads.
+ *
+ * The numbers are flash_attention.cu's: the same two passes (max and sum, then P normalized by
+ * them and rounded to 16 bits, then P V), the same rounding points; a row's max and sum are kept
+ * per lane over its own columns and merged over the four lanes of the row at the end (the
+ * order of the fp32 sums differs, well within the tests' tolerances). */
+#include "flash_attention.cuh"
+#include "warp_mma.cuh"
+
+#define K22_FAM_KT 64 /* keys per tile: 8 products of 8 columns per warp */
+
+/* V rows j0 .. j0 + K22_FAM_KT (of n, cols wide) transposed into dst[c][j], rounded, zero beyond. */
+template <class T, int DP>
+__device__ __forceinline__ void k22_fam_load_vt(T (*dst)[K22_FAM_KT + K22_FA_PAD], const float *src, int j0, int n,
+                                                int cols)
+{
+    for (int e = threadIdx.x; e < K22_FAM_KT * DP; e += K22_FA_THREADS) {
+        int j = e / DP, c = e % DP;
+        float v = j0 + j < n && c < cols ? src[(int64_t)(j0 + j) * cols + c] : 0.0f;
+        dst[c][j] = k22_fa_round<T>(v);
+    }
+}
+
+/* The 32-bit register holding tile[r][c], tile[r][c + 1] of a tile with rows of LD (c and LD
+ * even: 4-byte aligned). */
+template <int LD, class T> __device__ __forceinline__ uint32_t k22_fam_word(const T *tile, int r, int c)
+{
+    return *(const uint32_t *)(tile + r * LD + c);
+}
+
+/* S = Q K^T for the warp's 16 rows and the tile's K22_FAM_KT keys: s[n] is the 8-key product n. */
+template <class T, int DP>
+__device__ __forceinline__ void k22_fam_scores(float (&s)[K22_FAM_KT / 8][4], const uint32_t (&qa)[DP / 16][4],
+                                               const T (*sK)[DP + K22_FA_PAD], int g, int c)
+{
+    #pragma unroll
+    for (int n = 0; n < K22_FAM_KT / 8; n++) {
+        s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+        #pragma unroll
+        for (int kk = 0; kk < DP / 16; kk++) {
+            const uint32_t b[2] = {k22_fam_word<DP + K22_FA_PAD>(&sK[0][0], n * 8 + g, kk * 16 + c),
+                                   k22_fam_word<DP + K22_FA_PAD>(&sK[0][0], n * 8 + g, kk * 16 + c + 8)};
+            k22_mma16816<T>(s[n], qa[kk], b);
+        }
+    }
+}
+
+/* The scores of a tile (k22_fam_scores) turned into logits in place (k22_fa_logit: scale, mask,
+ * causal, padded keys), -inf outside the matrix. */
+__device__ __forceinline__ void k22_fam_logits(float (&s)[K22_FAM_KT / 8][4], const k22_fa_args &a, int64_t b,
+                                               const int (&rows)[2], int j0, int c)
+{
+    #pragma unroll
+    for (int n = 0; n < K22_FAM_KT / 8; n++)
+        #pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int i = rows[e / 2], j = j0 + n * 8 + c + e % 2;
+            s[n][e] = i < a.TQ && j < a.TK ? k22_fa_logit(a, b, i, j, s[n][e]) : -INFINITY;
+        }
+}
+
+/* Key tile j0 of head bh: K (and V transposed, unless sVt is NULL) into shared memory once the
+ * last tile's readers are done, then the logits of the warp's rows in s. */
+template <class T, int DP>
+__device__ __forceinline__ void k22_fam_tile(float (&s)[K22_FAM_KT / 8][4], T (*sK)[DP + K22_FA_PAD],
+                                             T (*sVt)[K22_FAM_KT + K22_FA_PAD], const k22_fa_args &a, int64_t bh,
+                                             const uint32_t (&qa)[DP / 16][4], const int (&rows)[2], int j0)
+{
+    const int lane = threadIdx.x % 32;
+    __syncthreads();
+    k22_fa_load<T, K22_FAM_KT, DP>(sK, a.k + bh * a.TK * a.D, j0, a.TK, a.D);
+    if (sVt) k22_fam_load_vt<T, DP>(sVt, a.v + bh * a.TK * a.DV, j0, a.TK, a.DV);
+    __syncthreads();
+    k22_fam_scores<T, DP>(s, qa, sK, lane / 4, 2 * (lane % 4));
+    k22_fam_logits(s, a, bh / a.NH, rows, j0, 2 * (lane % 4));
+}
+
+/* The (max, sum) of two parts of a row merged: (m, l) keeps the larger max. */
+__device__ __forceinline__ void k22_fam_merge(float &m, float &l, float m1, float l1)
+{
+    float mx = fmaxf(m, m1);
+    if (mx == -INFINITY) return; /* both empty */
+    l = (m == -INFINITY ? 0.0f : l * expf(m - mx)) + (m1 == -INFINITY ? 0.0f : l1 * expf(m1 - mx));
+    m = mx;
+}
+
+/* grid (heads, query blocks of K22_FA_ROWS), K22_FA_THREADS threads: warp w owns rows 16w .. 16w+15
+ * of the block; lane holds rows g and g + 8 of them, columns c and c + 1 of each 8-column product
+ * (g = lane / 4, c = 2 (lane % 4)). */
+template <class T, int DP>
+__global__ void __launch_bounds__(K22_FA_THREADS) k22_fam_fwd_kernel(float *out, float *lse, k22_fa_args a)
+{
+    __shared__ __align__(16) T sQ[K22_FA_ROWS][DP + K22_FA_PAD];
+    __shared__ __align__(16) T sK[K22_FAM_KT][DP + K22_FA_PAD];
+    __shared__ __align__(16) T sVt[DP][K22_FAM_KT + K22_FA_PAD];
+    const int64_t bh = blockIdx.x;
+    const int i0 = blockIdx.y * K22_FA_ROWS, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int g = lane / 4, c = 2 * (lane % 4), wr = warp * 16 + g;
+    const int rows[2] = {i0 + wr, i0 + wr + 8};
+    /* under a causal mask no key past the block's last query counts */
+    const int kend = a.causal && i0 + K22_FA_ROWS < a.TK ? i0 + K22_FA_ROWS : a.TK;
+
+    k22_fa_load<T, K22_FA_ROWS, DP>(sQ, a.q + bh * a.TQ * a.D, i0, a.TQ, a.D);
+    __syncthreads();
+    uint32_t qa[DP / 16][4];
+    #pragma unroll
+    for (int kk = 0; kk < DP / 16; kk++) {
+        qa[kk][0] = k22_fam_word<DP + K22_FA_PAD>(&sQ[0][0], wr, kk * 16 + c);
+        qa[kk][1] = k22_fam_word<DP + K22_FA_PAD>(&sQ[0][0], wr + 8, kk * 16 + c);
+        qa[kk][2] = k22_fam_word<DP + K22_FA_PAD>(&sQ[0][0], wr, kk * 16 + c + 8);
+        qa[kk][3] = k22_fam_word<DP + K22_FA_PAD>(&sQ[0][0], wr + 8, kk * 16 + c + 8);
+    }
+    float s[K22_FAM_KT / 8][4];
+
+    /* pass 1: per row, the max m and sum l of exp(logit - m) over this lane's columns, merged as
+     * the max moves (flash_attention.cu's rule), then over the row's four lanes */
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+    for (int j0 = 0; j0 < kend; j0 += K22_FAM_KT) {
+        k22_fam_tile<T, DP>(s, sK, NULL, a, bh, qa, rows, j0);
+        #pragma unroll
+        for (int n = 0; n < K22_FAM_KT / 8; n++)
+            #pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int h = e / 2;
+                const float x = s[n][e];
+                if (x == -INFINITY) continue;
+                if (x > m[h]) {
+                    l[h] = l[h] * expf(m[h] - x) + 1.0f;
+                    m[h] = x;
+                } else {
+                    l[h] += expf(x - m[h]);
+                }
+            }
+    }
+    float inv[2];
+    #pragma unroll
+    for (int h = 0; h < 2; h++) {
+        #pragma unroll
+        for (int x = 1; x <= 2; x <<= 1) /* the four lanes of the row: the same result on each */
+            k22_fam_merge(m[h], l[h], __shfl_xor_sync(0xffffffffu, m[h], x), __shfl_xor_sync(0xffffffffu, l[h], x));
+        inv[h] = m[h] == -INFINITY ? 0.0f : 1.0f / l[h]; /* every key excluded: out = 0, lse = -inf */
+        if (lane % 4 == 0 && rows[h] < a.TQ) lse[bh * a.TQ + rows[h]] = m[h] == -INFINITY ? -INFINITY : m[h] + logf(l[h]);
+    }
+
+    /* pass 2: out = P V, P = exp(logit - max) / sum rounded to 16 bits, straight from the score
+     * registers into the A fragments of P V (keys 16 kk .. 16 kk + 15: products 2 kk, 2 kk + 1) */
+    float o[DP / 8][4];
+    #pragma unroll
+    for (int n = 0; n < DP / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    for (int j0 = 0; j0 < kend; j0 += K22_FAM_KT) {
+        k22_fam_tile<T, DP>(s, sK, sVt, a, bh, qa, rows, j0);
+        #pragma unroll
+        for (int n = 0; n < K22_FAM_KT / 8; n++)
+            #pragma unroll
+            for (int e = 0; e < 4; e++) /* a row without keys has only -inf logits */
+                s[n][e] = s[n][e] == -INFINITY ? 0.0f : expf(s[n][e] - m[e / 2]) * inv[e / 2];
+        #pragma unroll
+        for (int kk = 0; kk < K22_FAM_KT / 16; kk++) {
+            const uint32_t pa[4] = {k22_fa_pack2<T>(s[2 * kk][0], s[2 * kk][1]),
+                                    k22_fa_pack2<T>(s[2 * kk][2], s[2 * kk][3]),
+                                    k22_fa_pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                                    k22_fa_pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+            #pragma unroll
+            for (int n = 0; n < DP / 8; n++) {
+                const uint32_t bv[2] = {k22_fam_word<K22_FAM_KT + K22_FA_PAD>(&sVt[0][0], n * 8 + g, kk * 16 + c),
+                                        k22_fam_word<K22_FAM_KT + K22_FA_PAD>(&sVt[0][0], n * 8 + g, kk * 16 + c + 8)};
+                k22_mma16816<T>(o[n], pa, bv);
+            }
+        }
+    }
+    float *ob = out + bh * a.TQ * a.DV;
+    #pragma unroll
+    for (int n = 0; n < DP / 8; n++)
+        #pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int i = rows[e / 2], col = n * 8 + c + e % 2;
+            if (i < a.TQ && col < a.DV) ob[(int64_t)i * a.DV + col] = o[n][e];
+        }
+}
+
+k22_fa_fwd_fn k22_fam_fwd_of(int fp16, int dp)
+{
+    if (fp16) return dp == 16 ? k22_fam_fwd_kernel<__half, 16> : dp == 32 ? k22_fam_fwd_kernel<__half, 32>
+                                                                         : k22_fam_fwd_kernel<__half, 64>;
+    return dp == 16 ? k22_fam_fwd_kernel<__nv_bfloat16, 16> : dp == 32 ? k22_fam_fwd_kernel<__nv_bfloat16, 32>
+                                                                      : k22_fam_fwd_kernel<__nv_bfloat16, 64>;
+}
