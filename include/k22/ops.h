@@ -329,7 +329,7 @@ typedef struct {
     int64_t gemm_heuristics;  /* cublasLtMatmulAlgoGetHeuristic queries */
     int64_t gemm_plans;       /* cuBLASLt set-ups made (GEMM shapes, and any made again) */
     const char *attn;         /* "fused" (bf16/fp16 attention with heads up to 64 on the fused
-                               * kernels; "fused-mma" with K22_CUDA_ATTN=mma's forward), "gemm"
+                               * kernels; "fused-mma": K22_CUDA_ATTN=mma's), "gemm"
                                * (K22_CUDA_ATTN=gemm, or their self-test failed)
                                * or "untested" (auto before the first bf16/fp16 precision) */
     int64_t attn_flash;       /* attention calls (forward or backward) run by the fused kernels */

@@ -1843,7 +1843,7 @@ static void attn_paths_check(const char *tag, int fused)
               (long long)st.attn_gemm);
 }
 
-/* K22_CUDA_ATTN: auto, flash and mma run the fused kernels (mma's forward on mma.sync), gemm the
+/* K22_CUDA_ATTN: auto, flash and mma run the fused kernels (mma's on mma.sync), gemm the
  * GEMM path, anything else is refused by name. flash and mma run the self-test at creation, auto at the first switch to bf16/fp16
  * (`before`: what the stats say until then). Under the emulator, K22_EMU_WMMA=wrong breaks its
  * warp matrix products (tests/cuda/emu/mma.h): the self-test must then send auto to the GEMM
@@ -2042,14 +2042,14 @@ int main(void)
         k22_backend_free(gpu);
     }
     unsetenv("K22_CUDA_CHUNK_FLOATS");
-    /* ... with the forward of the fused attention on mma.sync (K22_CUDA_ATTN=mma, flash_mma.cu):
-     * every bf16/fp16 attention case against the cpu again */
+    /* ... with the fused attention on mma.sync (K22_CUDA_ATTN=mma, flash_mma.cu and
+     * flash_mma_bwd.cu): every bf16/fp16 attention case against the cpu again */
     setenv("K22_CUDA_ATTN", "mma", 1);
     gpu = k22_backend_by_name("cuda", &err);
     CHECK_MSG(gpu != NULL, "K22_CUDA_ATTN=mma cuda backend: %s", err.msg);
     if (gpu) {
-        test_precision(" (attention forward on mma.sync)", PREC_ATTN);
-        attn_paths_check(" (attention forward on mma.sync)", 1);
+        test_precision(" (attention on mma.sync)", PREC_ATTN);
+        attn_paths_check(" (attention on mma.sync)", 1);
         k22_backend_free(gpu);
     }
     unsetenv("K22_CUDA_ATTN");

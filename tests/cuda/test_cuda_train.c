@@ -12,8 +12,9 @@
  *     MPI, within 1e-6 on NCCL; and on NCCL ZeRO-1's buckets (ncclReduce onto the owners) against
  *     one reduce-scatter;
  *  4. --mixed_precision bf16 on cuda: the loss tracks the fp32 run's and agrees with the cpu
- *     backend's bf16 run; the decoder's cuDNN convolutions, which also round their outputs, are
- *     held to its im2col ones (tolerances at bf16_runs);
+ *     backend's bf16 run, and with attention on mma.sync (K22_CUDA_ATTN=mma) the default run's;
+ *     the decoder's cuDNN convolutions, which also round their outputs, are held to its im2col
+ *     ones (tolerances at bf16_runs);
  *  5. K22_PROFILE=1 on cuda: the per-op profiler over the cuda backend, timed by CUDA events
  *     (checks at profile_runs);
  *  6. the 16-bit weight shadow changes no bit of bf16 training (checks at shadow_runs);
@@ -309,6 +310,21 @@ static void bf16_runs(const char *stage, const char *tag, int steps, double trac
                   "%s: linear biases fp32 %lld in the epilogue, %lld by a kernel; bf16 %lld, %lld", stage,
                   c32.bias_epilogue, c32.bias_kernel, c16l.bias_epilogue, c16l.bias_kernel);
     }
+
+    /* The fused attention on mma.sync (K22_CUDA_ATTN=mma): the same roundings as the default
+     * kernels, only the order of fp32 sums differs (none on the emulator): step 1 within the
+     * sum order's 1e-5, later steps within the cpu comparison's tolerance. */
+    char g16m[64];
+    snprintf(g16m, sizeof g16m, "%s_bf_gpu16_mma", tag);
+    setenv("K22_CUDA_ATTN", "mma", 1);
+    run_k22_ok("K22_CUDA_ATTN=mma ", stage, "cuda", x16, g16m);
+    unsetenv("K22_CUDA_ATTN");
+    CHECK_MSG(tf_sh("grep -q 'attention on fused kernels on mma.sync' %s/%s.log", dir, g16m) == 0,
+              "%s: K22_CUDA_ATTN=mma did not run the mma.sync kernels (see %s/%s.log)", stage, dir, g16m);
+    snprintf(what, sizeof what, "%s step 1, bf16 on cuda, attention on mma.sync vs wmma", stage);
+    check_losses(what, g16m, g16, 1, 1, 1e-5);
+    snprintf(what, sizeof what, "%s %d steps, bf16 on cuda, attention on mma.sync vs wmma", stage, steps);
+    check_losses(what, g16m, g16, 1, steps, multi_tol);
 
     snprintf(what, sizeof what, "%s %d steps, bf16 vs fp32 on cuda", stage, steps);
     double d = loss_diff(what, g16, g32, 1, steps);

@@ -54,7 +54,7 @@ typedef struct {
      * everything (asked for, or the kernels failed their self-test: attn_why says how), and
      * K22_FA_UNTESTED under auto until the first switch to bf16/fp16 runs the self-test; how many
      * attention calls (forward and backward) each path ran. attn_mma (K22_CUDA_ATTN=mma): the
-     * fused forward runs flash_mma.cu's kernel. */
+     * fused kernels are flash_mma.cu's and flash_mma_bwd.cu's (mma.sync, tiles in registers). */
     int attn_flash, attn_mma;
     char attn_why[256];
     int64_t attn_runs_flash, attn_runs_gemm;

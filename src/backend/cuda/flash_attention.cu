@@ -255,11 +255,7 @@ __global__ void __launch_bounds__(K22_FA_THREADS) k22_fa_dkdv_kernel(float *dk, 
     for (int i0 = qbeg; i0 < a.TQ; i0 += K22_FA_TILE) {
         k22_fa_load<T, K22_FA_TILE, DP>(sQ, q, i0, a.TQ, a.D);
         k22_fa_load<T, K22_FA_TILE, DP>(sdO, dout, i0, a.TQ, a.DV);
-        if (threadIdx.x < K22_FA_TILE) {
-            int i = i0 + threadIdx.x;
-            sLse[threadIdx.x] = i < a.TQ ? lse[i] : -INFINITY;
-            sD[threadIdx.x] = i < a.TQ ? drow[i] : 0.0f;
-        }
+        k22_fa_load_rows(sLse, sD, lse, drow, i0, a.TQ, K22_FA_TILE);
         __syncthreads();
         k22_fa_abt<T, DP>(&sST[warp * 16][0], kf, sQ);
         if (want_dk) k22_fa_abt<T, DP>(&sdPT[warp * 16][0], vf, sdO);
@@ -348,8 +344,8 @@ int k22_cuda_flash_fits(const k22_cuda_ctx *ctx, const k22_attn_desc *d)
 
 typedef struct {
     k22_fa_fwd_fn fwd;
-    void (*dkdv)(float *, float *, k22_fa_args);
-    void (*dq)(float *, k22_fa_args);
+    k22_fa_dkdv_fn dkdv;
+    k22_fa_dq_fn dq;
 } k22_fa_kernels;
 
 /* The kernels for the precision and padded head size (pointers, so that one launch line serves
@@ -362,10 +358,16 @@ static k22_fa_kernels k22_fa_pick(int dp)
     return {k22_fa_fwd_kernel<T, 64>, k22_fa_dkdv_kernel<T, 64>, k22_fa_dq_kernel<T, 64>};
 }
 
+/* This file's kernels, or with K22_CUDA_ATTN=mma flash_mma.cu's and flash_mma_bwd.cu's. */
 static k22_fa_kernels k22_fa_kernels_of(const k22_cuda_ctx *ctx, const k22_attn_desc *d)
 {
-    return ctx->precision == K22_PREC_FP16 ? k22_fa_pick<__half>(k22_fa_dp(d))
-                                           : k22_fa_pick<__nv_bfloat16>(k22_fa_dp(d));
+    const int fp16 = ctx->precision == K22_PREC_FP16, dp = k22_fa_dp(d);
+    if (ctx->attn_mma) {
+        k22_fa_kernels kn = {k22_fam_fwd_of(fp16, dp), NULL, NULL};
+        k22_fam_bwd_of(fp16, dp, &kn.dkdv, &kn.dq);
+        return kn;
+    }
+    return fp16 ? k22_fa_pick<__half>(dp) : k22_fa_pick<__nv_bfloat16>(dp);
 }
 
 void k22_cuda_flash_fwd(k22_cuda_ctx *ctx, float *out, float *lse, const float *q, const float *k,
@@ -375,7 +377,7 @@ void k22_cuda_flash_fwd(k22_cuda_ctx *ctx, float *out, float *lse, const float *
     a.q = q, a.k = k, a.v = v;
     k22_fa_kernels kn = k22_fa_kernels_of(ctx, d);
     dim3 grid((unsigned)((int64_t)d->B * d->NH), (unsigned)((d->TQ + K22_FA_ROWS - 1) / K22_FA_ROWS));
-    k22_fa_fwd_fn fwd = ctx->attn_mma ? k22_fam_fwd_of(ctx->precision == K22_PREC_FP16, k22_fa_dp(d)) : kn.fwd;
+    k22_fa_fwd_fn fwd = kn.fwd;
     fwd<<<grid, K22_FA_THREADS, 0, ctx->stream>>>(out, lse, a);
     CUDA_CHECK_LAUNCH();
 }
@@ -395,13 +397,13 @@ void k22_cuda_flash_bwd(k22_cuda_ctx *ctx, float *dq, float *dk, float *dv, cons
     k22_fa_kernels kn = k22_fa_kernels_of(ctx, d);
     if (dk || dv) {
         dim3 grid((unsigned)heads, (unsigned)((d->TK + K22_FA_ROWS - 1) / K22_FA_ROWS));
-        void (*dkdv)(float *, float *, k22_fa_args) = kn.dkdv;
+        k22_fa_dkdv_fn dkdv = kn.dkdv;
         dkdv<<<grid, K22_FA_THREADS, 0, ctx->stream>>>(dk, dv, a);
         CUDA_CHECK_LAUNCH();
     }
     if (dq) {
         dim3 grid((unsigned)heads, (unsigned)((d->TQ + K22_FA_ROWS - 1) / K22_FA_ROWS));
-        void (*dqk)(float *, k22_fa_args) = kn.dq;
+        k22_fa_dq_fn dqk = kn.dq;
         dqk<<<grid, K22_FA_THREADS, 0, ctx->stream>>>(dq, a);
         CUDA_CHECK_LAUNCH();
     }
@@ -461,8 +463,8 @@ static int k22_fa_probe(k22_cuda_ctx *ctx)
 }
 
 /* K22_CUDA_ATTN: gemm turns the kernels off; flash runs the self-test here, at creation, and
- * refuses a device where it fails; mma is flash with flash_mma.cu's forward (an experiment, for
- * the benchmark's k22-mmaattn runs); auto leaves the test for k22_cuda_attn_ready, at the first
+ * refuses a device where it fails; mma is flash on flash_mma.cu's and flash_mma_bwd.cu's kernels
+ * (an experiment, for the benchmark's k22-mmaattn runs); auto leaves the test for k22_cuda_attn_ready, at the first
  * switch to bf16/fp16, so that fp32 runs (which never use the kernels) do not pay for it. */
 k22_status k22_cuda_attn_init(k22_cuda_ctx *ctx, k22_err *err)
 {

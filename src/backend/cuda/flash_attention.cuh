@@ -1,5 +1,5 @@
 /* flash_attention.cuh: what the fused attention kernels share (flash_attention.cu's wmma kernels
- * and flash_mma.cu's mma.sync forward): the arguments, the block geometry, the logit and
+ * and flash_mma.cu's and flash_mma_bwd.cu's on mma.sync): the arguments, the block geometry, the logit and
  * probability of one score as ops.h defines them, the 16-bit rounding, and the tile loader. */
 #ifndef K22_FLASH_ATTENTION_CUH
 #define K22_FLASH_ATTENTION_CUH
@@ -71,6 +71,18 @@ __device__ __forceinline__ void k22_fa_load(T (*dst)[DP + K22_FA_PAD], const flo
     }
 }
 
+/* lse and D_i of queries i0 .. i0 + count (count <= K22_FA_THREADS) into shared memory: -inf and
+ * 0 past TQ, which make P and dS zero there. */
+__device__ __forceinline__ void k22_fa_load_rows(float *sLse, float *sD, const float *lse, const float *drow, int i0,
+                                                 int TQ, int count)
+{
+    if ((int)threadIdx.x < count) {
+        int i = i0 + threadIdx.x;
+        sLse[threadIdx.x] = i < TQ ? lse[i] : -INFINITY;
+        sD[threadIdx.x] = i < TQ ? drow[i] : 0.0f;
+    }
+}
+
 /* Two values rounded to 16 bits in one register, the first in the low half: the element of the
  * lower column (or k index) of an mma.sync fragment (warp_mma.cuh). */
 template <class T> __device__ __forceinline__ uint32_t k22_fa_pack2(float lo, float hi);
@@ -84,8 +96,13 @@ template <> __device__ __forceinline__ uint32_t k22_fa_pack2<__half>(float lo, f
     return (uint32_t)__half_as_ushort(__float2half_rn(lo)) | (uint32_t)__half_as_ushort(__float2half_rn(hi)) << 16;
 }
 
-/* flash_mma.cu: its forward kernel for bf16 (fp16 0) or fp16 (1) at padded head size dp. */
+/* The kernels' signatures: forward (out, lse), dK/dV (dk, dv), dQ (dq). */
 typedef void (*k22_fa_fwd_fn)(float *, float *, k22_fa_args);
+typedef void (*k22_fa_dkdv_fn)(float *, float *, k22_fa_args);
+typedef void (*k22_fa_dq_fn)(float *, k22_fa_args);
+/* flash_mma.cu, flash_mma_bwd.cu: their kernels for bf16 (fp16 0) or fp16 (1) at padded head
+ * size dp (16, 32 or 64). */
 k22_fa_fwd_fn k22_fam_fwd_of(int fp16, int dp);
+void k22_fam_bwd_of(int fp16, int dp, k22_fa_dkdv_fn *dkdv, k22_fa_dq_fn *dq);
 
 #endif

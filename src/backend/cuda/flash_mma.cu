@@ -1,6 +1,5 @@
 /* flash_mma.cu: the fused attention forward of flash_attention.cu with the scores and
- * probabilities in registers (K22_CUDA_ATTN=mma; the backward stays on flash_attention.cu's
- * kernels).
+ * probabilities in registers (K22_CUDA_ATTN=mma; flash_mma_bwd.cu has the backward).
  *
  * flash_attention.cu's forward goes through shared memory at every step: the warp matrix
  * functions store each 16x16 score tile as fp32, threads read it back one row each to form the
@@ -16,48 +15,11 @@
  * them and rounded to 16 bits, then P V), the same rounding points; a row's max and sum are kept
  * per lane over its own columns and merged over the four lanes of the row at the end (the
  * order of the fp32 sums differs, well within the tests' tolerances). */
-#include "flash_attention.cuh"
-#include "warp_mma.cuh"
+#include "flash_mma.cuh"
 
 #define K22_FAM_KT 64 /* keys per tile: 8 products of 8 columns per warp */
 
-/* V rows j0 .. j0 + K22_FAM_KT (of n, cols wide) transposed into dst[c][j], rounded, zero beyond. */
-template <class T, int DP>
-__device__ __forceinline__ void k22_fam_load_vt(T (*dst)[K22_FAM_KT + K22_FA_PAD], const float *src, int j0, int n,
-                                                int cols)
-{
-    for (int e = threadIdx.x; e < K22_FAM_KT * DP; e += K22_FA_THREADS) {
-        int j = e / DP, c = e % DP;
-        float v = j0 + j < n && c < cols ? src[(int64_t)(j0 + j) * cols + c] : 0.0f;
-        dst[c][j] = k22_fa_round<T>(v);
-    }
-}
-
-/* The 32-bit register holding tile[r][c], tile[r][c + 1] of a tile with rows of LD (c and LD
- * even: 4-byte aligned). */
-template <int LD, class T> __device__ __forceinline__ uint32_t k22_fam_word(const T *tile, int r, int c)
-{
-    return *(const uint32_t *)(tile + r * LD + c);
-}
-
-/* S = Q K^T for the warp's 16 rows and the tile's K22_FAM_KT keys: s[n] is the 8-key product n. */
-template <class T, int DP>
-__device__ __forceinline__ void k22_fam_scores(float (&s)[K22_FAM_KT / 8][4], const uint32_t (&qa)[DP / 16][4],
-                                               const T (*sK)[DP + K22_FA_PAD], int g, int c)
-{
-    #pragma unroll
-    for (int n = 0; n < K22_FAM_KT / 8; n++) {
-        s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
-        #pragma unroll
-        for (int kk = 0; kk < DP / 16; kk++) {
-            const uint32_t b[2] = {k22_fam_word<DP + K22_FA_PAD>(&sK[0][0], n * 8 + g, kk * 16 + c),
-                                   k22_fam_word<DP + K22_FA_PAD>(&sK[0][0], n * 8 + g, kk * 16 + c + 8)};
-            k22_mma16816<T>(s[n], qa[kk], b);
-        }
-    }
-}
-
-/* The scores of a tile (k22_fam_scores) turned into logits in place (k22_fa_logit: scale, mask,
+/* The scores of a tile (k22_fam_abt) turned into logits in place (k22_fa_logit: scale, mask,
  * causal, padded keys), -inf outside the matrix. */
 __device__ __forceinline__ void k22_fam_logits(float (&s)[K22_FAM_KT / 8][4], const k22_fa_args &a, int64_t b,
                                                const int (&rows)[2], int j0, int c)
@@ -81,9 +43,9 @@ __device__ __forceinline__ void k22_fam_tile(float (&s)[K22_FAM_KT / 8][4], T (*
     const int lane = threadIdx.x % 32;
     __syncthreads();
     k22_fa_load<T, K22_FAM_KT, DP>(sK, a.k + bh * a.TK * a.D, j0, a.TK, a.D);
-    if (sVt) k22_fam_load_vt<T, DP>(sVt, a.v + bh * a.TK * a.DV, j0, a.TK, a.DV);
+    if (sVt) k22_fam_load_t<T, K22_FAM_KT, DP>(sVt, a.v + bh * a.TK * a.DV, j0, a.TK, a.DV);
     __syncthreads();
-    k22_fam_scores<T, DP>(s, qa, sK, lane / 4, 2 * (lane % 4));
+    k22_fam_abt<T, K22_FAM_KT, DP, DP + K22_FA_PAD>(s, qa, &sK[0][0]);
     k22_fam_logits(s, a, bh / a.NH, rows, j0, 2 * (lane % 4));
 }
 
@@ -107,7 +69,7 @@ __global__ void __launch_bounds__(K22_FA_THREADS) k22_fam_fwd_kernel(float *out,
     __shared__ __align__(16) T sVt[DP][K22_FAM_KT + K22_FA_PAD];
     const int64_t bh = blockIdx.x;
     const int i0 = blockIdx.y * K22_FA_ROWS, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int g = lane / 4, c = 2 * (lane % 4), wr = warp * 16 + g;
+    const int wr = warp * 16 + lane / 4;
     const int rows[2] = {i0 + wr, i0 + wr + 8};
     /* under a causal mask no key past the block's last query counts */
     const int kend = a.causal && i0 + K22_FA_ROWS < a.TK ? i0 + K22_FA_ROWS : a.TK;
@@ -115,13 +77,7 @@ __global__ void __launch_bounds__(K22_FA_THREADS) k22_fam_fwd_kernel(float *out,
     k22_fa_load<T, K22_FA_ROWS, DP>(sQ, a.q + bh * a.TQ * a.D, i0, a.TQ, a.D);
     __syncthreads();
     uint32_t qa[DP / 16][4];
-    #pragma unroll
-    for (int kk = 0; kk < DP / 16; kk++) {
-        qa[kk][0] = k22_fam_word<DP + K22_FA_PAD>(&sQ[0][0], wr, kk * 16 + c);
-        qa[kk][1] = k22_fam_word<DP + K22_FA_PAD>(&sQ[0][0], wr + 8, kk * 16 + c);
-        qa[kk][2] = k22_fam_word<DP + K22_FA_PAD>(&sQ[0][0], wr, kk * 16 + c + 8);
-        qa[kk][3] = k22_fam_word<DP + K22_FA_PAD>(&sQ[0][0], wr + 8, kk * 16 + c + 8);
-    }
+    k22_fam_afrag<T, DP, DP + K22_FA_PAD>(qa, &sQ[0][0], warp * 16);
     float s[K22_FAM_KT / 8][4];
 
     /* pass 1: per row, the max m and sum l of exp(logit - m) over this lane's columns, merged as
@@ -166,28 +122,9 @@ __global__ void __launch_bounds__(K22_FA_THREADS) k22_fam_fwd_kernel(float *out,
             #pragma unroll
             for (int e = 0; e < 4; e++) /* a row without keys has only -inf logits */
                 s[n][e] = s[n][e] == -INFINITY ? 0.0f : expf(s[n][e] - m[e / 2]) * inv[e / 2];
-        #pragma unroll
-        for (int kk = 0; kk < K22_FAM_KT / 16; kk++) {
-            const uint32_t pa[4] = {k22_fa_pack2<T>(s[2 * kk][0], s[2 * kk][1]),
-                                    k22_fa_pack2<T>(s[2 * kk][2], s[2 * kk][3]),
-                                    k22_fa_pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                                    k22_fa_pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3])};
-            #pragma unroll
-            for (int n = 0; n < DP / 8; n++) {
-                const uint32_t bv[2] = {k22_fam_word<K22_FAM_KT + K22_FA_PAD>(&sVt[0][0], n * 8 + g, kk * 16 + c),
-                                        k22_fam_word<K22_FAM_KT + K22_FA_PAD>(&sVt[0][0], n * 8 + g, kk * 16 + c + 8)};
-                k22_mma16816<T>(o[n], pa, bv);
-            }
-        }
+        k22_fam_pb<T, K22_FAM_KT, DP, K22_FAM_KT + K22_FA_PAD>(o, s, &sVt[0][0]);
     }
-    float *ob = out + bh * a.TQ * a.DV;
-    #pragma unroll
-    for (int n = 0; n < DP / 8; n++)
-        #pragma unroll
-        for (int e = 0; e < 4; e++) {
-            const int i = rows[e / 2], col = n * 8 + c + e % 2;
-            if (i < a.TQ && col < a.DV) ob[(int64_t)i * a.DV + col] = o[n][e];
-        }
+    k22_fam_store<DP>(out + bh * a.TQ * a.DV, o, rows, a.TQ, a.DV, 1.0f, 0);
 }
 
 k22_fa_fwd_fn k22_fam_fwd_of(int fp16, int dp)

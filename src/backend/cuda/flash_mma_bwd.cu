@@ -1,0 +1,143 @@
+/* flash_mma_bwd.cu: the fused attention backward of flash_attention.cu (dK and dV per block of
+ * keys, dQ per block of queries, P recomputed from lse, no atomics) with the scores, P, dP and
+ * dS in registers (K22_CUDA_ATTN=mma; flash_mma.cu has the forward, flash_mma.cuh the warp
+ * tiles).
+ *
+ * A warp owns 16 rows (keys for dK/dV, queries for dQ) and walks the other side in tiles of 32:
+ * the two products that form S and dP (S^T and dP^T for dK/dV) land in accumulators whose row
+ * and column each lane knows, P and dS = P (dP - D_i) are formed there and go straight back in as
+ * the A operand of dV += P^T dO, dK += dS^T Q or dQ += dS K, rounded to 16 bits where the wmma
+ * kernels round them. Each tile is in shared memory twice, as loaded and transposed, so that every
+ * B register is one 32-bit load. */
+#include "flash_mma.cuh"
+
+#define K22_FAM_QT 32 /* rows of the other side per tile */
+
+/* Rows r0 .. r0 + K22_FA_ROWS of x (n, xcols) and of y (n, ycols), through the staging tile sX,
+ * as the A fragments of the warp's 16 rows each (xa, ya); sX is free again on return. */
+template <class T, int DP>
+__device__ __forceinline__ void k22_fam_afrag2(T (*sX)[DP + K22_FA_PAD], const float *x, int xcols, const float *y,
+                                               int ycols, int r0, int n, uint32_t (&xa)[DP / 16][4],
+                                               uint32_t (&ya)[DP / 16][4])
+{
+    const int warp = threadIdx.x / 32;
+    k22_fa_load<T, K22_FA_ROWS, DP>(sX, x, r0, n, xcols);
+    __syncthreads();
+    k22_fam_afrag<T, DP, DP + K22_FA_PAD>(xa, &sX[0][0], warp * 16);
+    __syncthreads();
+    k22_fa_load<T, K22_FA_ROWS, DP>(sX, y, r0, n, ycols);
+    __syncthreads();
+    k22_fam_afrag<T, DP, DP + K22_FA_PAD>(ya, &sX[0][0], warp * 16);
+    __syncthreads();
+}
+
+/* dK and dV for a block of K22_FA_ROWS keys: grid (heads, key blocks). Lane rows: keys. */
+template <class T, int DP>
+__global__ void __launch_bounds__(K22_FA_THREADS) k22_fam_dkdv_kernel(float *dk, float *dv, k22_fa_args a)
+{
+    __shared__ __align__(16) T sX[K22_FA_ROWS][DP + K22_FA_PAD]; /* K, then V, of the block's keys */
+    __shared__ __align__(16) T sQ[K22_FAM_QT][DP + K22_FA_PAD];
+    __shared__ __align__(16) T sdO[K22_FAM_QT][DP + K22_FA_PAD];
+    __shared__ __align__(16) T sQt[DP][K22_FAM_QT + K22_FA_PAD];
+    __shared__ __align__(16) T sdOt[DP][K22_FAM_QT + K22_FA_PAD];
+    __shared__ float sLse[K22_FAM_QT], sD[K22_FAM_QT];
+    const int64_t bh = blockIdx.x, b = bh / a.NH;
+    const int j0 = blockIdx.y * K22_FA_ROWS, warp = threadIdx.x / 32, c = 2 * (threadIdx.x % 32 % 4);
+    const int wr = warp * 16 + threadIdx.x % 32 / 4, rows[2] = {j0 + wr, j0 + wr + 8};
+    const float *q = a.q + bh * a.TQ * a.D, *dout = a.dout + bh * a.TQ * a.DV;
+    const float *lse = a.lse + bh * a.TQ, *drow = a.drow + bh * a.TQ;
+    const int want_dk = dk != NULL, want_dv = dv != NULL;
+    uint32_t ka[DP / 16][4], va[DP / 16][4];
+    k22_fam_afrag2<T, DP>(sX, a.k + bh * a.TK * a.D, a.D, a.v + bh * a.TK * a.DV, a.DV, j0, a.TK, ka, va);
+    float dka[DP / 8][4], dva[DP / 8][4], pt[K22_FAM_QT / 8][4], dpt[K22_FAM_QT / 8][4];
+    #pragma unroll
+    for (int n = 0; n < DP / 8; n++)
+        #pragma unroll
+        for (int e = 0; e < 4; e++) dka[n][e] = dva[n][e] = 0.0f;
+    /* under a causal mask no query before the block's first key sees it */
+    const int qbeg = a.causal ? j0 / K22_FAM_QT * K22_FAM_QT : 0;
+    for (int i0 = qbeg; i0 < a.TQ; i0 += K22_FAM_QT) {
+        __syncthreads(); /* the last tile's readers are done */
+        k22_fa_load<T, K22_FAM_QT, DP>(sQ, q, i0, a.TQ, a.D);
+        k22_fam_load_t<T, K22_FAM_QT, DP>(sQt, q, i0, a.TQ, a.D);
+        k22_fa_load<T, K22_FAM_QT, DP>(sdO, dout, i0, a.TQ, a.DV);
+        k22_fam_load_t<T, K22_FAM_QT, DP>(sdOt, dout, i0, a.TQ, a.DV);
+        k22_fa_load_rows(sLse, sD, lse, drow, i0, a.TQ, K22_FAM_QT);
+        __syncthreads();
+        k22_fam_abt<T, K22_FAM_QT, DP, DP + K22_FA_PAD>(pt, ka, &sQ[0][0]);               /* S^T */
+        if (want_dk) k22_fam_abt<T, K22_FAM_QT, DP, DP + K22_FA_PAD>(dpt, va, &sdO[0][0]); /* dP^T */
+        #pragma unroll
+        for (int n = 0; n < K22_FAM_QT / 8; n++)
+            #pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int col = n * 8 + c + e % 2;
+                float p = k22_fa_prob(a, b, i0 + col, rows[e / 2], pt[n][e], sLse[col]);
+                pt[n][e] = p;
+                if (want_dk) dpt[n][e] = p == 0.0f ? 0.0f : p * (dpt[n][e] - sD[col]);
+            }
+        if (want_dv) k22_fam_pb<T, K22_FAM_QT, DP, K22_FAM_QT + K22_FA_PAD>(dva, pt, &sdOt[0][0]);
+        if (want_dk) k22_fam_pb<T, K22_FAM_QT, DP, K22_FAM_QT + K22_FA_PAD>(dka, dpt, &sQt[0][0]);
+    }
+    if (want_dv) k22_fam_store<DP>(dv + bh * a.TK * a.DV, dva, rows, a.TK, a.DV, 1.0f, 1);
+    if (want_dk) k22_fam_store<DP>(dk + bh * a.TK * a.D, dka, rows, a.TK, a.D, a.scale, 1);
+}
+
+/* dQ for a block of K22_FA_ROWS queries: grid (heads, query blocks). Lane rows: queries. */
+template <class T, int DP>
+__global__ void __launch_bounds__(K22_FA_THREADS) k22_fam_dq_kernel(float *dq, k22_fa_args a)
+{
+    __shared__ __align__(16) T sX[K22_FA_ROWS][DP + K22_FA_PAD]; /* Q, then dO, of the block's queries */
+    __shared__ __align__(16) T sK[K22_FAM_QT][DP + K22_FA_PAD];
+    __shared__ __align__(16) T sV[K22_FAM_QT][DP + K22_FA_PAD];
+    __shared__ __align__(16) T sKt[DP][K22_FAM_QT + K22_FA_PAD];
+    const int64_t bh = blockIdx.x, b = bh / a.NH;
+    const int i0 = blockIdx.y * K22_FA_ROWS, warp = threadIdx.x / 32, c = 2 * (threadIdx.x % 32 % 4);
+    const int wr = warp * 16 + threadIdx.x % 32 / 4, rows[2] = {i0 + wr, i0 + wr + 8};
+    const float *k = a.k + bh * a.TK * a.D, *v = a.v + bh * a.TK * a.DV;
+    const int kend = a.causal && i0 + K22_FA_ROWS < a.TK ? i0 + K22_FA_ROWS : a.TK;
+    float li[2], di[2];
+    #pragma unroll
+    for (int h = 0; h < 2; h++) {
+        li[h] = rows[h] < a.TQ ? a.lse[bh * a.TQ + rows[h]] : -INFINITY;
+        di[h] = rows[h] < a.TQ ? a.drow[bh * a.TQ + rows[h]] : 0.0f;
+    }
+    uint32_t qa[DP / 16][4], doa[DP / 16][4];
+    k22_fam_afrag2<T, DP>(sX, a.q + bh * a.TQ * a.D, a.D, a.dout + bh * a.TQ * a.DV, a.DV, i0, a.TQ, qa, doa);
+    float dqa[DP / 8][4], s[K22_FAM_QT / 8][4], dp[K22_FAM_QT / 8][4];
+    #pragma unroll
+    for (int n = 0; n < DP / 8; n++) dqa[n][0] = dqa[n][1] = dqa[n][2] = dqa[n][3] = 0.0f;
+    for (int j0 = 0; j0 < kend; j0 += K22_FAM_QT) {
+        __syncthreads();
+        k22_fa_load<T, K22_FAM_QT, DP>(sK, k, j0, a.TK, a.D);
+        k22_fam_load_t<T, K22_FAM_QT, DP>(sKt, k, j0, a.TK, a.D);
+        k22_fa_load<T, K22_FAM_QT, DP>(sV, v, j0, a.TK, a.DV);
+        __syncthreads();
+        k22_fam_abt<T, K22_FAM_QT, DP, DP + K22_FA_PAD>(s, qa, &sK[0][0]);   /* S */
+        k22_fam_abt<T, K22_FAM_QT, DP, DP + K22_FA_PAD>(dp, doa, &sV[0][0]); /* dP */
+        #pragma unroll
+        for (int n = 0; n < K22_FAM_QT / 8; n++)
+            #pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int h = e / 2;
+                float p = k22_fa_prob(a, b, rows[h], j0 + n * 8 + c + e % 2, s[n][e], li[h]);
+                s[n][e] = p == 0.0f ? 0.0f : p * (dp[n][e] - di[h]); /* dS */
+            }
+        k22_fam_pb<T, K22_FAM_QT, DP, K22_FAM_QT + K22_FA_PAD>(dqa, s, &sKt[0][0]);
+    }
+    k22_fam_store<DP>(dq + bh * a.TQ * a.D, dqa, rows, a.TQ, a.D, a.scale, 1);
+}
+
+void k22_fam_bwd_of(int fp16, int dp, k22_fa_dkdv_fn *dkdv, k22_fa_dq_fn *dq)
+{
+    if (fp16) {
+        *dkdv = dp == 16 ? k22_fam_dkdv_kernel<__half, 16> : dp == 32 ? k22_fam_dkdv_kernel<__half, 32>
+                                                                     : k22_fam_dkdv_kernel<__half, 64>;
+        *dq = dp == 16 ? k22_fam_dq_kernel<__half, 16> : dp == 32 ? k22_fam_dq_kernel<__half, 32>
+                                                                 : k22_fam_dq_kernel<__half, 64>;
+        return;
+    }
+    *dkdv = dp == 16 ? k22_fam_dkdv_kernel<__nv_bfloat16, 16> : dp == 32 ? k22_fam_dkdv_kernel<__nv_bfloat16, 32>
+                                                                        : k22_fam_dkdv_kernel<__nv_bfloat16, 64>;
+    *dq = dp == 16 ? k22_fam_dq_kernel<__nv_bfloat16, 16> : dp == 32 ? k22_fam_dq_kernel<__nv_bfloat16, 32>
+                                                                    : k22_fam_dq_kernel<__nv_bfloat16, 64>;
+}
