@@ -328,8 +328,8 @@ typedef struct {
     int64_t shadow_updates;   /* adamw_step calls that wrote it */
     int64_t gemm_heuristics;  /* cublasLtMatmulAlgoGetHeuristic queries */
     int64_t gemm_plans;       /* cuBLASLt set-ups made (GEMM shapes, and any made again) */
-    const char *attn;         /* "fused" (bf16/fp16 attention with heads up to 64 on the fused
-                               * kernels; "fused-mma": K22_CUDA_ATTN=mma's), "gemm"
+    const char *attn;         /* "fused-mma" (bf16/fp16 attention with heads up to 64 on the fused
+                               * kernels on mma.sync; "fused": on the wmma ones), "gemm"
                                * (K22_CUDA_ATTN=gemm, or their self-test failed)
                                * or "untested" (auto before the first bf16/fp16 precision) */
     int64_t attn_flash;       /* attention calls (forward or backward) run by the fused kernels */

@@ -199,7 +199,7 @@ static void print_plan(const k22_run *r)
     k22_cuda_stats cs;
     if (k22_backend_cuda_stats(r->be, &cs))
         printf("k22: attention on %s (K22_CUDA_ATTN)\n", !strcmp(cs.attn, "fused") ?
-               "fused kernels under bf16/fp16 for heads up to 64, GEMMs otherwise" :
+               "fused wmma kernels under bf16/fp16 for heads up to 64, GEMMs otherwise" :
                !strcmp(cs.attn, "fused-mma") ? "fused kernels on mma.sync under bf16/fp16 for heads up to 64, "
                "GEMMs otherwise" :
                !strcmp(cs.attn, "untested") ? "GEMMs (fp32)" : "GEMMs");

@@ -1843,24 +1843,28 @@ static void attn_paths_check(const char *tag, int fused)
               (long long)st.attn_gemm);
 }
 
-/* K22_CUDA_ATTN: auto, flash and mma run the fused kernels (mma's on mma.sync), gemm the
- * GEMM path, anything else is refused by name. flash and mma run the self-test at creation, auto at the first switch to bf16/fp16
- * (`before`: what the stats say until then). Under the emulator, K22_EMU_WMMA=wrong breaks its
- * warp matrix products (tests/cuda/emu/mma.h): the self-test must then send auto to the GEMM
- * path and make flash an error naming the self-test. */
+/* K22_CUDA_ATTN: auto, mma and flash run fused kernels (auto and mma those on mma.sync, flash the
+ * wmma ones), gemm the GEMM path, anything else is refused by name. mma and flash run their
+ * self-test at creation, auto at the first switch to bf16/fp16 (`before`: what the stats say until
+ * then). Under the emulator, K22_EMU_WMMA=wrong-mma breaks the mma.sync products
+ * (tests/cuda/emu/warp_mma.cuh) and =wrong the wmma ones too (mma.h): the self-tests must then
+ * send auto to the wmma kernels, or to the GEMM path, and make mma (or flash) an error naming the
+ * self-test; flash does not use mma.sync. */
 static void test_attn_select(void)
 {
     static const struct {
         const char *attn, *fault, *before, *path, *err;
     } cases[] = {
         {"flash2", "", NULL, NULL, "K22_CUDA_ATTN='flash2'"},
-        {"auto", "", "untested", "fused", NULL},
+        {"auto", "", "untested", "fused-mma", NULL},
         {"flash", "", "fused", "fused", NULL},
         {"mma", "", "fused-mma", "fused-mma", NULL},
         {"gemm", "", "gemm", "gemm", NULL},
+        {"auto", "wrong-mma", "untested", "fused", NULL},
         {"auto", "wrong", "untested", "gemm", NULL},
         {"flash", "wrong", NULL, NULL, "self-test in bf16"},
-        {"mma", "wrong", NULL, NULL, "self-test in bf16"},
+        {"flash", "wrong-mma", "fused", "fused", NULL},
+        {"mma", "wrong-mma", NULL, NULL, "self-test in bf16"},
     };
     int emu = getenv("K22_CUDA_EMU") != NULL;
     k22_backend *keep = gpu;
@@ -2042,14 +2046,14 @@ int main(void)
         k22_backend_free(gpu);
     }
     unsetenv("K22_CUDA_CHUNK_FLOATS");
-    /* ... with the fused attention on mma.sync (K22_CUDA_ATTN=mma, flash_mma.cu and
-     * flash_mma_bwd.cu): every bf16/fp16 attention case against the cpu again */
-    setenv("K22_CUDA_ATTN", "mma", 1);
+    /* ... with the fused attention on the wmma kernels (K22_CUDA_ATTN=flash,
+     * flash_attention.cu; the default is mma.sync's): every bf16/fp16 attention case again */
+    setenv("K22_CUDA_ATTN", "flash", 1);
     gpu = k22_backend_by_name("cuda", &err);
-    CHECK_MSG(gpu != NULL, "K22_CUDA_ATTN=mma cuda backend: %s", err.msg);
+    CHECK_MSG(gpu != NULL, "K22_CUDA_ATTN=flash cuda backend: %s", err.msg);
     if (gpu) {
-        test_precision(" (attention on mma.sync)", PREC_ATTN);
-        attn_paths_check(" (attention on mma.sync)", 1);
+        test_precision(" (attention on wmma)", PREC_ATTN);
+        attn_paths_check(" (attention on wmma)", 1);
         k22_backend_free(gpu);
     }
     unsetenv("K22_CUDA_ATTN");

@@ -12,7 +12,7 @@
  *     MPI, within 1e-6 on NCCL; and on NCCL ZeRO-1's buckets (ncclReduce onto the owners) against
  *     one reduce-scatter;
  *  4. --mixed_precision bf16 on cuda: the loss tracks the fp32 run's and agrees with the cpu
- *     backend's bf16 run, and with attention on mma.sync (K22_CUDA_ATTN=mma) the default run's;
+ *     backend's bf16 run, and the default run (attention on mma.sync) the wmma kernels' one;
  *     the decoder's cuDNN convolutions, which also round their outputs, are held to its im2col
  *     ones (tolerances at bf16_runs);
  *  5. K22_PROFILE=1 on cuda: the per-op profiler over the cuda backend, timed by CUDA events
@@ -311,20 +311,22 @@ static void bf16_runs(const char *stage, const char *tag, int steps, double trac
                   c32.bias_epilogue, c32.bias_kernel, c16l.bias_epilogue, c16l.bias_kernel);
     }
 
-    /* The fused attention on mma.sync (K22_CUDA_ATTN=mma): the same roundings as the default
-     * kernels, only the order of fp32 sums differs (none on the emulator): step 1 within the
-     * sum order's 1e-5, later steps within the cpu comparison's tolerance. */
-    char g16m[64];
-    snprintf(g16m, sizeof g16m, "%s_bf_gpu16_mma", tag);
-    setenv("K22_CUDA_ATTN", "mma", 1);
-    run_k22_ok("K22_CUDA_ATTN=mma ", stage, "cuda", x16, g16m);
+    /* The default fused attention (on mma.sync) against the wmma kernels (K22_CUDA_ATTN=flash):
+     * the same roundings, only the order of fp32 sums differs (none on the emulator): step 1
+     * within the sum order's 1e-5, later steps within the cpu comparison's tolerance. */
+    char g16w[64];
+    snprintf(g16w, sizeof g16w, "%s_bf_gpu16_wmma", tag);
+    setenv("K22_CUDA_ATTN", "flash", 1);
+    run_k22_ok("K22_CUDA_ATTN=flash ", stage, "cuda", x16, g16w);
     unsetenv("K22_CUDA_ATTN");
-    CHECK_MSG(tf_sh("grep -q 'attention on fused kernels on mma.sync' %s/%s.log", dir, g16m) == 0,
-              "%s: K22_CUDA_ATTN=mma did not run the mma.sync kernels (see %s/%s.log)", stage, dir, g16m);
+    CHECK_MSG(tf_sh("grep -q 'attention on fused kernels on mma.sync' %s/%s.log", dir, g16) == 0 &&
+                  tf_sh("grep -q 'attention on fused wmma kernels' %s/%s.log", dir, g16w) == 0,
+              "%s: attention not on the mma.sync kernels by default and the wmma ones with K22_CUDA_ATTN=flash "
+              "(see %s/%s.log, %s.log)", stage, dir, g16, g16w);
     snprintf(what, sizeof what, "%s step 1, bf16 on cuda, attention on mma.sync vs wmma", stage);
-    check_losses(what, g16m, g16, 1, 1, 1e-5);
+    check_losses(what, g16, g16w, 1, 1, 1e-5);
     snprintf(what, sizeof what, "%s %d steps, bf16 on cuda, attention on mma.sync vs wmma", stage, steps);
-    check_losses(what, g16m, g16, 1, steps, multi_tol);
+    check_losses(what, g16, g16w, 1, steps, multi_tol);
 
     snprintf(what, sizeof what, "%s %d steps, bf16 vs fp32 on cuda", stage, steps);
     double d = loss_diff(what, g16, g32, 1, steps);

@@ -53,8 +53,9 @@ typedef struct {
      * kernels run what they fit (bf16/fp16, heads up to 64), K22_FA_OFF when the GEMM path runs
      * everything (asked for, or the kernels failed their self-test: attn_why says how), and
      * K22_FA_UNTESTED under auto until the first switch to bf16/fp16 runs the self-test; how many
-     * attention calls (forward and backward) each path ran. attn_mma (K22_CUDA_ATTN=mma): the
-     * fused kernels are flash_mma.cu's and flash_mma_bwd.cu's (mma.sync, tiles in registers). */
+     * attention calls (forward and backward) each path ran. attn_mma: the fused kernels are
+     * flash_mma.cu's and flash_mma_bwd.cu's (mma.sync, tiles in registers: auto's first choice,
+     * K22_CUDA_ATTN=mma), else flash_attention.cu's wmma ones (K22_CUDA_ATTN=flash). */
     int attn_flash, attn_mma;
     char attn_why[256];
     int64_t attn_runs_flash, attn_runs_gemm;

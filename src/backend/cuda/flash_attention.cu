@@ -18,7 +18,11 @@
  * 512) and fp32 (whose contract is no TF32 and no tensor cores) take the GEMM path.
  *
  * Synchronization is by block barriers only (no warp shuffles), which the host emulator of
- * tests/cuda/emu runs as written. */
+ * tests/cuda/emu runs as written.
+ *
+ * These are the wmma kernels (K22_CUDA_ATTN=flash, and auto's fallback): the default ones, with
+ * the same numbers and their tiles in registers, are flash_mma.cu's and flash_mma_bwd.cu's. This
+ * file also holds the host side of both sets: dispatch, self-test, K22_CUDA_ATTN. */
 #include "flash_attention.cuh"
 
 #include <math.h>
@@ -410,15 +414,16 @@ void k22_cuda_flash_bwd(k22_cuda_ctx *ctx, float *dq, float *dk, float *dv, cons
 }
 
 /* ---- the self-test (k22_cuda_attn_init, k22_cuda_attn_ready) ----
- * The fused kernels on one small case (one head of 64, 24 queries, 40 keys: padded query and
- * key rows, two key tiles) in bf16 and fp16 against cpu-ref in fp32. The inputs are multiples of 1/8 in
+ * The fused kernels on one small case (one head of 64, 40 queries, 72 keys: padded query and
+ * key rows, and at least two tiles of the other side in every kernel of both sets) in bf16 and
+ * fp16 against cpu-ref in fp32. The inputs are multiples of 1/8 in
  * [-1, 1], exact in both 16-bit types, so the only differences are the roundings of P and dS
  * and fp32 sums: a few 1e-3 at most. A kernel that misreads a tile (layout, transposition,
  * padding) or a broken toolchain or driver is off by the size of the values. */
 static int k22_fa_probe(k22_cuda_ctx *ctx)
 {
-    const k22_attn_desc d = {1, 1, 24, 40, 64, 64, 0.125f, NULL, 0, 0, NULL};
-    const int64_t nq = 24 * 64, nk = 40 * 64, nl = 24;
+    const k22_attn_desc d = {1, 1, 40, 72, 64, 64, 0.125f, NULL, 0, 0, NULL};
+    const int64_t nq = 40 * 64, nk = 72 * 64, nl = 40;
     /* q k v dout | out lse dq dk dv */
     const int64_t n = 2 * nq + 2 * nk + nq + nl + nq + 2 * nk;
     float *h = (float *)k22_xcalloc((size_t)n * 2, sizeof(float)), *got = h + n;
@@ -462,9 +467,9 @@ static int k22_fa_probe(k22_cuda_ctx *ctx)
     return ok;
 }
 
-/* K22_CUDA_ATTN: gemm turns the kernels off; flash runs the self-test here, at creation, and
- * refuses a device where it fails; mma is flash on flash_mma.cu's and flash_mma_bwd.cu's kernels
- * (an experiment, for the benchmark's k22-mmaattn runs); auto leaves the test for k22_cuda_attn_ready, at the first
+/* K22_CUDA_ATTN: gemm turns the kernels off; flash (this file's wmma kernels) and mma
+ * (flash_mma.cu's and flash_mma_bwd.cu's, on mma.sync) run their self-test here, at creation, and
+ * refuse a device where it fails; auto leaves the test for k22_cuda_attn_ready, at the first
  * switch to bf16/fp16, so that fp32 runs (which never use the kernels) do not pay for it. */
 k22_status k22_cuda_attn_init(k22_cuda_ctx *ctx, k22_err *err)
 {
@@ -474,7 +479,7 @@ k22_status k22_cuda_attn_init(k22_cuda_ctx *ctx, k22_err *err)
     ctx->attn_why[0] = 0;
     if (v && !strcmp(v, "gemm")) return K22_OK;
     if (v && *v && strcmp(v, "flash") && strcmp(v, "mma") && strcmp(v, "auto"))
-        return k22_err_set(err, K22_ERR_ARG, "K22_CUDA_ATTN='%s': expected auto, flash, mma or gemm", v);
+        return k22_err_set(err, K22_ERR_ARG, "K22_CUDA_ATTN='%s': expected auto, mma, flash or gemm", v);
     if (!v || !*v || !strcmp(v, "auto")) {
         ctx->attn_flash = K22_FA_UNTESTED;
         return K22_OK;
@@ -487,11 +492,23 @@ k22_status k22_cuda_attn_init(k22_cuda_ctx *ctx, k22_err *err)
     return K22_OK;
 }
 
+/* auto: the mma.sync kernels where they pass the self-test, else the wmma ones, else the GEMMs,
+ * each step down said on stderr. */
 void k22_cuda_attn_ready(k22_cuda_ctx *ctx)
 {
     if (ctx->attn_flash != K22_FA_UNTESTED) return;
-    ctx->attn_flash = k22_fa_probe(ctx) ? K22_FA_ON : K22_FA_OFF;
-    if (ctx->attn_flash == K22_FA_OFF)
-        fprintf(stderr, "k22: the fused attention kernels fail on CUDA device %d (%s); attention runs "
-                "as GEMMs\n", ctx->device, ctx->attn_why);
+    ctx->attn_mma = 1;
+    ctx->attn_flash = K22_FA_ON;
+    if (k22_fa_probe(ctx)) return;
+    char why[sizeof ctx->attn_why];
+    snprintf(why, sizeof why, "%s", ctx->attn_why);
+    ctx->attn_mma = 0;
+    if (k22_fa_probe(ctx)) {
+        fprintf(stderr, "k22: the mma.sync attention kernels fail on CUDA device %d (%s); attention runs on "
+                "the wmma kernels\n", ctx->device, why);
+        return;
+    }
+    ctx->attn_flash = K22_FA_OFF;
+    fprintf(stderr, "k22: the fused attention kernels fail on CUDA device %d (mma.sync: %s; wmma: %s); attention "
+            "runs as GEMMs\n", ctx->device, why, ctx->attn_why);
 }

@@ -1,5 +1,6 @@
 /* flash_mma.cu: the fused attention forward of flash_attention.cu with the scores and
- * probabilities in registers (K22_CUDA_ATTN=mma; flash_mma_bwd.cu has the backward).
+ * probabilities in registers (the default fused kernels, K22_CUDA_ATTN=auto or mma;
+ * flash_mma_bwd.cu has the backward).
  *
  * flash_attention.cu's forward goes through shared memory at every step: the warp matrix
  * functions store each 16x16 score tile as fp32, threads read it back one row each to form the

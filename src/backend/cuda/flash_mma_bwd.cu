@@ -1,7 +1,7 @@
 /* flash_mma_bwd.cu: the fused attention backward of flash_attention.cu (dK and dV per block of
  * keys, dQ per block of queries, P recomputed from lse, no atomics) with the scores, P, dP and
- * dS in registers (K22_CUDA_ATTN=mma; flash_mma.cu has the forward, flash_mma.cuh the warp
- * tiles).
+ * dS in registers (the default fused kernels, K22_CUDA_ATTN=auto or mma; flash_mma.cu has the
+ * forward, flash_mma.cuh the warp tiles).
  *
  * A warp owns 16 rows (keys for dK/dV, queries for dQ) and walks the other side in tiles of 32:
  * the two products that form S and dP (S^T and dP^T for dK/dV) land in accumulators whose row

@@ -177,7 +177,8 @@ static inline float __shfl_xor_sync(unsigned mask, float v, int lane_mask) {
     return v;
 }
 
-/* K22_EMU_WMMA=wrong, read by k22_emu_run at each launch (mma.h's fault). */
+/* K22_EMU_WMMA, read by k22_emu_run at each launch: 1 for "wrong" (mma.h's and warp_mma.cuh's
+ * fault), 2 for "wrong-mma" (warp_mma.cuh's alone), else 0. */
 extern int k22_emu_wmma_wrong;
 
 /* Runs fn for every thread of every block (see the header comment). */

@@ -204,7 +204,7 @@ static int emu_order_reverse(void) {
 
 void k22_emu_run(dim3 grid, dim3 block, size_t shmem, const std::function<void()> &fn) {
     const char *wmma = getenv("K22_EMU_WMMA");
-    k22_emu_wmma_wrong = wmma && !strcmp(wmma, "wrong");
+    k22_emu_wmma_wrong = !wmma ? 0 : !strcmp(wmma, "wrong") ? 1 : !strcmp(wmma, "wrong-mma") ? 2 : 0;
     const int rev = emu_order_reverse();
     unsigned nt = block.x * block.y * block.z;
     if (nt == 0 || nt > EMU_MAX_THREADS || grid.x == 0 || grid.y == 0 || grid.z == 0 ||

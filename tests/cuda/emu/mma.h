@@ -108,7 +108,7 @@ mma_sync(fragment<accumulator, M, N, K, float> &d, const fragment<matrix_a, M, N
 {
     float bt[K * N];
     for (int k = 0; k < K; k++) /* K22_EMU_WMMA=wrong: b transposed */
-        for (int j = 0; j < N; j++) bt[k * N + j] = k22_emu_wmma_wrong ? b.x[j * N + k] : b.x[k * N + j];
+        for (int j = 0; j < N; j++) bt[k * N + j] = k22_emu_wmma_wrong == 1 ? b.x[j * N + k] : b.x[k * N + j];
     float out[M * N];
     for (int e = 0; e < M * N; e++) out[e] = c.x[e];
     for (int i = 0; i < M; i++)

@@ -5,8 +5,8 @@
  * reads a result as the wrong row or column, computes wrong numbers here as on a GPU. Products of
  * two 16-bit values are exact in fp32; they are summed in k order, one rounding each (the tensor
  * cores' order and width differ: tests allow fp32 summation differences).
- * K22_EMU_WMMA=wrong (mma.h's fault) reads B's two k halves swapped, a layout mistake the CUDA
- * backend's self-test must catch. */
+ * K22_EMU_WMMA=wrong (mma.h's fault too) or wrong-mma (this one's alone) reads B's two k halves
+ * swapped, a layout mistake the CUDA backend's self-test must catch. */
 #ifndef K22_EMU_WARP_MMA_CUH
 #define K22_EMU_WARP_MMA_CUH
 
