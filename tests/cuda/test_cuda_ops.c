@@ -92,7 +92,8 @@ static void test_memory(void)
 
 /* k22_backend_mem_free (--checkpoint_levels auto): a 64 MiB block takes 64 MiB of the free figure
  * (the stream-ordered pool's reservation rounds up, its unused part counts as free), freeing it
- * gives it back (the pool keeps it, but as free), and K22_MEM_FREE_MIB replaces the figure. */
+ * gives it back (the pool keeps it, but as free), on the emulator K22_EMU_MEM_MIB sets the
+ * device's size, and K22_MEM_FREE_MIB replaces the figure. */
 static void test_mem_free(void)
 {
     const size_t mib = 1048576, n = 64 * mib;
@@ -110,6 +111,14 @@ static void test_mem_free(void)
     CHECK_MSG(total > n && f0 <= total, "free %zu of %zu bytes", f0, total);
     CHECK_MSG(f1 + n <= f0 + 2 * mib && f1 + n + 2 * mib >= f0, "a 64 MiB block: free %zu -> %zu bytes", f0, f1);
     CHECK_MSG(f2 + 2 * mib >= f0 && f2 <= f0 + 2 * mib, "freed again: free %zu -> %zu bytes", f0, f2);
+    if (getenv("K22_CUDA_EMU")) { /* the emulator's device size (cuda_runtime.h) */
+        setenv("K22_EMU_MEM_MIB", "1000", 1);
+        size_t small = k22_backend_mem_free(gpu, &total);
+        unsetenv("K22_EMU_MEM_MIB");
+        size_t live = 81559 * mib - f0; /* what the default size left free above */
+        CHECK_MSG(total == 1000 * mib && small == total - live, "K22_EMU_MEM_MIB=1000: %zu of %zu bytes free, "
+                  "want %zu", small, total, total - live);
+    }
     setenv("K22_MEM_FREE_MIB", "123.5", 1);
     CHECK_MSG(k22_backend_mem_free(gpu, &total) == (size_t)(123.5 * mib) && total >= (size_t)(123.5 * mib),
               "K22_MEM_FREE_MIB=123.5 gives 123.5 MiB");

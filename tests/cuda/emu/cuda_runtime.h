@@ -85,8 +85,7 @@ cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t *p, int d);
 cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t p, cudaMemPoolAttr a, void *v);
 /* 0 for every attribute read: the pool gives freed blocks back at once, so it holds none unused. */
 cudaError_t cudaMemPoolGetAttribute(cudaMemPool_t p, cudaMemPoolAttr a, void *v);
-/* total: K22_EMU_MEM_MIB (default 81559, an H100's 80 GB); free: total less the live blocks (a
- * cudaMalloc past it returns cudaErrorMemoryAllocation). */
+/* total: K22_EMU_MEM_MIB (default 81559, an H100's 80 GB); free: total less the live blocks. */
 cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes);
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags);
 cudaError_t cudaStreamDestroy(cudaStream_t s);

@@ -379,7 +379,7 @@ cudaError_t cudaDeviceSynchronize(void) {
     return cudaSuccess;
 }
 /* The emulated device's size (K22_EMU_MEM_MIB, default an H100's 80 GB) and the bytes of its
- * live blocks: a cudaMalloc past it fails as on a full GPU. */
+ * live blocks, for cudaMemGetInfo. */
 static size_t emu_live_bytes;
 static size_t emu_mem_total(void) {
     const char *v = getenv("K22_EMU_MEM_MIB");
@@ -397,8 +397,6 @@ cudaError_t cudaMemPoolGetAttribute(cudaMemPool_t p, cudaMemPoolAttr a, void *v)
     return cudaSuccess;
 }
 cudaError_t cudaMalloc(void **p, size_t n) {
-    if (n > emu_mem_total() - (emu_live_bytes < emu_mem_total() ? emu_live_bytes : emu_mem_total()))
-        return cudaErrorMemoryAllocation;
     /* 256-byte aligned, as cudaMalloc's blocks (alignment decides cuBLASLt's algorithms) */
     float *f = (float *)aligned_alloc(256, (n + 256) / 256 * 256);
     if (!f)
