@@ -76,17 +76,13 @@ static int parse(int argc, char **argv, bench_args *a)
                          .opts = opts, .nopts = (int)(sizeof opts / sizeof opts[0])};
     int rc = k22_opts_parse_cli(&spec, argc, argv, "bench_train_step");
     if (rc >= 0) return rc;
-    char *end;
-    int is_auto = !strcmp(levels_s, "auto");
-    levels = is_auto ? K22_CKPT_LEVELS_AUTO : strtoll(levels_s, &end, 10);
-    if (!is_auto && (!*levels_s || *end || levels < 0)) levels = -2; /* refused below */
+    const int levels_ok = k22_ckpt_levels_parse(levels_s, &levels);
     /* --latent 0 is allowed for the prior, which has none (the unet's count refuses it) */
     const char *bad = B < 1 || B > 100000 || steps < 1 || steps > 100000 || latent < 0 || latent > 100000 ||
                       warmup < 0 || warmup > 100000 || seed < 0
                           ? "--batch and --steps need 1..100000, --latent and --warmup 0..100000"
                       : a->ckpt && !strcmp(a->model, "prior") ? "--grad_ckpt is a decoder option (the prior script has none)"
-                      : levels < K22_CKPT_LEVELS_AUTO || levels > 16 || (levels && !a->ckpt)
-                          ? "--ckpt_levels needs auto or 0..16, and --grad_ckpt"
+                      : !levels_ok || (levels && !a->ckpt) ? "--ckpt_levels needs auto or 0..16, and --grad_ckpt"
                       : !*a->impl || strpbrk(a->impl, " =\t\n") ? "--impl_tag needs a non-empty name without spaces or '='"
                                                               : NULL;
     if (bad) {

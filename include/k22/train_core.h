@@ -39,6 +39,12 @@ typedef struct {
     k22_dist *dist;                   /* NULL: one process; else the ranks the sync exchanges with */
 } k22_train_hparams;
 #define K22_CKPT_LEVELS_AUTO (-1)
+#define K22_CKPT_LEVELS_MAX 16
+/* --checkpoint_levels as text: "auto" (K22_CKPT_LEVELS_AUTO) or a whole number 0 ..
+ * K22_CKPT_LEVELS_MAX into *levels; 0 (and *levels untouched) for anything else. */
+int k22_ckpt_levels_parse(const char *s, int64_t *levels);
+/* And back: "auto" or the number (buf holds at least 24 chars). */
+const char *k22_ckpt_levels_name(int64_t levels, char *buf);
 
 /* The scripts' defaults; max_train_steps 1 and micro_batch 1 until the caller sets them. */
 void k22_train_hparams_default(k22_train_hparams *hp);

@@ -160,8 +160,9 @@ size_t k22_unet_arena_floats_ckpt(const k22_unet *m, int B, int H, int W, int tr
 size_t k22_unet_saved_floats(const k22_unet *m, int B, int H, int W, int ckpt);
 /* --checkpoint_levels auto: the fewest checkpointed levels (0, 1 .. nblocks-1, then
  * K22_UNET_CKPT_ALL: the order of the forward compute backward re-runs) whose training arena
- * takes at most budget_floats; where none does, the one with the smallest arena. */
-int k22_unet_ckpt_levels_fit(const k22_unet *m, int B, int H, int W, size_t budget_floats);
+ * takes at most budget_floats; where none does, the one with the smallest arena. *fits (may be
+ * NULL) says which. */
+int k22_unet_ckpt_levels_fit(const k22_unet *m, int B, int H, int W, size_t budget_floats, int *fits);
 /* x_t: (B, in_channels, H, W) with H, W divisible by 2^(nblocks-1); t: (B) timesteps (float);
  * image_embeds: (B, encoder_hid_dim); out: (B, out_channels, H, W). With train, x_t and
  * image_embeds must stay valid until backward. */

@@ -7,7 +7,6 @@
 #include "k22/train_core.h"
 
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #define TRAIN_EXIT_HELP                                                                            \
@@ -140,17 +139,9 @@ static int run_train(int argc, char **argv, k22_pipe_kind stage)
     };
     int rc = k22_opts_parse_cli(&spec, argc, argv, cmd);
     if (rc >= 0) return rc;
-    if (!strcmp(levels, "auto")) {
-        t.checkpoint_levels = K22_CKPT_LEVELS_AUTO;
-    } else {
-        char *end;
-        long long v = strtoll(levels, &end, 10);
-        if (!*levels || *end || v < 0 || v > 16) {
-            fprintf(stderr, "k22 %s: --checkpoint_levels '%s': expected auto or a whole number 0..16\n", cmd,
-                    levels);
-            return 2;
-        }
-        t.checkpoint_levels = v;
+    if (!k22_ckpt_levels_parse(levels, &t.checkpoint_levels)) {
+        fprintf(stderr, "k22 %s: --checkpoint_levels '%s': expected auto or a whole number 0..16\n", cmd, levels);
+        return 2;
     }
     k22_err derr;
     if (k22_backend_name_check(t.device, &derr)) {

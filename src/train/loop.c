@@ -31,14 +31,6 @@ static void install_signals(void)
     sigaction(SIGUSR1, &sa, NULL);
 }
 
-/* --checkpoint_levels as given: auto or the number (buf holds at least 24 chars). */
-const char *k22_ckpt_levels_name(int64_t v, char *buf)
-{
-    if (v == K22_CKPT_LEVELS_AUTO) return "auto";
-    snprintf(buf, 24, "%lld", (long long)v);
-    return buf;
-}
-
 static k22_status check_opts(const k22_train_opts *o, k22_err *err)
 {
     if (o->train_batch_size < 1 || o->train_batch_size > 65536)
@@ -57,7 +49,7 @@ static k22_status check_opts(const k22_train_opts *o, k22_err *err)
     if (o->zero_stage < 0 || o->zero_stage > 1)
         return k22_err_set(err, K22_ERR_ARG, "--zero_stage %lld: must be 0 or 1", (long long)o->zero_stage);
     char lv[24];
-    if (o->checkpoint_levels < K22_CKPT_LEVELS_AUTO || o->checkpoint_levels > 16)
+    if (o->checkpoint_levels < K22_CKPT_LEVELS_AUTO || o->checkpoint_levels > K22_CKPT_LEVELS_MAX)
         return k22_err_set(err, K22_ERR_ARG, "--checkpoint_levels %s: must be auto or lie in 0..16",
                            k22_ckpt_levels_name(o->checkpoint_levels, lv));
     if (o->checkpoint_levels && !o->gradient_checkpointing)

@@ -59,7 +59,6 @@ double k22_run_micro_step(k22_run *r);
 void k22_run_sync(k22_run *r, k22_train_step_log *log);
 k22_train_core *k22_run_core(k22_run *r); /* the trainer's shared part (pt or dt) */
 const k22_train_core *k22_run_core_c(const k22_run *r); /* the same, read-only */
-const char *k22_ckpt_levels_name(int64_t v, char *buf); /* "auto" or the number; buf: 24 chars */
 int64_t k22_run_global_step(const k22_run *r);
 void k22_run_stage_free(k22_run *r);
 

@@ -119,7 +119,7 @@ static void print_ckpt_levels(const k22_run *r)
         printf("k22: --checkpoint_levels auto: %.1f MiB free after the weights, gradients and optimizer state; "
                "%.1f MiB kept back for the backend's scratch and libraries%s; the fewest re-run levels that fit: "
                "%s%s\n", a->free_bytes / 1048576.0, a->reserve_bytes / 1048576.0,
-               r->o->mixed_precision && strcmp(r->o->mixed_precision, "no") ? " and the 16-bit weights" : "", now,
+               r->be->precision != K22_PREC_FP32 ? " and the 16-bit weights" : "", now, /* as the reserve counts */
                a->fits ? "" : " (none fits; this is the smallest: the run may run out of memory: a smaller "
                               "--train_batch_size with more --gradient_accumulation_steps keeps the global batch)");
 }

@@ -82,8 +82,7 @@ static int auto_levels(k22_decoder_trainer *tr)
     a->reserve_bytes = k22_decoder_ckpt_reserve(&tr->core.cfg.u.unet, B, H, W,
                                                 (k22_precision)tr->core.be->precision, tr->core.opt.total);
     size_t budget = a->free_bytes > a->reserve_bytes ? (a->free_bytes - a->reserve_bytes) / sizeof(float) : 0;
-    a->levels = k22_unet_ckpt_levels_fit(&tr->model, B, H, W, budget);
-    a->fits = k22_unet_arena_floats_ckpt(&tr->model, B, H, W, 1, a->levels) <= budget;
+    a->levels = k22_unet_ckpt_levels_fit(&tr->model, B, H, W, budget, &a->fits);
     return a->levels;
 }
 

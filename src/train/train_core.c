@@ -2,6 +2,8 @@
 #include "k22/train_core.h"
 
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 void k22_train_hparams_default(k22_train_hparams *hp)
@@ -171,4 +173,24 @@ void k22_loss_scaler_update(k22_loss_scaler *s, int finite)
 k22_status k22_train_core_save(k22_train_core *c, const char *dir, int ema, k22_err *err)
 {
     return k22_optim_save(&c->opt, ema, dir, &c->cfg, &c->ps, err);
+}
+
+int k22_ckpt_levels_parse(const char *s, int64_t *levels)
+{
+    if (!strcmp(s, "auto")) {
+        *levels = K22_CKPT_LEVELS_AUTO;
+        return 1;
+    }
+    char *end;
+    long long v = strtoll(s, &end, 10);
+    if (!*s || *end || v < 0 || v > K22_CKPT_LEVELS_MAX) return 0;
+    *levels = v;
+    return 1;
+}
+
+const char *k22_ckpt_levels_name(int64_t levels, char *buf)
+{
+    if (levels == K22_CKPT_LEVELS_AUTO) return "auto";
+    snprintf(buf, 24, "%lld", (long long)levels);
+    return buf;
 }

@@ -241,23 +241,22 @@ static void ckpt_auto(const k22_unet *m, int64_t nparams)
     for (int k = 0; k <= n; k++)
         for (int d = 0; d <= 1; d++) {
             size_t budget = cap[k] - (size_t)d;
-            int want = smallest;
-            for (int j = 0; j <= n; j++)
-                if (cap[j] <= budget) {
-                    want = order[j];
-                    break;
-                }
-            int got = k22_unet_ckpt_levels_fit(m, B, H, W, budget);
-            CHECK_MSG(got == want, "auto with the arena of choice %d less %d floats: %d, expected %d", order[k], d,
-                      got, want);
+            int want = smallest, want_fits = 0;
+            for (int j = 0; j <= n && !want_fits; j++)
+                if (cap[j] <= budget) want = order[j], want_fits = 1;
+            int fits = -1, got = k22_unet_ckpt_levels_fit(m, B, H, W, budget, &fits);
+            CHECK_MSG(got == want && fits == want_fits, "auto with the arena of choice %d less %d floats: %d (fits "
+                      "%d), expected %d (%d)", order[k], d, got, fits, want, want_fits);
         }
-    CHECK(k22_unet_ckpt_levels_fit(m, B, H, W, 0) == smallest);
+    int fits0 = -1;
+    CHECK(k22_unet_ckpt_levels_fit(m, B, H, W, 0, &fits0) == smallest && fits0 == 0);
     const double total = 81559.0 * 1048576, context = 512.0 * 1048576;
     for (int b = 8; b <= 64; b *= 2) {
         size_t reserve = k22_decoder_ckpt_reserve(&m->cfg, b, H, W, K22_PREC_BF16, nparams);
         double left = total - context - 16.0 * (double)nparams - (double)reserve;
         size_t budget = left > 0 ? (size_t)(left / 4) : 0;
-        int lv = k22_unet_ckpt_levels_fit(m, b, H, W, budget);
+        int fits;
+        int lv = k22_unet_ckpt_levels_fit(m, b, H, W, budget, &fits);
         size_t a = k22_unet_arena_floats_ckpt(m, b, H, W, 1, lv);
         char pick[48];
         if (lv == 0) snprintf(pick, sizeof pick, "no checkpointing");
@@ -265,7 +264,7 @@ static void ckpt_auto(const k22_unet *m, int64_t nparams)
         else snprintf(pick, sizeof pick, "%d level%s", lv, lv == 1 ? "" : "s");
         printf("size fn  unet full B=%d 96x96 bf16 on an 80 GB H100: reserve %.2f GiB, %.1f GiB left for the arena; "
                "auto picks %s (arena %.1f GiB%s)\n", b, reserve / 1073741824.0, left / 1073741824.0, pick,
-               a * 4.0 / 1073741824.0, a <= budget ? "" : ", does not fit");
+               a * 4.0 / 1073741824.0, fits ? "" : ", does not fit");
     }
 }
 

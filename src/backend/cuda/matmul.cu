@@ -59,8 +59,8 @@ static cublasStatus_t k22_cuda_lt_gemm(k22_cuda_ctx *ctx, cudaDataType_t ab, int
     if (p->status != CUBLAS_STATUS_SUCCESS && bias) /* no algorithm with the epilogue: the caller adds it */
         return k22_cuda_lt_gemm(ctx, ab, ta, tb, M, N, K, alpha, A, lda, sA, Bm, ldb, sB, beta, C, ldc, sC, batch,
                                 NULL, bias_done);
-    if (bias_done) *bias_done = bias && p->status == CUBLAS_STATUS_SUCCESS;
-    if (p->status == CUBLAS_STATUS_SUCCESS && bias) /* the plan's descriptor, this call's vector */
+    if (bias_done) *bias_done = bias != NULL; /* past the retry a bias has its algorithm */
+    if (bias) /* the plan's descriptor, this call's vector */
         CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
     if (p->status == CUBLAS_STATUS_SUCCESS)
         CUBLAS_CHECK(cublasLtMatmul(ctx->lt, p->op, &alpha, Bm, p->la, A, p->lb, &beta, C, p->lc, C,
