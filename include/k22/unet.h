@@ -158,6 +158,9 @@ int k22_unet_block_checkpointed(const k22_unet *m, int g, int levels);
  * floats a training forward leaves allocated for backward (the activations kept). */
 size_t k22_unet_arena_floats_ckpt(const k22_unet *m, int B, int H, int W, int train, int ckpt);
 size_t k22_unet_saved_floats(const k22_unet *m, int B, int H, int W, int ckpt);
+/* The settings in the order of the forward compute backward re-runs, k = 0 .. nblocks: 0 (none),
+ * 1 .. nblocks-1 levels, then K22_UNET_CKPT_ALL (every block) at k = nblocks. */
+int k22_unet_ckpt_candidate(const k22_unet *m, int k);
 /* --checkpoint_levels auto: the fewest checkpointed levels (0, 1 .. nblocks-1, then
  * K22_UNET_CKPT_ALL: the order of the forward compute backward re-runs) whose training arena
  * takes at most budget_floats; where none does, the one with the smallest arena. *fits (may be

@@ -334,13 +334,18 @@ size_t k22_unet_arena_floats(const k22_unet *m, int B, int H, int W, int train)
     return k22_unet_arena_floats_ckpt(m, B, H, W, train, m->grad_ckpt);
 }
 
+int k22_unet_ckpt_candidate(const k22_unet *m, int k)
+{
+    return k >= m->cfg.nblocks ? K22_UNET_CKPT_ALL : k;
+}
+
 int k22_unet_ckpt_levels_fit(const k22_unet *m, int B, int H, int W, size_t budget_floats, int *fits)
 {
     int n = m->cfg.nblocks, best = K22_UNET_CKPT_ALL;
     size_t least = SIZE_MAX;
     if (fits) *fits = 1;
-    for (int k = 0; k <= n; k++) { /* none, 1 .. n-1, every block: re-run compute grows */
-        int levels = k == n ? K22_UNET_CKPT_ALL : k;
+    for (int k = 0; k <= n; k++) { /* re-run compute grows */
+        int levels = k22_unet_ckpt_candidate(m, k);
         size_t a = k22_unet_arena_floats_ckpt(m, B, H, W, 1, levels);
         if (a <= budget_floats) return levels;
         if (a < least) least = a, best = levels;

@@ -99,7 +99,7 @@ static void print_ckpt_levels(const k22_run *r)
            "beside the weights and optimizer state) / forward FLOPs re-run:", H, W, B);
     /* off, then --checkpoint_levels 1 .. n-1, then 0 (every block) */
     for (int k = 0; k <= n; k++) {
-        int levels = k == n ? K22_UNET_CKPT_ALL : k;
+        int levels = k22_unet_ckpt_candidate(m, k);
         double re = k22_flops_unet_recompute(m, B, H, W, levels);
         size_t kept = k22_unet_saved_floats(m, B, H, W, levels);
         size_t arena = k22_unet_arena_floats_ckpt(m, B, H, W, 1, levels);

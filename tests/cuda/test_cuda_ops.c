@@ -177,6 +177,8 @@ static void test_matmul_case(const mm_case *c)
     free(Cref);
 }
 
+static void test_matmul_per_item(k22_precision p);
+
 static void test_matmul(void)
 {
     /* Tolerances: inputs in [-1, 1]; fp32 accumulation error grows like sqrt(K) eps |C|.
@@ -197,6 +199,7 @@ static void test_matmul(void)
         {"large", 0, 1, 256, 192, 1024, 1.0f, 1.0f, 1, 0, 0, 0, 0, 2e-4, 1e-4},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) test_matmul_case(&cases[i]);
+    test_matmul_per_item(K22_PREC_FP32);
 }
 
 /* ---- linear ---- */
@@ -1140,6 +1143,25 @@ static void test_prec_fp16_overflow(void)
     free(got);
 }
 
+/* Some cuBLASLt versions have no batched algorithm with a zero stride: matmul then makes one
+ * call per item (matmul.cu's k22_cuda_lt_gemm_items; without it the op dies). The emulator
+ * refuses such a batch under K22_EMU_NO_ZERO_STRIDE; the shapes are this test's own, since a
+ * shape's plan is cached after its first heuristic query. */
+static void test_matmul_per_item(k22_precision p)
+{
+    static const mm_case cases[] = {
+        {"per item broadcast B", 0, 1, 23, 41, 33, 1.0f, 0.0f, 4, 0, -1, 0, 0, 1e-5, 1e-5},
+        {"per item broadcast A", 1, 1, 10, 12, 14, 1.0f, 1.0f, 3, -1, 2, 1, 1, 1e-5, 1e-5},
+    };
+    if (!getenv("K22_CUDA_EMU")) return;
+    setenv("K22_EMU_NO_ZERO_STRIDE", "1", 1);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        if (p == K22_PREC_FP32) test_matmul_case(&cases[i]);
+        else test_prec_matmul_case(&cases[i], p);
+    }
+    unsetenv("K22_EMU_NO_ZERO_STRIDE");
+}
+
 static void test_prec_matmul(k22_precision p)
 {
     /* Tolerances as test_matmul's (see the section comment); broadcast A and B (stride 0) go
@@ -1156,6 +1178,7 @@ static void test_prec_matmul(k22_precision p)
         {"large", 0, 1, 256, 192, 1024, 1.0f, 1.0f, 1, 0, 0, 0, 0, 2e-4, 1e-4},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) test_prec_matmul_case(&cases[i], p);
+    test_matmul_per_item(p);
     test_prec_differs(p);
 }
 

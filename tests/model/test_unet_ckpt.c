@@ -234,7 +234,8 @@ static void ckpt_auto(const k22_unet *m, int64_t nparams)
     size_t cap[K22_MAX_BLOCKS + 1], least = SIZE_MAX;
     int smallest = 0;
     for (int k = 0; k <= n; k++) {
-        order[k] = k == n ? K22_UNET_CKPT_ALL : k;
+        order[k] = k22_unet_ckpt_candidate(m, k);
+        CHECK(order[k] == (k < n ? k : K22_UNET_CKPT_ALL)); /* none, 1 .. n-1 levels, every block */
         cap[k] = k22_unet_arena_floats_ckpt(m, B, H, W, 1, order[k]);
         if (cap[k] < least) least = cap[k], smallest = order[k];
     }

@@ -9,8 +9,8 @@
  * accumulators of mma.sync m16n8k16 (warp_mma.cuh), whose layout is documented: each lane knows
  * which row and column each of its values is, applies the mask and forms the probability in
  * place, and the rounded probabilities of two 8-column products are already the A fragment of
- * P V. Shared memory holds only the 16-bit Q, K and V tiles (V transposed, so that a register of
- * B is one 32-bit load); the only barriers are around the tile loads.
+ * P V. Shared memory holds only the 16-bit Q, K and V tiles, as loaded (ldmatrix.trans gives V's
+ * B fragments); the only barriers are around the tile loads.
  *
  * The numbers are flash_attention.cu's: the same two passes (max and sum, then P normalized by
  * them and rounded to 16 bits, then P V), the same rounding points; a row's max and sum are kept
@@ -34,17 +34,17 @@ __device__ __forceinline__ void k22_fam_logits(float (&s)[K22_FAM_KT / 8][4], co
         }
 }
 
-/* Key tile j0 of head bh: K (and V transposed, unless sVt is NULL) into shared memory once the
- * last tile's readers are done, then the logits of the warp's rows in s. */
+/* Key tile j0 of head bh: K (and V, unless sV is NULL) into shared memory once the last tile's
+ * readers are done, then the logits of the warp's rows in s. */
 template <class T, int DP>
 __device__ __forceinline__ void k22_fam_tile(float (&s)[K22_FAM_KT / 8][4], T (*sK)[DP + K22_FA_PAD],
-                                             T (*sVt)[K22_FAM_KT + K22_FA_PAD], const k22_fa_args &a, int64_t bh,
+                                             T (*sV)[DP + K22_FA_PAD], const k22_fa_args &a, int64_t bh,
                                              const uint32_t (&qa)[DP / 16][4], const int (&rows)[2], int j0)
 {
     const int lane = threadIdx.x % 32;
     __syncthreads();
     k22_fa_load<T, K22_FAM_KT, DP>(sK, a.k + bh * a.TK * a.D, j0, a.TK, a.D);
-    if (sVt) k22_fam_load_t<T, K22_FAM_KT, DP>(sVt, a.v + bh * a.TK * a.DV, j0, a.TK, a.DV);
+    if (sV) k22_fa_load<T, K22_FAM_KT, DP>(sV, a.v + bh * a.TK * a.DV, j0, a.TK, a.DV);
     __syncthreads();
     k22_fam_abt<T, K22_FAM_KT, DP, DP + K22_FA_PAD>(s, qa, &sK[0][0]);
     k22_fam_logits(s, a, bh / a.NH, rows, j0, 2 * (lane % 4));
@@ -67,7 +67,7 @@ __global__ void __launch_bounds__(K22_FA_THREADS) k22_fam_fwd_kernel(float *out,
 {
     __shared__ __align__(16) T sQ[K22_FA_ROWS][DP + K22_FA_PAD];
     __shared__ __align__(16) T sK[K22_FAM_KT][DP + K22_FA_PAD];
-    __shared__ __align__(16) T sVt[DP][K22_FAM_KT + K22_FA_PAD];
+    __shared__ __align__(16) T sV[K22_FAM_KT][DP + K22_FA_PAD];
     const int64_t bh = blockIdx.x;
     const int i0 = blockIdx.y * K22_FA_ROWS, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int wr = warp * 16 + lane / 4;
@@ -117,13 +117,13 @@ __global__ void __launch_bounds__(K22_FA_THREADS) k22_fam_fwd_kernel(float *out,
     #pragma unroll
     for (int n = 0; n < DP / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
     for (int j0 = 0; j0 < kend; j0 += K22_FAM_KT) {
-        k22_fam_tile<T, DP>(s, sK, sVt, a, bh, qa, rows, j0);
+        k22_fam_tile<T, DP>(s, sK, sV, a, bh, qa, rows, j0);
         #pragma unroll
         for (int n = 0; n < K22_FAM_KT / 8; n++)
             #pragma unroll
             for (int e = 0; e < 4; e++) /* a row without keys has only -inf logits */
                 s[n][e] = s[n][e] == -INFINITY ? 0.0f : expf(s[n][e] - m[e / 2]) * inv[e / 2];
-        k22_fam_pb<T, K22_FAM_KT, DP, K22_FAM_KT + K22_FA_PAD>(o, s, &sVt[0][0]);
+        k22_fam_pb<T, K22_FAM_KT, DP, DP + K22_FA_PAD>(o, s, &sV[0][0]);
     }
     k22_fam_store<DP>(out + bh * a.TQ * a.DV, o, rows, a.TQ, a.DV, 1.0f, 0);
 }

@@ -7,8 +7,8 @@
  * the two products that form S and dP (S^T and dP^T for dK/dV) land in accumulators whose row
  * and column each lane knows, P and dS = P (dP - D_i) are formed there and go straight back in as
  * the A operand of dV += P^T dO, dK += dS^T Q or dQ += dS K, rounded to 16 bits where the wmma
- * kernels round them. Each tile is in shared memory twice, as loaded and transposed, so that every
- * B register is one 32-bit load. */
+ * kernels round them. Each tile is in shared memory once, as loaded: the products that need it
+ * the other way round take their B fragments through ldmatrix.trans (flash_mma.cuh). */
 #include "flash_mma.cuh"
 
 #define K22_FAM_QT 32 /* rows of the other side per tile */
@@ -38,8 +38,6 @@ __global__ void __launch_bounds__(K22_FA_THREADS) k22_fam_dkdv_kernel(float *dk,
     __shared__ __align__(16) T sX[K22_FA_ROWS][DP + K22_FA_PAD]; /* K, then V, of the block's keys */
     __shared__ __align__(16) T sQ[K22_FAM_QT][DP + K22_FA_PAD];
     __shared__ __align__(16) T sdO[K22_FAM_QT][DP + K22_FA_PAD];
-    __shared__ __align__(16) T sQt[DP][K22_FAM_QT + K22_FA_PAD];
-    __shared__ __align__(16) T sdOt[DP][K22_FAM_QT + K22_FA_PAD];
     __shared__ float sLse[K22_FAM_QT], sD[K22_FAM_QT];
     const int64_t bh = blockIdx.x, b = bh / a.NH;
     const int j0 = blockIdx.y * K22_FA_ROWS, warp = threadIdx.x / 32, c = 2 * (threadIdx.x % 32 % 4);
@@ -59,9 +57,7 @@ __global__ void __launch_bounds__(K22_FA_THREADS) k22_fam_dkdv_kernel(float *dk,
     for (int i0 = qbeg; i0 < a.TQ; i0 += K22_FAM_QT) {
         __syncthreads(); /* the last tile's readers are done */
         k22_fa_load<T, K22_FAM_QT, DP>(sQ, q, i0, a.TQ, a.D);
-        k22_fam_load_t<T, K22_FAM_QT, DP>(sQt, q, i0, a.TQ, a.D);
         k22_fa_load<T, K22_FAM_QT, DP>(sdO, dout, i0, a.TQ, a.DV);
-        k22_fam_load_t<T, K22_FAM_QT, DP>(sdOt, dout, i0, a.TQ, a.DV);
         k22_fa_load_rows(sLse, sD, lse, drow, i0, a.TQ, K22_FAM_QT);
         __syncthreads();
         k22_fam_abt<T, K22_FAM_QT, DP, DP + K22_FA_PAD>(pt, ka, &sQ[0][0]);               /* S^T */
@@ -75,8 +71,8 @@ __global__ void __launch_bounds__(K22_FA_THREADS) k22_fam_dkdv_kernel(float *dk,
                 pt[n][e] = p;
                 if (want_dk) dpt[n][e] = p == 0.0f ? 0.0f : p * (dpt[n][e] - sD[col]);
             }
-        if (want_dv) k22_fam_pb<T, K22_FAM_QT, DP, K22_FAM_QT + K22_FA_PAD>(dva, pt, &sdOt[0][0]);
-        if (want_dk) k22_fam_pb<T, K22_FAM_QT, DP, K22_FAM_QT + K22_FA_PAD>(dka, dpt, &sQt[0][0]);
+        if (want_dv) k22_fam_pb<T, K22_FAM_QT, DP, DP + K22_FA_PAD>(dva, pt, &sdO[0][0]);
+        if (want_dk) k22_fam_pb<T, K22_FAM_QT, DP, DP + K22_FA_PAD>(dka, dpt, &sQ[0][0]);
     }
     if (want_dv) k22_fam_store<DP>(dv + bh * a.TK * a.DV, dva, rows, a.TK, a.DV, 1.0f, 1);
     if (want_dk) k22_fam_store<DP>(dk + bh * a.TK * a.D, dka, rows, a.TK, a.D, a.scale, 1);
@@ -89,7 +85,6 @@ __global__ void __launch_bounds__(K22_FA_THREADS) k22_fam_dq_kernel(float *dq, k
     __shared__ __align__(16) T sX[K22_FA_ROWS][DP + K22_FA_PAD]; /* Q, then dO, of the block's queries */
     __shared__ __align__(16) T sK[K22_FAM_QT][DP + K22_FA_PAD];
     __shared__ __align__(16) T sV[K22_FAM_QT][DP + K22_FA_PAD];
-    __shared__ __align__(16) T sKt[DP][K22_FAM_QT + K22_FA_PAD];
     const int64_t bh = blockIdx.x, b = bh / a.NH;
     const int i0 = blockIdx.y * K22_FA_ROWS, warp = threadIdx.x / 32, c = 2 * (threadIdx.x % 32 % 4);
     const int wr = warp * 16 + threadIdx.x % 32 / 4, rows[2] = {i0 + wr, i0 + wr + 8};
@@ -109,7 +104,6 @@ __global__ void __launch_bounds__(K22_FA_THREADS) k22_fam_dq_kernel(float *dq, k
     for (int j0 = 0; j0 < kend; j0 += K22_FAM_QT) {
         __syncthreads();
         k22_fa_load<T, K22_FAM_QT, DP>(sK, k, j0, a.TK, a.D);
-        k22_fam_load_t<T, K22_FAM_QT, DP>(sKt, k, j0, a.TK, a.D);
         k22_fa_load<T, K22_FAM_QT, DP>(sV, v, j0, a.TK, a.DV);
         __syncthreads();
         k22_fam_abt<T, K22_FAM_QT, DP, DP + K22_FA_PAD>(s, qa, &sK[0][0]);   /* S */
@@ -122,7 +116,7 @@ __global__ void __launch_bounds__(K22_FA_THREADS) k22_fam_dq_kernel(float *dq, k
                 float p = k22_fa_prob(a, b, rows[h], j0 + n * 8 + c + e % 2, s[n][e], li[h]);
                 s[n][e] = p == 0.0f ? 0.0f : p * (dp[n][e] - di[h]); /* dS */
             }
-        k22_fam_pb<T, K22_FAM_QT, DP, K22_FAM_QT + K22_FA_PAD>(dqa, s, &sKt[0][0]);
+        k22_fam_pb<T, K22_FAM_QT, DP, DP + K22_FA_PAD>(dqa, s, &sK[0][0]);
     }
     k22_fam_store<DP>(dq + bh * a.TQ * a.D, dqa, rows, a.TQ, a.D, a.scale, 1);
 }

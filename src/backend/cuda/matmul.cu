@@ -69,6 +69,25 @@ static cublasStatus_t k22_cuda_lt_gemm(k22_cuda_ctx *ctx, cudaDataType_t ab, int
     return p->status;
 }
 
+/* k22_cuda_lt_gemm, or where cuBLASLt has no batched algorithm for these strides (e.g. a
+ * broadcast operand), one call per item (a bias comes with batch 1 only). */
+static cublasStatus_t k22_cuda_lt_gemm_items(k22_cuda_ctx *ctx, cudaDataType_t ab, int ta, int tb, int M, int N,
+                                             int K, float alpha, const void *A, int64_t lda, int64_t sA,
+                                             const void *Bm, int64_t ldb, int64_t sB, float beta, float *C,
+                                             int64_t ldc, int64_t sC, int batch, const float *bias, int *bias_done)
+{
+    cublasStatus_t s = k22_cuda_lt_gemm(ctx, ab, ta, tb, M, N, K, alpha, A, lda, sA, Bm, ldb, sB, beta, C, ldc,
+                                        sC, batch, bias, bias_done);
+    const int64_t esize = ab == CUDA_R_32F ? (int64_t)sizeof(float) : 2;
+    if (s == CUBLAS_STATUS_SUCCESS || batch <= 1) return s;
+    s = CUBLAS_STATUS_SUCCESS;
+    for (int i = 0; i < batch && s == CUBLAS_STATUS_SUCCESS; i++)
+        s = k22_cuda_lt_gemm(ctx, ab, ta, tb, M, N, K, alpha, (const char *)A + i * sA * esize, lda, 0,
+                             (const char *)Bm + i * sB * esize, ldb, 0, beta, C + (int64_t)i * sC, ldc, 0, 1,
+                             NULL, NULL);
+    return s;
+}
+
 /* ---- reduced precision: operands rounded to 16 bits ---- */
 
 /* What the packing kernel needs: nb matrices of (rows, cols) floats, row stride ld, matrix
@@ -174,17 +193,8 @@ static cublasStatus_t k22_cuda_gemm_lowp(k22_cuda_ctx *ctx, int ta, int tb, int 
     if (!sha) a = k22_lowp_pack_operand(ctx, (uint16_t *)buf, A, ra, ca, lda, sA, na);
     if (!shb) b = k22_lowp_pack_operand(ctx, (uint16_t *)(buf + off_b), Bm, rb, cb, ldb, sB, nb);
     cudaDataType_t t = ctx->precision == K22_PREC_FP16 ? CUDA_R_16F : CUDA_R_16BF;
-    cublasStatus_t s = k22_cuda_lt_gemm(ctx, t, ta, tb, M, N, K, alpha, a.p, a.ld, a.stride, b.p,
-                                        b.ld, b.stride, beta, C, ldc, sC, batch, bias, bias_done);
-    /* No batched algorithm for these strides (e.g. a broadcast operand): one call per item. */
-    if (s != CUBLAS_STATUS_SUCCESS && batch > 1) {
-        s = CUBLAS_STATUS_SUCCESS;
-        for (int i = 0; i < batch && s == CUBLAS_STATUS_SUCCESS; i++)
-            s = k22_cuda_lt_gemm(ctx, t, ta, tb, M, N, K, alpha, a.p + i * a.stride, a.ld, 0,
-                                 b.p + i * b.stride, b.ld, 0, beta, C + (int64_t)i * sC, ldc, 0,
-                                 1, NULL, NULL);
-    }
-    return s;
+    return k22_cuda_lt_gemm_items(ctx, t, ta, tb, M, N, K, alpha, a.p, a.ld, a.stride, b.p, b.ld, b.stride,
+                                  beta, C, ldc, sC, batch, bias, bias_done);
 }
 
 /* Row-major GEMM with leading dimensions; see common.cuh. bias (batch 1) or NULL: offered to the
@@ -215,16 +225,8 @@ static int k22_cuda_gemm_bias(k22_cuda_ctx *ctx, int ta, int tb, int M, int N, i
         s = k22_cuda_gemm_lowp(ctx, ta, tb, M, N, K, alpha, A, lda, sA, Bm, ldb, sB, beta, C, ldc,
                                sC, batch, bias, &done);
     } else {
-        s = k22_cuda_lt_gemm(ctx, CUDA_R_32F, ta, tb, M, N, K, alpha, A, lda, sA, Bm, ldb, sB,
-                             beta, C, ldc, sC, batch, bias, &done);
-        /* No batched algorithm for these strides (e.g. a broadcast operand): one call per item. */
-        if (s != CUBLAS_STATUS_SUCCESS && batch > 1) {
-            s = CUBLAS_STATUS_SUCCESS;
-            for (int b = 0; b < batch && s == CUBLAS_STATUS_SUCCESS; b++)
-                s = k22_cuda_lt_gemm(ctx, CUDA_R_32F, ta, tb, M, N, K, alpha,
-                                     A + (int64_t)b * sA, lda, 0, Bm + (int64_t)b * sB, ldb, 0,
-                                     beta, C + (int64_t)b * sC, ldc, 0, 1, NULL, NULL);
-        }
+        s = k22_cuda_lt_gemm_items(ctx, CUDA_R_32F, ta, tb, M, N, K, alpha, A, lda, sA, Bm, ldb, sB, beta, C,
+                                   ldc, sC, batch, bias, &done);
     }
     if (s == CUBLAS_STATUS_SUCCESS) return done;
     K22_FATAL("cuBLASLt has no algorithm for matmul ta=%d tb=%d M=%d N=%d K=%d batch=%d "

@@ -9,7 +9,13 @@
  * so the accumulators of two neighbouring 8-column products are, rounded to 16 bits, the A
  * fragment of the next product over those 16 columns. Every lane of the warp must call it (a
  * warp collective; tests/cuda/emu has its own version of this header, built on an exchange
- * between the emulated lanes). Needs sm_80 or newer. */
+ * between the emulated lanes). Needs sm_80 or newer.
+ *
+ * The fragments come from shared memory by ldmatrix (k22_ldsm_x4, k22_ldsm_x4_t): four 8x8
+ * matrices of 16-bit values in one instruction, lane l naming row l % 8 of matrix l / 8 (16 bytes,
+ * 16-byte aligned); register i of lane l then holds matrix i's row g, columns c and c + 1 (as a
+ * or b above wants them), or with .trans its column g, rows c and c + 1: a B fragment read from a
+ * tile stored with B's k along the rows, so no transposed copy of the tile is needed. */
 #ifndef K22_WARP_MMA_CUH
 #define K22_WARP_MMA_CUH
 
@@ -37,6 +43,28 @@ __device__ __forceinline__ void k22_mma16816<__half>(float (&d)[4], const uint32
                  "{%8, %9}, {%0, %1, %2, %3};\n"
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+/* The 32-bit shared-memory address of p, as ldmatrix takes it. */
+__device__ __forceinline__ uint32_t k22_smem_addr(const void *p)
+{
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+/* Four 8x8 16-bit matrices; row is this lane's row (row l % 8 of matrix l / 8). */
+__device__ __forceinline__ void k22_ldsm_x4(uint32_t (&r)[4], const void *row)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(k22_smem_addr(row)));
+}
+
+/* The same four matrices, each transposed on the way. */
+__device__ __forceinline__ void k22_ldsm_x4_t(uint32_t (&r)[4], const void *row)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(k22_smem_addr(row)));
 }
 
 #endif

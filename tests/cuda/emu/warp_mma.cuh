@@ -6,11 +6,16 @@
  * two 16-bit values are exact in fp32; they are summed in k order, one rounding each (the tensor
  * cores' order and width differ: tests allow fp32 summation differences).
  * K22_EMU_WMMA=wrong (mma.h's fault too) or wrong-mma (this one's alone) reads B's two k halves
- * swapped, a layout mistake the CUDA backend's self-test must catch. */
+ * swapped, a layout mistake the CUDA backend's self-test must catch.
+ * k22_ldsm_x4 / k22_ldsm_x4_t (ldmatrix): the lanes exchange their row addresses, and each lane
+ * gathers its four registers from the rows the ISA's layout assigns it, so a kernel naming the
+ * wrong row reads wrong values here too; a row address off 16 bytes aborts (a GPU faults). */
 #ifndef K22_EMU_WARP_MMA_CUH
 #define K22_EMU_WARP_MMA_CUH
 
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cuda_bf16.h"
@@ -53,6 +58,33 @@ static inline void k22_mma16816(float (&d)[4], const uint32_t (&a)[4], const uin
         for (int k = 0; k < 16; k++) s += A[r][k] * B[k][n];
         d[e] = s;
     }
+}
+
+/* ldmatrix .x4 over the warp: row is this lane's row (row l % 8 of matrix l / 8); register i
+ * gets matrix i's row g, columns c, c + 1, or with trans its column g, rows c, c + 1. */
+static inline void k22_emu_ldsm(uint32_t (&r)[4], const void *row, int trans) {
+    const int lane = k22_emu_lane(), g = lane / 4, c = 2 * (lane % 4);
+    const uint64_t mine64 = (uint64_t)(uintptr_t)row;
+    if (mine64 % 16) {
+        fprintf(stderr, "emu: ldmatrix: lane %d's row address %p is not 16-byte aligned\n", lane, row);
+        abort();
+    }
+    uint32_t mine[2] = {(uint32_t)mine64, (uint32_t)(mine64 >> 32)}, all[32][K22_EMU_XWORDS];
+    k22_emu_warp_exchange(mine, 2, all);
+    const uint16_t *rows[32];
+    for (int l = 0; l < 32; l++)
+        rows[l] = (const uint16_t *)(uintptr_t)((uint64_t)all[l][0] | (uint64_t)all[l][1] << 32);
+    for (int i = 0; i < 4; i++) {
+        const uint16_t lo = trans ? rows[8 * i + c][g] : rows[8 * i + g][c];
+        const uint16_t hi = trans ? rows[8 * i + c + 1][g] : rows[8 * i + g][c + 1];
+        r[i] = (uint32_t)lo | (uint32_t)hi << 16;
+    }
+}
+static inline void k22_ldsm_x4(uint32_t (&r)[4], const void *row) {
+    k22_emu_ldsm(r, row, 0);
+}
+static inline void k22_ldsm_x4_t(uint32_t (&r)[4], const void *row) {
+    k22_emu_ldsm(r, row, 1);
 }
 
 #endif
