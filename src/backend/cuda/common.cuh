@@ -215,6 +215,10 @@ void k22_cuda_matmul(void *ctx, int ta, int tb, int M, int N, int K, float alpha
 /* dst (n values) = src rounded to ctx->precision's 16-bit type (bf16 or fp16, nearest even):
  * the operand rounding of the 16-bit GEMMs, for the other 16-bit library calls (cuDNN). */
 void k22_cuda_round_lowp(k22_cuda_ctx *ctx, uint16_t *dst, const float *src, int64_t n);
+/* The same for a dense (rows, cols) matrix written in rows of pld >= cols values, zero in
+ * [cols, pld): 16-bit copies laid out for a kernel's tiles (the mma.sync attention's). */
+void k22_cuda_round_lowp_rows(k22_cuda_ctx *ctx, uint16_t *dst, const float *src, int64_t rows, int64_t cols,
+                              int64_t pld);
 void k22_cuda_linear_fwd(void *ctx, float *y, const float *x, const float *w, const float *b,
                          int N, int I, int O);
 void k22_cuda_linear_bwd(void *ctx, float *dx, float *dw, float *db, const float *dy,

@@ -374,11 +374,29 @@ static k22_fa_kernels k22_fa_kernels_of(const k22_cuda_ctx *ctx, const k22_attn_
     return fp16 ? k22_fa_pick<__half>(dp) : k22_fa_pick<__nv_bfloat16>(dp);
 }
 
+/* The mma.sync kernels' 16-bit copies of q, k, v (and dout, when given) in ctx->lowp (no GEMM
+ * runs within the fused op), rows padded to the kernels' head size: the tiles they load many
+ * times (once per block of the other side) then come as whole 16-byte words, rounded once. */
+static void k22_fam_stage(k22_cuda_ctx *ctx, k22_fa_args *a, const k22_attn_desc *d, const float *dout)
+{
+    const int64_t dp = k22_fa_dp(d), heads = (int64_t)d->B * d->NH, nq = heads * d->TQ * dp, nk = heads * d->TK * dp;
+    uint16_t *p = (uint16_t *)k22_cuda_lowp(ctx, (size_t)(nq * (dout ? 2 : 1) + 2 * nk) * sizeof(uint16_t));
+    k22_cuda_round_lowp_rows(ctx, p, a->q, heads * d->TQ, d->D, dp);
+    k22_cuda_round_lowp_rows(ctx, p + nq, a->k, heads * d->TK, d->D, dp);
+    k22_cuda_round_lowp_rows(ctx, p + nq + nk, a->v, heads * d->TK, d->DV, dp);
+    a->q16 = p, a->k16 = p + nq, a->v16 = p + nq + nk;
+    if (dout) {
+        k22_cuda_round_lowp_rows(ctx, p + nq + 2 * nk, dout, heads * d->TQ, d->DV, dp);
+        a->do16 = p + nq + 2 * nk;
+    }
+}
+
 void k22_cuda_flash_fwd(k22_cuda_ctx *ctx, float *out, float *lse, const float *q, const float *k,
                         const float *v, const k22_attn_desc *d)
 {
     k22_fa_args a = k22_fa_args_of(d);
     a.q = q, a.k = k, a.v = v;
+    if (ctx->attn_mma) k22_fam_stage(ctx, &a, d, NULL);
     k22_fa_kernels kn = k22_fa_kernels_of(ctx, d);
     dim3 grid((unsigned)((int64_t)d->B * d->NH), (unsigned)((d->TQ + K22_FA_ROWS - 1) / K22_FA_ROWS));
     k22_fa_fwd_fn fwd = kn.fwd;
@@ -398,6 +416,7 @@ void k22_cuda_flash_bwd(k22_cuda_ctx *ctx, float *dq, float *dk, float *dv, cons
     k22_fa_drow_kernel<<<(unsigned)(drow_blocks < 65536 ? drow_blocks : 65536), 32 * K22_FA_DROW_ROWS, 0,
                          ctx->stream>>>(a.drow, dout, out, rows, d->DV);
     CUDA_CHECK_LAUNCH();
+    if (ctx->attn_mma) k22_fam_stage(ctx, &a, d, dout);
     k22_fa_kernels kn = k22_fa_kernels_of(ctx, d);
     if (dk || dv) {
         dim3 grid((unsigned)heads, (unsigned)((d->TK + K22_FA_ROWS - 1) / K22_FA_ROWS));

@@ -28,6 +28,10 @@ typedef struct {
     int64_t mask_bstride;
     int causal;
     const uint8_t *key_keep;
+    /* The mma.sync kernels read q, k, v and dout as these copies instead: rounded to 16 bits, each
+     * row padded with zeros to the kernel's head size DP (k22_cuda_round_lowp_rows), so that a
+     * tile row is whole 16-byte words. */
+    const void *q16, *k16, *v16, *do16;
 } k22_fa_args;
 
 template <class T> __device__ __forceinline__ T k22_fa_round(float v);

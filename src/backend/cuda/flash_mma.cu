@@ -10,7 +10,8 @@
  * which row and column each of its values is, applies the mask and forms the probability in
  * place, and the rounded probabilities of two 8-column products are already the A fragment of
  * P V. Shared memory holds only the 16-bit Q, K and V tiles, as loaded (ldmatrix.trans gives V's
- * B fragments); the only barriers are around the tile loads.
+ * B fragments), copied 16 bytes at a time from the 16-bit copies flash_attention.cu's
+ * k22_fam_stage makes once per call; the only barriers are around the tile loads.
  *
  * The numbers are flash_attention.cu's: the same two passes (max and sum, then P normalized by
  * them and rounded to 16 bits, then P V), the same rounding points; a row's max and sum are kept
@@ -43,8 +44,8 @@ __device__ __forceinline__ void k22_fam_tile(float (&s)[K22_FAM_KT / 8][4], T (*
 {
     const int lane = threadIdx.x % 32;
     __syncthreads();
-    k22_fa_load<T, K22_FAM_KT, DP>(sK, a.k + bh * a.TK * a.D, j0, a.TK, a.D);
-    if (sV) k22_fa_load<T, K22_FAM_KT, DP>(sV, a.v + bh * a.TK * a.DV, j0, a.TK, a.DV);
+    k22_fam_load16<T, K22_FAM_KT, DP>(sK, k22_fam_head(a.k16, bh, a.TK, DP), j0, a.TK);
+    if (sV) k22_fam_load16<T, K22_FAM_KT, DP>(sV, k22_fam_head(a.v16, bh, a.TK, DP), j0, a.TK);
     __syncthreads();
     k22_fam_abt<T, K22_FAM_KT, DP, DP + K22_FA_PAD>(s, qa, &sK[0][0]);
     k22_fam_logits(s, a, bh / a.NH, rows, j0, 2 * (lane % 4));
@@ -75,7 +76,7 @@ __global__ void __launch_bounds__(K22_FA_THREADS) k22_fam_fwd_kernel(float *out,
     /* under a causal mask no key past the block's last query counts */
     const int kend = a.causal && i0 + K22_FA_ROWS < a.TK ? i0 + K22_FA_ROWS : a.TK;
 
-    k22_fa_load<T, K22_FA_ROWS, DP>(sQ, a.q + bh * a.TQ * a.D, i0, a.TQ, a.D);
+    k22_fam_load16<T, K22_FA_ROWS, DP>(sQ, k22_fam_head(a.q16, bh, a.TQ, DP), i0, a.TQ);
     __syncthreads();
     uint32_t qa[DP / 16][4];
     k22_fam_afrag<T, DP, DP + K22_FA_PAD>(qa, &sQ[0][0], warp * 16);

@@ -15,6 +15,25 @@
 #include "flash_attention.cuh"
 #include "warp_mma.cuh"
 
+/* Head bh's rows of a 16-bit copy (k22_fa_args' q16 ...): T rows of DP values per head. */
+__device__ __forceinline__ const uint4 *k22_fam_head(const void *p, int64_t bh, int T, int DP)
+{
+    return (const uint4 *)p + bh * T * (DP / 8);
+}
+
+/* Rows r0 .. r0 + R of a head's 16-bit (n, DP) rows into a tile, 16 bytes (8 values) at a
+ * time; zero past row n. The values are the fp32 ones already rounded (k22_fa_load's). */
+template <class T, int R, int DP>
+__device__ __forceinline__ void k22_fam_load16(T (*dst)[DP + K22_FA_PAD], const uint4 *src, int r0, int n)
+{
+    for (int e = threadIdx.x; e < R * DP / 8; e += K22_FA_THREADS) {
+        const int r = e / (DP / 8), w = e % (DP / 8);
+        uint4 v = make_uint4(0u, 0u, 0u, 0u);
+        if (r0 + r < n) v = src[(int64_t)(r0 + r) * (DP / 8) + w];
+        *(uint4 *)&dst[r][w * 8] = v;
+    }
+}
+
 /* Rows r0 .. r0 + 15, columns 0 .. KD of a tile with rows of LD, as A fragments: per 16 columns
  * one ldmatrix of the quarters (rows 0-7, cols 0-7), (8-15, 0-7), (0-7, 8-15), (8-15, 8-15),
  * which are a[0] .. a[3]. */

@@ -13,19 +13,19 @@
 
 #define K22_FAM_QT 32 /* rows of the other side per tile */
 
-/* Rows r0 .. r0 + K22_FA_ROWS of x (n, xcols) and of y (n, ycols), through the staging tile sX,
- * as the A fragments of the warp's 16 rows each (xa, ya); sX is free again on return. */
+/* Rows r0 .. r0 + K22_FA_ROWS of two heads' 16-bit rows x and y (n rows each), through the
+ * staging tile sX, as the A fragments of the warp's 16 rows each (xa, ya); sX is free again on
+ * return. */
 template <class T, int DP>
-__device__ __forceinline__ void k22_fam_afrag2(T (*sX)[DP + K22_FA_PAD], const float *x, int xcols, const float *y,
-                                               int ycols, int r0, int n, uint32_t (&xa)[DP / 16][4],
-                                               uint32_t (&ya)[DP / 16][4])
+__device__ __forceinline__ void k22_fam_afrag2(T (*sX)[DP + K22_FA_PAD], const uint4 *x, const uint4 *y, int r0,
+                                               int n, uint32_t (&xa)[DP / 16][4], uint32_t (&ya)[DP / 16][4])
 {
     const int warp = threadIdx.x / 32;
-    k22_fa_load<T, K22_FA_ROWS, DP>(sX, x, r0, n, xcols);
+    k22_fam_load16<T, K22_FA_ROWS, DP>(sX, x, r0, n);
     __syncthreads();
     k22_fam_afrag<T, DP, DP + K22_FA_PAD>(xa, &sX[0][0], warp * 16);
     __syncthreads();
-    k22_fa_load<T, K22_FA_ROWS, DP>(sX, y, r0, n, ycols);
+    k22_fam_load16<T, K22_FA_ROWS, DP>(sX, y, r0, n);
     __syncthreads();
     k22_fam_afrag<T, DP, DP + K22_FA_PAD>(ya, &sX[0][0], warp * 16);
     __syncthreads();
@@ -42,11 +42,12 @@ __global__ void __launch_bounds__(K22_FA_THREADS) k22_fam_dkdv_kernel(float *dk,
     const int64_t bh = blockIdx.x, b = bh / a.NH;
     const int j0 = blockIdx.y * K22_FA_ROWS, warp = threadIdx.x / 32, c = 2 * (threadIdx.x % 32 % 4);
     const int wr = warp * 16 + threadIdx.x % 32 / 4, rows[2] = {j0 + wr, j0 + wr + 8};
-    const float *q = a.q + bh * a.TQ * a.D, *dout = a.dout + bh * a.TQ * a.DV;
+    const uint4 *q = k22_fam_head(a.q16, bh, a.TQ, DP), *dout = k22_fam_head(a.do16, bh, a.TQ, DP);
     const float *lse = a.lse + bh * a.TQ, *drow = a.drow + bh * a.TQ;
     const int want_dk = dk != NULL, want_dv = dv != NULL;
     uint32_t ka[DP / 16][4], va[DP / 16][4];
-    k22_fam_afrag2<T, DP>(sX, a.k + bh * a.TK * a.D, a.D, a.v + bh * a.TK * a.DV, a.DV, j0, a.TK, ka, va);
+    k22_fam_afrag2<T, DP>(sX, k22_fam_head(a.k16, bh, a.TK, DP), k22_fam_head(a.v16, bh, a.TK, DP), j0, a.TK, ka,
+                          va);
     float dka[DP / 8][4], dva[DP / 8][4], pt[K22_FAM_QT / 8][4], dpt[K22_FAM_QT / 8][4];
     #pragma unroll
     for (int n = 0; n < DP / 8; n++)
@@ -56,8 +57,8 @@ __global__ void __launch_bounds__(K22_FA_THREADS) k22_fam_dkdv_kernel(float *dk,
     const int qbeg = a.causal ? j0 / K22_FAM_QT * K22_FAM_QT : 0;
     for (int i0 = qbeg; i0 < a.TQ; i0 += K22_FAM_QT) {
         __syncthreads(); /* the last tile's readers are done */
-        k22_fa_load<T, K22_FAM_QT, DP>(sQ, q, i0, a.TQ, a.D);
-        k22_fa_load<T, K22_FAM_QT, DP>(sdO, dout, i0, a.TQ, a.DV);
+        k22_fam_load16<T, K22_FAM_QT, DP>(sQ, q, i0, a.TQ);
+        k22_fam_load16<T, K22_FAM_QT, DP>(sdO, dout, i0, a.TQ);
         k22_fa_load_rows(sLse, sD, lse, drow, i0, a.TQ, K22_FAM_QT);
         __syncthreads();
         k22_fam_abt<T, K22_FAM_QT, DP, DP + K22_FA_PAD>(pt, ka, &sQ[0][0]);               /* S^T */
@@ -88,7 +89,7 @@ __global__ void __launch_bounds__(K22_FA_THREADS) k22_fam_dq_kernel(float *dq, k
     const int64_t bh = blockIdx.x, b = bh / a.NH;
     const int i0 = blockIdx.y * K22_FA_ROWS, warp = threadIdx.x / 32, c = 2 * (threadIdx.x % 32 % 4);
     const int wr = warp * 16 + threadIdx.x % 32 / 4, rows[2] = {i0 + wr, i0 + wr + 8};
-    const float *k = a.k + bh * a.TK * a.D, *v = a.v + bh * a.TK * a.DV;
+    const uint4 *k = k22_fam_head(a.k16, bh, a.TK, DP), *v = k22_fam_head(a.v16, bh, a.TK, DP);
     const int kend = a.causal && i0 + K22_FA_ROWS < a.TK ? i0 + K22_FA_ROWS : a.TK;
     float li[2], di[2];
     #pragma unroll
@@ -97,14 +98,15 @@ __global__ void __launch_bounds__(K22_FA_THREADS) k22_fam_dq_kernel(float *dq, k
         di[h] = rows[h] < a.TQ ? a.drow[bh * a.TQ + rows[h]] : 0.0f;
     }
     uint32_t qa[DP / 16][4], doa[DP / 16][4];
-    k22_fam_afrag2<T, DP>(sX, a.q + bh * a.TQ * a.D, a.D, a.dout + bh * a.TQ * a.DV, a.DV, i0, a.TQ, qa, doa);
+    k22_fam_afrag2<T, DP>(sX, k22_fam_head(a.q16, bh, a.TQ, DP), k22_fam_head(a.do16, bh, a.TQ, DP), i0, a.TQ, qa,
+                          doa);
     float dqa[DP / 8][4], s[K22_FAM_QT / 8][4], dp[K22_FAM_QT / 8][4];
     #pragma unroll
     for (int n = 0; n < DP / 8; n++) dqa[n][0] = dqa[n][1] = dqa[n][2] = dqa[n][3] = 0.0f;
     for (int j0 = 0; j0 < kend; j0 += K22_FAM_QT) {
         __syncthreads();
-        k22_fa_load<T, K22_FAM_QT, DP>(sK, k, j0, a.TK, a.D);
-        k22_fa_load<T, K22_FAM_QT, DP>(sV, v, j0, a.TK, a.DV);
+        k22_fam_load16<T, K22_FAM_QT, DP>(sK, k, j0, a.TK);
+        k22_fam_load16<T, K22_FAM_QT, DP>(sV, v, j0, a.TK);
         __syncthreads();
         k22_fam_abt<T, K22_FAM_QT, DP, DP + K22_FA_PAD>(s, qa, &sK[0][0]);   /* S */
         k22_fam_abt<T, K22_FAM_QT, DP, DP + K22_FA_PAD>(dp, doa, &sV[0][0]); /* dP */

@@ -153,6 +153,17 @@ void k22_cuda_round_lowp(k22_cuda_ctx *ctx, uint16_t *dst, const float *src, int
     CUDA_CHECK_LAUNCH();
 }
 
+void k22_cuda_round_lowp_rows(k22_cuda_ctx *ctx, uint16_t *dst, const float *src, int64_t rows, int64_t cols,
+                              int64_t pld)
+{
+    if (rows <= 0 || cols <= 0) return;
+    if (pld > cols) CUDA_CHECK(cudaMemsetAsync(dst, 0, (size_t)(rows * pld) * sizeof(uint16_t), ctx->stream));
+    k22_lowp_pack g = {rows, cols, cols, 0, pld, ctx->precision == K22_PREC_FP16, pld == cols};
+    int64_t n = rows * cols;
+    k22_cuda_pack_lowp_kernel<<<k22_cuda_blocks(n), K22_CUDA_THREADS, 0, ctx->stream>>>(dst, src, g, n);
+    CUDA_CHECK_LAUNCH();
+}
+
 /* An operand (stored as rows x cols, nb matrices) read in place from the weight shadow instead
  * of packed: when it lies in the registered parameter buffer and cuBLASLt would be told about it
  * exactly what it is told about its packed copy: the same leading dimension (k22_lowp_pld's) and

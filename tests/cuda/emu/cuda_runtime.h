@@ -37,6 +37,15 @@
 struct uint3 {
     unsigned x, y, z;
 };
+/* 16-byte aligned as on a GPU, where a misaligned 16-byte access faults: UBSan's alignment
+ * check (the sanitized emulator run) reports one here. */
+struct __attribute__((aligned(16))) uint4 {
+    unsigned x, y, z, w;
+};
+static inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) {
+    uint4 v = {x, y, z, w};
+    return v;
+}
 struct dim3 {
     unsigned x, y, z;
     dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {}
