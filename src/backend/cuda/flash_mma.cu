@@ -10,8 +10,9 @@
  * which row and column each of its values is, applies the mask and forms the probability in
  * place, and the rounded probabilities of two 8-column products are already the A fragment of
  * P V. Shared memory holds only the 16-bit Q, K and V tiles, as loaded (ldmatrix.trans gives V's
- * B fragments), copied 16 bytes at a time from the 16-bit copies flash_attention.cu's
- * k22_fam_stage makes once per call; the only barriers are around the tile loads.
+ * B fragments), copied by cp.async 16 bytes at a time from the 16-bit copies flash_attention.cu's
+ * k22_fam_stage makes once per call, the next key tile while the warps compute on this one
+ * (k22_fam_walk); the only barriers are around the tiles.
  *
  * The numbers are flash_attention.cu's: the same two passes (max and sum, then P normalized by
  * them and rounded to 16 bits, then P V), the same rounding points; a row's max and sum are kept
@@ -35,20 +36,14 @@ __device__ __forceinline__ void k22_fam_logits(float (&s)[K22_FAM_KT / 8][4], co
         }
 }
 
-/* Key tile j0 of head bh: K (and V, unless sV is NULL) into shared memory once the last tile's
- * readers are done, then the logits of the warp's rows in s. */
+/* The logits of the warp's rows against key tile j0, held in sK, in s. */
 template <class T, int DP>
-__device__ __forceinline__ void k22_fam_tile(float (&s)[K22_FAM_KT / 8][4], T (*sK)[DP + K22_FA_PAD],
-                                             T (*sV)[DP + K22_FA_PAD], const k22_fa_args &a, int64_t bh,
-                                             const uint32_t (&qa)[DP / 16][4], const int (&rows)[2], int j0)
+__device__ __forceinline__ void k22_fam_scores(float (&s)[K22_FAM_KT / 8][4], const T *sK, const k22_fa_args &a,
+                                               int64_t bh, const uint32_t (&qa)[DP / 16][4], const int (&rows)[2],
+                                               int j0)
 {
-    const int lane = threadIdx.x % 32;
-    __syncthreads();
-    k22_fam_load16<T, K22_FAM_KT, DP>(sK, k22_fam_head(a.k16, bh, a.TK, DP), j0, a.TK);
-    if (sV) k22_fam_load16<T, K22_FAM_KT, DP>(sV, k22_fam_head(a.v16, bh, a.TK, DP), j0, a.TK);
-    __syncthreads();
-    k22_fam_abt<T, K22_FAM_KT, DP, DP + K22_FA_PAD>(s, qa, &sK[0][0]);
-    k22_fam_logits(s, a, bh / a.NH, rows, j0, 2 * (lane % 4));
+    k22_fam_abt<T, K22_FAM_KT, DP, DP + K22_FA_PAD>(s, qa, sK);
+    k22_fam_logits(s, a, bh / a.NH, rows, j0, 2 * (threadIdx.x % 32 % 4));
 }
 
 /* The (max, sum) of two parts of a row merged: (m, l) keeps the larger max. */
@@ -66,42 +61,49 @@ __device__ __forceinline__ void k22_fam_merge(float &m, float &l, float m1, floa
 template <class T, int DP>
 __global__ void __launch_bounds__(K22_FA_THREADS) k22_fam_fwd_kernel(float *out, float *lse, k22_fa_args a)
 {
-    __shared__ __align__(16) T sQ[K22_FA_ROWS][DP + K22_FA_PAD];
-    __shared__ __align__(16) T sK[K22_FAM_KT][DP + K22_FA_PAD];
-    __shared__ __align__(16) T sV[K22_FAM_KT][DP + K22_FA_PAD];
+    static_assert(K22_FA_ROWS <= K22_FAM_KT, "the query tile is staged in a V buffer");
+    __shared__ __align__(16) T sK[2][K22_FAM_KT][DP + K22_FA_PAD]; /* double-buffered (k22_fam_walk) */
+    __shared__ __align__(16) T sV[2][K22_FAM_KT][DP + K22_FA_PAD];
     const int64_t bh = blockIdx.x;
     const int i0 = blockIdx.y * K22_FA_ROWS, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int wr = warp * 16 + lane / 4;
     const int rows[2] = {i0 + wr, i0 + wr + 8};
     /* under a causal mask no key past the block's last query counts */
     const int kend = a.causal && i0 + K22_FA_ROWS < a.TK ? i0 + K22_FA_ROWS : a.TK;
+    const uint4 *kh = k22_fam_head(a.k16, bh, a.TK, DP), *vh = k22_fam_head(a.v16, bh, a.TK, DP);
 
-    k22_fam_load16<T, K22_FA_ROWS, DP>(sQ, k22_fam_head(a.q16, bh, a.TQ, DP), i0, a.TQ);
+    /* the block's queries, through sV[1] (untouched until pass 2 fetches its second tile, past
+     * pass 1's barriers), as fragments */
+    k22_fam_fetch<T, K22_FA_ROWS, DP>(sV[1], k22_fam_head(a.q16, bh, a.TQ, DP), i0, a.TQ);
+    k22_cp_commit();
+    k22_cp_wait<0>();
     __syncthreads();
     uint32_t qa[DP / 16][4];
-    k22_fam_afrag<T, DP, DP + K22_FA_PAD>(qa, &sQ[0][0], warp * 16);
+    k22_fam_afrag<T, DP, DP + K22_FA_PAD>(qa, &sV[1][0][0], warp * 16);
     float s[K22_FAM_KT / 8][4];
 
     /* pass 1: per row, the max m and sum l of exp(logit - m) over this lane's columns, merged as
      * the max moves (flash_attention.cu's rule), then over the row's four lanes */
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
-    for (int j0 = 0; j0 < kend; j0 += K22_FAM_KT) {
-        k22_fam_tile<T, DP>(s, sK, NULL, a, bh, qa, rows, j0);
-        #pragma unroll
-        for (int n = 0; n < K22_FAM_KT / 8; n++)
+    k22_fam_walk<K22_FAM_KT>(
+        0, kend, [&](int j0, int b) { k22_fam_fetch<T, K22_FAM_KT, DP>(sK[b], kh, j0, a.TK); },
+        [&](int j0, int b) {
+            k22_fam_scores<T, DP>(s, &sK[b][0][0], a, bh, qa, rows, j0);
             #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int h = e / 2;
-                const float x = s[n][e];
-                if (x == -INFINITY) continue;
-                if (x > m[h]) {
-                    l[h] = l[h] * expf(m[h] - x) + 1.0f;
-                    m[h] = x;
-                } else {
-                    l[h] += expf(x - m[h]);
+            for (int n = 0; n < K22_FAM_KT / 8; n++)
+                #pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int h = e / 2;
+                    const float x = s[n][e];
+                    if (x == -INFINITY) continue;
+                    if (x > m[h]) {
+                        l[h] = l[h] * expf(m[h] - x) + 1.0f;
+                        m[h] = x;
+                    } else {
+                        l[h] += expf(x - m[h]);
+                    }
                 }
-            }
-    }
+        });
     float inv[2];
     #pragma unroll
     for (int h = 0; h < 2; h++) {
@@ -117,15 +119,21 @@ __global__ void __launch_bounds__(K22_FA_THREADS) k22_fam_fwd_kernel(float *out,
     float o[DP / 8][4];
     #pragma unroll
     for (int n = 0; n < DP / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
-    for (int j0 = 0; j0 < kend; j0 += K22_FAM_KT) {
-        k22_fam_tile<T, DP>(s, sK, sV, a, bh, qa, rows, j0);
-        #pragma unroll
-        for (int n = 0; n < K22_FAM_KT / 8; n++)
+    k22_fam_walk<K22_FAM_KT>(
+        0, kend,
+        [&](int j0, int b) {
+            k22_fam_fetch<T, K22_FAM_KT, DP>(sK[b], kh, j0, a.TK);
+            k22_fam_fetch<T, K22_FAM_KT, DP>(sV[b], vh, j0, a.TK);
+        },
+        [&](int j0, int b) {
+            k22_fam_scores<T, DP>(s, &sK[b][0][0], a, bh, qa, rows, j0);
             #pragma unroll
-            for (int e = 0; e < 4; e++) /* a row without keys has only -inf logits */
-                s[n][e] = s[n][e] == -INFINITY ? 0.0f : expf(s[n][e] - m[e / 2]) * inv[e / 2];
-        k22_fam_pb<T, K22_FAM_KT, DP, DP + K22_FA_PAD>(o, s, &sV[0][0]);
-    }
+            for (int n = 0; n < K22_FAM_KT / 8; n++)
+                #pragma unroll
+                for (int e = 0; e < 4; e++) /* a row without keys has only -inf logits */
+                    s[n][e] = s[n][e] == -INFINITY ? 0.0f : expf(s[n][e] - m[e / 2]) * inv[e / 2];
+            k22_fam_pb<T, K22_FAM_KT, DP, DP + K22_FA_PAD>(o, s, &sV[b][0][0]);
+        });
     k22_fam_store<DP>(out + bh * a.TQ * a.DV, o, rows, a.TQ, a.DV, 1.0f, 0);
 }
 

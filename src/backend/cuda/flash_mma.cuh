@@ -7,11 +7,13 @@
  * are the A fragment over those 16 columns). B comes from a 16-bit tile, through ldmatrix
  * (warp_mma.cuh): with B's columns along the tile's rows for A B^T (k22_fam_abt), or with B's k
  * along them for P B (k22_fam_pb, transposed by ldmatrix.trans), so each tile is in shared
- * memory once, as loaded. Lane l holds, of each 8-column product, rows g and g + 8 and columns c
- * and c + 1 (g = l / 4, c = 2 (l % 4)). Tile rows are 16-byte aligned: LD a multiple of 8. */
+ * memory once, as loaded (by cp.async, k22_fam_fetch, a tile ahead: k22_fam_walk). Lane l holds,
+ * of each 8-column product, rows g and g + 8 and columns c and c + 1 (g = l / 4, c = 2 (l % 4)).
+ * Tile rows are 16-byte aligned: LD a multiple of 8. */
 #ifndef K22_FLASH_MMA_CUH
 #define K22_FLASH_MMA_CUH
 
+#include "async_copy.cuh"
 #include "flash_attention.cuh"
 #include "warp_mma.cuh"
 
@@ -21,16 +23,40 @@ __device__ __forceinline__ const uint4 *k22_fam_head(const void *p, int64_t bh, 
     return (const uint4 *)p + bh * T * (DP / 8);
 }
 
-/* Rows r0 .. r0 + R of a head's 16-bit (n, DP) rows into a tile, 16 bytes (8 values) at a
- * time; zero past row n. The values are the fp32 ones already rounded (k22_fa_load's). */
+/* Rows r0 .. r0 + R of a head's 16-bit (n, DP) rows into a tile by cp.async (async_copy.cuh),
+ * 16 bytes (8 values) a copy, zero past row n; issued only: the caller commits and waits. The
+ * values are the fp32 ones already rounded (k22_fa_load's). */
 template <class T, int R, int DP>
-__device__ __forceinline__ void k22_fam_load16(T (*dst)[DP + K22_FA_PAD], const uint4 *src, int r0, int n)
+__device__ __forceinline__ void k22_fam_fetch(T (*dst)[DP + K22_FA_PAD], const uint4 *src, int r0, int n)
 {
     for (int e = threadIdx.x; e < R * DP / 8; e += K22_FA_THREADS) {
-        const int r = e / (DP / 8), w = e % (DP / 8);
-        uint4 v = make_uint4(0u, 0u, 0u, 0u);
-        if (r0 + r < n) v = src[(int64_t)(r0 + r) * (DP / 8) + w];
-        *(uint4 *)&dst[r][w * 8] = v;
+        const int r = e / (DP / 8), w = e % (DP / 8), in = r0 + r < n;
+        k22_cp16(&dst[r][w * 8], in ? src + (int64_t)(r0 + r) * (DP / 8) + w : src, in);
+    }
+}
+
+/* The walk over the other side's tiles x0, x0 + R, .. below end, double-buffered: the fetch of
+ * tile x + R into buffer 1 - b (fetch(x + R, 1 - b): cp.async issues, and any plain stores into
+ * that buffer) runs before body(x, b) computes on tile x in buffer b, so the copies fly while the
+ * warps compute. Barriers: after the wait (tile x is in for every thread) and after the body
+ * (buffer b is free for the fetch two tiles on). */
+template <int R, class Fetch, class Body>
+__device__ __forceinline__ void k22_fam_walk(int x0, int end, Fetch fetch, Body body)
+{
+    if (x0 >= end) return;
+    fetch(x0, 0);
+    k22_cp_commit();
+    for (int b = 0; x0 < end; x0 += R, b ^= 1) {
+        if (x0 + R < end) {
+            fetch(x0 + R, b ^ 1);
+            k22_cp_commit();
+            k22_cp_wait<1>();
+        } else {
+            k22_cp_wait<0>();
+        }
+        __syncthreads();
+        body(x0, b);
+        __syncthreads();
     }
 }
 

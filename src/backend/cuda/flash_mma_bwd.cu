@@ -8,26 +8,28 @@
  * and column each lane knows, P and dS = P (dP - D_i) are formed there and go straight back in as
  * the A operand of dV += P^T dO, dK += dS^T Q or dQ += dS K, rounded to 16 bits where the wmma
  * kernels round them. Each tile is in shared memory once, as loaded: the products that need it
- * the other way round take their B fragments through ldmatrix.trans (flash_mma.cuh). */
+ * the other way round take their B fragments through ldmatrix.trans (flash_mma.cuh). The tiles of
+ * the other side come by cp.async a tile ahead (k22_fam_walk). */
 #include "flash_mma.cuh"
 
 #define K22_FAM_QT 32 /* rows of the other side per tile */
 
 /* Rows r0 .. r0 + K22_FA_ROWS of two heads' 16-bit rows x and y (n rows each), through the
- * staging tile sX, as the A fragments of the warp's 16 rows each (xa, ya); sX is free again on
- * return. */
+ * staging tiles sx and sy (K22_FA_ROWS rows each: both buffers of a double-buffered tile), as the
+ * A fragments of the warp's 16 rows each (xa, ya); sx and sy are free again on return. */
 template <class T, int DP>
-__device__ __forceinline__ void k22_fam_afrag2(T (*sX)[DP + K22_FA_PAD], const uint4 *x, const uint4 *y, int r0,
-                                               int n, uint32_t (&xa)[DP / 16][4], uint32_t (&ya)[DP / 16][4])
+__device__ __forceinline__ void k22_fam_afrag2(T (*sx)[DP + K22_FA_PAD], T (*sy)[DP + K22_FA_PAD], const uint4 *x,
+                                               const uint4 *y, int r0, int n, uint32_t (&xa)[DP / 16][4],
+                                               uint32_t (&ya)[DP / 16][4])
 {
     const int warp = threadIdx.x / 32;
-    k22_fam_load16<T, K22_FA_ROWS, DP>(sX, x, r0, n);
+    k22_fam_fetch<T, K22_FA_ROWS, DP>(sx, x, r0, n);
+    k22_fam_fetch<T, K22_FA_ROWS, DP>(sy, y, r0, n);
+    k22_cp_commit();
+    k22_cp_wait<0>();
     __syncthreads();
-    k22_fam_afrag<T, DP, DP + K22_FA_PAD>(xa, &sX[0][0], warp * 16);
-    __syncthreads();
-    k22_fam_load16<T, K22_FA_ROWS, DP>(sX, y, r0, n);
-    __syncthreads();
-    k22_fam_afrag<T, DP, DP + K22_FA_PAD>(ya, &sX[0][0], warp * 16);
+    k22_fam_afrag<T, DP, DP + K22_FA_PAD>(xa, &sx[0][0], warp * 16);
+    k22_fam_afrag<T, DP, DP + K22_FA_PAD>(ya, &sy[0][0], warp * 16);
     __syncthreads();
 }
 
@@ -35,10 +37,11 @@ __device__ __forceinline__ void k22_fam_afrag2(T (*sX)[DP + K22_FA_PAD], const u
 template <class T, int DP>
 __global__ void __launch_bounds__(K22_FA_THREADS) k22_fam_dkdv_kernel(float *dk, float *dv, k22_fa_args a)
 {
-    __shared__ __align__(16) T sX[K22_FA_ROWS][DP + K22_FA_PAD]; /* K, then V, of the block's keys */
-    __shared__ __align__(16) T sQ[K22_FAM_QT][DP + K22_FA_PAD];
-    __shared__ __align__(16) T sdO[K22_FAM_QT][DP + K22_FA_PAD];
-    __shared__ float sLse[K22_FAM_QT], sD[K22_FAM_QT];
+    static_assert(2 * K22_FAM_QT == K22_FA_ROWS, "a block's keys are staged in both buffers of a tile");
+    /* double-buffered query tiles (k22_fam_walk: buffer t is rows t QT ..); first the block's K and V */
+    __shared__ __align__(16) T sQ[2 * K22_FAM_QT][DP + K22_FA_PAD];
+    __shared__ __align__(16) T sdO[2 * K22_FAM_QT][DP + K22_FA_PAD];
+    __shared__ float sLse[2][K22_FAM_QT], sD[2][K22_FAM_QT];
     const int64_t bh = blockIdx.x, b = bh / a.NH;
     const int j0 = blockIdx.y * K22_FA_ROWS, warp = threadIdx.x / 32, c = 2 * (threadIdx.x % 32 % 4);
     const int wr = warp * 16 + threadIdx.x % 32 / 4, rows[2] = {j0 + wr, j0 + wr + 8};
@@ -46,8 +49,8 @@ __global__ void __launch_bounds__(K22_FA_THREADS) k22_fam_dkdv_kernel(float *dk,
     const float *lse = a.lse + bh * a.TQ, *drow = a.drow + bh * a.TQ;
     const int want_dk = dk != NULL, want_dv = dv != NULL;
     uint32_t ka[DP / 16][4], va[DP / 16][4];
-    k22_fam_afrag2<T, DP>(sX, k22_fam_head(a.k16, bh, a.TK, DP), k22_fam_head(a.v16, bh, a.TK, DP), j0, a.TK, ka,
-                          va);
+    k22_fam_afrag2<T, DP>(sQ, sdO, k22_fam_head(a.k16, bh, a.TK, DP), k22_fam_head(a.v16, bh, a.TK, DP), j0,
+                          a.TK, ka, va);
     float dka[DP / 8][4], dva[DP / 8][4], pt[K22_FAM_QT / 8][4], dpt[K22_FAM_QT / 8][4];
     #pragma unroll
     for (int n = 0; n < DP / 8; n++)
@@ -55,26 +58,28 @@ __global__ void __launch_bounds__(K22_FA_THREADS) k22_fam_dkdv_kernel(float *dk,
         for (int e = 0; e < 4; e++) dka[n][e] = dva[n][e] = 0.0f;
     /* under a causal mask no query before the block's first key sees it */
     const int qbeg = a.causal ? j0 / K22_FAM_QT * K22_FAM_QT : 0;
-    for (int i0 = qbeg; i0 < a.TQ; i0 += K22_FAM_QT) {
-        __syncthreads(); /* the last tile's readers are done */
-        k22_fam_load16<T, K22_FAM_QT, DP>(sQ, q, i0, a.TQ);
-        k22_fam_load16<T, K22_FAM_QT, DP>(sdO, dout, i0, a.TQ);
-        k22_fa_load_rows(sLse, sD, lse, drow, i0, a.TQ, K22_FAM_QT);
-        __syncthreads();
-        k22_fam_abt<T, K22_FAM_QT, DP, DP + K22_FA_PAD>(pt, ka, &sQ[0][0]);               /* S^T */
-        if (want_dk) k22_fam_abt<T, K22_FAM_QT, DP, DP + K22_FA_PAD>(dpt, va, &sdO[0][0]); /* dP^T */
-        #pragma unroll
-        for (int n = 0; n < K22_FAM_QT / 8; n++)
+    k22_fam_walk<K22_FAM_QT>(
+        qbeg, a.TQ,
+        [&](int i0, int t) {
+            k22_fam_fetch<T, K22_FAM_QT, DP>(sQ + t * K22_FAM_QT, q, i0, a.TQ);
+            k22_fam_fetch<T, K22_FAM_QT, DP>(sdO + t * K22_FAM_QT, dout, i0, a.TQ);
+            k22_fa_load_rows(sLse[t], sD[t], lse, drow, i0, a.TQ, K22_FAM_QT);
+        },
+        [&](int i0, int t) {
+            k22_fam_abt<T, K22_FAM_QT, DP, DP + K22_FA_PAD>(pt, ka, &sQ[t * K22_FAM_QT][0]); /* S^T */
+            if (want_dk) k22_fam_abt<T, K22_FAM_QT, DP, DP + K22_FA_PAD>(dpt, va, &sdO[t * K22_FAM_QT][0]); /* dP^T */
             #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int col = n * 8 + c + e % 2;
-                float p = k22_fa_prob(a, b, i0 + col, rows[e / 2], pt[n][e], sLse[col]);
-                pt[n][e] = p;
-                if (want_dk) dpt[n][e] = p == 0.0f ? 0.0f : p * (dpt[n][e] - sD[col]);
-            }
-        if (want_dv) k22_fam_pb<T, K22_FAM_QT, DP, DP + K22_FA_PAD>(dva, pt, &sdO[0][0]);
-        if (want_dk) k22_fam_pb<T, K22_FAM_QT, DP, DP + K22_FA_PAD>(dka, dpt, &sQ[0][0]);
-    }
+            for (int n = 0; n < K22_FAM_QT / 8; n++)
+                #pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int col = n * 8 + c + e % 2;
+                    float p = k22_fa_prob(a, b, i0 + col, rows[e / 2], pt[n][e], sLse[t][col]);
+                    pt[n][e] = p;
+                    if (want_dk) dpt[n][e] = p == 0.0f ? 0.0f : p * (dpt[n][e] - sD[t][col]);
+                }
+            if (want_dv) k22_fam_pb<T, K22_FAM_QT, DP, DP + K22_FA_PAD>(dva, pt, &sdO[t * K22_FAM_QT][0]);
+            if (want_dk) k22_fam_pb<T, K22_FAM_QT, DP, DP + K22_FA_PAD>(dka, dpt, &sQ[t * K22_FAM_QT][0]);
+        });
     if (want_dv) k22_fam_store<DP>(dv + bh * a.TK * a.DV, dva, rows, a.TK, a.DV, 1.0f, 1);
     if (want_dk) k22_fam_store<DP>(dk + bh * a.TK * a.D, dka, rows, a.TK, a.D, a.scale, 1);
 }
@@ -83,9 +88,10 @@ __global__ void __launch_bounds__(K22_FA_THREADS) k22_fam_dkdv_kernel(float *dk,
 template <class T, int DP>
 __global__ void __launch_bounds__(K22_FA_THREADS) k22_fam_dq_kernel(float *dq, k22_fa_args a)
 {
-    __shared__ __align__(16) T sX[K22_FA_ROWS][DP + K22_FA_PAD]; /* Q, then dO, of the block's queries */
-    __shared__ __align__(16) T sK[K22_FAM_QT][DP + K22_FA_PAD];
-    __shared__ __align__(16) T sV[K22_FAM_QT][DP + K22_FA_PAD];
+    static_assert(2 * K22_FAM_QT == K22_FA_ROWS, "a block's queries are staged in both buffers of a tile");
+    /* double-buffered key tiles (k22_fam_walk: buffer t is rows t QT ..); first the block's Q and dO */
+    __shared__ __align__(16) T sK[2 * K22_FAM_QT][DP + K22_FA_PAD];
+    __shared__ __align__(16) T sV[2 * K22_FAM_QT][DP + K22_FA_PAD];
     const int64_t bh = blockIdx.x, b = bh / a.NH;
     const int i0 = blockIdx.y * K22_FA_ROWS, warp = threadIdx.x / 32, c = 2 * (threadIdx.x % 32 % 4);
     const int wr = warp * 16 + threadIdx.x % 32 / 4, rows[2] = {i0 + wr, i0 + wr + 8};
@@ -98,28 +104,30 @@ __global__ void __launch_bounds__(K22_FA_THREADS) k22_fam_dq_kernel(float *dq, k
         di[h] = rows[h] < a.TQ ? a.drow[bh * a.TQ + rows[h]] : 0.0f;
     }
     uint32_t qa[DP / 16][4], doa[DP / 16][4];
-    k22_fam_afrag2<T, DP>(sX, k22_fam_head(a.q16, bh, a.TQ, DP), k22_fam_head(a.do16, bh, a.TQ, DP), i0, a.TQ, qa,
-                          doa);
+    k22_fam_afrag2<T, DP>(sK, sV, k22_fam_head(a.q16, bh, a.TQ, DP), k22_fam_head(a.do16, bh, a.TQ, DP), i0,
+                          a.TQ, qa, doa);
     float dqa[DP / 8][4], s[K22_FAM_QT / 8][4], dp[K22_FAM_QT / 8][4];
     #pragma unroll
     for (int n = 0; n < DP / 8; n++) dqa[n][0] = dqa[n][1] = dqa[n][2] = dqa[n][3] = 0.0f;
-    for (int j0 = 0; j0 < kend; j0 += K22_FAM_QT) {
-        __syncthreads();
-        k22_fam_load16<T, K22_FAM_QT, DP>(sK, k, j0, a.TK);
-        k22_fam_load16<T, K22_FAM_QT, DP>(sV, v, j0, a.TK);
-        __syncthreads();
-        k22_fam_abt<T, K22_FAM_QT, DP, DP + K22_FA_PAD>(s, qa, &sK[0][0]);   /* S */
-        k22_fam_abt<T, K22_FAM_QT, DP, DP + K22_FA_PAD>(dp, doa, &sV[0][0]); /* dP */
-        #pragma unroll
-        for (int n = 0; n < K22_FAM_QT / 8; n++)
+    k22_fam_walk<K22_FAM_QT>(
+        0, kend,
+        [&](int j0, int t) {
+            k22_fam_fetch<T, K22_FAM_QT, DP>(sK + t * K22_FAM_QT, k, j0, a.TK);
+            k22_fam_fetch<T, K22_FAM_QT, DP>(sV + t * K22_FAM_QT, v, j0, a.TK);
+        },
+        [&](int j0, int t) {
+            k22_fam_abt<T, K22_FAM_QT, DP, DP + K22_FA_PAD>(s, qa, &sK[t * K22_FAM_QT][0]);   /* S */
+            k22_fam_abt<T, K22_FAM_QT, DP, DP + K22_FA_PAD>(dp, doa, &sV[t * K22_FAM_QT][0]); /* dP */
             #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int h = e / 2;
-                float p = k22_fa_prob(a, b, rows[h], j0 + n * 8 + c + e % 2, s[n][e], li[h]);
-                s[n][e] = p == 0.0f ? 0.0f : p * (dp[n][e] - di[h]); /* dS */
-            }
-        k22_fam_pb<T, K22_FAM_QT, DP, DP + K22_FA_PAD>(dqa, s, &sK[0][0]);
-    }
+            for (int n = 0; n < K22_FAM_QT / 8; n++)
+                #pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int h = e / 2;
+                    float p = k22_fa_prob(a, b, rows[h], j0 + n * 8 + c + e % 2, s[n][e], li[h]);
+                    s[n][e] = p == 0.0f ? 0.0f : p * (dp[n][e] - di[h]); /* dS */
+                }
+            k22_fam_pb<T, K22_FAM_QT, DP, DP + K22_FA_PAD>(dqa, s, &sK[t * K22_FAM_QT][0]);
+        });
     k22_fam_store<DP>(dq + bh * a.TQ * a.D, dqa, rows, a.TQ, a.D, a.scale, 1);
 }
 

@@ -6,10 +6,11 @@
  * Model: "device" memory is host memory; a kernel launch runs its blocks one after another, and
  * the threads of a block as cooperative fibers (ucontext) that switch at __syncthreads, so block
  * barriers and __shared__ arrays (function statics: one block lives at a time) behave as on a
- * GPU. Launches are synchronous. Warp collectives (__shfl_xor_sync here, mma.sync in
- * warp_mma.cuh) are exchanges between the 32 fibers of a warp (k22_emu_warp_exchange): every
- * thread of a block must reach the same barriers and collectives in the same order (a GPU
- * requires it within a warp; across warps the emulator checks it, emu.cpp).
+ * GPU. Launches are synchronous. Warp collectives (__shfl_xor_sync here, mma.sync and
+ * ldmatrix in warp_mma.cuh) are exchanges between the 32 fibers of a warp
+ * (k22_emu_warp_exchange): the lanes of a warp must reach the same collectives in the same
+ * order, as a GPU requires. Between two block barriers the warps run one after another, so they
+ * are not in step with each other (emu.cpp), as on a GPU.
  *
  * The runtime calls are declared extern "C", as the real header does, so the C files of k22core
  * built with K22_HAVE_CUDA (src/dist/device.c, tests) can include this header and call them;
@@ -184,6 +185,13 @@ static inline float __shfl_xor_sync(unsigned mask, float v, int lane_mask) {
     memcpy(&v, &all[k22_emu_lane() ^ (lane_mask & 31)][0], 4);
     return v;
 }
+
+/* cp.async for async_copy.cuh (emu.cpp says when the copy happens): 16 bytes, of which the
+ * first `bytes` (0 or 16) come from src and the rest are zero; groups as PTX's commit_group and
+ * wait_group. A thread ending with copies not waited for aborts. */
+void k22_emu_cp_async(void *dst, const void *src, int bytes);
+void k22_emu_cp_commit(void);
+void k22_emu_cp_wait(int n);
 
 /* K22_EMU_WMMA, read by k22_emu_run at each launch: 1 for "wrong" (mma.h's and warp_mma.cuh's
  * fault), 2 for "wrong-mma" (warp_mma.cuh's alone), else 0. */

@@ -68,6 +68,15 @@ dim3 blockDim, gridDim;
  * are started with makecontext/swapcontext and from then on switched with _setjmp/_longjmp,
  * which (unlike swapcontext) make no system call: a launch costs microseconds, not milliseconds. */
 
+/* One 16-byte cp.async: what it writes, from where (bytes of it; the rest zero), and its group
+ * (0: not yet committed). */
+struct emu_copy {
+    void *dst;
+    const void *src;
+    int bytes;
+    unsigned long group;
+};
+
 #define EMU_STACK (128 * 1024)
 #define EMU_MAX_THREADS 1024
 struct emu_fiber {
@@ -79,6 +88,8 @@ struct emu_fiber {
     uint32_t x[K22_EMU_XWORDS]; /* its words of the collective it is in */
     uint3 idx;
     void *asan_fake; /* ASan's fake-stack handle while the fiber is switched out */
+    std::vector<struct emu_copy> copies; /* its cp.async copies not yet done (k22_emu_cp_async) */
+    unsigned long groups;                /* cp.async groups committed in this block */
 };
 static emu_fiber emu_fibers[EMU_MAX_THREADS];
 static int emu_nfibers;
@@ -115,6 +126,11 @@ static void emu_fiber_main(void) {
     emu_fiber_entered();
     for (;;) {
         (*emu_fn)();
+        if (!emu_fibers[emu_cur].copies.empty()) {
+            fprintf(stderr, "emu: thread %d ended with %zu cp.async copies not waited for\n", emu_cur,
+                    emu_fibers[emu_cur].copies.size());
+            abort();
+        }
         emu_fibers[emu_cur].done = 1;
         emu_yield();
     }
@@ -159,8 +175,8 @@ void __syncthreads(void) {
 
 /* Two rounds: every thread leaves its words and yields; in the next round each copies its warp's
  * words and yields again, so that no lane overwrites its words (at its next collective) before
- * every lane of the warp has read them. The rounds scheduler runs every thread to its next yield,
- * so a warp (and the block: k22_emu_run checks that all yield alike) moves in step. */
+ * every lane of the warp has read them. k22_emu_run runs a warp's lanes in rounds, each lane to
+ * its next yield, so the warp moves in step (and checks that its lanes yield alike). */
 void k22_emu_warp_exchange(const uint32_t *mine, int n, uint32_t (*all)[K22_EMU_XWORDS]) {
     if (emu_cur < 0 || n < 0 || n > K22_EMU_XWORDS) {
         fprintf(stderr, "emu: a warp collective outside a kernel or of %d words\n", n);
@@ -186,6 +202,45 @@ void k22_emu_warp_exchange(const uint32_t *mine, int n, uint32_t (*all)[K22_EMU_
 }
 
 int k22_emu_wmma_wrong;
+static int emu_reverse; /* this launch's K22_EMU_ORDER */
+
+/* cp.async (async_copy.cuh): a GPU may do the copy at any time between the issue and the wait
+ * that covers it. The forward order does it at the wait, the latest moment, so a read of the
+ * destination before the wait (or, by another thread, before the barrier after it) sees the old
+ * contents; the reverse order does it at the issue, the earliest, so an issue into a buffer other
+ * threads still read (no barrier between) overwrites what they read. */
+static void emu_copy_do(const emu_copy &c) {
+    memset(c.dst, 0, 16);
+    if (c.bytes) memcpy(c.dst, c.src, (size_t)c.bytes);
+}
+
+void k22_emu_cp_async(void *dst, const void *src, int bytes) {
+    if (emu_cur < 0 || (uintptr_t)dst % 16 || (bytes && (uintptr_t)src % 16) || (bytes != 0 && bytes != 16)) {
+        fprintf(stderr, "emu: cp.async of %d bytes to %p from %p: outside a kernel, misaligned or not 0/16 bytes\n",
+                bytes, dst, src);
+        abort();
+    }
+    emu_copy c = {dst, src, bytes, 0};
+    if (emu_reverse) emu_copy_do(c);
+    else emu_fibers[emu_cur].copies.push_back(c);
+}
+
+void k22_emu_cp_commit(void) {
+    emu_fiber &f = emu_fibers[emu_cur];
+    f.groups++;
+    for (emu_copy &c : f.copies)
+        if (!c.group) c.group = f.groups;
+}
+
+void k22_emu_cp_wait(int n) {
+    emu_fiber &f = emu_fibers[emu_cur];
+    std::vector<emu_copy> left;
+    for (const emu_copy &c : f.copies) {
+        if (c.group && c.group + (unsigned long)n <= f.groups) emu_copy_do(c);
+        else left.push_back(c);
+    }
+    f.copies.swap(left);
+}
 
 /* K22_EMU_ORDER=reverse runs the blocks of a launch, and the threads of a block in each round
  * between barriers, last first. A GPU runs them concurrently: a thread that reads what another
@@ -206,6 +261,7 @@ void k22_emu_run(dim3 grid, dim3 block, size_t shmem, const std::function<void()
     const char *wmma = getenv("K22_EMU_WMMA");
     k22_emu_wmma_wrong = !wmma ? 0 : !strcmp(wmma, "wrong") ? 1 : !strcmp(wmma, "wrong-mma") ? 2 : 0;
     const int rev = emu_order_reverse();
+    emu_reverse = rev;
     unsigned nt = block.x * block.y * block.z;
     if (nt == 0 || nt > EMU_MAX_THREADS || grid.x == 0 || grid.y == 0 || grid.z == 0 ||
         grid.y > 65535 || grid.z > 65535 || shmem > 0) {
@@ -225,27 +281,36 @@ void k22_emu_run(dim3 grid, dim3 block, size_t shmem, const std::function<void()
         blockIdx = {(unsigned)(b % grid.x), (unsigned)(b / grid.x % grid.y),
                     (unsigned)(b / ((uint64_t)grid.x * grid.y))};
         for (unsigned t = 0; t < nt; t++)
-            emu_fibers[t].done = 0, emu_fibers[t].gen = 0;
-        /* Rounds: every live thread runs to its next barrier (or its end). A round where some
-         * threads stop at __syncthreads and others at a warp collective means the block's threads
-         * do not take the same barriers: the emulation would be wrong, so it stops. */
+            emu_fibers[t].done = 0, emu_fibers[t].gen = 0, emu_fibers[t].groups = 0;
+        /* Phases between block barriers: in each, the warps run one after another (last first
+         * in the reverse order), each to its next __syncthreads (or its end), its lanes in
+         * rounds from one warp collective to the next. Warps are not in step on a GPU either, so
+         * a warp that reads shared memory another warp writes between the same two barriers
+         * sees the write in one order and not in the other. Lanes of one warp stopping at
+         * different kinds of barrier (a __syncthreads and a collective) diverge: that stops. */
+        const unsigned nw = (nt + 31) / 32;
         for (unsigned left = nt; left;) {
             left = 0;
-            int kinds = 0;
-            for (unsigned i = 0; i < nt; i++) {
-                unsigned t = rev ? nt - 1 - i : i;
-                if (emu_fibers[t].done)
-                    continue;
-                emu_resume(t);
-                if (!emu_fibers[t].done) {
-                    left++;
-                    kinds |= 1 << emu_fibers[t].wait;
+            for (unsigned wi = 0; wi < nw; wi++) {
+                const unsigned w = rev ? nw - 1 - wi : wi, first = 32 * w, last = first + 32 < nt ? first + 32 : nt;
+                for (int kinds = 2; kinds == 2;) { /* while every live lane stopped at a collective */
+                    kinds = 0;
+                    for (unsigned i = first; i < last; i++) {
+                        unsigned t = rev ? last - 1 - (i - first) : i;
+                        if (emu_fibers[t].done)
+                            continue;
+                        emu_resume(t);
+                        if (!emu_fibers[t].done)
+                            kinds |= 1 << emu_fibers[t].wait;
+                    }
+                    if (kinds == 3) {
+                        fprintf(stderr, "emu: block (%u,%u,%u) warp %u: lanes at __syncthreads and at a warp "
+                                        "collective in the same round\n", blockIdx.x, blockIdx.y, blockIdx.z, w);
+                        abort();
+                    }
                 }
-            }
-            if (kinds == 3) {
-                fprintf(stderr, "emu: block (%u,%u,%u): threads at __syncthreads and at a warp collective in "
-                                "the same round\n", blockIdx.x, blockIdx.y, blockIdx.z);
-                abort();
+                for (unsigned t = first; t < last; t++)
+                    left += !emu_fibers[t].done;
             }
         }
         emu_cur = -1;
