@@ -242,8 +242,9 @@ void k22_emu_cp_wait(int n) {
     f.copies.swap(left);
 }
 
-/* K22_EMU_ORDER=reverse runs the blocks of a launch, and the threads of a block in each round
- * between barriers, last first. A GPU runs them concurrently: a thread that reads what another
+/* K22_EMU_ORDER=reverse runs the blocks of a launch, the warps of a block between barriers and
+ * the lanes of a warp in each round, last first, and does cp.async copies at their issue instead
+ * of at their wait. A GPU runs them concurrently: a thread that reads what another
  * thread writes in the same interval (a missing __syncthreads), or a block that reads what
  * another block writes, sees one value in one order and another in the other, so the kernel
  * tests run in both orders catch such races, which one fixed order hides. Read at each launch. */
