@@ -27,9 +27,11 @@
 # K22_GEMM_ATTN=1 one with attention on the GEMM path instead of the fused kernels
 # (K22_CUDA_ATTN=gemm), tagged k22-gemmattn; K22_WMMA_ATTN=1 one with the fused wmma kernels
 # (K22_CUDA_ATTN=flash, src/backend/cuda/flash_attention.cu) instead of the default ones on
-# mma.sync, tagged k22-wmmaattn. K22_CKPT_LEVELS="1 2 auto" adds to the unet-ckpt case a
-# k22 run per number of checkpointed levels (k22 train's --checkpoint_levels), tagged k22-lvN
-# (k22-lvauto: the fewest levels that fit, its k22_bench_ckpt_auto line says which).
+# mma.sync, tagged k22-wmmaattn; K22_NOPIPE_ATTN=1 one with the mma.sync kernels fetching one tile
+# at a time instead of the next while computing (K22_CUDA_ATTN_PIPE=0), tagged k22-nopipeattn.
+# K22_CKPT_LEVELS="1 2 auto" adds to the unet-ckpt case a k22 run per number of checkpointed
+# levels (k22 train's --checkpoint_levels), tagged k22-lvN (k22-lvauto: the fewest levels that
+# fit, its k22_bench_ckpt_auto line says which).
 # Exit status: 1 when a k22 run failed; a torch side that cannot run (no diffusers) is reported
 # and skipped.
 set -uo pipefail
@@ -85,6 +87,7 @@ bench_case() {
       [ "${K22_NOSHADOW:-0}" != 1 ] || k22_variant k22-noshadow K22_CUDA_WEIGHT_SHADOW=0
       [ "${K22_GEMM_ATTN:-0}" != 1 ] || k22_variant k22-gemmattn K22_CUDA_ATTN=gemm
       [ "${K22_WMMA_ATTN:-0}" != 1 ] || k22_variant k22-wmmaattn K22_CUDA_ATTN=flash
+      [ "${K22_NOPIPE_ATTN:-0}" != 1 ] || k22_variant k22-nopipeattn K22_CUDA_ATTN_PIPE=0
       if [ "$model" = unet ] && [ "$ck" = 1 ]; then
         for lv in ${K22_CKPT_LEVELS:-}; do k22_variant "k22-lv$lv" K22_BENCH_CKPT_LEVELS="$lv"; done
       fi

@@ -1875,6 +1875,26 @@ static void attn_paths_check(const char *tag, int fused)
               (long long)st.attn_gemm);
 }
 
+/* Every bf16/fp16 attention case on a backend made under K22_CUDA_ATTN=attn (and
+ * K22_CUDA_ATTN_PIPE=pipe unless NULL), which must run them fused; leaves gpu NULL. */
+static void attn_rerun(const char *attn, const char *pipe, const char *tag)
+{
+    k22_err err;
+    k22_err_clear(&err);
+    setenv("K22_CUDA_ATTN", attn, 1);
+    if (pipe) setenv("K22_CUDA_ATTN_PIPE", pipe, 1);
+    gpu = k22_backend_by_name("cuda", &err);
+    CHECK_MSG(gpu != NULL, "%s: no cuda backend: %s", tag, err.msg);
+    if (gpu) {
+        test_precision(tag, PREC_ATTN);
+        attn_paths_check(tag, 1);
+        k22_backend_free(gpu);
+    }
+    gpu = NULL;
+    unsetenv("K22_CUDA_ATTN_PIPE");
+    unsetenv("K22_CUDA_ATTN");
+}
+
 /* K22_CUDA_ATTN: auto, mma and flash run fused kernels (auto and mma those on mma.sync, flash the
  * wmma ones), gemm the GEMM path, anything else is refused by name. mma and flash run their
  * self-test at creation, auto at the first switch to bf16/fp16 (`before`: what the stats say until
@@ -2079,16 +2099,17 @@ int main(void)
     }
     unsetenv("K22_CUDA_CHUNK_FLOATS");
     /* ... with the fused attention on the wmma kernels (K22_CUDA_ATTN=flash,
-     * flash_attention.cu; the default is mma.sync's): every bf16/fp16 attention case again */
-    setenv("K22_CUDA_ATTN", "flash", 1);
+     * flash_attention.cu; the default is mma.sync's), then on the mma.sync kernels one tile at a
+     * time (K22_CUDA_ATTN_PIPE=0: their walk differs from the default double-buffered one): every
+     * bf16/fp16 attention case again; a bad K22_CUDA_ATTN_PIPE is refused */
+    attn_rerun("flash", NULL, " (attention on wmma)");
+    attn_rerun("mma", "0", " (attention on mma.sync, single-buffered)");
+    setenv("K22_CUDA_ATTN_PIPE", "2", 1);
+    k22_err_clear(&err);
     gpu = k22_backend_by_name("cuda", &err);
-    CHECK_MSG(gpu != NULL, "K22_CUDA_ATTN=flash cuda backend: %s", err.msg);
-    if (gpu) {
-        test_precision(" (attention on wmma)", PREC_ATTN);
-        attn_paths_check(" (attention on wmma)", 1);
-        k22_backend_free(gpu);
-    }
-    unsetenv("K22_CUDA_ATTN");
+    CHECK_MSG(!gpu && strstr(err.msg, "K22_CUDA_ATTN_PIPE='2'"), "K22_CUDA_ATTN_PIPE=2 refused: %s", err.msg);
+    k22_backend_free(gpu);
+    unsetenv("K22_CUDA_ATTN_PIPE");
     gpu = NULL;
     test_conv_select();
     test_attn_select();

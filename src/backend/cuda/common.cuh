@@ -55,8 +55,10 @@ typedef struct {
      * K22_FA_UNTESTED under auto until the first switch to bf16/fp16 runs the self-test; how many
      * attention calls (forward and backward) each path ran. attn_mma: the fused kernels are
      * flash_mma.cu's and flash_mma_bwd.cu's (mma.sync, tiles in registers: auto's first choice,
-     * K22_CUDA_ATTN=mma), else flash_attention.cu's wmma ones (K22_CUDA_ATTN=flash). */
-    int attn_flash, attn_mma;
+     * K22_CUDA_ATTN=mma), else flash_attention.cu's wmma ones (K22_CUDA_ATTN=flash). attn_pipe:
+     * the mma.sync kernels fetch the next tile while computing (1, the default) or one tile at a
+     * time (K22_CUDA_ATTN_PIPE=0, for measuring what the double buffering gains). */
+    int attn_flash, attn_mma, attn_pipe;
     char attn_why[256];
     int64_t attn_runs_flash, attn_runs_gemm;
     /* Linear biases (matmul.cu, K22_CUDA_EPILOGUE): bias_epilogue 1 offers them to cuBLASLt's

@@ -367,8 +367,8 @@ static k22_fa_kernels k22_fa_kernels_of(const k22_cuda_ctx *ctx, const k22_attn_
 {
     const int fp16 = ctx->precision == K22_PREC_FP16, dp = k22_fa_dp(d);
     if (ctx->attn_mma) {
-        k22_fa_kernels kn = {k22_fam_fwd_of(fp16, dp), NULL, NULL};
-        k22_fam_bwd_of(fp16, dp, &kn.dkdv, &kn.dq);
+        k22_fa_kernels kn = {k22_fam_fwd_of(fp16, dp, ctx->attn_pipe), NULL, NULL};
+        k22_fam_bwd_of(fp16, dp, ctx->attn_pipe, &kn.dkdv, &kn.dq);
         return kn;
     }
     return fp16 ? k22_fa_pick<__half>(dp) : k22_fa_pick<__nv_bfloat16>(dp);
@@ -492,10 +492,13 @@ static int k22_fa_probe(k22_cuda_ctx *ctx)
  * switch to bf16/fp16, so that fp32 runs (which never use the kernels) do not pay for it. */
 k22_status k22_cuda_attn_init(k22_cuda_ctx *ctx, k22_err *err)
 {
-    const char *v = getenv("K22_CUDA_ATTN");
+    const char *v = getenv("K22_CUDA_ATTN"), *pipe = getenv("K22_CUDA_ATTN_PIPE");
     ctx->attn_flash = K22_FA_OFF;
     ctx->attn_mma = 0;
     ctx->attn_why[0] = 0;
+    if (pipe && *pipe && strcmp(pipe, "0") && strcmp(pipe, "1"))
+        return k22_err_set(err, K22_ERR_ARG, "K22_CUDA_ATTN_PIPE='%s': expected 0 or 1", pipe);
+    ctx->attn_pipe = !pipe || strcmp(pipe, "0");
     if (v && !strcmp(v, "gemm")) return K22_OK;
     if (v && *v && strcmp(v, "flash") && strcmp(v, "mma") && strcmp(v, "auto"))
         return k22_err_set(err, K22_ERR_ARG, "K22_CUDA_ATTN='%s': expected auto, mma, flash or gemm", v);

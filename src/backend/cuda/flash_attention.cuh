@@ -105,8 +105,8 @@ typedef void (*k22_fa_fwd_fn)(float *, float *, k22_fa_args);
 typedef void (*k22_fa_dkdv_fn)(float *, float *, k22_fa_args);
 typedef void (*k22_fa_dq_fn)(float *, k22_fa_args);
 /* flash_mma.cu, flash_mma_bwd.cu: their kernels for bf16 (fp16 0) or fp16 (1) at padded head
- * size dp (16, 32 or 64). */
-k22_fa_fwd_fn k22_fam_fwd_of(int fp16, int dp);
-void k22_fam_bwd_of(int fp16, int dp, k22_fa_dkdv_fn *dkdv, k22_fa_dq_fn *dq);
+ * size dp (16, 32 or 64), double-buffered (pipe 1) or not (0; k22_fam_walk). */
+k22_fa_fwd_fn k22_fam_fwd_of(int fp16, int dp, int pipe);
+void k22_fam_bwd_of(int fp16, int dp, int pipe, k22_fa_dkdv_fn *dkdv, k22_fa_dq_fn *dq);
 
 #endif

@@ -60,7 +60,7 @@ __device__ __forceinline__ void k22_fam_merge(float &m, float &l, float m1, floa
  * (g = lane / 4, c = 2 (lane % 4)). */
 /* Four blocks per SM: ptxas then keeps it in 127 registers without spilling (156 left alone,
  * three blocks). */
-template <class T, int DP>
+template <class T, int DP, int PIPE>
 __global__ void __launch_bounds__(K22_FA_THREADS, 4) k22_fam_fwd_kernel(float *out, float *lse, k22_fa_args a)
 {
     static_assert(K22_FA_ROWS <= K22_FAM_KT, "the query tile is staged in a V buffer");
@@ -87,7 +87,7 @@ __global__ void __launch_bounds__(K22_FA_THREADS, 4) k22_fam_fwd_kernel(float *o
     /* pass 1: per row, the max m and sum l of exp(logit - m) over this lane's columns, merged as
      * the max moves (flash_attention.cu's rule), then over the row's four lanes */
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
-    k22_fam_walk<K22_FAM_KT>(
+    k22_fam_walk<K22_FAM_KT, PIPE>(
         0, kend, [&](int j0, int b) { k22_fam_fetch<T, K22_FAM_KT, DP>(sK[b], kh, j0, a.TK); },
         [&](int j0, int b) {
             k22_fam_scores<T, DP>(s, &sK[b][0][0], a, bh, qa, rows, j0);
@@ -121,7 +121,7 @@ __global__ void __launch_bounds__(K22_FA_THREADS, 4) k22_fam_fwd_kernel(float *o
     float o[DP / 8][4];
     #pragma unroll
     for (int n = 0; n < DP / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
-    k22_fam_walk<K22_FAM_KT>(
+    k22_fam_walk<K22_FAM_KT, PIPE>(
         0, kend,
         [&](int j0, int b) {
             k22_fam_fetch<T, K22_FAM_KT, DP>(sK[b], kh, j0, a.TK);
@@ -139,10 +139,14 @@ __global__ void __launch_bounds__(K22_FA_THREADS, 4) k22_fam_fwd_kernel(float *o
     k22_fam_store<DP>(out + bh * a.TQ * a.DV, o, rows, a.TQ, a.DV, 1.0f, 0);
 }
 
-k22_fa_fwd_fn k22_fam_fwd_of(int fp16, int dp)
+template <class T, int PIPE> static k22_fa_fwd_fn k22_fam_fwd_pick(int dp)
 {
-    if (fp16) return dp == 16 ? k22_fam_fwd_kernel<__half, 16> : dp == 32 ? k22_fam_fwd_kernel<__half, 32>
-                                                                         : k22_fam_fwd_kernel<__half, 64>;
-    return dp == 16 ? k22_fam_fwd_kernel<__nv_bfloat16, 16> : dp == 32 ? k22_fam_fwd_kernel<__nv_bfloat16, 32>
-                                                                      : k22_fam_fwd_kernel<__nv_bfloat16, 64>;
+    return dp == 16 ? k22_fam_fwd_kernel<T, 16, PIPE> : dp == 32 ? k22_fam_fwd_kernel<T, 32, PIPE>
+                                                                 : k22_fam_fwd_kernel<T, 64, PIPE>;
+}
+
+k22_fa_fwd_fn k22_fam_fwd_of(int fp16, int dp, int pipe)
+{
+    if (fp16) return pipe ? k22_fam_fwd_pick<__half, 1>(dp) : k22_fam_fwd_pick<__half, 0>(dp);
+    return pipe ? k22_fam_fwd_pick<__nv_bfloat16, 1>(dp) : k22_fam_fwd_pick<__nv_bfloat16, 0>(dp);
 }

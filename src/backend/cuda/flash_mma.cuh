@@ -35,19 +35,26 @@ __device__ __forceinline__ void k22_fam_fetch(T (*dst)[DP + K22_FA_PAD], const u
     }
 }
 
-/* The walk over the other side's tiles x0, x0 + R, .. below end, double-buffered: the fetch of
- * tile x + R into buffer 1 - b (fetch(x + R, 1 - b): cp.async issues, and any plain stores into
- * that buffer) runs before body(x, b) computes on tile x in buffer b, so the copies fly while the
- * warps compute. Barriers: after the wait (tile x is in for every thread) and after the body
- * (buffer b is free for the fetch two tiles on). */
-template <int R, class Fetch, class Body>
+/* The walk over the other side's tiles x0, x0 + R, .. below end. PIPE 1, double-buffered: the
+ * fetch of tile x + R into buffer 1 - b (fetch(x + R, 1 - b): cp.async issues, and any plain
+ * stores into that buffer) runs before body(x, b) computes on tile x in buffer b, so the copies
+ * fly while the warps compute. PIPE 0: each tile fetched into buffer 0 and waited for before its
+ * body (the same kernel without the overlap, to measure it). Barriers: after the wait (tile x is
+ * in for every thread) and after the body (the buffer is free for the next fetch into it). */
+template <int R, int PIPE, class Fetch, class Body>
 __device__ __forceinline__ void k22_fam_walk(int x0, int end, Fetch fetch, Body body)
 {
     if (x0 >= end) return;
-    fetch(x0, 0);
-    k22_cp_commit();
-    for (int b = 0; x0 < end; x0 += R, b ^= 1) {
-        if (x0 + R < end) {
+    if (PIPE) {
+        fetch(x0, 0);
+        k22_cp_commit();
+    }
+    for (int b = 0; x0 < end; x0 += R, b ^= PIPE) {
+        if (!PIPE) {
+            fetch(x0, 0);
+            k22_cp_commit();
+            k22_cp_wait<0>();
+        } else if (x0 + R < end) {
             fetch(x0 + R, b ^ 1);
             k22_cp_commit();
             k22_cp_wait<1>();

@@ -34,7 +34,7 @@ __device__ __forceinline__ void k22_fam_afrag2(T (*sx)[DP + K22_FA_PAD], T (*sy)
 }
 
 /* dK and dV for a block of K22_FA_ROWS keys: grid (heads, key blocks). Lane rows: keys. */
-template <class T, int DP>
+template <class T, int DP, int PIPE>
 __global__ void __launch_bounds__(K22_FA_THREADS) k22_fam_dkdv_kernel(float *dk, float *dv, k22_fa_args a)
 {
     static_assert(2 * K22_FAM_QT == K22_FA_ROWS, "a block's keys are staged in both buffers of a tile");
@@ -58,7 +58,7 @@ __global__ void __launch_bounds__(K22_FA_THREADS) k22_fam_dkdv_kernel(float *dk,
         for (int e = 0; e < 4; e++) dka[n][e] = dva[n][e] = 0.0f;
     /* under a causal mask no query before the block's first key sees it */
     const int qbeg = a.causal ? j0 / K22_FAM_QT * K22_FAM_QT : 0;
-    k22_fam_walk<K22_FAM_QT>(
+    k22_fam_walk<K22_FAM_QT, PIPE>(
         qbeg, a.TQ,
         [&](int i0, int t) {
             k22_fam_fetch<T, K22_FAM_QT, DP>(sQ + t * K22_FAM_QT, q, i0, a.TQ);
@@ -85,7 +85,7 @@ __global__ void __launch_bounds__(K22_FA_THREADS) k22_fam_dkdv_kernel(float *dk,
 }
 
 /* dQ for a block of K22_FA_ROWS queries: grid (heads, query blocks). Lane rows: queries. */
-template <class T, int DP>
+template <class T, int DP, int PIPE>
 __global__ void __launch_bounds__(K22_FA_THREADS) k22_fam_dq_kernel(float *dq, k22_fa_args a)
 {
     static_assert(2 * K22_FAM_QT == K22_FA_ROWS, "a block's queries are staged in both buffers of a tile");
@@ -109,7 +109,7 @@ __global__ void __launch_bounds__(K22_FA_THREADS) k22_fam_dq_kernel(float *dq, k
     float dqa[DP / 8][4], s[K22_FAM_QT / 8][4], dp[K22_FAM_QT / 8][4];
     #pragma unroll
     for (int n = 0; n < DP / 8; n++) dqa[n][0] = dqa[n][1] = dqa[n][2] = dqa[n][3] = 0.0f;
-    k22_fam_walk<K22_FAM_QT>(
+    k22_fam_walk<K22_FAM_QT, PIPE>(
         0, kend,
         [&](int j0, int t) {
             k22_fam_fetch<T, K22_FAM_QT, DP>(sK + t * K22_FAM_QT, k, j0, a.TK);
@@ -131,17 +131,16 @@ __global__ void __launch_bounds__(K22_FA_THREADS) k22_fam_dq_kernel(float *dq, k
     k22_fam_store<DP>(dq + bh * a.TQ * a.D, dqa, rows, a.TQ, a.D, a.scale, 1);
 }
 
-void k22_fam_bwd_of(int fp16, int dp, k22_fa_dkdv_fn *dkdv, k22_fa_dq_fn *dq)
+template <class T, int PIPE> static void k22_fam_bwd_pick(int dp, k22_fa_dkdv_fn *dkdv, k22_fa_dq_fn *dq)
 {
-    if (fp16) {
-        *dkdv = dp == 16 ? k22_fam_dkdv_kernel<__half, 16> : dp == 32 ? k22_fam_dkdv_kernel<__half, 32>
-                                                                     : k22_fam_dkdv_kernel<__half, 64>;
-        *dq = dp == 16 ? k22_fam_dq_kernel<__half, 16> : dp == 32 ? k22_fam_dq_kernel<__half, 32>
-                                                                 : k22_fam_dq_kernel<__half, 64>;
-        return;
-    }
-    *dkdv = dp == 16 ? k22_fam_dkdv_kernel<__nv_bfloat16, 16> : dp == 32 ? k22_fam_dkdv_kernel<__nv_bfloat16, 32>
-                                                                        : k22_fam_dkdv_kernel<__nv_bfloat16, 64>;
-    *dq = dp == 16 ? k22_fam_dq_kernel<__nv_bfloat16, 16> : dp == 32 ? k22_fam_dq_kernel<__nv_bfloat16, 32>
-                                                                    : k22_fam_dq_kernel<__nv_bfloat16, 64>;
+    *dkdv = dp == 16 ? k22_fam_dkdv_kernel<T, 16, PIPE> : dp == 32 ? k22_fam_dkdv_kernel<T, 32, PIPE>
+                                                                   : k22_fam_dkdv_kernel<T, 64, PIPE>;
+    *dq = dp == 16 ? k22_fam_dq_kernel<T, 16, PIPE> : dp == 32 ? k22_fam_dq_kernel<T, 32, PIPE>
+                                                               : k22_fam_dq_kernel<T, 64, PIPE>;
+}
+
+void k22_fam_bwd_of(int fp16, int dp, int pipe, k22_fa_dkdv_fn *dkdv, k22_fa_dq_fn *dq)
+{
+    if (fp16) return pipe ? k22_fam_bwd_pick<__half, 1>(dp, dkdv, dq) : k22_fam_bwd_pick<__half, 0>(dp, dkdv, dq);
+    return pipe ? k22_fam_bwd_pick<__nv_bfloat16, 1>(dp, dkdv, dq) : k22_fam_bwd_pick<__nv_bfloat16, 0>(dp, dkdv, dq);
 }
