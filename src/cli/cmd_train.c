@@ -140,7 +140,8 @@ static int run_train(int argc, char **argv, k22_pipe_kind stage)
     int rc = k22_opts_parse_cli(&spec, argc, argv, cmd);
     if (rc >= 0) return rc;
     if (!k22_ckpt_levels_parse(levels, &t.checkpoint_levels)) {
-        fprintf(stderr, "k22 %s: --checkpoint_levels '%s': expected auto or a whole number 0..16\n", cmd, levels);
+        fprintf(stderr, "k22 %s: --checkpoint_levels '%s': expected auto or a whole number 0..%d\n", cmd, levels,
+                K22_CKPT_LEVELS_MAX);
         return 2;
     }
     k22_err derr;

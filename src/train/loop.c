@@ -50,8 +50,8 @@ static k22_status check_opts(const k22_train_opts *o, k22_err *err)
         return k22_err_set(err, K22_ERR_ARG, "--zero_stage %lld: must be 0 or 1", (long long)o->zero_stage);
     char lv[24];
     if (o->checkpoint_levels < K22_CKPT_LEVELS_AUTO || o->checkpoint_levels > K22_CKPT_LEVELS_MAX)
-        return k22_err_set(err, K22_ERR_ARG, "--checkpoint_levels %s: must be auto or lie in 0..16",
-                           k22_ckpt_levels_name(o->checkpoint_levels, lv));
+        return k22_err_set(err, K22_ERR_ARG, "--checkpoint_levels %s: must be auto or lie in 0..%d",
+                           k22_ckpt_levels_name(o->checkpoint_levels, lv), K22_CKPT_LEVELS_MAX);
     if (o->checkpoint_levels && !o->gradient_checkpointing)
         return k22_err_set(err, K22_ERR_ARG, "--checkpoint_levels %s needs --gradient_checkpointing",
                            k22_ckpt_levels_name(o->checkpoint_levels, lv));

@@ -33,6 +33,32 @@
 
 using namespace nvcuda;
 
+#define K22_FA_TILE 32                        /* rows of the other side per step of the loop */
+#define K22_FA_SLD (K22_FA_TILE + 4)          /* fp32 score tile row length */
+#define K22_FA_PLD (K22_FA_TILE + K22_FA_PAD) /* 16-bit probability tile row length */
+
+template <class T> __device__ __forceinline__ T k22_fa_round(float v);
+template <> __device__ __forceinline__ __nv_bfloat16 k22_fa_round<__nv_bfloat16>(float v)
+{
+    return __float2bfloat16_rn(v);
+}
+template <> __device__ __forceinline__ __half k22_fa_round<__half>(float v)
+{
+    return __float2half_rn(v);
+}
+
+/* Rows r0 .. r0+R of an (n, cols) fp32 matrix into a 16-bit (R, DP) tile, zero beyond. */
+template <class T, int R, int DP>
+__device__ __forceinline__ void k22_fa_load(T (*dst)[DP + K22_FA_PAD], const float *src, int r0,
+                                            int n, int cols)
+{
+    for (int e = threadIdx.x; e < R * DP; e += K22_FA_THREADS) {
+        int r = e / DP, c = e % DP;
+        float v = r0 + r < n && c < cols ? src[(int64_t)(r0 + r) * cols + c] : 0.0f;
+        dst[r][c] = k22_fa_round<T>(v);
+    }
+}
+
 template <class T> using k22_fa_afrag = wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major>;
 template <class T> using k22_fa_bcol = wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major>;
 template <class T> using k22_fa_brow = wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major>;

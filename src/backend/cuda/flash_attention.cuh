@@ -1,6 +1,7 @@
 /* flash_attention.cuh: what the fused attention kernels share (flash_attention.cu's wmma kernels
  * and flash_mma.cu's and flash_mma_bwd.cu's on mma.sync): the arguments, the block geometry, the logit and
- * probability of one score as ops.h defines them, the 16-bit rounding, and the tile loader. */
+ * probability of one score as ops.h defines them, the rows' lse and D_i loader, the 16-bit packing
+ * of two values, and the mma.sync kernels' entry points. */
 #ifndef K22_FLASH_ATTENTION_CUH
 #define K22_FLASH_ATTENTION_CUH
 
@@ -10,13 +11,11 @@
 #include <cuda_fp16.h>
 #include <math.h>
 #include <stdint.h>
+#include <type_traits>
 
 #define K22_FA_THREADS 128 /* four warps */
 #define K22_FA_ROWS 64     /* rows a block owns: 16 per warp (queries, or keys for dK/dV) */
-#define K22_FA_TILE 32     /* rows of the other side per step of the loop */
-#define K22_FA_PAD 8       /* 16-bit tile row padding: keeps ldm a multiple of 16 bytes */
-#define K22_FA_SLD (K22_FA_TILE + 4)          /* fp32 score tile row length */
-#define K22_FA_PLD (K22_FA_TILE + K22_FA_PAD) /* 16-bit probability tile row length */
+#define K22_FA_PAD 8       /* 16-bit tile row padding: keeps rows a multiple of 16 bytes */
 
 typedef struct {
     const float *q, *k, *v, *dout;
@@ -33,16 +32,6 @@ typedef struct {
      * tile row is whole 16-byte words. */
     const void *q16, *k16, *v16, *do16;
 } k22_fa_args;
-
-template <class T> __device__ __forceinline__ T k22_fa_round(float v);
-template <> __device__ __forceinline__ __nv_bfloat16 k22_fa_round<__nv_bfloat16>(float v)
-{
-    return __float2bfloat16_rn(v);
-}
-template <> __device__ __forceinline__ __half k22_fa_round<__half>(float v)
-{
-    return __float2half_rn(v);
-}
 
 /* The logit of query i and key j of batch item b from s = q.k, or -inf where it is excluded. */
 __device__ __forceinline__ float k22_fa_logit(const k22_fa_args &a, int64_t b, int i, int j, float s)
@@ -63,18 +52,6 @@ __device__ __forceinline__ float k22_fa_prob(const k22_fa_args &a, int64_t b, in
     return x == -INFINITY ? 0.0f : expf(x - lse);
 }
 
-/* Rows r0 .. r0+R of an (n, cols) fp32 matrix into a 16-bit (R, DP) tile, zero beyond. */
-template <class T, int R, int DP>
-__device__ __forceinline__ void k22_fa_load(T (*dst)[DP + K22_FA_PAD], const float *src, int r0,
-                                            int n, int cols)
-{
-    for (int e = threadIdx.x; e < R * DP; e += K22_FA_THREADS) {
-        int r = e / DP, c = e % DP;
-        float v = r0 + r < n && c < cols ? src[(int64_t)(r0 + r) * cols + c] : 0.0f;
-        dst[r][c] = k22_fa_round<T>(v);
-    }
-}
-
 /* lse and D_i of queries i0 .. i0 + count (count <= K22_FA_THREADS) into shared memory: -inf and
  * 0 past TQ, which make P and dS zero there. */
 __device__ __forceinline__ void k22_fa_load_rows(float *sLse, float *sD, const float *lse, const float *drow, int i0,
@@ -87,17 +64,13 @@ __device__ __forceinline__ void k22_fa_load_rows(float *sLse, float *sD, const f
     }
 }
 
-/* Two values rounded to 16 bits in one register, the first in the low half: the element of the
- * lower column (or k index) of an mma.sync fragment (warp_mma.cuh). */
-template <class T> __device__ __forceinline__ uint32_t k22_fa_pack2(float lo, float hi);
-template <> __device__ __forceinline__ uint32_t k22_fa_pack2<__nv_bfloat16>(float lo, float hi)
+/* Two values rounded to 16 bits (k22_cuda_round16, as every 16-bit write of the backend) in one
+ * register, the first in the low half: the element of the lower column (or k index) of an
+ * mma.sync fragment (warp_mma.cuh). */
+template <class T> __device__ __forceinline__ uint32_t k22_fa_pack2(float lo, float hi)
 {
-    return (uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(lo)) |
-           (uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(hi)) << 16;
-}
-template <> __device__ __forceinline__ uint32_t k22_fa_pack2<__half>(float lo, float hi)
-{
-    return (uint32_t)__half_as_ushort(__float2half_rn(lo)) | (uint32_t)__half_as_ushort(__float2half_rn(hi)) << 16;
+    const int fp16 = std::is_same<T, __half>::value;
+    return (uint32_t)k22_cuda_round16(lo, fp16) | (uint32_t)k22_cuda_round16(hi, fp16) << 16;
 }
 
 /* The kernels' signatures: forward (out, lse), dK/dV (dk, dv), dQ (dq). */

@@ -25,7 +25,7 @@ __device__ __forceinline__ const uint4 *k22_fam_head(const void *p, int64_t bh, 
 
 /* Rows r0 .. r0 + R of a head's 16-bit (n, DP) rows into a tile by cp.async (async_copy.cuh),
  * 16 bytes (8 values) a copy, zero past row n; issued only: the caller commits and waits. The
- * values are the fp32 ones already rounded (k22_fa_load's). */
+ * values are the fp32 ones already rounded (k22_fam_stage), as the wmma kernels round them on load. */
 template <class T, int R, int DP>
 __device__ __forceinline__ void k22_fam_fetch(T (*dst)[DP + K22_FA_PAD], const uint4 *src, int r0, int n)
 {
