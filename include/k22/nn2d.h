@@ -26,6 +26,12 @@ void k22_conv_forward(const k22_backend *be, const k22_conv *c, float *y, const 
 /* dx (may be NULL) += ..., dw, db += ... */
 void k22_conv_backward(const k22_backend *be, const k22_conv *c, float *dx, const float *dy,
                        const float *x, int B, int H, int W);
+/* The same with the input x, or x16 when it is not NULL: 16-bit values (ops.h conv2d_fwd_x16 /
+ * conv2d_bwd_x16, under bf16/fp16). */
+void k22_conv_forward_in(const k22_backend *be, const k22_conv *c, float *y, const float *x,
+                         const uint16_t *x16, int B, int H, int W);
+void k22_conv_backward_in(const k22_backend *be, const k22_conv *c, float *dx, const float *dy,
+                          const float *x, const uint16_t *x16, int B, int H, int W);
 
 /* torch nn.GroupNorm(G, C, eps, affine): gamma "<name>.weight", beta "<name>.bias" (absent =
  * no affine). */
@@ -48,6 +54,11 @@ void k22_groupnorm_backward(const k22_backend *be, const k22_groupnorm *gn, floa
  * conditioning), or NULL for silu(groupnorm(x)). */
 void k22_groupnorm_silu_forward(const k22_backend *be, const k22_groupnorm *gn, float *y, float *mean,
                                 float *rstd, const float *x, const float *ts, int B, int64_t S);
+/* The same into y, or into y16 when it is not NULL: 16-bit values (ops.h
+ * group_norm_act_fwd_y16, under bf16/fp16). */
+void k22_groupnorm_silu_forward_in(const k22_backend *be, const k22_groupnorm *gn, float *y,
+                                   uint16_t *y16, float *mean, float *rstd, const float *x,
+                                   const float *ts, int B, int64_t S);
 /* Its backward: dx, the norm's parameter gradients and dts (when ts) +=; recomputes the norm
  * from x, mean and rstd. */
 void k22_groupnorm_silu_backward(const k22_backend *be, const k22_groupnorm *gn, float *dx, float *dts,

@@ -128,6 +128,15 @@ struct k22_backend {
                        const k22_conv2d_desc *d);
     void (*conv2d_bwd)(void *ctx, float *dx, float *dw, float *dbias, const float *dy,
                        const float *x, const float *w, const k22_conv2d_desc *d);
+    /* The same with x given as 16-bit values (x16) of the GEMM precision in force, bf16 or fp16
+     * (group_norm_act_fwd_y16's output): the results are those of conv2d_fwd / conv2d_bwd on x16
+     * widened to float, bit for bit (the GEMM rounds its operands there anyway). Only under
+     * bf16/fp16; NULL where a backend has no such path (cpu-ref). Call it through the model's
+     * k22_backend_act16 check. */
+    void (*conv2d_fwd_x16)(void *ctx, float *y, const uint16_t *x16, const float *w,
+                           const float *bias, const k22_conv2d_desc *d);
+    void (*conv2d_bwd_x16)(void *ctx, float *dx, float *dw, float *dbias, const float *dy,
+                           const uint16_t *x16, const float *w, const k22_conv2d_desc *d);
 
     /* ---- group norm ---- x, y: (B, C, S) with S = spatial size; G groups (C % G == 0);
      * gamma, beta: (C) or NULL (no affine). mean, rstd: (B, G) saved for backward.
@@ -236,6 +245,15 @@ struct k22_backend {
                                const float *mean, const float *rstd, const float *gamma,
                                const float *beta, const float *scale, const float *shift,
                                int64_t ss_ld, float scale_offset, int B, int C, int S, int G);
+    /* group_norm_act_fwd with y stored as 16-bit values (y16) of the GEMM precision in force,
+     * bf16 or fp16, each group_norm_act_fwd's float rounded to nearest even: an output read only
+     * by a convolution (conv2d_fwd_x16 / conv2d_bwd_x16), which would round it there anyway, so
+     * half the bytes are stored and the convolution's rounding pass goes. Only under bf16/fp16;
+     * NULL where a backend has no such path. */
+    void (*group_norm_act_fwd_y16)(void *ctx, int act, uint16_t *y16, float *mean, float *rstd,
+                                   const float *x, const float *gamma, const float *beta,
+                                   const float *scale, const float *shift, int64_t ss_ld,
+                                   float scale_offset, int B, int C, int S, int G, float eps);
 
     /* ---- nearest resize, F.interpolate(mode="nearest") ----
      * x: (B, C, H, W) -> y: (B, C, OH, OW); source row min(floorf(i * (float)H / OH), H - 1),
@@ -372,5 +390,10 @@ k22_status k22_precision_parse(const char *name, k22_precision *p, k22_err *err)
 /* x rounded to the precision's type and back (identity for fp32): the operand rounding of
  * k22_precision, on the host. */
 float k22_precision_round(k22_precision p, float x);
+/* Whether the model may keep the convolution inputs that group_norm_act writes as 16 bits
+ * (group_norm_act_fwd_y16, conv2d_fwd_x16, conv2d_bwd_x16): be computes in bf16 or fp16 and has
+ * all three entries. K22_ACT16=0 in the environment, read when a backend is made, takes them
+ * away (the float path, the same figures: for comparing the two). */
+int k22_backend_act16(const k22_backend *be);
 
 #endif

@@ -29,6 +29,10 @@ typedef struct {
     int has_shortcut;
     k22_linear temb_proj;
     int cin, cout, resample;
+    /* The conv inputs silu(norm(..)) kept as 16 bits (ops.h k22_backend_act16; set through
+     * k22_unet_set_act16): a1 (unless resampled) and a2 then live in the a1_16 and a2_16 of the
+     * cache, at half the bytes, and the sizes below follow. */
+    int act16;
 } k22_resnet;
 typedef struct {
     const float *x;                 /* (B, cin, H, W) the input (owned by the caller) */
@@ -40,6 +44,8 @@ typedef struct {
     float *h1, *ts;                 /* conv1 out (B, cout, H', W'); (B, 2 cout) scale | shift */
     float *mean2, *rstd2;           /* (B, G) each */
     float *a2;                      /* silu(norm2(h1) * (1 + s) + t) (B, cout, H', W') */
+    uint16_t *a1_16, *a2_16;        /* with act16: a1 (not resampling) and a2 as 16 bits, the
+                                     * float pointers of those then NULL; else NULL */
 } k22_resnet_cache;
 void k22_resnet_bind(k22_resnet *r, const k22_params *ps, const char *name, const float *P,
                      float *G, int groups, float eps, int resample);
@@ -143,6 +149,11 @@ size_t k22_unet_arena_floats(const k22_unet *m, int B, int H, int W, int train);
  * sizes from k22_unet_arena_floats follow the flag, so set it before sizing the arena. A
  * forward/backward pair already started finishes in the mode its forward ran in. */
 void k22_unet_set_gradient_checkpointing(k22_unet *m, int on);
+/* on != 0: the resnets keep their convolution inputs as 16 bits (k22_resnet.act16), which the
+ * backend running the model must then offer (ops.h k22_backend_act16: bf16/fp16 and the three
+ * entries): the same figures as floats (the convolutions round there anyway), about a third less
+ * memory in each resnet's cache. Sizes follow the flag, so set it before sizing the arena. */
+void k22_unet_set_act16(k22_unet *m, int on);
 /* Checkpointing by resolution: only the blocks whose input lies at one of the `levels` highest
  * resolutions (level < levels, level 0 being the latents' own; a down block i is at level i, an
  * up block i at nblocks-1-i, the mid block at nblocks-1) are re-run in backward; the others keep

@@ -142,12 +142,36 @@ k22_status k22_backend_name_check(const char *name, k22_err *err)
 #endif
 }
 
+/* K22_ACT16=0: the model keeps its convolution inputs as floats (ops.h, k22_backend_act16); 1
+ * or unset: 16 bits where it can. be is freed on a bad value. */
+static k22_backend *act16_env(k22_backend *be, k22_err *err)
+{
+    const char *v = getenv("K22_ACT16");
+    if (!be || !v || !*v || strcmp(v, "1") == 0) return be;
+    if (strcmp(v, "0") != 0) {
+        k22_backend_free(be);
+        k22_err_set(err, K22_ERR_ARG, "K22_ACT16=%s: expected 0 (convolution inputs kept as floats) or 1 "
+                    "(as 16 bits under bf16/fp16, the default)", v);
+        return NULL;
+    }
+    be->group_norm_act_fwd_y16 = NULL;
+    be->conv2d_fwd_x16 = NULL;
+    be->conv2d_bwd_x16 = NULL;
+    return be;
+}
+
+int k22_backend_act16(const k22_backend *be)
+{
+    return be->precision != K22_PREC_FP32 && be->group_norm_act_fwd_y16 && be->conv2d_fwd_x16 &&
+           be->conv2d_bwd_x16;
+}
+
 k22_backend *k22_backend_by_name(const char *name, k22_err *err)
 {
     int dev;
     if (!name) name = "";
     if (strcmp(name, "cpu-ref") == 0) return k22_backend_cpu_new(1);
-    if (strcmp(name, "cpu") == 0) return k22_backend_cpu_new(0);
+    if (strcmp(name, "cpu") == 0) return act16_env(k22_backend_cpu_new(0), err);
     if (backend_cuda_index(name, &dev) == 0) {
         if (dev < 0 && k22_dist_gpu_pick(&dev, err)) {
             k22_err_prefix(err, "device %s", name);
@@ -155,7 +179,7 @@ k22_backend *k22_backend_by_name(const char *name, k22_err *err)
         }
         k22_backend *be = k22_backend_cuda_new(dev, err);
         if (!be) k22_err_prefix(err, "device %s", name);
-        return be;
+        return act16_env(be, err);
     }
     k22_err_set(err, K22_ERR_ARG, "unknown device '%s': expected %s", name, K22_DEVICE_NAMES);
     return NULL;

@@ -192,6 +192,17 @@ static void prof_conv2d_bwd(void *ctx, float *dx, float *dw, float *dbias, const
 {
     FWD(conv2d_bwd, conv_flops(d) * ((dx != NULL) + (dw != NULL)), dx, dw, dbias, dy, x, w, d);
 }
+static void prof_conv2d_fwd_x16(void *ctx, float *y, const uint16_t *x16, const float *w,
+                                const float *bias, const k22_conv2d_desc *d)
+{
+    FWD(conv2d_fwd_x16, conv_flops(d), y, x16, w, bias, d);
+}
+static void prof_conv2d_bwd_x16(void *ctx, float *dx, float *dw, float *dbias, const float *dy,
+                                const uint16_t *x16, const float *w, const k22_conv2d_desc *d)
+{
+    FWD(conv2d_bwd_x16, conv_flops(d) * ((dx != NULL) + (dw != NULL)), dx, dw, dbias, dy, x16, w,
+        d);
+}
 static void prof_attention_fwd(void *ctx, float *out, float *lse, const float *q, const float *k,
                                const float *v, const k22_attn_desc *d)
 {
@@ -351,6 +362,15 @@ static void prof_group_norm_act_bwd(void *ctx, int act, float *dx, float *dgamma
     FWD(group_norm_act_bwd, 0, act, dx, dgamma, dbeta, dscale, dshift, dy, x, mean, rstd, gamma,
         beta, scale, shift, ss_ld, scale_offset, B, C, S, G);
 }
+static void prof_group_norm_act_fwd_y16(void *ctx, int act, uint16_t *y16, float *mean,
+                                        float *rstd, const float *x, const float *gamma,
+                                        const float *beta, const float *scale, const float *shift,
+                                        int64_t ss_ld, float scale_offset, int B, int C, int S,
+                                        int G, float eps)
+{
+    FWD(group_norm_act_fwd_y16, 0, act, y16, mean, rstd, x, gamma, beta, scale, shift, ss_ld,
+        scale_offset, B, C, S, G, eps);
+}
 static void prof_timestep_embed_fwd(void *ctx, float *y, const float *t, int N, int dim,
                                     int flip_sin_to_cos, float shift, float scale,
                                     float max_period)
@@ -462,7 +482,8 @@ k22_prof_stat k22_prof_at(const k22_prof *p, int i)
     K22_REQUIRE(i >= 0 && i < OP_COUNT);
     k22_prof_stat s = {op_names[i], p->calls[i], p->ms[i], p->flops[i], 0};
     s.gemm = i == OP_matmul || i == OP_linear_fwd || i == OP_linear_bwd || i == OP_conv2d_fwd ||
-             i == OP_conv2d_bwd || i == OP_attention_fwd || i == OP_attention_bwd;
+             i == OP_conv2d_bwd || i == OP_conv2d_fwd_x16 || i == OP_conv2d_bwd_x16 ||
+             i == OP_attention_fwd || i == OP_attention_bwd;
     return s;
 }
 

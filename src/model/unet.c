@@ -359,6 +359,11 @@ void k22_unet_set_gradient_checkpointing(k22_unet *m, int on)
     m->grad_ckpt = on ? K22_UNET_CKPT_ALL : 0;
 }
 
+void k22_unet_set_act16(k22_unet *m, int on)
+{
+    for (int i = 0; i < m->nres; i++) m->res[i].act16 = on != 0;
+}
+
 void k22_unet_set_checkpoint_levels(k22_unet *m, int levels)
 {
     K22_REQUIRE(levels >= 0);

@@ -39,15 +39,33 @@ k22_conv2d_desc k22_conv_desc(const k22_conv *c, int B, int H, int W)
 void k22_conv_forward(const k22_backend *be, const k22_conv *c, float *y, const float *x, int B,
                       int H, int W)
 {
-    k22_conv2d_desc d = k22_conv_desc(c, B, H, W);
-    be->conv2d_fwd(be->ctx, y, x, c->w, c->b, &d);
+    k22_conv_forward_in(be, c, y, x, NULL, B, H, W);
 }
 
 void k22_conv_backward(const k22_backend *be, const k22_conv *c, float *dx, const float *dy,
                        const float *x, int B, int H, int W)
 {
+    k22_conv_backward_in(be, c, dx, dy, x, NULL, B, H, W);
+}
+
+void k22_conv_forward_in(const k22_backend *be, const k22_conv *c, float *y, const float *x,
+                         const uint16_t *x16, int B, int H, int W)
+{
     k22_conv2d_desc d = k22_conv_desc(c, B, H, W);
-    be->conv2d_bwd(be->ctx, dx, c->dw, c->db, dy, x, c->w, &d);
+    if (x16)
+        be->conv2d_fwd_x16(be->ctx, y, x16, c->w, c->b, &d);
+    else
+        be->conv2d_fwd(be->ctx, y, x, c->w, c->b, &d);
+}
+
+void k22_conv_backward_in(const k22_backend *be, const k22_conv *c, float *dx, const float *dy,
+                          const float *x, const uint16_t *x16, int B, int H, int W)
+{
+    k22_conv2d_desc d = k22_conv_desc(c, B, H, W);
+    if (x16)
+        be->conv2d_bwd_x16(be->ctx, dx, c->dw, c->db, dy, x16, c->w, &d);
+    else
+        be->conv2d_bwd(be->ctx, dx, c->dw, c->db, dy, x, c->w, &d);
 }
 
 void k22_groupnorm_bind(k22_groupnorm *gn, const k22_params *ps, const char *name, const float *P,
@@ -84,9 +102,22 @@ void k22_groupnorm_backward(const k22_backend *be, const k22_groupnorm *gn, floa
 void k22_groupnorm_silu_forward(const k22_backend *be, const k22_groupnorm *gn, float *y, float *mean,
                                 float *rstd, const float *x, const float *ts, int B, int64_t S)
 {
+    k22_groupnorm_silu_forward_in(be, gn, y, NULL, mean, rstd, x, ts, B, S);
+}
+
+void k22_groupnorm_silu_forward_in(const k22_backend *be, const k22_groupnorm *gn, float *y,
+                                   uint16_t *y16, float *mean, float *rstd, const float *x,
+                                   const float *ts, int B, int64_t S)
+{
     int C = gn->C;
-    be->group_norm_act_fwd(be->ctx, K22_ACT_SILU, y, mean, rstd, x, gn->g, gn->b, ts, ts ? ts + C : NULL,
-                           2 * (int64_t)C, ts ? 1.0f : 0.0f, B, C, (int)S, gn->G, gn->eps);
+    const float *scale = ts, *shift = ts ? ts + C : NULL;
+    float off = ts ? 1.0f : 0.0f;
+    if (y16)
+        be->group_norm_act_fwd_y16(be->ctx, K22_ACT_SILU, y16, mean, rstd, x, gn->g, gn->b, scale,
+                                   shift, 2 * (int64_t)C, off, B, C, (int)S, gn->G, gn->eps);
+    else
+        be->group_norm_act_fwd(be->ctx, K22_ACT_SILU, y, mean, rstd, x, gn->g, gn->b, scale, shift,
+                               2 * (int64_t)C, off, B, C, (int)S, gn->G, gn->eps);
 }
 
 void k22_groupnorm_silu_backward(const k22_backend *be, const k22_groupnorm *gn, float *dx, float *dts,

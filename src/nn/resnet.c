@@ -2,7 +2,8 @@
  * down (avg-pool) / up (nearest) resampling inside it, forward and backward (see unet.h).
  * norm1 + SiLU and norm2 + modulation + SiLU each run as one group_norm_act op (ops.h), whose
  * backward recomputes the normalized values from the block's input and statistics: the cache
- * keeps only the conv inputs (a1 or its resampled a1r, a2), h1, ts and the statistics. */
+ * keeps only the conv inputs (a1 or its resampled a1r, a2; as 16 bits with act16), h1, ts and
+ * the statistics. */
 #include "k22/unet.h"
 
 #include <string.h>
@@ -43,6 +44,12 @@ void k22_resnet_bind(k22_resnet *r, const k22_params *ps, const char *name, cons
         k22_conv_bind(&r->shortcut, ps, k22_param_key(k, sizeof k, name, "conv_shortcut"), P, G, 1, 0);
 }
 
+/* Arena floats of a conv input of n values: 16 bits each with act16. */
+static size_t conv_in_floats(const k22_resnet *r, size_t n)
+{
+    return k22_arena_round(r->act16 ? (n + 1) / 2 : n);
+}
+
 static void out_hw(const k22_resnet *r, int H, int W, int *oh, int *ow)
 {
     *oh = r->resample == K22_RESAMPLE_DOWN ? H / 2 : r->resample == K22_RESAMPLE_UP ? 2 * H : H;
@@ -53,13 +60,13 @@ size_t k22_resnet_cache_floats(const k22_resnet *r, int B, int H, int W)
 {
     int OH, OW;
     out_hw(r, H, W, &OH, &OW);
-    size_t in = k22_arena_round((size_t)B * r->cin * H * W);
+    size_t nout = (size_t)B * r->cout * OH * OW;
     size_t inr = k22_arena_round((size_t)B * r->cin * OH * OW);
-    size_t out = k22_arena_round((size_t)B * r->cout * OH * OW);
     size_t g1 = k22_arena_round((size_t)B * r->norm1.G), g2 = k22_arena_round((size_t)B * r->norm2.G);
     /* a1 (or, resampling, a1r and xr), the statistics, h1, a2, ts */
-    size_t n = 2 * g1 + 2 * g2 + 2 * out + k22_arena_round((size_t)B * 2 * r->cout);
-    return n + (r->resample ? 2 * inr : in);
+    size_t n = 2 * g1 + 2 * g2 + k22_arena_round(nout) + conv_in_floats(r, nout) +
+               k22_arena_round((size_t)B * 2 * r->cout);
+    return n + (r->resample ? 2 * inr : conv_in_floats(r, (size_t)B * r->cin * H * W));
 }
 
 size_t k22_resnet_fwd_floats(const k22_resnet *r, int B, int H, int W)
@@ -103,6 +110,11 @@ static void resample_bwd(const k22_backend *be, int mode, float *dx, const float
         be->upsample2x_bwd(be->ctx, dx, dy, B, C, H, W);
 }
 
+static uint16_t *conv_in16(k22_arena *ar, size_t n)
+{
+    return (uint16_t *)(void *)k22_arena_floats(ar, (n + 1) / 2);
+}
+
 void k22_resnet_forward(const k22_backend *be, const k22_resnet *r, k22_arena *ar, float *y,
                         const float *x, const float *temb_act, int B, int H, int W,
                         k22_resnet_cache *c)
@@ -110,6 +122,10 @@ void k22_resnet_forward(const k22_backend *be, const k22_resnet *r, k22_arena *a
     int OH, OW, ci = r->cin, co = r->cout;
     out_hw(r, H, W, &OH, &OW);
     int64_t S = (int64_t)H * W, So = (int64_t)OH * OW;
+    if (r->act16 && !k22_backend_act16(be))
+        K22_FATAL("resnet: 16-bit conv inputs on device %s at precision %s, which has none",
+                  be->name, k22_precision_name((k22_precision)be->precision));
+    memset(c, 0, sizeof *c);
     c->x = x;
     c->mean1 = k22_arena_floats(ar, (size_t)B * r->norm1.G);
     c->rstd1 = k22_arena_floats(ar, (size_t)B * r->norm1.G);
@@ -125,19 +141,25 @@ void k22_resnet_forward(const k22_backend *be, const k22_resnet *r, k22_arena *a
         k22_arena_reset(ar, top);
         c->a1 = NULL;
     } else {
-        c->a1 = c->a1r = k22_arena_floats(ar, (size_t)B * ci * S); // a1: (B, cin, H, W)
-        k22_groupnorm_silu_forward(be, &r->norm1, c->a1, c->mean1, c->rstd1, x, NULL, B, S);
+        if (r->act16)
+            c->a1_16 = conv_in16(ar, (size_t)B * ci * S); // a1: (B, cin, H, W)
+        else
+            c->a1 = c->a1r = k22_arena_floats(ar, (size_t)B * ci * S);
+        k22_groupnorm_silu_forward_in(be, &r->norm1, c->a1, c->a1_16, c->mean1, c->rstd1, x, NULL, B, S);
         c->xr = (float *)x;
     }
     c->h1 = k22_arena_floats(ar, (size_t)B * co * So); // h1: (B, cout, OH, OW)
-    k22_conv_forward(be, &r->conv1, c->h1, c->a1r, B, OH, OW);
+    k22_conv_forward_in(be, &r->conv1, c->h1, c->a1r, c->a1_16, B, OH, OW);
     c->ts = k22_arena_floats(ar, (size_t)B * 2 * co); // ts: (B, 2 cout)
     k22_linear_forward(be, &r->temb_proj, c->ts, temb_act, B);
     c->mean2 = k22_arena_floats(ar, (size_t)B * r->norm2.G);
     c->rstd2 = k22_arena_floats(ar, (size_t)B * r->norm2.G);
-    c->a2 = k22_arena_floats(ar, (size_t)B * co * So); // a2: (B, cout, OH, OW)
-    k22_groupnorm_silu_forward(be, &r->norm2, c->a2, c->mean2, c->rstd2, c->h1, c->ts, B, So);
-    k22_conv_forward(be, &r->conv2, y, c->a2, B, OH, OW); // y: (B, cout, OH, OW)
+    if (r->act16)
+        c->a2_16 = conv_in16(ar, (size_t)B * co * So); // a2: (B, cout, OH, OW)
+    else
+        c->a2 = k22_arena_floats(ar, (size_t)B * co * So);
+    k22_groupnorm_silu_forward_in(be, &r->norm2, c->a2, c->a2_16, c->mean2, c->rstd2, c->h1, c->ts, B, So);
+    k22_conv_forward_in(be, &r->conv2, y, c->a2, c->a2_16, B, OH, OW); // y: (B, cout, OH, OW)
     if (!r->has_shortcut) {
         be->add(be->ctx, y, y, c->xr, (int64_t)B * co * So);
         return;
@@ -164,12 +186,12 @@ void k22_resnet_backward(const k22_backend *be, const k22_resnet *r, k22_arena *
     else
         be->add_bwd(be->ctx, dxr, NULL, dy, no);
     float *da2 = k22_arena_zeros(ar, (size_t)no);
-    k22_conv_backward(be, &r->conv2, da2, dy, c->a2, B, OH, OW);
+    k22_conv_backward_in(be, &r->conv2, da2, dy, c->a2, c->a2_16, B, OH, OW);
     float *dts = k22_arena_zeros(ar, (size_t)B * 2 * co), *dh1 = k22_arena_zeros(ar, (size_t)no);
     k22_groupnorm_silu_backward(be, &r->norm2, dh1, dts, da2, c->h1, c->mean2, c->rstd2, c->ts, B, So);
     k22_linear_backward(be, &r->temb_proj, dtemb_act, dts, temb_act, B);
     float *da1r = k22_arena_zeros(ar, (size_t)B * ci * So);
-    k22_conv_backward(be, &r->conv1, da1r, dh1, c->a1r, B, OH, OW);
+    k22_conv_backward_in(be, &r->conv1, da1r, dh1, c->a1r, c->a1_16, B, OH, OW);
     float *da1 = da1r;
     if (r->resample) {
         da1 = k22_arena_zeros(ar, (size_t)B * ci * S);

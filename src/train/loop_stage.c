@@ -161,6 +161,10 @@ static k22_status init_decoder(k22_run *r, k22_err *err)
     r->noise_n = 4 * (int64_t)r->latent_h * r->latent_w;
     r->image_embeds = k22_xcalloc((size_t)r->B * (size_t)r->E, sizeof(float));
     r->latents = k22_xcalloc((size_t)r->B * (size_t)r->noise_n, sizeof(float));
+    if (r->d->rank == 0 && r->dt.model.nres && r->dt.model.res[0].act16)
+        printf("k22: the resnets keep their convolution inputs in %s, as the convolutions take them "
+               "(the same figures, half the memory for those; K22_ACT16=0 keeps them as floats)\n",
+               k22_precision_name((k22_precision)r->be->precision));
     if (o->gradient_checkpointing && r->d->rank == 0) print_ckpt_levels(r);
     return K22_OK;
 }

@@ -67,7 +67,8 @@ size_t k22_decoder_ckpt_reserve(const k22_unet_config *c, int B, int H, int W, k
         size_t a = (size_t)B * (size_t)c->block_out_channels[l] * (size_t)(H >> l) * (size_t)(W >> l);
         if (a > act) act = a;
     }
-    return ((size_t)768 << 20) + 8 * act + (prec != K22_PREC_FP32 ? 2 * (size_t)nparams : 0);
+    size_t lowp = prec != K22_PREC_FP32 ? 8 * act + 2 * (size_t)nparams : 0;
+    return ((size_t)768 << 20) + 8 * act + lowp;
 }
 
 /* --checkpoint_levels auto: the choice, from the backend's free memory less the reserve. */
@@ -107,7 +108,9 @@ k22_status k22_decoder_trainer_init_loaded(k22_decoder_trainer *tr, const k22_ba
     alloc_buffers(tr);
     k22_unet_init(&tr->model, &cfg->u.unet, &tr->core.ps, tr->core.opt.P, tr->core.opt.G);
     tr->model.grad_hook = k22_train_core_grad_hook(&tr->core); /* buckets sent during backward */
-    /* Set before sizing: the arena of a checkpointed forward is the smaller one. */
+    /* Set before sizing: the arena of a checkpointed forward is the smaller one, and so is
+     * that of 16-bit conv inputs (bf16/fp16 on a backend that has them). */
+    k22_unet_set_act16(&tr->model, k22_backend_act16(be));
     k22_unet_set_checkpoint_levels(&tr->model, !b->gradient_checkpointing ? 0
                                                : b->checkpoint_levels == K22_CKPT_LEVELS_AUTO ? auto_levels(tr)
                                                : b->checkpoint_levels > 0 ? b->checkpoint_levels

@@ -1,9 +1,10 @@
 /* test_cuda_ops.c: every op the CUDA backend implements, against the CPU reference (cpu-ref:
  * plain loops, sums in double) on random inputs, with a tolerance stated per case; and the
  * GEMM-class ops under bf16/fp16 (k22_precision) against cpu-ref on rounded operands and
- * against the cpu backend at the same precision (test_precision). The convolutions run on each
- * implementation (the default, cuDNN where usable; im2col; im2col in bands), and each case says
- * which one ran each direction.
+ * against the cpu backend at the same precision (test_precision), with the convolutions' 16-bit
+ * input entries (conv2d_fwd_x16, conv2d_bwd_x16) bit-equal to the float ones. The convolutions
+ * run on each implementation (the default, cuDNN where usable; im2col; im2col in bands), and each
+ * case says which one ran each direction.
  *
  * Without a usable CUDA device (no GPU, or a build without CUDA) it says why and exits 0, unless
  * K22_REQUIRE_CUDA is set (to anything but "" or "0"): then it exits 1, so a GPU job that lost
@@ -14,6 +15,7 @@
 #include "cuda/cuda_backend_or_skip.h"
 #include "harness/harness.h"
 #include "k22/ops.h"
+#include "k22/tensor.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -1317,6 +1319,98 @@ static void test_prec_conv_case(const conv_case *c, const char *tag, k22_precisi
     free(cy), free(cdx), free(cdw);
 }
 
+/* ---- 16-bit convolution inputs (conv2d_fwd_x16, conv2d_bwd_x16) ---- */
+
+static uint16_t round16(k22_precision p, float v)
+{
+    return p == K22_PREC_FP16 ? k22_f32_to_f16(v) : k22_f32_to_bf16(v);
+}
+
+static float widen16(k22_precision p, uint16_t h)
+{
+    return p == K22_PREC_FP16 ? k22_f16_to_f32(h) : k22_bf16_to_f32(h);
+}
+
+/* Device a against device b (n floats), bit for bit; counts one check. */
+static int check_bits(const char *what, const float *a, const float *b, int64_t n)
+{
+    float *ha = dev_fetch(a, n), *hb = dev_fetch(b, n);
+    int64_t at = -1;
+    for (int64_t i = 0; i < n && at < 0; i++)
+        if (memcmp(&ha[i], &hb[i], sizeof(float))) at = i;
+    CHECK_MSG(at < 0, "%s: [%lld] is %.9g where the float path has %.9g (exact)", what,
+              (long long)at, at < 0 ? 0.0 : ha[at], at < 0 ? 0.0 : hb[at]);
+    free(ha), free(hb);
+    return at < 0;
+}
+
+/* A conv case at precision p with x given as 16-bit values (x16): every output must be, bit for
+ * bit (tolerance: none), this backend's conv2d_fwd / conv2d_bwd on x16 widened to float, run on
+ * the same implementation; x16 at a 256-byte aligned address, then one element off 16-byte
+ * alignment (cuDNN reads the first where it lies and a copy of the second). Backward: dx, dw and
+ * dbias together from non-zero gradients, then dw alone onto them. */
+static void test_prec_conv_x16_case(const conv_case *c, const char *tag, k22_precision p)
+{
+    const k22_conv2d_desc *d = &c->d;
+    int64_t nx = (int64_t)d->B * d->C * d->H * d->W, nw = (int64_t)d->O * d->C * d->KH * d->KW;
+    int64_t ny = (int64_t)d->B * d->O * k22_conv2d_out_h(d) * k22_conv2d_out_w(d);
+    int64_t ng = nx + nw + d->O; /* the gradients dx | dw | dbias */
+    float *xh = host_rand(nx, 1251, -1, 1), *g0 = host_rand(ng, 1255, -1, 1);
+    uint16_t *x16h = k22_xmalloc((size_t)nx * sizeof(uint16_t));
+    for (int64_t i = 0; i < nx; i++) x16h[i] = round16(p, xh[i]), xh[i] = widen16(p, x16h[i]);
+    float *xw = dev_of(xh, nx);
+    uint16_t *x16d = gpu->alloc(gpu->ctx, (size_t)(nx + 1) * sizeof(uint16_t));
+    pair w = pair_rand(nw, 1252, -1, 1), b = pair_rand(d->O, 1253, -1, 1);
+    pair dy = pair_rand(ny, 1254, -1, 1);
+    const float *bias = c->bias ? b.d : NULL;
+    float *y = gpu->alloc(gpu->ctx, (size_t)ny * sizeof(float));
+    float *y16 = gpu->alloc(gpu->ctx, (size_t)ny * sizeof(float));
+    float *g = dev_of(g0, ng), *g16 = dev_of(g0, ng);
+    char geo[120], what[240];
+    snprintf(geo, sizeof geo, "B%d C%d %dx%d O%d k%dx%d s%d,%d p%d,%d,%d,%d%s", d->B, d->C, d->H,
+             d->W, d->O, d->KH, d->KW, d->SH, d->SW, d->PT, d->PB, d->PL, d->PR, tag);
+    for (int off = 0; off < 2; off++) {
+        uint16_t *x16 = x16d + off;
+        const char *ran[3], *ran16[3];
+        gpu->to_device(gpu->ctx, x16, x16h, (size_t)nx * sizeof(uint16_t));
+        gpu->to_device(gpu->ctx, g, g0, (size_t)ng * sizeof(float));
+        gpu->to_device(gpu->ctx, g16, g0, (size_t)ng * sizeof(float));
+        const char *at = off ? "x16 one element off alignment" : "x16 aligned";
+        conv_ran();
+        gpu->conv2d_fwd(gpu->ctx, y, xw, w.d, bias, d);
+        ran[0] = conv_ran();
+        gpu->conv2d_fwd_x16(gpu->ctx, y16, x16, w.d, bias, d);
+        ran16[0] = conv_ran();
+        snprintf(what, sizeof what, "%s conv2d_fwd_x16 y %s, %s, on %s", prec_tag(p), geo, at,
+                 ran16[0]);
+        check_bits(what, y16, y, ny);
+        gpu->conv2d_bwd(gpu->ctx, g, g + nx, bias ? g + nx + nw : NULL, dy.d, xw, w.d, d);
+        ran[1] = conv_ran();
+        gpu->conv2d_bwd_x16(gpu->ctx, g16, g16 + nx, bias ? g16 + nx + nw : NULL, dy.d, x16, w.d,
+                            d);
+        ran16[1] = conv_ran();
+        snprintf(what, sizeof what, "%s conv2d_bwd_x16 dx, dw, dbias %s, %s, on %s", prec_tag(p),
+                 geo, at, ran16[1]);
+        check_bits(what, g16, g, ng);
+        gpu->conv2d_bwd(gpu->ctx, NULL, g + nx, NULL, dy.d, xw, w.d, d);
+        ran[2] = conv_ran();
+        gpu->conv2d_bwd_x16(gpu->ctx, NULL, g16 + nx, NULL, dy.d, x16, w.d, d);
+        ran16[2] = conv_ran();
+        snprintf(what, sizeof what, "%s conv2d_bwd_x16 dw alone %s, %s, on %s", prec_tag(p), geo,
+                 at, ran16[2]);
+        check_bits(what, g16, g, ng);
+        for (int i = 0; i < 3; i++)
+            CHECK_MSG(strcmp(ran[i], ran16[i]) == 0, "%s conv2d %s, %s: call %d ran on %s, the "
+                      "float path on %s", prec_tag(p), geo, at, i, ran16[i], ran[i]);
+        printf("%s conv2d x16 %s, %s: forward %s, backward %s, dw alone %s\n", prec_tag(p), geo,
+               at, ran16[0], ran16[1], ran16[2]);
+    }
+    pair_free(&w), pair_free(&b), pair_free(&dy);
+    gpu->free(gpu->ctx, xw), gpu->free(gpu->ctx, x16d), gpu->free(gpu->ctx, y);
+    gpu->free(gpu->ctx, y16), gpu->free(gpu->ctx, g), gpu->free(gpu->ctx, g16);
+    free(xh), free(g0), free(x16h);
+}
+
 /* Attention at precision p against the cpu backend at p. Both round the same GEMM operands:
  * q, k (scores), P and v (out), dout, v, P (dV, dP), dS, k, q (dQ, dK; both round the unscaled
  * dS = P (dP - D) and apply the softmax scale as the GEMM's alpha). But P and dS are themselves
@@ -1400,8 +1494,10 @@ static void test_precision(const char *tag, int parts)
             test_prec_linear_case(3000, 16, 70, p);
             if (p == K22_PREC_FP16) test_prec_fp16_overflow();
         }
-        for (size_t j = 0; (parts & PREC_CONV) && j < sizeof conv_cases / sizeof conv_cases[0]; j++)
+        for (size_t j = 0; (parts & PREC_CONV) && j < sizeof conv_cases / sizeof conv_cases[0]; j++) {
             test_prec_conv_case(&conv_cases[j], tag, p);
+            test_prec_conv_x16_case(&conv_cases[j], tag, p);
+        }
         for (size_t j = 0; (parts & PREC_ATTN) && j < sizeof attn_cases / sizeof attn_cases[0]; j++)
             test_prec_attention_case(&attn_cases[j], tag, p);
     }
@@ -2005,6 +2101,7 @@ static void test_table_complete(void)
 #define ENTRY(f) {#f, (const void *)gpu->f}
         ENTRY(matmul),         ENTRY(linear_fwd),         ENTRY(linear_bwd),
         ENTRY(conv2d_fwd),     ENTRY(conv2d_bwd),         ENTRY(group_norm_fwd),
+        ENTRY(conv2d_fwd_x16), ENTRY(conv2d_bwd_x16),     ENTRY(group_norm_act_fwd_y16),
         ENTRY(group_norm_act_fwd), ENTRY(group_norm_act_bwd), ENTRY(set_precision),
         ENTRY(group_norm_bwd), ENTRY(layer_norm_fwd),     ENTRY(layer_norm_bwd),
         ENTRY(act_fwd),        ENTRY(act_bwd),            ENTRY(softmax_fwd),

@@ -14,7 +14,7 @@
  *  4. --mixed_precision bf16 on cuda: the loss tracks the fp32 run's and agrees with the cpu
  *     backend's bf16 run, and the default run (attention on mma.sync) the wmma kernels' one;
  *     the decoder's cuDNN convolutions, which also round their outputs, are held to its im2col
- *     ones (tolerances at bf16_runs);
+ *     ones (tolerances at bf16_runs); its 16-bit conv inputs give the float ones' losses exactly;
  *  5. K22_PROFILE=1 on cuda: the per-op profiler over the cuda backend, timed by CUDA events
  *     (checks at profile_runs);
  *  6. the 16-bit weight shadow changes no bit of bf16 training (checks at shadow_runs);
@@ -327,6 +327,23 @@ static void bf16_runs(const char *stage, const char *tag, int steps, double trac
     check_losses(what, g16, g16w, 1, 1, 1e-5);
     snprintf(what, sizeof what, "%s %d steps, bf16 on cuda, attention on mma.sync vs wmma", stage, steps);
     check_losses(what, g16, g16w, 1, steps, multi_tol);
+
+    /* The decoder's resnets keep their conv inputs as bf16 by default (ops.h k22_backend_act16):
+     * the same losses, exactly, as with floats (K22_ACT16=0), since the convolutions round them
+     * there anyway. */
+    if (!strcmp(stage, "train-decoder")) {
+        char g16f[64];
+        snprintf(g16f, sizeof g16f, "%s_bf_gpu16_float", tag);
+        setenv("K22_ACT16", "0", 1);
+        run_k22_ok("K22_ACT16=0 ", stage, "cuda", x16, g16f);
+        unsetenv("K22_ACT16");
+        CHECK_MSG(tf_sh("grep -q 'keep their convolution inputs in bf16' %s/%s.log", dir, g16) == 0 &&
+                      tf_sh("! grep -q 'keep their convolution inputs' %s/%s.log", dir, g16f) == 0,
+                  "%s: 16-bit conv inputs not on by default, or not off with K22_ACT16=0 (see %s/%s.log, %s.log)",
+                  stage, dir, g16, g16f);
+        snprintf(what, sizeof what, "%s %d steps, bf16 on cuda, 16-bit vs float conv inputs", stage, steps);
+        check_losses(what, g16, g16f, 1, steps, 0.0);
+    }
 
     snprintf(what, sizeof what, "%s %d steps, bf16 vs fp32 on cuda", stage, steps);
     double d = loss_diff(what, g16, g32, 1, steps);

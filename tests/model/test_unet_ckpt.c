@@ -4,7 +4,8 @@
  * without bit for bit (the same ops run in the same order on the same values), also when the
  * flag flips between forward and backward (tiny); the activations kept between forward and
  * backward equal k22_unet_saved_floats and are fewer; the arena peak is lower and equals the
- * size function's arena size. Prints the figures, and the size functions' figures for the
+ * size function's arena size; on the fast backend under bf16 and fp16, 16-bit conv inputs
+ * change no bit and take less. Prints the figures, and the size functions' figures for the
  * full-size UNet at batch 1, 96x96 latents (a shapes-only model: computed, not run). */
 #include "grad_watch.h"
 #include "model_fixture.h"
@@ -76,6 +77,8 @@ static void free_result(run_result *r)
 /* One training forward and backward from zeroed gradients with `ckpt` levels checkpointed (0
  * none, K22_UNET_CKPT_ALL every block); `flip` changes the setting between forward and backward
  * (to none, or to every block from none). The arena is sized for the forward's mode. */
+static int act16_on; /* run_once's models keep 16-bit conv inputs (act16_case) */
+
 static run_result run_once(const k22_backend *be, const unet_case *uc, const k22_unet_config *c,
                            const k22_params *ps, const float *P, const case_inputs *in, int ckpt,
                            int flip)
@@ -91,6 +94,7 @@ static run_result run_once(const k22_backend *be, const unet_case *uc, const k22
     k22_unet m;
     k22_unet_init(&m, c, ps, P, G);
     k22_unet_set_checkpoint_levels(&m, ckpt);
+    k22_unet_set_act16(&m, act16_on);
     r.cap = k22_unet_arena_floats(&m, B, H, W, 1);
     CHECK(r.cap == k22_unet_arena_floats_ckpt(&m, B, H, W, 1, ckpt));
     k22_arena ar;
@@ -155,7 +159,44 @@ static void check_sizes(const char *label, const k22_unet *shapes, const unet_ca
     CHECK(r->cap == k22_unet_arena_floats_ckpt(shapes, uc->B, uc->H, uc->W, 1, levels));
 }
 
-static void run_case(const k22_backend *be, const k22_st_file *f, const unet_case *uc)
+/* Under bf16 and fp16 on the cpu backend, the resnets' 16-bit conv inputs (k22_unet_set_act16)
+ * give the float inputs' output and gradients bit for bit, with and without checkpointing, and
+ * the arena peak and the activations kept equal the size functions', which are smaller. */
+static void act16_case(k22_backend *be, const unet_case *uc, const k22_unet_config *c,
+                       const k22_params *ps, const float *P, const case_inputs *in)
+{
+    for (int prec = K22_PREC_BF16; prec <= K22_PREC_FP16; prec++) {
+        CHECK(k22_backend_set_precision(be, (k22_precision)prec, NULL) == K22_OK && k22_backend_act16(be));
+        k22_unet shapes;
+        k22_unet_init(&shapes, c, ps, NULL, NULL);
+        for (int ck = 0; ck <= K22_UNET_CKPT_ALL; ck += K22_UNET_CKPT_ALL) {
+            char label[160];
+            snprintf(label, sizeof label, "%s %s unet %s B=%d %dx%d ckpt=%d, 16-bit conv inputs", be->name,
+                     k22_precision_name((k22_precision)prec), uc->cs, uc->B, uc->H, uc->W, ck);
+            act16_on = 0;
+            run_result fl = run_once(be, uc, c, ps, P, in, ck, 0);
+            act16_on = 1;
+            run_result h = run_once(be, uc, c, ps, P, in, ck, 0);
+            act16_on = 0;
+            check_same_results(label, ps, in, &fl, &h);
+            k22_unet_set_act16(&shapes, 1);
+            check_sizes(label, &shapes, uc, &h, ck);
+            k22_unet_set_act16(&shapes, 0);
+            /* checkpointing every block keeps only block inputs and skips: no conv input */
+            CHECK_MSG(h.cap < fl.cap && (ck ? h.kept == fl.kept : h.kept < fl.kept),
+                      "%s: arena %zu, kept %zu; floats: %zu, %zu", label,
+                      h.cap, h.kept, fl.cap, fl.kept);
+            printf("%-8s unet %-4s B=%d %dx%d %s ckpt=%d: 16-bit conv inputs, the same bits; kept %zu -> %zu floats, "
+                   "arena %zu -> %zu\n", be->name, uc->cs, uc->B, uc->H, uc->W, k22_precision_name((k22_precision)prec),
+                   ck, fl.kept, h.kept, fl.cap, h.cap);
+            free_result(&fl), free_result(&h);
+        }
+        k22_unet_free(&shapes);
+    }
+    k22_backend_set_precision(be, K22_PREC_FP32, NULL);
+}
+
+static void run_case(k22_backend *be, const k22_st_file *f, const unet_case *uc)
 {
     k22_model_config cfg;
     k22_params ps;
@@ -177,6 +218,7 @@ static void run_case(const k22_backend *be, const k22_st_file *f, const unet_cas
     for (size_t i = 0; i < in.nx; i++) dxmax = fmax(dxmax, fabs((double)ck.dx[i]));
     CHECK_MSG(gmax > 0 && dxmax > 0, "%s: a gradient is all zeros", label);
     check_same_results(label, &ps, &in, &plain, &ck);
+    if (uc->flip && !strcmp(be->name, "cpu")) act16_case(be, uc, c, &ps, P, &in); /* tiny only: time */
     /* Flipping the flag between forward and backward changes nothing either way (one case per
      * backend, to keep the test short). */
     if (uc->flip) {
@@ -227,7 +269,7 @@ static void run_case(const k22_backend *be, const k22_st_file *f, const unet_cas
  * n-1, every block) whose arena fits, one float less moves it on, and with none it takes the
  * smallest arena. Then what auto picks on an 80 GB H100 (81559 MiB, less the CUDA context's
  * ~0.5 GiB, weights, gradients and AdamW moments at 16 bytes a parameter, the bf16 reserve). */
-static void ckpt_auto(const k22_unet *m, int64_t nparams)
+static void ckpt_auto(k22_unet *m, int64_t nparams)
 {
     int n = m->cfg.nblocks, H = 96, W = 96, B = 8;
     int order[K22_MAX_BLOCKS + 1];
@@ -252,6 +294,7 @@ static void ckpt_auto(const k22_unet *m, int64_t nparams)
     int fits0 = -1;
     CHECK(k22_unet_ckpt_levels_fit(m, B, H, W, 0, &fits0) == smallest && fits0 == 0);
     const double total = 81559.0 * 1048576, context = 512.0 * 1048576;
+    k22_unet_set_act16(m, 1); /* the cuda backend's, under bf16 */
     for (int b = 8; b <= 64; b *= 2) {
         size_t reserve = k22_decoder_ckpt_reserve(&m->cfg, b, H, W, K22_PREC_BF16, nparams);
         double left = total - context - 16.0 * (double)nparams - (double)reserve;
@@ -267,6 +310,7 @@ static void ckpt_auto(const k22_unet *m, int64_t nparams)
                "auto picks %s (arena %.1f GiB%s)\n", b, reserve / 1073741824.0, left / 1073741824.0, pick,
                a * 4.0 / 1073741824.0, fits ? "" : ", does not fit");
     }
+    k22_unet_set_act16(m, 0);
 }
 
 /* The published Kandinsky 2.2 decoder UNet: sizes only, from the table (no weights). */
@@ -293,6 +337,16 @@ static void full_size(void)
            kept0 * 4.0 / 1048576, kept1 * 4.0 / 1048576, (double)kept0 / kept1, cap0, cap1,
            cap0 * 4.0 / 1048576, cap1 * 4.0 / 1048576, (double)cap0 / cap1, cap_ng * 4.0 / 1048576);
     grad_marks_report("table    unet full", &m.marks, (int64_t)ps.total);
+    /* 16-bit conv inputs (bf16/fp16): a1 and a2 at half the bytes; less memory either way */
+    k22_unet_set_act16(&m, 1);
+    size_t h0 = k22_unet_arena_floats_ckpt(&m, B, H, W, 1, 0), h1 = k22_unet_arena_floats_ckpt(&m, B, H, W, 1, K22_UNET_CKPT_ALL);
+    size_t hk0 = k22_unet_saved_floats(&m, B, H, W, 0);
+    k22_unet_set_act16(&m, 0);
+    CHECK(h0 < cap0 && h1 < cap1 && hk0 < kept0);
+    printf("size fn  unet full B=1 96x96 with 16-bit conv inputs: activations kept %.1f -> %.1f MiB (%.1f%% less), arena "
+           "%.1f -> %.1f MiB (%.1f%% less); checkpointed, arena %.1f -> %.1f MiB (%.1f%% less)\n", kept0 * 4.0 / 1048576,
+           hk0 * 4.0 / 1048576, 100.0 * (1.0 - (double)hk0 / kept0), cap0 * 4.0 / 1048576, h0 * 4.0 / 1048576,
+           100.0 * (1.0 - (double)h0 / cap0), cap1 * 4.0 / 1048576, h1 * 4.0 / 1048576, 100.0 * (1.0 - (double)h1 / cap1));
     /* By level at batch 8 (the bench's): the memory each choice keeps and the forward FLOPs it
      * re-runs; each level keeps less than the one before and re-runs more, and the first level
      * (96x96) frees the most memory per FLOP re-run. */

@@ -4,7 +4,8 @@
  * the fast mode, within a stated tolerance in the double-precision reference); the reference
  * backward matches central finite differences for x, gamma, beta, scale and shift; fast
  * matches reference; gradients accumulate (+=) and NULL ones are skipped; odd shapes
- * (C = G = 1, S = 1, odd C/G, scale/shift rows wider than C as the UNet's (B, 2C) rows). */
+ * (C = G = 1, S = 1, odd C/G, scale/shift rows wider than C as the UNet's (B, 2C) rows); the
+ * 16-bit output (group_norm_act_fwd_y16) is the float one rounded. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -318,6 +319,35 @@ static void accumulate(const k22_backend *be, const na_case *c)
     na_in_free(&in);
 }
 
+/* group_norm_act_fwd_y16 under bf16 and fp16: the float forward's y rounded to the precision's
+ * 16 bits (to nearest even), bit for bit, and the same statistics. */
+static void y16(k22_backend *be, const na_case *c)
+{
+    na_in in = na_in_make(c, 0x1600 + (uint64_t)c->S);
+    int64_t ng = (int64_t)c->B * c->G;
+    float *y = fvec(in.nx, 0, 0, 0), *mean = fvec(ng, 0, 0, 0), *rstd = fvec(ng, 0, 0, 0);
+    float *mean16 = fvec(ng, 0, 0, 0), *rstd16 = fvec(ng, 0, 0, 0);
+    uint16_t *h = calloc((size_t)in.nx, sizeof *h);
+    fused_fwd(be, c, &in, y, mean, rstd);
+    for (int p = K22_PREC_BF16; p <= K22_PREC_FP16; p++) {
+        CHECK(k22_backend_set_precision(be, (k22_precision)p, NULL) == K22_OK && k22_backend_act16(be));
+        be->group_norm_act_fwd_y16(be->ctx, c->act, h, mean16, rstd16, in.x, in.gamma, in.beta, in.scale,
+                                   in.shift, c->ld, c->off, c->B, c->C, c->S, c->G, 1e-5f);
+        int64_t off = 0;
+        for (int64_t i = 0; i < in.nx; i++) {
+            uint16_t want = p == K22_PREC_BF16 ? k22_f32_to_bf16(y[i]) : k22_f32_to_f16(y[i]);
+            off += h[i] != want;
+        }
+        CHECK_MSG(off == 0 && !memcmp(mean, mean16, (size_t)ng * sizeof(float)) &&
+                      !memcmp(rstd, rstd16, (size_t)ng * sizeof(float)),
+                  "%s %s %s: %lld of %lld values are not y rounded, or the statistics differ", be->name, c->name,
+                  k22_precision_name((k22_precision)p), (long long)off, (long long)in.nx);
+    }
+    k22_backend_set_precision(be, K22_PREC_FP32, NULL);
+    free(y), free(mean), free(rstd), free(mean16), free(rstd16), free(h);
+    na_in_free(&in);
+}
+
 int main(void)
 {
     k22_backend *ref = k22_backend_cpu_new(1), *fast = k22_backend_cpu_new(0);
@@ -327,6 +357,7 @@ int main(void)
         fast_vs_ref(ref, fast, &cases[i]);
         accumulate(ref, &cases[i]);
         accumulate(fast, &cases[i]);
+        y16(fast, &cases[i]);
         CHECK_MSG(fd_check(ref, &cases[i], 0) == 0, "fd %s", cases[i].name);
     }
     CHECK_MSG(fd_check(ref, &cases[0], 1) > 0, "fd canary: a 1%% error in dx went unnoticed");

@@ -182,6 +182,15 @@ static void conv_case(k22_precision p, const char *name, k22_conv2d_desc d, size
     set_prec(fast, p);
     fast->conv2d_fwd(fast->ctx, yg, x, w, b, &d);
     fast->conv2d_bwd(fast->ctx, dxg, dwg, NULL, dy, x, w, &d);
+    /* x given as 16 bits (conv2d_fwd_x16 / _bwd_x16): the same bits, the GEMM rounds x anyway */
+    float *yh = fvec(ny, 0, 0, 0), *dxh = fvec(nx, 35, -1, 1), *dwh = fvec(nw, 36, -1, 1);
+    uint16_t *x16 = calloc((size_t)nx, sizeof *x16);
+    k22_convert_from_f32(x16, p == K22_PREC_BF16 ? K22_DTYPE_BF16 : K22_DTYPE_F16, x, (size_t)nx);
+    fast->conv2d_fwd_x16(fast->ctx, yh, x16, w, b, &d);
+    fast->conv2d_bwd_x16(fast->ctx, dxh, dwh, NULL, dy, x16, w, &d);
+    CHECK_MSG(!memcmp(yh, yg, (size_t)ny * 4) && !memcmp(dxh, dxg, (size_t)nx * 4) && !memcmp(dwh, dwg, (size_t)nw * 4),
+              "%s conv %s: the 16-bit input entries give other bits than conv2d_fwd/bwd", k22_precision_name(p), name);
+    free(yh), free(dxh), free(dwh), free(x16);
     set_prec(fast, K22_PREC_FP32);
     c->conv_col_floats = keep;
     char nm[96];

@@ -8,7 +8,7 @@
  * (3) The scale lives in the checkpoint: a run stopped and resumed gives the uninterrupted
  * run's losses exactly. (4) --save_dtype bf16/fp16 writes the final weights in that dtype,
  * equal to the fp32 checkpoint of the same step rounded; checkpoints stay fp32.
- * (5) cpu-ref refuses bf16 (exit 2). */
+ * (5) cpu-ref refuses bf16 (exit 2). (6) The decoder's 16-bit conv inputs change no bit. */
 #include "train/train_fixture.h"
 #include "k22/diffusers.h"
 #include "k22/ops.h"
@@ -56,6 +56,30 @@ static void tracks(const char *stage, const char *args, const char *pack, double
 }
 
 
+
+/* The decoder's 16-bit conv inputs (ops.h k22_backend_act16), on by default under bf16/fp16:
+ * tracks() trained with them; the same runs with K22_ACT16=0 (floats) log the same losses and
+ * write the same weights, bit for bit, since the convolutions round their inputs there anyway. */
+static void act16_same(const char *prec)
+{
+    char on[4096], off[4096];
+    snprintf(on, sizeof on, "%s/decoder-%s", dir, prec);
+    snprintf(off, sizeof off, "%s/decoder-%s-float", dir, prec);
+    char a[512];
+    snprintf(a, sizeof a, DEC_ARGS, dir);
+    int rc = tf_sh("K22_ACT16=0 %s train-decoder --pack %s/dec.h5 %s --max_train_steps %d --mixed_precision %s "
+                   "--output_dir %s >%s.log 2>&1", tf_bin(), dir, a, STEPS, prec, off, off);
+    CHECK_MSG(rc == 0, "K22_ACT16=0 train-decoder --mixed_precision %s exited %d (see %s.log)", prec, rc, off);
+    CHECK_MSG(tf_sh("grep -q 'keep their convolution inputs in %s' %s.log", prec, on) == 0,
+              "%s.log: the 16-bit conv inputs were not on", on);
+    CHECK_MSG(tf_sh("! grep -q 'keep their convolution inputs' %s.log", off) == 0,
+              "%s.log: K22_ACT16=0 left the 16-bit conv inputs on", off);
+    double lon[STEPS + 2] = {0}, loff[STEPS + 2] = {0};
+    CHECK(tf_read_losses(on, lon, STEPS + 1) == STEPS && tf_read_losses(off, loff, STEPS + 1) == STEPS);
+    CHECK_MSG(!memcmp(lon, loff, sizeof lon), "%s: the losses with 16-bit conv inputs differ from floats'", prec);
+    CHECK_MSG(tf_sh("cmp -s %s/unet/diffusion_pytorch_model.safetensors %s/unet/diffusion_pytorch_model.safetensors",
+                    on, off) == 0, "%s: the final UNet weights differ between 16-bit and float conv inputs", prec);
+}
 
 /* Large targets: fp16 gradients overflow at 65536 and the scaler finds a smaller scale. */
 static void fp16_scaling(void)
@@ -174,6 +198,8 @@ int main(void)
      * (2^-12) within 0.2%; measured figures are printed. */
     tracks("prior", PRIOR_ARGS, "data.h5", 1e-2, 2e-3);
     tracks("decoder", DEC_ARGS, "dec.h5", 1e-2, 2e-3);
+    act16_same("bf16");
+    act16_same("fp16");
     fp16_scaling();
     fp16_resume();
     save_dtype("bf16", K22_DTYPE_BF16, K22_PREC_BF16);

@@ -27,6 +27,7 @@
 /* The buffers every entry of the sequence reads and writes (host memory: the cpu backend). */
 typedef struct {
     float x[64], y[64], z[64], w[64], g[64], m[64], v[64], o[64], r[16], lse[8], t[4];
+    uint16_t h[16]; /* 16-bit activations */
     double ss;
 } bufs;
 
@@ -94,6 +95,12 @@ static void every_entry(const k22_backend *be, bufs *b, tally *t)
     one_call(t, "conv2d_fwd", 162);
     be->conv2d_bwd(ctx, b->g + 8, b->m + 16, b->m + 30, b->y, b->x, b->w, &cd);
     one_call(t, "conv2d_bwd", 324);
+    k22_backend_set_precision((k22_backend *)be, K22_PREC_BF16, NULL); /* the 16-bit entries' */
+    be->conv2d_fwd_x16(ctx, b->z + 56, b->h, b->w, b->y, &cd);
+    one_call(t, "conv2d_fwd_x16", 162);
+    be->conv2d_bwd_x16(ctx, b->g + 40, b->m + 40, b->m + 50, b->y, b->h, b->w, &cd);
+    one_call(t, "conv2d_bwd_x16", 324);
+    k22_backend_set_precision((k22_backend *)be, K22_PREC_FP32, NULL);
     be->group_norm_fwd(ctx, b->o + 33, b->o + 37, b->o + 38, b->x, b->w, b->y, 1, 2, 2, 1, 1e-5f);
     one_call(t, "group_norm_fwd", 0);
     be->group_norm_bwd(ctx, b->g + 20, b->m + 32, b->m + 34, b->y, b->x, b->o + 37, b->o + 38, b->w,
@@ -159,6 +166,11 @@ static void every_entry(const k22_backend *be, bufs *b, tally *t)
                            b->y, b->x, b->o + 52, b->o + 53, b->w, b->y, b->g, b->v, 2, 1.0f, 1, 2,
                            2, 1);
     one_call(t, "group_norm_act_bwd", 0);
+    k22_backend_set_precision((k22_backend *)be, K22_PREC_BF16, NULL);
+    be->group_norm_act_fwd_y16(ctx, K22_ACT_SILU, b->h, b->o + 63, b->r + 15, b->x, b->w, b->y,
+                               b->g, b->v, 2, 1.0f, 1, 2, 4, 1, 1e-5f);
+    one_call(t, "group_norm_act_fwd_y16", 0);
+    k22_backend_set_precision((k22_backend *)be, K22_PREC_FP32, NULL);
     be->resize_nearest_fwd(ctx, b->r, b->x, 1, 1, 2, 2, 3, 3);
     one_call(t, "resize_nearest_fwd", 0);
     be->timestep_embed_fwd(ctx, b->r + 9, b->t, 1, 4, 1, 0.0f, 1.0f, 10000.0f);

@@ -5,16 +5,28 @@
 
 #include "cpu_ops.h"
 
+/* *buf grown to at least n floats (old contents dropped). */
+static float *cpu_grow(float **buf, size_t *have, size_t n, const char *what)
+{
+    if (n <= *have) return *buf;
+    size_t bytes;
+    if (k22_mul_size(n, sizeof(float), &bytes)) K22_FATAL("cpu %s of %zu floats overflows", what, n);
+    free(*buf);
+    *buf = k22_xmalloc(bytes);
+    *have = n;
+    return *buf;
+}
+
 float *k22_cpu_scratch(void *ctx, size_t n)
 {
     k22_cpu_ctx *c = ctx;
-    if (n <= c->scratch_floats) return c->scratch;
-    size_t bytes;
-    if (k22_mul_size(n, sizeof(float), &bytes)) K22_FATAL("cpu scratch of %zu floats overflows", n);
-    free(c->scratch);
-    c->scratch = k22_xmalloc(bytes);
-    c->scratch_floats = n;
-    return c->scratch;
+    return cpu_grow(&c->scratch, &c->scratch_floats, n, "scratch");
+}
+
+float *k22_cpu_wide(void *ctx, size_t n)
+{
+    k22_cpu_ctx *c = ctx;
+    return cpu_grow(&c->wide, &c->wide_floats, n, "16-bit activation copy");
 }
 
 static void *cpu_alloc(void *ctx, size_t bytes) { return k22_xcalloc(1, bytes); }
@@ -33,7 +45,7 @@ static void cpu_destroy(k22_backend *self)
 {
     if (!self) return;
     k22_cpu_ctx *c = self->ctx;
-    if (c) free(c->scratch), free(c->prec_a), free(c->prec_b);
+    if (c) free(c->scratch), free(c->wide), free(c->prec_a), free(c->prec_b);
     free(c);
     free(self);
 }
@@ -135,6 +147,9 @@ static void cpu_set_fast(k22_backend *be)
     be->chan_affine_bwd = k22_fast_chan_affine_bwd;
     be->group_norm_act_fwd = k22_fast_group_norm_act_fwd;
     be->group_norm_act_bwd = k22_fast_group_norm_act_bwd;
+    be->group_norm_act_fwd_y16 = k22_fast_group_norm_act_fwd_y16;
+    be->conv2d_fwd_x16 = k22_fast_conv2d_fwd_x16;
+    be->conv2d_bwd_x16 = k22_fast_conv2d_bwd_x16;
     be->resize_nearest_fwd = k22_ref_resize_nearest_fwd;
     be->mse_fwd = k22_fast_mse_fwd;
     be->mse_bwd = k22_fast_mse_bwd;

@@ -16,11 +16,16 @@ typedef struct {
     size_t attn_chunk_floats; /* attention score rows per chunk, in floats (tests lower it) */
     int precision;          /* k22_precision of the GEMMs (fast mode only; ops.h) */
     float *prec_a, *prec_b; /* grow-only copies of the two GEMM operands, rounded */
+    float *wide;            /* grow-only float copy of a 16-bit activation (fast_act16.c) */
+    size_t wide_floats;
     size_t prec_a_floats, prec_b_floats;
 } k22_cpu_ctx;
 
 /* Returns ctx's scratch, grown to at least n floats; valid until the next call. Dies on OOM. */
 float *k22_cpu_scratch(void *ctx, size_t n);
+/* ctx's float buffer for the 16-bit activation entries (fast_act16.c), grown to at least n
+ * floats; separate from the scratch, which the float ops they call use. */
+float *k22_cpu_wide(void *ctx, size_t n);
 /* Row-major C = alpha op(A) op(B) + beta C on OpenBLAS (cblas_sgemm's arguments, ld in floats),
  * the operands rounded to ctx->precision first (ops.h, k22_precision): every fast GEMM goes
  * through here. Call it outside OpenMP regions. */
@@ -186,6 +191,14 @@ void k22_fast_group_norm_act_bwd(void *ctx, int act, float *dx, float *dgamma, f
                                  const float *mean, const float *rstd, const float *gamma,
                                  const float *beta, const float *scale, const float *shift,
                                  int64_t ss_ld, float scale_offset, int B, int C, int S, int G);
+void k22_fast_group_norm_act_fwd_y16(void *ctx, int act, uint16_t *y16, float *mean, float *rstd,
+                                     const float *x, const float *gamma, const float *beta,
+                                     const float *scale, const float *shift, int64_t ss_ld,
+                                     float scale_offset, int B, int C, int S, int G, float eps);
+void k22_fast_conv2d_fwd_x16(void *ctx, float *y, const uint16_t *x16, const float *w,
+                             const float *bias, const k22_conv2d_desc *d);
+void k22_fast_conv2d_bwd_x16(void *ctx, float *dx, float *dw, float *dbias, const float *dy,
+                             const uint16_t *x16, const float *w, const k22_conv2d_desc *d);
 void k22_fast_mse_fwd(void *ctx, float *loss, float *per_sample, const float *pred,
                       const float *target, const float *w, int B, int64_t N);
 void k22_fast_mse_bwd(void *ctx, float *dpred, float dloss, const float *pred, const float *target,

@@ -71,6 +71,10 @@ typedef struct {
     int precision;
     void *lowp;
     size_t lowp_bytes;
+    /* Float copies of 16-bit activations, grow-only: group_norm_act_fwd_y16's float result
+     * before its rounding, the im2col convolutions' x widened from x16 (one op at a time). */
+    void *wide;
+    size_t wide_bytes;
     /* Convolutions (conv_cudnn.cu): the cuDNN handle, bound to `stream`, or NULL when they all
      * run as im2col (K22_CUDA_CONV); the cache of cuDNN descriptors and algorithms by shape and
      * precision; how many conv directions each implementation ran (k22_backend_conv_impl). */
@@ -157,6 +161,8 @@ int k22_cuda_selftest_match(char *why, size_t nwhy, const char *prec, const floa
 void *k22_cuda_scratch(k22_cuda_ctx *ctx, size_t bytes);
 /* The same for ctx->lowp, the 16-bit GEMM operand buffer of k22_cuda_gemm (matmul.cu). */
 void *k22_cuda_lowp(k22_cuda_ctx *ctx, size_t bytes);
+/* The same for ctx->wide, the float copies of 16-bit activations (norm_act.cu, conv.cu). */
+void *k22_cuda_wide(k22_cuda_ctx *ctx, size_t bytes);
 
 /* The same for the weight shadow's buffer (weight_shadow.cu). */
 void *k22_cuda_shadow_buf(k22_cuda_ctx *ctx, size_t bytes);
@@ -248,6 +254,10 @@ void k22_cuda_conv2d_fwd(void *ctx, float *y, const float *x, const float *w, co
                          const k22_conv2d_desc *d);
 void k22_cuda_conv2d_bwd(void *ctx, float *dx, float *dw, float *dbias, const float *dy,
                          const float *x, const float *w, const k22_conv2d_desc *d);
+void k22_cuda_conv2d_fwd_x16(void *ctx, float *y, const uint16_t *x16, const float *w,
+                             const float *bias, const k22_conv2d_desc *d);
+void k22_cuda_conv2d_bwd_x16(void *ctx, float *dx, float *dw, float *dbias, const float *dy,
+                             const uint16_t *x16, const float *w, const k22_conv2d_desc *d);
 void k22_cuda_conv_bias_add(k22_cuda_ctx *ctx, float *y, const float *bias, int B, int O,
                             int64_t P);
 
@@ -257,14 +267,20 @@ void k22_cuda_conv_bias_add(k22_cuda_ctx *ctx, float *y, const float *bias, int 
  * asked for by name. The conv entries return CUDNN_STATUS_SUCCESS (a failure is fatal except
  * during the self-test) and set *done (per direction) to 1 when cuDNN computed it, 0 when the
  * caller must run im2col (a shape or pointer cuDNN's legacy API cannot take, or no deterministic
- * algorithm within the workspace cap). Forward adds the bias; backward leaves dbias to conv.cu. */
+ * algorithm within the workspace cap). Forward adds the bias; backward leaves dbias to conv.cu.
+ * x16, under bf16/fp16 only: x given as 16-bit values of ctx->precision (x is then unused), the
+ * operand cuDNN reads as it is; NULL: x is rounded to 16 bits first (bf16/fp16) or read as it is
+ * (fp32). */
 k22_status k22_cudnn_init(k22_cuda_ctx *ctx, k22_err *err);
 void k22_cudnn_release(k22_cuda_ctx *ctx);
-cudnnStatus_t k22_cudnn_conv_fwd(k22_cuda_ctx *ctx, float *y, const float *x, const float *w,
-                                 const float *bias, const k22_conv2d_desc *d, int *done);
+cudnnStatus_t k22_cudnn_conv_fwd(k22_cuda_ctx *ctx, float *y, const float *x, const uint16_t *x16,
+                                 const float *w, const float *bias, const k22_conv2d_desc *d,
+                                 int *done);
 cudnnStatus_t k22_cudnn_conv_bwd(k22_cuda_ctx *ctx, float *dx, float *dw, const float *dy,
-                                 const float *x, const float *w, const k22_conv2d_desc *d,
-                                 int *done_dx, int *done_dw);
+                                 const float *x, const uint16_t *x16, const float *w,
+                                 const k22_conv2d_desc *d, int *done_dx, int *done_dw);
+/* dst (n floats) = src's 16-bit values of ctx->precision (bf16 or fp16) widened, exactly. */
+void k22_cuda_widen_lowp(k22_cuda_ctx *ctx, float *dst, const uint16_t *src, int64_t n);
 
 /* weight_shadow.cu: the 16-bit shadow of the parameter buffer (see its head).
  * k22_cuda_shadow_init reads K22_CUDA_WEIGHT_SHADOW (K22_ERR_ARG for a bad value);
@@ -328,6 +344,10 @@ void k22_cuda_group_norm_act_fwd(void *ctx, int act, float *y, float *mean, floa
                                  const float *x, const float *gamma, const float *beta,
                                  const float *scale, const float *shift, int64_t ss_ld,
                                  float scale_offset, int B, int C, int S, int G, float eps);
+void k22_cuda_group_norm_act_fwd_y16(void *ctx, int act, uint16_t *y16, float *mean, float *rstd,
+                                     const float *x, const float *gamma, const float *beta,
+                                     const float *scale, const float *shift, int64_t ss_ld,
+                                     float scale_offset, int B, int C, int S, int G, float eps);
 void k22_cuda_group_norm_act_bwd(void *ctx, int act, float *dx, float *dgamma, float *dbeta,
                                  float *dscale, float *dshift, const float *dy, const float *x,
                                  const float *mean, const float *rstd, const float *gamma,

@@ -8,7 +8,11 @@
  * ctx->conv_col_floats (128 MiB by default), so memory stays bounded for MoVQ at 768 px.
  * Backward data is the GEMM dcol = W^T dY followed by a gathering col2im (each input value sums
  * its own taps: no atomics, deterministic). 1x1 stride-1 unpadded convolutions skip im2col: the
- * input already is the column matrix. */
+ * input already is the column matrix.
+ *
+ * The x16 entries (bf16/fp16 only) take x as 16-bit values of ctx->precision: cuDNN reads them as
+ * they are (in place of its rounded copy of x), im2col a float copy (k22_cuda_wide), so both
+ * give conv2d_fwd / conv2d_bwd's bits on x16 widened. */
 #include "common.cuh"
 
 typedef struct {
@@ -121,22 +125,34 @@ void k22_cuda_conv_bias_add(k22_cuda_ctx *ctx, float *y, const float *bias, int 
     CUDA_CHECK_LAUNCH();
 }
 
-void k22_cuda_conv2d_fwd(void *vctx, float *y, const float *x, const float *w, const float *bias,
-                         const k22_conv2d_desc *d)
+/* x16 widened to floats for the im2col path, in the wide buffer (the columns take the op scratch,
+ * the GEMM's 16-bit operands lowp). */
+static const float *k22_conv_widen_x(k22_cuda_ctx *ctx, const uint16_t *x16,
+                                     const k22_conv2d_desc *d)
 {
-    k22_cuda_ctx *ctx = K22_CUDA_CTX(vctx);
+    int64_t nx = (int64_t)d->B * d->C * d->H * d->W;
+    float *x = (float *)k22_cuda_wide(ctx, (size_t)nx * sizeof(float));
+    k22_cuda_widen_lowp(ctx, x, x16, nx);
+    return x;
+}
+
+/* conv2d_fwd on x, or on x16 when it is not NULL. */
+static void k22_conv_fwd(k22_cuda_ctx *ctx, float *y, const float *x, const uint16_t *x16,
+                         const float *w, const float *bias, const k22_conv2d_desc *d)
+{
     int OH = k22_conv2d_out_h(d), OW = k22_conv2d_out_w(d);
     int64_t P = (int64_t)OH * OW, CHW = (int64_t)d->C * d->H * d->W;
     int CKK = d->C * d->KH * d->KW;
     if (d->B <= 0 || d->O <= 0 || P <= 0) return;
     K22_REQUIRE(P <= INT32_MAX);
     int done = 0;
-    if (ctx->cudnn) k22_cudnn_conv_fwd(ctx, y, x, w, bias, d, &done); /* failures are fatal */
+    if (ctx->cudnn) k22_cudnn_conv_fwd(ctx, y, x, x16, w, bias, d, &done); /* failures are fatal */
     if (done) {
         ctx->conv_runs_cudnn++;
         return;
     }
     ctx->conv_runs_im2col++;
+    if (x16) x = k22_conv_widen_x(ctx, x16, d);
     if (k22_conv_is_pointwise(d)) { /* y_b (O, P) = W (O, C) x_b (C, P), all samples at once */
         k22_cuda_gemm(ctx, 0, 0, d->O, (int)P, d->C, 1.0f, w, d->C, 0, x, P, CHW, 0.0f, y, P,
                       d->O * P, d->B);
@@ -154,6 +170,20 @@ void k22_cuda_conv2d_fwd(void *vctx, float *y, const float *x, const float *w, c
             }
     }
     if (bias) k22_cuda_conv_bias_add(ctx, y, bias, d->B, d->O, P);
+}
+
+void k22_cuda_conv2d_fwd(void *vctx, float *y, const float *x, const float *w, const float *bias,
+                         const k22_conv2d_desc *d)
+{
+    k22_conv_fwd(K22_CUDA_CTX(vctx), y, x, NULL, w, bias, d);
+}
+
+void k22_cuda_conv2d_fwd_x16(void *vctx, float *y, const uint16_t *x16, const float *w,
+                             const float *bias, const k22_conv2d_desc *d)
+{
+    k22_cuda_ctx *ctx = K22_CUDA_CTX(vctx);
+    K22_REQUIRE(ctx->precision != K22_PREC_FP32);
+    k22_conv_fwd(ctx, y, NULL, x16, w, bias, d);
 }
 
 /* dw and dx through im2col bands, one sample at a time. */
@@ -186,10 +216,11 @@ static void k22_conv_bwd_banded(k22_cuda_ctx *ctx, float *dx, float *dw, const f
         }
 }
 
-void k22_cuda_conv2d_bwd(void *vctx, float *dx, float *dw, float *dbias, const float *dy,
-                         const float *x, const float *w, const k22_conv2d_desc *d)
+/* conv2d_bwd on x, or on x16 when it is not NULL (read only for dw). */
+static void k22_conv_bwd(k22_cuda_ctx *ctx, float *dx, float *dw, float *dbias, const float *dy,
+                         const float *x, const uint16_t *x16, const float *w,
+                         const k22_conv2d_desc *d)
 {
-    k22_cuda_ctx *ctx = K22_CUDA_CTX(vctx);
     int OH = k22_conv2d_out_h(d), OW = k22_conv2d_out_w(d);
     int64_t P = (int64_t)OH * OW, CHW = (int64_t)d->C * d->H * d->W;
     if (d->B <= 0 || d->O <= 0 || P <= 0) return;
@@ -200,11 +231,12 @@ void k22_cuda_conv2d_bwd(void *vctx, float *dx, float *dw, float *dbias, const f
     }
     if (!dx && !dw) return;
     int done_dx = 0, done_dw = 0;
-    if (ctx->cudnn) k22_cudnn_conv_bwd(ctx, dx, dw, dy, x, w, d, &done_dx, &done_dw);
+    if (ctx->cudnn) k22_cudnn_conv_bwd(ctx, dx, dw, dy, x, x16, w, d, &done_dx, &done_dw);
     if (dx && done_dx) dx = NULL, ctx->conv_runs_cudnn++;
     if (dw && done_dw) dw = NULL, ctx->conv_runs_cudnn++;
     ctx->conv_runs_im2col += (dx != NULL) + (dw != NULL);
     if (!dx && !dw) return;
+    if (dw && x16) x = k22_conv_widen_x(ctx, x16, d);
     if (!k22_conv_is_pointwise(d)) {
         k22_conv_bwd_banded(ctx, dx, dw, dy, x, w, d, OH, OW);
         return;
@@ -216,4 +248,18 @@ void k22_cuda_conv2d_bwd(void *vctx, float *dx, float *dw, float *dbias, const f
         for (int b = 0; b < d->B; b++)
             k22_cuda_gemm(ctx, 0, 1, d->O, d->C, (int)P, 1.0f, dy + (int64_t)b * d->O * P, P, 0,
                           x + b * CHW, P, 0, 1.0f, dw, d->C, 0, 1);
+}
+
+void k22_cuda_conv2d_bwd(void *vctx, float *dx, float *dw, float *dbias, const float *dy,
+                         const float *x, const float *w, const k22_conv2d_desc *d)
+{
+    k22_conv_bwd(K22_CUDA_CTX(vctx), dx, dw, dbias, dy, x, NULL, w, d);
+}
+
+void k22_cuda_conv2d_bwd_x16(void *vctx, float *dx, float *dw, float *dbias, const float *dy,
+                             const uint16_t *x16, const float *w, const k22_conv2d_desc *d)
+{
+    k22_cuda_ctx *ctx = K22_CUDA_CTX(vctx);
+    K22_REQUIRE(ctx->precision != K22_PREC_FP32);
+    k22_conv_bwd(ctx, dx, dw, dbias, dy, NULL, x16, w, d);
 }

@@ -11,7 +11,8 @@
  * blended into it with beta = 1 (dx = conv + dx in fp32); dw goes through scratch and one fp32
  * add (k22_cudnn_run says why).
  * bf16/fp16 round x, w and dy to 16 bits into scratch (matmul.cu's packing kernel; w is read from
- * the weight shadow instead when it lies in the registered parameter buffer) and run the
+ * the weight shadow instead when it lies in the registered parameter buffer, x where it lies when
+ * it comes already rounded, x16 of conv.cu's conv2d_fwd_x16 / conv2d_bwd_x16) and run the
  * PSEUDO_BFLOAT16 / PSEUDO_HALF config (16-bit tensors, FLOAT compute type: fp32 accumulation)
  * with tensor-op math. cuDNN's legacy configurations give the output tensor the inputs' type
  * (only the INT8 ones widen), so there is no fp32 output for 16-bit inputs: the result is written
@@ -23,7 +24,8 @@
  * gives the same convolution (k22_cudnn_pad), else the call runs as im2col, as do tensors of 2^31
  * elements or more (the legacy API's int sizes) and, in fp32, data pointers that are not 16-byte
  * aligned (the legacy heuristics never see the pointers and may rank vectorized kernels first;
- * the 16-bit path reads and writes its own aligned copies).
+ * the 16-bit path writes its own aligned copies and reads those, the shadow's 16-byte aligned
+ * weights and x16, copied first where it is not 16-byte aligned).
  *
  * Algorithms. A plan per (shape, precision) holds the descriptors, built once, and per direction
  * the first algorithm of cuDNN's heuristic ranking (cudnnGet*Algorithm_v7) that succeeded, is
@@ -360,6 +362,12 @@ static void k22_cudnn_widen(k22_cuda_ctx *ctx, float *dst, const uint16_t *src, 
     CUDA_CHECK_LAUNCH();
 }
 
+/* See common.cuh. */
+void k22_cuda_widen_lowp(k22_cuda_ctx *ctx, float *dst, const uint16_t *src, int64_t n)
+{
+    k22_cudnn_widen(ctx, dst, src, 0, NULL, 1, 1, n);
+}
+
 static size_t k22_cudnn_align(size_t n)
 {
     return (n + 255) / 256 * 256;
@@ -461,9 +469,29 @@ static const uint16_t *k22_cudnn_w16(k22_cuda_ctx *ctx, const float *w, int64_t 
     return k22_cudnn_lowp(ctx->precision) ? k22_cuda_shadow_read(ctx, w, nw, 16) : NULL;
 }
 
+/* The 16-bit values of x (nx) that go into the scratch's a16 part: all of them when x is rounded
+ * there (x16 NULL) or x16 is not 16-byte aligned (copied there: the heuristics may have picked a
+ * kernel that reads 16-byte vectors), none when cuDNN reads x16 where it lies. */
+static int64_t k22_cudnn_x_staged(const uint16_t *x16, int64_t nx)
+{
+    return x16 && k22_cudnn_al16(x16) ? 0 : nx;
+}
+
+/* Where cuDNN reads x16: where it lies, or its copy in a16 when it is not 16-byte aligned; NULL
+ * stays NULL (k22_cudnn_run rounds x into a16). */
+static const uint16_t *k22_cudnn_x16_at(k22_cuda_ctx *ctx, const uint16_t *x16, uint16_t *a16,
+                                        int64_t nx)
+{
+    if (!x16 || k22_cudnn_al16(x16)) return x16;
+    CUDA_CHECK(cudaMemcpyAsync(a16, x16, (size_t)nx * sizeof(uint16_t), cudaMemcpyDeviceToDevice,
+                               ctx->stream));
+    return a16;
+}
+
 /* See common.cuh. */
-cudnnStatus_t k22_cudnn_conv_fwd(k22_cuda_ctx *ctx, float *y, const float *x, const float *w,
-                                 const float *bias, const k22_conv2d_desc *d, int *done)
+cudnnStatus_t k22_cudnn_conv_fwd(k22_cuda_ctx *ctx, float *y, const float *x, const uint16_t *x16,
+                                 const float *w, const float *bias, const k22_conv2d_desc *d,
+                                 int *done)
 {
     struct k22_cudnn_plan *p;
     int ph, pw, lowp = k22_cudnn_lowp(ctx->precision);
@@ -477,12 +505,14 @@ cudnnStatus_t k22_cudnn_conv_fwd(k22_cuda_ctx *ctx, float *y, const float *x, co
     int64_t nx, nw, ny;
     k22_cudnn_counts(d, &nx, &nw, &ny);
     const uint16_t *w16 = k22_cudnn_w16(ctx, w, nw);
-    k22_cudnn_bufs u = k22_cudnn_scratch(ctx, p->dir[K22_CONV_FWD].ws, w16 ? 0 : nw, nx, ny, 0);
+    k22_cudnn_bufs u = k22_cudnn_scratch(ctx, p->dir[K22_CONV_FWD].ws, w16 ? 0 : nw,
+                                         k22_cudnn_x_staged(x16, nx), ny, 0);
     if (lowp && !w16) {
         k22_cuda_round_lowp(ctx, u.b16, w, nw);
         w16 = u.b16;
     }
-    s = k22_cudnn_run(ctx, p, K22_CONV_FWD, x, nx, NULL, w, w16, y, ny, bias, &u);
+    x16 = k22_cudnn_x16_at(ctx, x16, u.a16, nx);
+    s = k22_cudnn_run(ctx, p, K22_CONV_FWD, x, nx, x16, w, w16, y, ny, bias, &u);
     *done = s == CUDNN_STATUS_SUCCESS;
     return s;
 }
@@ -490,8 +520,8 @@ cudnnStatus_t k22_cudnn_conv_fwd(k22_cuda_ctx *ctx, float *y, const float *x, co
 /* See common.cuh. The two directions run one after the other and share the scratch; dy is
  * rounded once for both. */
 cudnnStatus_t k22_cudnn_conv_bwd(k22_cuda_ctx *ctx, float *dx, float *dw, const float *dy,
-                                 const float *x, const float *w, const k22_conv2d_desc *d,
-                                 int *done_dx, int *done_dw)
+                                 const float *x, const uint16_t *x16, const float *w,
+                                 const k22_conv2d_desc *d, int *done_dx, int *done_dw)
 {
     struct k22_cudnn_plan *p;
     int ph, pw, lowp = k22_cudnn_lowp(ctx->precision);
@@ -510,9 +540,10 @@ cudnnStatus_t k22_cudnn_conv_bwd(k22_cuda_ctx *ctx, float *dx, float *dw, const 
     int64_t nx, nw, ny, na = 0, no = 0; /* the larger 16-bit operand and result of the two */
     k22_cudnn_counts(d, &nx, &nw, &ny);
     const uint16_t *w16 = want_dx ? k22_cudnn_w16(ctx, w, nw) : NULL;
+    int64_t nxs = k22_cudnn_x_staged(x16, nx);
     size_t ws = 0;
     if (want_dx) ws = cd->ws, na = w16 ? 0 : nw, no = nx;
-    if (want_dw) ws = cf->ws > ws ? cf->ws : ws, na = nx > na ? nx : na, no = nw > no ? nw : no;
+    if (want_dw) ws = cf->ws > ws ? cf->ws : ws, na = nxs > na ? nxs : na, no = nw > no ? nw : no;
     k22_cudnn_bufs u = k22_cudnn_scratch(ctx, ws, ny, na, no, want_dw ? nw : 0);
     if (lowp) k22_cuda_round_lowp(ctx, u.b16, dy, ny);
     if (want_dx) {
@@ -520,8 +551,9 @@ cudnnStatus_t k22_cudnn_conv_bwd(k22_cuda_ctx *ctx, float *dx, float *dw, const 
         if (s != CUDNN_STATUS_SUCCESS) return s;
         *done_dx = 1;
     }
-    if (want_dw) {
-        s = k22_cudnn_run(ctx, p, K22_CONV_BWD_FILTER, x, nx, NULL, dy, u.b16, dw, nw, NULL, &u);
+    if (want_dw) { /* after the data direction: a16 may have held its rounded w */
+        x16 = k22_cudnn_x16_at(ctx, x16, u.a16, nx);
+        s = k22_cudnn_run(ctx, p, K22_CONV_BWD_FILTER, x, nx, x16, dy, u.b16, dw, nw, NULL, &u);
         if (s != CUDNN_STATUS_SUCCESS) return s;
         *done_dw = 1;
     }
@@ -567,8 +599,8 @@ static int k22_cudnn_probe(k22_cuda_ctx *ctx)
         ctx->precision = precs[pi];
         CUDA_CHECK(cudaMemcpyAsync(dev, h, (size_t)n * sizeof(float), cudaMemcpyHostToDevice,
                                    ctx->stream));
-        ok = k22_cudnn_conv_fwd(ctx, y, x, w, b, &d, &done) == CUDNN_STATUS_SUCCESS &&
-             k22_cudnn_conv_bwd(ctx, dx, dw, dy, x, w, &d, &done_dx, &done_dw) ==
+        ok = k22_cudnn_conv_fwd(ctx, y, x, NULL, w, b, &d, &done) == CUDNN_STATUS_SUCCESS &&
+             k22_cudnn_conv_bwd(ctx, dx, dw, dy, x, NULL, w, &d, &done_dx, &done_dw) ==
                  CUDNN_STATUS_SUCCESS;
         if (ok && !(done && done_dx && done_dw)) {
             snprintf(ctx->conv_why, sizeof ctx->conv_why, "the self-test's convolution did not "

@@ -119,6 +119,12 @@ void *k22_cuda_lowp(k22_cuda_ctx *ctx, size_t bytes)
     return k22_cuda_grow(ctx, &ctx->lowp, &ctx->lowp_bytes, bytes, "16-bit GEMM operands");
 }
 
+void *k22_cuda_wide(k22_cuda_ctx *ctx, size_t bytes)
+{
+    return k22_cuda_grow(ctx, &ctx->wide, &ctx->wide_bytes, bytes,
+                         "float copies of 16-bit activations");
+}
+
 void *k22_cuda_shadow_buf(k22_cuda_ctx *ctx, size_t bytes)
 {
     return k22_cuda_grow(ctx, (void **)&ctx->shadow.buf, &ctx->shadow.bytes, bytes,
@@ -179,6 +185,7 @@ static void k22_cuda_ctx_release(k22_cuda_ctx *ctx)
     if (ctx->stream) cudaStreamSynchronize(ctx->stream);
     if (ctx->scratch) cudaFree(ctx->scratch);
     if (ctx->lowp) cudaFree(ctx->lowp);
+    if (ctx->wide) cudaFree(ctx->wide);
     if (ctx->partials) cudaFree(ctx->partials);
     if (ctx->workspace) cudaFree(ctx->workspace);
     k22_cuda_shadow_release(ctx);
@@ -319,6 +326,8 @@ static void k22_cuda_table_fill(k22_backend *be)
 
     be->conv2d_fwd = k22_cuda_conv2d_fwd;
     be->conv2d_bwd = k22_cuda_conv2d_bwd;
+    be->conv2d_fwd_x16 = k22_cuda_conv2d_fwd_x16;
+    be->conv2d_bwd_x16 = k22_cuda_conv2d_bwd_x16;
 
     be->group_norm_fwd = k22_cuda_group_norm_fwd;
     be->group_norm_bwd = k22_cuda_group_norm_bwd;
@@ -343,6 +352,7 @@ static void k22_cuda_table_fill(k22_backend *be)
     be->chan_affine_bwd = k22_cuda_chan_affine_bwd;
     be->group_norm_act_fwd = k22_cuda_group_norm_act_fwd;
     be->group_norm_act_bwd = k22_cuda_group_norm_act_bwd;
+    be->group_norm_act_fwd_y16 = k22_cuda_group_norm_act_fwd_y16;
 
     be->timestep_embed_fwd = k22_cuda_timestep_embed_fwd;
     be->timestep_embed_bwd = k22_cuda_timestep_embed_bwd;

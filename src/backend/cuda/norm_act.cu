@@ -8,7 +8,8 @@
  * apply kernel could be contracted differently). The intermediate n and m are never stored;
  * the traffic is 2 reads of x and 2 writes + 1 read of y instead of the chain's 7 passes.
  * Fusing the apply step too (3 passes) needs norm.cu's per-element formula shared through
- * common.cuh with explicit rounding intrinsics.
+ * common.cuh with explicit rounding intrinsics. The y16 forward (bf16/fp16 output) puts group
+ * norm's output in a float temporary and applies the same expression while rounding it.
  *
  * Backward recomputes u = n * a + shift (n = xhat * gamma + beta) from x, mean, rstd:
  *  1. one block per (sample, channel) plane: P = sum du, Q = sum du * xhat (du = dy * act'(u)),
@@ -54,15 +55,32 @@ __device__ __forceinline__ int64_t k22_na_at(int64_t p, const k22_na_geom &g)
     return (p / g.C) * g.ld + p % g.C;
 }
 
-/* y = act(y * (scale + off) + shift) in place, as layout.cu's chan_affine then the act. */
+/* act(v * (scale + off) + shift) for element i, as layout.cu's chan_affine then the act: the
+ * one expression of both forward kernels, so y16 rounds the very float y would hold. */
+__device__ __forceinline__ float k22_na_affine_act(float v, int64_t i, const float *scale,
+                                                   const float *shift, const k22_na_geom &g)
+{
+    int64_t at = k22_na_at(i / g.S, g);
+    float a = __fadd_rn(scale ? scale[at] : 1.0f, g.off), b = shift ? shift[at] : 0.0f;
+    return k22_na_act(g.act, __fadd_rn(__fmul_rn(v, a), b));
+}
+
+/* y = act(y * (scale + off) + shift) in place. */
 __global__ void k22_na_affine_act_kernel(float *y, const float *scale, const float *shift,
                                          k22_na_geom g)
 {
+    K22_GRID_STRIDE(i, g.n) y[i] = k22_na_affine_act(y[i], i, scale, shift, g);
+}
+
+/* y16 = t (group norm's float output) through the affine and act when `apply` (else as it is),
+ * rounded to bf16 or fp16. */
+__global__ void k22_na_affine_act16_kernel(uint16_t *y16, const float *t, const float *scale,
+                                           const float *shift, k22_na_geom g, int apply, int fp16)
+{
     K22_GRID_STRIDE(i, g.n)
     {
-        int64_t at = k22_na_at(i / g.S, g);
-        float a = __fadd_rn(scale ? scale[at] : 1.0f, g.off), b = shift ? shift[at] : 0.0f;
-        y[i] = k22_na_act(g.act, __fadd_rn(__fmul_rn(y[i], a), b));
+        float v = apply ? k22_na_affine_act(t[i], i, scale, shift, g) : t[i];
+        y16[i] = k22_cuda_round16(v, fp16);
     }
 }
 
@@ -182,6 +200,13 @@ static void k22_na_check(int act, int C, int G)
     K22_REQUIRE(G > 0 && C % G == 0);
 }
 
+/* Whether the affine and act are left out, y being group norm's output as it is (not x * 1 + 0,
+ * which turns -0 into +0): both forwards must agree on it. */
+static int k22_na_identity(int act, const float *scale, const float *shift, float scale_offset)
+{
+    return act == K22_ACT_NONE && !scale && !shift && scale_offset == 0.0f;
+}
+
 void k22_cuda_group_norm_act_fwd(void *vctx, int act, float *y, float *mean, float *rstd,
                                  const float *x, const float *gamma, const float *beta,
                                  const float *scale, const float *shift, int64_t ss_ld,
@@ -189,9 +214,27 @@ void k22_cuda_group_norm_act_fwd(void *vctx, int act, float *y, float *mean, flo
 {
     k22_na_check(act, C, G);
     k22_cuda_group_norm_fwd(vctx, y, mean, rstd, x, gamma, beta, B, C, S, G, eps);
-    if (act == K22_ACT_NONE && !scale && !shift && scale_offset == 0.0f) return;
+    if (k22_na_identity(act, scale, shift, scale_offset)) return;
     k22_na_geom g = k22_na_geom_of(act, B, C, S, G, ss_ld, scale_offset);
     K22_LAUNCH(k22_na_affine_act_kernel, g.n, y, scale, shift, g);
+}
+
+/* The float y of group_norm_act_fwd in a temporary (k22_cuda_wide: group norm itself takes the op
+ * scratch), then the affine and act and the rounding in one pass. */
+void k22_cuda_group_norm_act_fwd_y16(void *vctx, int act, uint16_t *y16, float *mean, float *rstd,
+                                     const float *x, const float *gamma, const float *beta,
+                                     const float *scale, const float *shift, int64_t ss_ld,
+                                     float scale_offset, int B, int C, int S, int G, float eps)
+{
+    k22_cuda_ctx *ctx = K22_CUDA_CTX(vctx);
+    K22_REQUIRE(ctx->precision != K22_PREC_FP32);
+    k22_na_check(act, C, G);
+    k22_na_geom g = k22_na_geom_of(act, B, C, S, G, ss_ld, scale_offset);
+    float *t = (float *)k22_cuda_wide(ctx, (size_t)(g.n > 0 ? g.n : 0) * sizeof(float));
+    k22_cuda_group_norm_fwd(vctx, t, mean, rstd, x, gamma, beta, B, C, S, G, eps);
+    K22_LAUNCH(k22_na_affine_act16_kernel, g.n, y16, t, scale, shift, g,
+               !k22_na_identity(act, scale, shift, scale_offset),
+               ctx->precision == K22_PREC_FP16);
 }
 
 void k22_cuda_group_norm_act_bwd(void *vctx, int act, float *dx, float *dgamma, float *dbeta,
