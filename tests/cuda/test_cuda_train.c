@@ -255,6 +255,20 @@ static void cross_resume(const char *from, const char *to, const char *out)
     check_weights(what, out, "p_cpu4", "prior", 4);
 }
 
+/* run_k22_ok with the environment variable var set to val for the run, then as it was. */
+static void run_k22_with(const char *var, const char *val, const char *stage, const char *dev,
+                         const char *extra, const char *out)
+{
+    const char *was = getenv(var);
+    char *keep = was ? k22_xstrdup(was) : NULL, label[96];
+    snprintf(label, sizeof label, "%s=%s ", var, val);
+    setenv(var, val, 1);
+    run_k22_ok(label, stage, dev, extra, out);
+    if (keep) setenv(var, keep, 1);
+    else unsetenv(var);
+    free(keep);
+}
+
 /* 4. --mixed_precision bf16 (issue 10): `steps` optimizer steps of STAGE on cuda in fp32 and in
  * bf16, and on cpu in bf16 (the cpu backend rounds the same GEMM operands; ops.h k22_precision).
  *  - bf16 tracks fp32: the rounding (2^-9 relative per GEMM operand) moves the loss a little
@@ -316,9 +330,7 @@ static void bf16_runs(const char *stage, const char *tag, int steps, double trac
      * within the sum order's 1e-5, later steps within the cpu comparison's tolerance. */
     char g16w[64];
     snprintf(g16w, sizeof g16w, "%s_bf_gpu16_wmma", tag);
-    setenv("K22_CUDA_ATTN", "flash", 1);
-    run_k22_ok("K22_CUDA_ATTN=flash ", stage, "cuda", x16, g16w);
-    unsetenv("K22_CUDA_ATTN");
+    run_k22_with("K22_CUDA_ATTN", "flash", stage, "cuda", x16, g16w);
     CHECK_MSG(tf_sh("grep -q 'attention on fused kernels on mma.sync' %s/%s.log", dir, g16) == 0 &&
                   tf_sh("grep -q 'attention on fused wmma kernels' %s/%s.log", dir, g16w) == 0,
               "%s: attention not on the mma.sync kernels by default and the wmma ones with K22_CUDA_ATTN=flash "
@@ -334,9 +346,7 @@ static void bf16_runs(const char *stage, const char *tag, int steps, double trac
     if (!strcmp(stage, "train-decoder")) {
         char g16f[64];
         snprintf(g16f, sizeof g16f, "%s_bf_gpu16_float", tag);
-        setenv("K22_ACT16", "0", 1);
-        run_k22_ok("K22_ACT16=0 ", stage, "cuda", x16, g16f);
-        unsetenv("K22_ACT16");
+        run_k22_with("K22_ACT16", "0", stage, "cuda", x16, g16f);
         CHECK_MSG(tf_sh("grep -q 'keep their convolution inputs in bf16' %s/%s.log", dir, g16) == 0 &&
                       tf_sh("! grep -q 'keep their convolution inputs' %s/%s.log", dir, g16f) == 0,
                   "%s: 16-bit conv inputs not on by default, or not off with K22_ACT16=0 (see %s/%s.log, %s.log)",
@@ -360,13 +370,7 @@ static void bf16_runs(const char *stage, const char *tag, int steps, double trac
     const char *like_cpu = g16;
     if (!strcmp(stage, "train-decoder") &&
         tf_sh("grep -q '^k22: convolutions on cudnn' %s/%s.log", dir, g16) == 0) {
-        const char *was = getenv("K22_CUDA_CONV");
-        char *keep = was ? k22_xstrdup(was) : NULL;
-        setenv("K22_CUDA_CONV", "im2col", 1);
-        run_k22_ok("K22_CUDA_CONV=im2col ", stage, "cuda", x16, g16i);
-        if (keep) setenv("K22_CUDA_CONV", keep, 1);
-        else unsetenv("K22_CUDA_CONV");
-        free(keep);
+        run_k22_with("K22_CUDA_CONV", "im2col", stage, "cuda", x16, g16i);
         snprintf(what, sizeof what, "%s step 1, bf16 on cuda, cudnn vs im2col convolutions", stage);
         double dc = loss_diff(what, g16, g16i, 1, 1);
         CHECK_MSG(dc > 1e-5 && dc <= 2e-3, "%s: losses differ by %.3e relative (want 1e-5 .. 2e-3)", what, dc);
