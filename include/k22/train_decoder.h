@@ -60,9 +60,9 @@ typedef struct {
  * up to 256 MiB; the 16-bit copies of a convolution's operands; attention's score chunks) scales
  * with the largest activation of a micro-batch of B at H x W latents, 8 bytes for each of its
  * floats; 768 MiB for the libraries (NCCL's buffers, cuBLASLt, a context's growth); under
- * bf16/fp16 the 16-bit weight shadow, 2 bytes for each of nparams, and the float copy behind the
- * 16-bit conv inputs (group_norm_act_fwd_y16's, of a resnet input of up to twice the largest
- * activation's channels: 8 bytes more per float). */
+ * bf16/fp16 the 16-bit weight shadow, 2 bytes for each of nparams, and 4 bytes more per float for
+ * the im2col fallback's float copy of a 16-bit conv input (a resnet input of up to twice the
+ * largest activation's channels, less the 16-bit copy cuDNN would have made). */
 size_t k22_decoder_ckpt_reserve(const k22_unet_config *c, int B, int H, int W, k22_precision prec,
                                 int64_t nparams);
 

@@ -67,7 +67,7 @@ size_t k22_decoder_ckpt_reserve(const k22_unet_config *c, int B, int H, int W, k
         size_t a = (size_t)B * (size_t)c->block_out_channels[l] * (size_t)(H >> l) * (size_t)(W >> l);
         if (a > act) act = a;
     }
-    size_t lowp = prec != K22_PREC_FP32 ? 8 * act + 2 * (size_t)nparams : 0;
+    size_t lowp = prec != K22_PREC_FP32 ? 4 * act + 2 * (size_t)nparams : 0;
     return ((size_t)768 << 20) + 8 * act + lowp;
 }
 

@@ -71,8 +71,8 @@ typedef struct {
     int precision;
     void *lowp;
     size_t lowp_bytes;
-    /* Float copies of 16-bit activations, grow-only: group_norm_act_fwd_y16's float result
-     * before its rounding, the im2col convolutions' x widened from x16 (one op at a time). */
+    /* Float copy of a 16-bit activation, grow-only: the im2col convolutions' x widened from x16
+     * (conv2d_fwd_x16 / conv2d_bwd_x16 where cuDNN does not take the convolution). */
     void *wide;
     size_t wide_bytes;
     /* Convolutions (conv_cudnn.cu): the cuDNN handle, bound to `stream`, or NULL when they all
@@ -161,7 +161,7 @@ int k22_cuda_selftest_match(char *why, size_t nwhy, const char *prec, const floa
 void *k22_cuda_scratch(k22_cuda_ctx *ctx, size_t bytes);
 /* The same for ctx->lowp, the 16-bit GEMM operand buffer of k22_cuda_gemm (matmul.cu). */
 void *k22_cuda_lowp(k22_cuda_ctx *ctx, size_t bytes);
-/* The same for ctx->wide, the float copies of 16-bit activations (norm_act.cu, conv.cu). */
+/* The same for ctx->wide, the float copy of a 16-bit activation (conv.cu). */
 void *k22_cuda_wide(k22_cuda_ctx *ctx, size_t bytes);
 
 /* The same for the weight shadow's buffer (weight_shadow.cu). */
@@ -326,7 +326,22 @@ const struct k22_lt_plan *k22_lt_plan_get(k22_cuda_ctx *ctx, const k22_lt_key *k
 void k22_lt_plans_init(k22_cuda_ctx *ctx);
 void k22_lt_plans_release(k22_cuda_ctx *ctx);
 
-/* norm.cu */
+/* norm.cu. k22_norm_value is the normalized value of one element, in double with each step
+ * rounded explicitly (no contraction), so every kernel that forms it gets the same float:
+ * ((x - mean) * rstd) * gamma + beta, st pointing at its segment's double mean and rstd.
+ * k22_cuda_group_norm_stats runs group_norm_fwd's statistics alone: mean and rstd as floats (each
+ * may be NULL) and, returned, the (mean, rstd) doubles per segment (B * G of them, segment
+ * i / (C / G * S) for element i) in the op scratch, for the caller's own apply kernel. */
+__device__ __forceinline__ float k22_norm_value(float x, const double *st, const float *gamma,
+                                                const float *beta, int c)
+{
+    double v = __dmul_rn(__dadd_rn((double)x, -st[0]), st[1]);
+    if (gamma) v = __dmul_rn(v, (double)gamma[c]);
+    if (beta) v = __dadd_rn(v, (double)beta[c]);
+    return (float)v;
+}
+const double *k22_cuda_group_norm_stats(k22_cuda_ctx *ctx, float *mean, float *rstd,
+                                        const float *x, int B, int C, int S, int G, float eps);
 void k22_cuda_group_norm_fwd(void *ctx, float *y, float *mean, float *rstd, const float *x,
                              const float *gamma, const float *beta, int B, int C, int S, int G,
                              float eps);

@@ -122,7 +122,7 @@ void *k22_cuda_lowp(k22_cuda_ctx *ctx, size_t bytes)
 void *k22_cuda_wide(k22_cuda_ctx *ctx, size_t bytes)
 {
     return k22_cuda_grow(ctx, &ctx->wide, &ctx->wide_bytes, bytes,
-                         "float copies of 16-bit activations");
+                         "float copy of a 16-bit activation");
 }
 
 void *k22_cuda_shadow_buf(k22_cuda_ctx *ctx, size_t bytes)

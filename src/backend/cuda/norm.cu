@@ -87,19 +87,15 @@ __global__ void k22_norm_apply_kernel(float *y, const float *x, const double *se
 {
     K22_GRID_STRIDE(i, g.nseg * g.len)
     {
-        int64_t sg = i / g.len;
-        int c = (int)((i / g.S) % g.C);
-        double v = ((double)x[i] - segstat[sg * 2]) * segstat[sg * 2 + 1];
-        if (gamma) v *= gamma[c];
-        if (beta) v += beta[c];
-        y[i] = (float)v;
+        y[i] = k22_norm_value(x[i], segstat + i / g.len * 2, gamma, beta, (int)((i / g.S) % g.C));
     }
 }
 
-static void k22_norm_fwd(k22_cuda_ctx *ctx, float *y, float *mean, float *rstd, const float *x,
-                         const float *gamma, const float *beta, k22_norm_geom g, float eps)
+/* The statistics: the per-segment (mean, rstd) doubles in the op scratch; NULL when empty. */
+static const double *k22_norm_stats(k22_cuda_ctx *ctx, float *mean, float *rstd, const float *x,
+                                    k22_norm_geom g, float eps)
 {
-    if (g.nseg <= 0 || g.len <= 0) return;
+    if (g.nseg <= 0 || g.len <= 0) return NULL;
     size_t npart = (size_t)g.nseg * g.nsplit * 3, nstat = (size_t)g.nseg * 2;
     double *part = (double *)k22_cuda_scratch(ctx, (npart + nstat) * sizeof(double));
     double *segstat = part + npart;
@@ -110,6 +106,14 @@ static void k22_norm_fwd(k22_cuda_ctx *ctx, float *y, float *mean, float *rstd, 
     k22_norm_finalize_kernel<<<k22_cuda_blocks(g.nseg), K22_CUDA_THREADS, 0, ctx->stream>>>(
         segstat, mean, rstd, part, g, eps);
     CUDA_CHECK_LAUNCH();
+    return segstat;
+}
+
+static void k22_norm_fwd(k22_cuda_ctx *ctx, float *y, float *mean, float *rstd, const float *x,
+                         const float *gamma, const float *beta, k22_norm_geom g, float eps)
+{
+    const double *segstat = k22_norm_stats(ctx, mean, rstd, x, g, eps);
+    if (!segstat) return;
     k22_norm_apply_kernel<<<k22_cuda_blocks(g.nseg * g.len), K22_CUDA_THREADS, 0, ctx->stream>>>(
         y, x, segstat, gamma, beta, g);
     CUDA_CHECK_LAUNCH();
@@ -276,6 +280,15 @@ void k22_cuda_group_norm_fwd(void *vctx, float *y, float *mean, float *rstd, con
     K22_REQUIRE(G > 0 && C % G == 0);
     k22_norm_geom g = k22_norm_geom_of((int64_t)B * G, (int64_t)(C / G) * S, S, C);
     k22_norm_fwd(K22_CUDA_CTX(vctx), y, mean, rstd, x, gamma, beta, g, eps);
+}
+
+/* See common.cuh. */
+const double *k22_cuda_group_norm_stats(k22_cuda_ctx *ctx, float *mean, float *rstd,
+                                        const float *x, int B, int C, int S, int G, float eps)
+{
+    K22_REQUIRE(G > 0 && C % G == 0);
+    return k22_norm_stats(ctx, mean, rstd, x, k22_norm_geom_of((int64_t)B * G, (int64_t)(C / G) * S, S, C),
+                          eps);
 }
 
 void k22_cuda_group_norm_bwd(void *vctx, float *dx, float *dgamma, float *dbeta, const float *dy,

@@ -1,15 +1,12 @@
 /* norm_act.cu: fused group norm + per-(sample, channel) affine + activation (ops.h
  * group_norm_act) on the CUDA backend.
  *
- * Forward: the statistics and the normalized value come from norm.cu's group norm (written to
- * y), then one in-place kernel applies the affine and SiLU with exactly layout.cu's and
- * elementwise.cu's float expressions, so y is bit-identical to group_norm_fwd -> chan_affine_fwd
- * -> act_fwd whatever contractions nvcc chooses inside norm.cu (a copy of its double-precision
- * apply kernel could be contracted differently). The intermediate n and m are never stored;
- * the traffic is 2 reads of x and 2 writes + 1 read of y instead of the chain's 7 passes.
- * Fusing the apply step too (3 passes) needs norm.cu's per-element formula shared through
- * common.cuh with explicit rounding intrinsics. The y16 forward (bf16/fp16 output) puts group
- * norm's output in a float temporary and applies the same expression while rounding it.
+ * Forward: norm.cu's statistics, then one pass that forms each element's normalized value with
+ * norm.cu's own k22_norm_value (explicitly rounded, so no contraction can make it differ) and
+ * applies the affine and SiLU with exactly layout.cu's and elementwise.cu's float expressions:
+ * y is bit-identical to group_norm_fwd -> chan_affine_fwd -> act_fwd. The intermediate n and m
+ * are never stored; the traffic is 3 reads of x and 1 write of y instead of the chain's 7
+ * passes. The y16 forward (bf16/fp16) is the same pass storing each float rounded to 16 bits.
  *
  * Backward recomputes u = n * a + shift (n = xhat * gamma + beta) from x, mean, rstd:
  *  1. one block per (sample, channel) plane: P = sum du, Q = sum du * xhat (du = dy * act'(u)),
@@ -55,33 +52,37 @@ __device__ __forceinline__ int64_t k22_na_at(int64_t p, const k22_na_geom &g)
     return (p / g.C) * g.ld + p % g.C;
 }
 
-/* act(v * (scale + off) + shift) for element i, as layout.cu's chan_affine then the act: the
- * one expression of both forward kernels, so y16 rounds the very float y would hold. */
-__device__ __forceinline__ float k22_na_affine_act(float v, int64_t i, const float *scale,
-                                                   const float *shift, const k22_na_geom &g)
+/* Element i of the forward: group norm's float (norm.cu's k22_norm_value from the segment's
+ * statistics st), then, when `apply`, act(v * (scale + off) + shift) as layout.cu's chan_affine
+ * then the act: the same floats as group_norm_fwd -> chan_affine_fwd -> act_fwd. */
+__device__ __forceinline__ float k22_na_fwd_value(int64_t i, const float *x, const double *st,
+                                                  const float *gamma, const float *beta,
+                                                  const float *scale, const float *shift,
+                                                  const k22_na_geom &g, int apply)
 {
-    int64_t at = k22_na_at(i / g.S, g);
+    int64_t p = i / g.S;
+    int c = (int)(p % g.C);
+    float v = k22_norm_value(x[i], st + (p / g.C * g.G + c / g.Cg) * 2, gamma, beta, c);
+    if (!apply) return v;
+    int64_t at = k22_na_at(p, g);
     float a = __fadd_rn(scale ? scale[at] : 1.0f, g.off), b = shift ? shift[at] : 0.0f;
     return k22_na_act(g.act, __fadd_rn(__fmul_rn(v, a), b));
 }
 
-/* y = act(y * (scale + off) + shift) in place. */
-__global__ void k22_na_affine_act_kernel(float *y, const float *scale, const float *shift,
-                                         k22_na_geom g)
+__device__ __forceinline__ void k22_na_store(float *y, float v, int /* fp16 */) { *y = v; }
+__device__ __forceinline__ void k22_na_store(uint16_t *y, float v, int fp16)
 {
-    K22_GRID_STRIDE(i, g.n) y[i] = k22_na_affine_act(y[i], i, scale, shift, g);
+    *y = k22_cuda_round16(v, fp16);
 }
 
-/* y16 = t (group norm's float output) through the affine and act when `apply` (else as it is),
- * rounded to bf16 or fp16. */
-__global__ void k22_na_affine_act16_kernel(uint16_t *y16, const float *t, const float *scale,
-                                           const float *shift, k22_na_geom g, int apply, int fp16)
+/* The forward's one pass over x after the statistics: y as floats, or rounded to bf16/fp16. */
+template <class T>
+__global__ void k22_na_fwd_kernel(T *y, const float *x, const double *st, const float *gamma,
+                                  const float *beta, const float *scale, const float *shift,
+                                  k22_na_geom g, int apply, int fp16)
 {
     K22_GRID_STRIDE(i, g.n)
-    {
-        float v = apply ? k22_na_affine_act(t[i], i, scale, shift, g) : t[i];
-        y16[i] = k22_cuda_round16(v, fp16);
-    }
+    k22_na_store(y + i, k22_na_fwd_value(i, x, st, gamma, beta, scale, shift, g, apply), fp16);
 }
 
 /* Per-plane constants of the backward. */
@@ -207,34 +208,39 @@ static int k22_na_identity(int act, const float *scale, const float *shift, floa
     return act == K22_ACT_NONE && !scale && !shift && scale_offset == 0.0f;
 }
 
+/* Both forwards: the statistics (norm.cu), then one pass writing y as T. */
+template <class T>
+static void k22_na_fwd(void *vctx, int act, T *y, float *mean, float *rstd, const float *x,
+                       const float *gamma, const float *beta, const float *scale,
+                       const float *shift, int64_t ss_ld, float scale_offset, int B, int C, int S,
+                       int G, float eps)
+{
+    k22_cuda_ctx *ctx = K22_CUDA_CTX(vctx);
+    k22_na_check(act, C, G);
+    const double *st = k22_cuda_group_norm_stats(ctx, mean, rstd, x, B, C, S, G, eps);
+    if (!st) return;
+    k22_na_geom g = k22_na_geom_of(act, B, C, S, G, ss_ld, scale_offset);
+    K22_LAUNCH(k22_na_fwd_kernel<T>, g.n, y, x, st, gamma, beta, scale, shift, g,
+               !k22_na_identity(act, scale, shift, scale_offset), ctx->precision == K22_PREC_FP16);
+}
+
 void k22_cuda_group_norm_act_fwd(void *vctx, int act, float *y, float *mean, float *rstd,
                                  const float *x, const float *gamma, const float *beta,
                                  const float *scale, const float *shift, int64_t ss_ld,
                                  float scale_offset, int B, int C, int S, int G, float eps)
 {
-    k22_na_check(act, C, G);
-    k22_cuda_group_norm_fwd(vctx, y, mean, rstd, x, gamma, beta, B, C, S, G, eps);
-    if (k22_na_identity(act, scale, shift, scale_offset)) return;
-    k22_na_geom g = k22_na_geom_of(act, B, C, S, G, ss_ld, scale_offset);
-    K22_LAUNCH(k22_na_affine_act_kernel, g.n, y, scale, shift, g);
+    k22_na_fwd(vctx, act, y, mean, rstd, x, gamma, beta, scale, shift, ss_ld, scale_offset, B, C,
+               S, G, eps);
 }
 
-/* The float y of group_norm_act_fwd in a temporary (k22_cuda_wide: group norm itself takes the op
- * scratch), then the affine and act and the rounding in one pass. */
 void k22_cuda_group_norm_act_fwd_y16(void *vctx, int act, uint16_t *y16, float *mean, float *rstd,
                                      const float *x, const float *gamma, const float *beta,
                                      const float *scale, const float *shift, int64_t ss_ld,
                                      float scale_offset, int B, int C, int S, int G, float eps)
 {
-    k22_cuda_ctx *ctx = K22_CUDA_CTX(vctx);
-    K22_REQUIRE(ctx->precision != K22_PREC_FP32);
-    k22_na_check(act, C, G);
-    k22_na_geom g = k22_na_geom_of(act, B, C, S, G, ss_ld, scale_offset);
-    float *t = (float *)k22_cuda_wide(ctx, (size_t)(g.n > 0 ? g.n : 0) * sizeof(float));
-    k22_cuda_group_norm_fwd(vctx, t, mean, rstd, x, gamma, beta, B, C, S, G, eps);
-    K22_LAUNCH(k22_na_affine_act16_kernel, g.n, y16, t, scale, shift, g,
-               !k22_na_identity(act, scale, shift, scale_offset),
-               ctx->precision == K22_PREC_FP16);
+    K22_REQUIRE(K22_CUDA_CTX(vctx)->precision != K22_PREC_FP32);
+    k22_na_fwd(vctx, act, y16, mean, rstd, x, gamma, beta, scale, shift, ss_ld, scale_offset, B, C,
+               S, G, eps);
 }
 
 void k22_cuda_group_norm_act_bwd(void *vctx, int act, float *dx, float *dgamma, float *dbeta,
