@@ -29,8 +29,8 @@
 # (K22_CUDA_ATTN=flash, src/backend/cuda/flash_attention.cu) instead of the default ones on
 # mma.sync, tagged k22-wmmaattn; K22_NOPIPE_ATTN=1 one with the mma.sync kernels fetching one tile
 # at a time instead of the next while computing (K22_CUDA_ATTN_PIPE=0), tagged k22-nopipeattn;
-# K22_NOACT16=1 one per unet case with the resnets' convolution inputs kept as floats instead of
-# 16 bits (K22_ACT16=0), tagged k22-noact16.
+# K22_NOACT16=1 one with the activations only a GEMM reads (the resnets' convolution inputs, the
+# prior's MLP activations) kept as floats instead of 16 bits (K22_ACT16=0), tagged k22-noact16.
 # K22_CKPT_LEVELS="1 2 auto" adds to the unet-ckpt case a k22 run per number of checkpointed
 # levels (k22 train's --checkpoint_levels), tagged k22-lvN (k22-lvauto: the fewest levels that
 # fit, its k22_bench_ckpt_auto line says which).
@@ -90,7 +90,7 @@ bench_case() {
       [ "${K22_GEMM_ATTN:-0}" != 1 ] || k22_variant k22-gemmattn K22_CUDA_ATTN=gemm
       [ "${K22_WMMA_ATTN:-0}" != 1 ] || k22_variant k22-wmmaattn K22_CUDA_ATTN=flash
       [ "${K22_NOPIPE_ATTN:-0}" != 1 ] || k22_variant k22-nopipeattn K22_CUDA_ATTN_PIPE=0
-      [ "${K22_NOACT16:-0}" != 1 ] || [ "$model" != unet ] || [ "$mp" = no ] || k22_variant k22-noact16 K22_ACT16=0
+      [ "${K22_NOACT16:-0}" != 1 ] || [ "$mp" = no ] || k22_variant k22-noact16 K22_ACT16=0
       if [ "$model" = unet ] && [ "$ck" = 1 ]; then
         for lv in ${K22_CKPT_LEVELS:-}; do k22_variant "k22-lv$lv" K22_BENCH_CKPT_LEVELS="$lv"; done
       fi

@@ -35,6 +35,12 @@ void k22_linear_forward(const k22_backend *be, const k22_linear *l, float *y, co
 /* dx (N, in) += ..., dw, db += ...; dx may be NULL. */
 void k22_linear_backward(const k22_backend *be, const k22_linear *l, float *dx, const float *dy,
                          const float *x, int N);
+/* The same with the input x, or x16 when it is not NULL: 16-bit values (ops.h linear_fwd_x16 /
+ * linear_bwd_x16, under bf16/fp16). */
+void k22_linear_forward_in(const k22_backend *be, const k22_linear *l, float *y, const float *x,
+                           const uint16_t *x16, int N);
+void k22_linear_backward_in(const k22_backend *be, const k22_linear *l, float *dx, const float *dy,
+                            const float *x, const uint16_t *x16, int N);
 
 /* LayerNorm over the last dim with affine weight/bias. */
 typedef struct {
@@ -75,11 +81,13 @@ void k22_mha_backward(const k22_backend *be, const k22_mha *a, k22_arena *ar, fl
 /* MLP fc1 -> act -> fc2. */
 typedef struct {
     k22_linear fc1, fc2;
-    int act; /* k22_act */
+    int act;   /* k22_act */
+    int act16; /* the activation's output kept as 16 bits (ops.h k22_backend_act16): g16 */
 } k22_mlp;
 typedef struct {
-    float *h; /* (N, F) fc1 output, the activation's input */
-    float *g; /* (N, F) activation output, fc2's input */
+    float *h;      /* (N, F) fc1 output, the activation's input */
+    float *g;      /* (N, F) activation output, fc2's input; NULL with act16 */
+    uint16_t *g16; /* (N, F) the same as 16 bits with act16; else NULL */
 } k22_mlp_cache;
 void k22_mlp_forward(const k22_backend *be, const k22_mlp *m, k22_arena *ar, float *y,
                      const float *x, int N, k22_mlp_cache *c);
@@ -122,9 +130,10 @@ void k22_block_backward(const k22_backend *be, const k22_block *blk, k22_arena *
                         const k22_block_cache *c);
 
 /* Arena floats one block needs for N = B*T tokens of width C, MLP width F and H heads:
- * kept by forward with a cache, peak of forward without one, peak of backward's scratch. */
-size_t k22_block_cache_floats(int B, int T, int C, int F, int H);
-size_t k22_block_nograd_floats(int B, int T, int C, int F, int H);
+ * kept by forward with a cache, peak of forward without one, peak of backward's scratch;
+ * act16: the MLP's act16. */
+size_t k22_block_cache_floats(int B, int T, int C, int F, int H, int act16);
+size_t k22_block_nograd_floats(int B, int T, int C, int F, int H, int act16);
 size_t k22_block_bwd_floats(int B, int T, int C, int F, int H);
 
 #endif

@@ -122,6 +122,13 @@ struct k22_backend {
                        int I, int O);
     void (*linear_bwd)(void *ctx, float *dx, float *dw, float *db, const float *dy, const float *x,
                        const float *w, int N, int I, int O);
+    /* The same with x given as 16-bit values (x16) of the GEMM precision in force, bf16 or fp16
+     * (act_fwd_y16's output): the results are those of linear_fwd / linear_bwd on x16 widened to
+     * float, bit for bit. Only under bf16/fp16; NULL where a backend has no such path (cpu-ref). */
+    void (*linear_fwd_x16)(void *ctx, float *y, const uint16_t *x16, const float *w, const float *b,
+                           int N, int I, int O);
+    void (*linear_bwd_x16)(void *ctx, float *dx, float *dw, float *db, const float *dy,
+                           const uint16_t *x16, const float *w, int N, int I, int O);
 
     /* ---- conv2d ---- x: (B,C,H,W), w: (O,C,KH,KW), bias: (O) or NULL, y: (B,O,OH,OW). */
     void (*conv2d_fwd)(void *ctx, float *y, const float *x, const float *w, const float *bias,
@@ -160,6 +167,10 @@ struct k22_backend {
      * act: one of k22_act. Backward takes the forward input x. */
     void (*act_fwd)(void *ctx, int act, float *y, const float *x, int64_t n);
     void (*act_bwd)(void *ctx, int act, float *dx, const float *dy, const float *x, int64_t n);
+    /* act_fwd with y stored as 16-bit values of the GEMM precision in force (bf16 or fp16), each
+     * act_fwd's float rounded to nearest even: an output read only by a linear (linear_fwd_x16 /
+     * linear_bwd_x16; the MLP's hidden activation). Only under bf16/fp16; NULL where absent. */
+    void (*act_fwd_y16)(void *ctx, int act, uint16_t *y16, const float *x, int64_t n);
 
     /* ---- softmax over the last dim ---- x, y: (rows, cols); backward uses y. */
     void (*softmax_fwd)(void *ctx, float *y, const float *x, int64_t rows, int cols);
@@ -390,10 +401,11 @@ k22_status k22_precision_parse(const char *name, k22_precision *p, k22_err *err)
 /* x rounded to the precision's type and back (identity for fp32): the operand rounding of
  * k22_precision, on the host. */
 float k22_precision_round(k22_precision p, float x);
-/* Whether the model may keep the convolution inputs that group_norm_act writes as 16 bits
- * (group_norm_act_fwd_y16, conv2d_fwd_x16, conv2d_bwd_x16): be computes in bf16 or fp16 and has
- * all three entries. K22_ACT16=0 in the environment, read when a backend is made, takes them
- * away (the float path, the same figures: for comparing the two). */
+/* Whether a model may keep the GEMM inputs that only a GEMM reads as 16 bits (the UNet's
+ * group_norm_act -> conv inputs, the prior's MLP activation: group_norm_act_fwd_y16,
+ * conv2d_fwd_x16, conv2d_bwd_x16, act_fwd_y16, linear_fwd_x16, linear_bwd_x16): be computes in
+ * bf16 or fp16 and has all six entries. K22_ACT16=0 in the environment, read when a backend is
+ * made, takes them away (the float path, the same figures: for comparing the two). */
 int k22_backend_act16(const k22_backend *be);
 
 #endif

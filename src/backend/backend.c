@@ -157,13 +157,16 @@ static k22_backend *act16_env(k22_backend *be, k22_err *err)
     be->group_norm_act_fwd_y16 = NULL;
     be->conv2d_fwd_x16 = NULL;
     be->conv2d_bwd_x16 = NULL;
+    be->act_fwd_y16 = NULL;
+    be->linear_fwd_x16 = NULL;
+    be->linear_bwd_x16 = NULL;
     return be;
 }
 
 int k22_backend_act16(const k22_backend *be)
 {
     return be->precision != K22_PREC_FP32 && be->group_norm_act_fwd_y16 && be->conv2d_fwd_x16 &&
-           be->conv2d_bwd_x16;
+           be->conv2d_bwd_x16 && be->act_fwd_y16 && be->linear_fwd_x16 && be->linear_bwd_x16;
 }
 
 k22_backend *k22_backend_by_name(const char *name, k22_err *err)

@@ -182,6 +182,17 @@ static void prof_linear_bwd(void *ctx, float *dx, float *dw, float *db, const fl
     FWD(linear_bwd, 2.0 * N * I * O * ((dx != NULL) + (dw != NULL)), dx, dw, db, dy, x, w, N, I,
         O);
 }
+static void prof_linear_fwd_x16(void *ctx, float *y, const uint16_t *x16, const float *w,
+                                const float *b, int N, int I, int O)
+{
+    FWD(linear_fwd_x16, 2.0 * N * I * O, y, x16, w, b, N, I, O);
+}
+static void prof_linear_bwd_x16(void *ctx, float *dx, float *dw, float *db, const float *dy,
+                                const uint16_t *x16, const float *w, int N, int I, int O)
+{
+    FWD(linear_bwd_x16, 2.0 * N * I * O * ((dx != NULL) + (dw != NULL)), dx, dw, db, dy, x16, w,
+        N, I, O);
+}
 static void prof_conv2d_fwd(void *ctx, float *y, const float *x, const float *w,
                             const float *bias, const k22_conv2d_desc *d)
 {
@@ -249,6 +260,10 @@ static void prof_act_bwd(void *ctx, int act, float *dx, const float *dy, const f
                          int64_t n)
 {
     FWD(act_bwd, 0, act, dx, dy, x, n);
+}
+static void prof_act_fwd_y16(void *ctx, int act, uint16_t *y16, const float *x, int64_t n)
+{
+    FWD(act_fwd_y16, 0, act, y16, x, n);
 }
 static void prof_softmax_fwd(void *ctx, float *y, const float *x, int64_t rows, int cols)
 {
@@ -483,6 +498,7 @@ k22_prof_stat k22_prof_at(const k22_prof *p, int i)
     k22_prof_stat s = {op_names[i], p->calls[i], p->ms[i], p->flops[i], 0};
     s.gemm = i == OP_matmul || i == OP_linear_fwd || i == OP_linear_bwd || i == OP_conv2d_fwd ||
              i == OP_conv2d_bwd || i == OP_conv2d_fwd_x16 || i == OP_conv2d_bwd_x16 ||
+             i == OP_linear_fwd_x16 || i == OP_linear_bwd_x16 ||
              i == OP_attention_fwd || i == OP_attention_bwd;
     return s;
 }

@@ -72,6 +72,12 @@ void k22_prior_set_gradient_checkpointing(k22_prior *m, int on)
     m->grad_ckpt = on != 0;
 }
 
+void k22_prior_set_act16(k22_prior *m, int on)
+{
+    m->act16 = on != 0;
+    for (int l = 0; l < m->cfg.num_layers; l++) m->blocks[l].mlp.act16 = m->act16;
+}
+
 /* Arena sizes of one batch, each rounded to the allocation granule. */
 typedef struct {
     size_t BD, BTD, BTE, BLD, mask, B1;
@@ -79,7 +85,7 @@ typedef struct {
     int nl;
 } prior_sizes;
 
-static prior_sizes prior_sizes_of(const k22_prior_config *c, int B)
+static prior_sizes prior_sizes_of(const k22_prior_config *c, int B, int act16)
 {
     prior_sizes z;
     int D = c->num_attention_heads * c->attention_head_dim, H = c->num_attention_heads;
@@ -90,8 +96,8 @@ static prior_sizes prior_sizes_of(const k22_prior_config *c, int B)
     z.BLD = k22_arena_round((size_t)B * c->num_embeddings * D);
     z.mask = k22_arena_round((size_t)B * T * T);
     z.B1 = k22_arena_round((size_t)B);
-    z.cache = k22_block_cache_floats(B, T, D, F, H);
-    z.nograd = k22_block_nograd_floats(B, T, D, F, H);
+    z.cache = k22_block_cache_floats(B, T, D, F, H, act16);
+    z.nograd = k22_block_nograd_floats(B, T, D, F, H, act16);
     z.bwd = k22_block_bwd_floats(B, T, D, F, H);
     z.nl = c->num_layers;
     return z;
@@ -109,18 +115,18 @@ static size_t max_size(size_t a, size_t b)
     return a > b ? a : b;
 }
 
-size_t k22_prior_saved_floats_cfg(const k22_prior_config *cfg, int B, int ckpt)
+size_t k22_prior_saved_floats_cfg(const k22_prior_config *cfg, int B, int ckpt, int act16)
 {
-    prior_sizes z = prior_sizes_of(cfg, B);
+    prior_sizes z = prior_sizes_of(cfg, B, act16);
     /* h[0..nl]: the embeddings and every block's output; without checkpointing every block's
      * cache too, which is what checkpointing drops. */
     size_t n = outer_floats(&z) + (size_t)(z.nl + 1) * z.BTD;
     return ckpt ? n : n + (size_t)z.nl * z.cache;
 }
 
-size_t k22_prior_arena_floats_cfg(const k22_prior_config *cfg, int B, int train, int ckpt)
+size_t k22_prior_arena_floats_cfg(const k22_prior_config *cfg, int B, int train, int ckpt, int act16)
 {
-    prior_sizes z = prior_sizes_of(cfg, B);
+    prior_sizes z = prior_sizes_of(cfg, B, act16);
     if (!train) return outer_floats(&z) + 2 * z.BTD + z.nograd;
     /* Forward peak over what is kept: a cached block's q/k/v projection scratch (BTD), or a
      * whole no-grad block when checkpointed. Backward: dnormed, dlast, dh, dh2, then per block
@@ -129,12 +135,12 @@ size_t k22_prior_arena_floats_cfg(const k22_prior_config *cfg, int B, int train,
     size_t fwd = ckpt ? z.nograd : z.BTD;
     size_t blk = ckpt ? z.cache + z.bwd : z.bwd, inputs = z.BLD + 3 * z.BD + 2 * z.BTE;
     size_t bwd = 2 * z.BD + 2 * z.BTD + max_size(blk, inputs);
-    return k22_prior_saved_floats_cfg(cfg, B, ckpt) + max_size(fwd, bwd);
+    return k22_prior_saved_floats_cfg(cfg, B, ckpt, act16) + max_size(fwd, bwd);
 }
 
 size_t k22_prior_arena_floats(const k22_prior *m, int B, int train)
 {
-    return k22_prior_arena_floats_cfg(&m->cfg, B, train, m->grad_ckpt);
+    return k22_prior_arena_floats_cfg(&m->cfg, B, train, m->grad_ckpt, m->act16);
 }
 
 /* The additive mask of diffusers' prior, (B, T, T): text padding and causal, heads shared. */
@@ -203,6 +209,9 @@ void k22_prior_forward(const k22_backend *be, k22_prior *m, k22_arena *ar, const
                        const uint8_t *text_mask, int B, float *out, int train)
 {
     K22_REQUIRE(B >= 1 && B <= m->max_batch);
+    if (m->act16 && !k22_backend_act16(be))
+        K22_FATAL("prior: 16-bit MLP activations on device %s at precision %s, which has none",
+                  be->name, k22_precision_name((k22_precision)be->precision));
     k22_prior_state *s = &m->st;
     int D = m->D, T = m->T, nl = m->cfg.num_layers;
     size_t BTD = (size_t)B * T * D, top = k22_arena_mark(ar);

@@ -35,13 +35,31 @@ void k22_linear_bind(k22_linear *l, const k22_params *ps, const char *name, cons
 void k22_linear_forward(const k22_backend *be, const k22_linear *l, float *y, const float *x,
                         int N)
 {
-    be->linear_fwd(be->ctx, y, x, l->w, l->b, N, l->in, l->out);
+    k22_linear_forward_in(be, l, y, x, NULL, N);
 }
 
 void k22_linear_backward(const k22_backend *be, const k22_linear *l, float *dx, const float *dy,
                          const float *x, int N)
 {
-    be->linear_bwd(be->ctx, dx, l->dw, l->db, dy, x, l->w, N, l->in, l->out);
+    k22_linear_backward_in(be, l, dx, dy, x, NULL, N);
+}
+
+void k22_linear_forward_in(const k22_backend *be, const k22_linear *l, float *y, const float *x,
+                           const uint16_t *x16, int N)
+{
+    if (x16)
+        be->linear_fwd_x16(be->ctx, y, x16, l->w, l->b, N, l->in, l->out);
+    else
+        be->linear_fwd(be->ctx, y, x, l->w, l->b, N, l->in, l->out);
+}
+
+void k22_linear_backward_in(const k22_backend *be, const k22_linear *l, float *dx, const float *dy,
+                            const float *x, const uint16_t *x16, int N)
+{
+    if (x16)
+        be->linear_bwd_x16(be->ctx, dx, l->dw, l->db, dy, x16, l->w, N, l->in, l->out);
+    else
+        be->linear_bwd(be->ctx, dx, l->dw, l->db, dy, x, l->w, N, l->in, l->out);
 }
 
 void k22_layernorm_bind(k22_layernorm *ln, const k22_params *ps, const char *name, const float *P,

@@ -19,10 +19,17 @@ void k22_mlp_forward(const k22_backend *be, const k22_mlp *m, k22_arena *ar, flo
     k22_mlp_cache tmp;
     if (!c) c = &tmp;
     c->h = k22_arena_floats(ar, NF); // h: (N, F)
-    c->g = k22_arena_floats(ar, NF); // g: (N, F)
     k22_linear_forward(be, &m->fc1, c->h, x, N);
-    be->act_fwd(be->ctx, m->act, c->g, c->h, (int64_t)NF);
-    k22_linear_forward(be, &m->fc2, y, c->g, N); // y: (N, C)
+    if (m->act16) { // g: (N, F)
+        c->g = NULL;
+        c->g16 = (uint16_t *)(void *)k22_arena_floats(ar, (NF + 1) / 2);
+        be->act_fwd_y16(be->ctx, m->act, c->g16, c->h, (int64_t)NF);
+    } else {
+        c->g = k22_arena_floats(ar, NF);
+        c->g16 = NULL;
+        be->act_fwd(be->ctx, m->act, c->g, c->h, (int64_t)NF);
+    }
+    k22_linear_forward_in(be, &m->fc2, y, c->g, c->g16, N); // y: (N, C)
     if (c == &tmp) k22_arena_reset(ar, top);
 }
 
@@ -31,7 +38,7 @@ void k22_mlp_backward(const k22_backend *be, const k22_mlp *m, k22_arena *ar, fl
 {
     size_t top = k22_arena_mark(ar), NF = (size_t)N * m->fc1.out;
     float *dg = k22_arena_zeros(ar, NF); // dg: (N, F)
-    k22_linear_backward(be, &m->fc2, dg, dy, c->g, N);
+    k22_linear_backward_in(be, &m->fc2, dg, dy, c->g, c->g16, N);
     float *dh = k22_arena_zeros(ar, NF); // dh: (N, F)
     be->act_bwd(be->ctx, m->act, dh, dg, c->h, (int64_t)NF);
     k22_linear_backward(be, &m->fc1, dx, dh, x, N);
@@ -64,6 +71,7 @@ void k22_block_bind(k22_block *blk, const k22_params *ps, const char *prefix,
     bind_part(k, sizeof k, prefix, nm->fc2);
     k22_linear_bind(&blk->mlp.fc2, ps, k, P, G);
     blk->mlp.act = act;
+    blk->mlp.act16 = 0;
     int C = blk->attn.q.out;
     if (heads <= 0 || C % heads) K22_FATAL("block '%s': width %d not divisible by %d heads", prefix, C, heads);
     blk->attn.heads = heads;
@@ -114,15 +122,16 @@ void k22_block_backward(const k22_backend *be, const k22_block *blk, k22_arena *
     k22_arena_reset(ar, top);
 }
 
-size_t k22_block_cache_floats(int B, int T, int C, int F, int H)
+size_t k22_block_cache_floats(int B, int T, int C, int F, int H, int act16)
 {
-    size_t N = (size_t)B * T, NC = k22_arena_round(N * C), n = k22_arena_round(N);
-    return 8 * NC + 4 * n + k22_arena_round(N * H) + 2 * k22_arena_round(N * F);
+    size_t N = (size_t)B * T, NC = k22_arena_round(N * C), n = k22_arena_round(N), NF = N * F;
+    size_t g = k22_arena_round(act16 ? (NF + 1) / 2 : NF);
+    return 8 * NC + 4 * n + k22_arena_round(N * H) + k22_arena_round(NF) + g;
 }
 
-size_t k22_block_nograd_floats(int B, int T, int C, int F, int H)
+size_t k22_block_nograd_floats(int B, int T, int C, int F, int H, int act16)
 {
-    return k22_block_cache_floats(B, T, C, F, H) + k22_arena_round((size_t)B * T * C);
+    return k22_block_cache_floats(B, T, C, F, H, act16) + k22_arena_round((size_t)B * T * C);
 }
 
 size_t k22_block_bwd_floats(int B, int T, int C, int F, int H)

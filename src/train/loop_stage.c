@@ -51,6 +51,15 @@ static k22_status hparams_of(const k22_run *r, k22_train_hparams *hp, k22_err *e
     return k22_lr_kind_parse(o->lr_scheduler, &hp->lr_scheduler, err);
 }
 
+/* The set-up line of 16-bit activations (ops.h k22_backend_act16), on rank 0 when on. */
+static void print_act16(const k22_run *r, int on, const char *what)
+{
+    if (on && r->d->rank == 0)
+        printf("k22: %s kept in %s, as the GEMMs that read them take them (the same figures, half "
+               "the memory for those; K22_ACT16=0 keeps them as floats)\n", what,
+               k22_precision_name((k22_precision)r->be->precision));
+}
+
 static k22_status init_prior(k22_run *r, k22_err *err)
 {
     const k22_train_opts *o = r->o;
@@ -72,6 +81,7 @@ static k22_status init_prior(k22_run *r, k22_err *err)
                            "text_embeds of %d, hidden states of %d x %d and image embeddings of %d",
                            o->pack, m->embed_dim, c->embedding_proj_dim, c->num_embeddings,
                            c->clip_embed_dim, c->clip_embed_dim);
+    print_act16(r, r->pt.model.act16, "the blocks' MLP activations");
     r->E = c->clip_embed_dim;
     r->EP = c->embedding_proj_dim;
     r->L = c->num_embeddings;
@@ -161,10 +171,7 @@ static k22_status init_decoder(k22_run *r, k22_err *err)
     r->noise_n = 4 * (int64_t)r->latent_h * r->latent_w;
     r->image_embeds = k22_xcalloc((size_t)r->B * (size_t)r->E, sizeof(float));
     r->latents = k22_xcalloc((size_t)r->B * (size_t)r->noise_n, sizeof(float));
-    if (r->d->rank == 0 && r->dt.model.nres && r->dt.model.res[0].act16)
-        printf("k22: the resnets keep their convolution inputs in %s, as the convolutions take them "
-               "(the same figures, half the memory for those; K22_ACT16=0 keeps them as floats)\n",
-               k22_precision_name((k22_precision)r->be->precision));
+    print_act16(r, r->dt.model.nres && r->dt.model.res[0].act16, "the resnets' convolution inputs");
     if (o->gradient_checkpointing && r->d->rank == 0) print_ckpt_levels(r);
     return K22_OK;
 }

@@ -63,6 +63,7 @@ k22_status k22_prior_trainer_init_loaded(k22_prior_trainer *tr, const k22_backen
     tr->model.grad_hook = k22_train_core_grad_hook(co); /* buckets sent during backward */
     /* Set before sizing: the arena of a checkpointed forward is the smaller one. */
     k22_prior_set_gradient_checkpointing(&tr->model, hp->gradient_checkpointing);
+    k22_prior_set_act16(&tr->model, k22_backend_act16(be)); /* before sizing */
     k22_arena_init(&tr->arena, be, k22_prior_arena_floats(&tr->model, hp->micro_batch, 1));
     return K22_OK;
 }

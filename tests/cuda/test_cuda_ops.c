@@ -1,8 +1,9 @@
 /* test_cuda_ops.c: every op the CUDA backend implements, against the CPU reference (cpu-ref:
  * plain loops, sums in double) on random inputs, with a tolerance stated per case; and the
  * GEMM-class ops under bf16/fp16 (k22_precision) against cpu-ref on rounded operands and
- * against the cpu backend at the same precision (test_precision), with the convolutions' 16-bit
- * input entries (conv2d_fwd_x16, conv2d_bwd_x16) bit-equal to the float ones. The convolutions
+ * against the cpu backend at the same precision (test_precision), with the 16-bit input entries
+ * (conv2d_fwd_x16, conv2d_bwd_x16, linear_fwd_x16, linear_bwd_x16) bit-equal to the float ones
+ * and act_fwd_y16 to act_fwd rounded. The convolutions
  * run on each implementation (the default, cuDNN where usable; im2col; im2col in bands), and each
  * case says which one ran each direction.
  *
@@ -1411,6 +1412,58 @@ static void test_prec_conv_x16_case(const conv_case *c, const char *tag, k22_pre
     free(xh), free(g0), free(x16h);
 }
 
+/* ---- 16-bit linear inputs (linear_fwd_x16, linear_bwd_x16) and act_fwd_y16 ---- */
+
+/* A linear case at precision p with x given as 16-bit values: y, then dx, dw and db from non-zero
+ * gradients, must be, bit for bit (tolerance: none), this backend's linear_fwd / linear_bwd on
+ * x16 widened to float; x16 at an aligned address and one element off (cuBLASLt reads it in place
+ * when aligned with rows of a multiple of 8 values, else a widened copy, packed as floats are).
+ * Then act_fwd_y16 (GELU) on the same x: act_fwd's floats rounded to p, bit for bit. */
+static void test_prec_linear_x16_case(int N, int I, int O, k22_precision p)
+{
+    int64_t nx = (int64_t)N * I, nw = (int64_t)O * I, ny = (int64_t)N * O, ng = nx + nw + O;
+    float *xh = host_rand(nx, 1261, -1, 1), *g0 = host_rand(ng, 1265, -1, 1);
+    uint16_t *x16h = k22_xmalloc((size_t)nx * sizeof(uint16_t));
+    for (int64_t i = 0; i < nx; i++) x16h[i] = round16(p, xh[i]), xh[i] = widen16(p, x16h[i]);
+    float *xw = dev_of(xh, nx);
+    uint16_t *x16d = gpu->alloc(gpu->ctx, (size_t)(nx + 1) * sizeof(uint16_t));
+    pair w = pair_rand(nw, 1262, -1, 1), b = pair_rand(O, 1263, -1, 1), dy = pair_rand(ny, 1264, -1, 1);
+    float *y = gpu->alloc(gpu->ctx, (size_t)ny * sizeof(float));
+    float *y16 = gpu->alloc(gpu->ctx, (size_t)ny * sizeof(float));
+    float *g = dev_of(g0, ng), *g16 = dev_of(g0, ng);
+    char what[200];
+    for (int off = 0; off < 2; off++) {
+        uint16_t *x16 = x16d + off;
+        const char *at = off ? "x16 one element off alignment" : "x16 aligned";
+        gpu->to_device(gpu->ctx, x16, x16h, (size_t)nx * sizeof(uint16_t));
+        gpu->to_device(gpu->ctx, g, g0, (size_t)ng * sizeof(float));
+        gpu->to_device(gpu->ctx, g16, g0, (size_t)ng * sizeof(float));
+        gpu->linear_fwd(gpu->ctx, y, xw, w.d, b.d, N, I, O);
+        gpu->linear_fwd_x16(gpu->ctx, y16, x16, w.d, b.d, N, I, O);
+        snprintf(what, sizeof what, "%s linear_fwd_x16 y N=%d I=%d O=%d, %s", prec_tag(p), N, I, O, at);
+        check_bits(what, y16, y, ny);
+        gpu->linear_bwd(gpu->ctx, g, g + nx, g + nx + nw, dy.d, xw, w.d, N, I, O);
+        gpu->linear_bwd_x16(gpu->ctx, g16, g16 + nx, g16 + nx + nw, dy.d, x16, w.d, N, I, O);
+        snprintf(what, sizeof what, "%s linear_bwd_x16 dx, dw, db N=%d I=%d O=%d, %s", prec_tag(p), N, I, O, at);
+        check_bits(what, g16, g, ng);
+    }
+    float *a = gpu->alloc(gpu->ctx, (size_t)nx * sizeof(float));
+    uint16_t *a16 = gpu->alloc(gpu->ctx, (size_t)nx * sizeof(uint16_t));
+    uint16_t *a16h = k22_xmalloc((size_t)nx * sizeof(uint16_t));
+    gpu->act_fwd(gpu->ctx, K22_ACT_GELU, a, xw, nx);
+    gpu->act_fwd_y16(gpu->ctx, K22_ACT_GELU, a16, xw, nx);
+    float *ah = dev_fetch(a, nx);
+    gpu->to_host(gpu->ctx, a16h, a16, (size_t)nx * sizeof(uint16_t));
+    int64_t off = 0;
+    for (int64_t i = 0; i < nx; i++) off += a16h[i] != round16(p, ah[i]);
+    CHECK_MSG(off == 0, "%s act_fwd_y16 (gelu) on %lld values: %lld are not act_fwd's floats rounded (exact)",
+              prec_tag(p), (long long)nx, (long long)off);
+    pair_free(&w), pair_free(&b), pair_free(&dy);
+    gpu->free(gpu->ctx, xw), gpu->free(gpu->ctx, x16d), gpu->free(gpu->ctx, y), gpu->free(gpu->ctx, y16);
+    gpu->free(gpu->ctx, g), gpu->free(gpu->ctx, g16), gpu->free(gpu->ctx, a), gpu->free(gpu->ctx, a16);
+    free(xh), free(g0), free(x16h), free(a16h), free(ah);
+}
+
 /* Attention at precision p against the cpu backend at p. Both round the same GEMM operands:
  * q, k (scores), P and v (out), dout, v, P (dV, dP), dS, k, q (dQ, dK; both round the unscaled
  * dS = P (dP - D) and apply the softmax scale as the GEMM's alpha). But P and dS are themselves
@@ -1492,6 +1545,8 @@ static void test_precision(const char *tag, int parts)
             test_prec_matmul(p);
             test_prec_linear_case(33, 65, 47, p);
             test_prec_linear_case(3000, 16, 70, p);
+            test_prec_linear_x16_case(33, 65, 47, p); /* rows of 65: widened, packed */
+            test_prec_linear_x16_case(40, 64, 24, p); /* rows of 64: read in place when aligned */
             if (p == K22_PREC_FP16) test_prec_fp16_overflow();
         }
         for (size_t j = 0; (parts & PREC_CONV) && j < sizeof conv_cases / sizeof conv_cases[0]; j++) {
@@ -2101,6 +2156,7 @@ static void test_table_complete(void)
 #define ENTRY(f) {#f, (const void *)gpu->f}
         ENTRY(matmul),         ENTRY(linear_fwd),         ENTRY(linear_bwd),
         ENTRY(conv2d_fwd),     ENTRY(conv2d_bwd),         ENTRY(group_norm_fwd),
+        ENTRY(linear_fwd_x16), ENTRY(linear_bwd_x16),     ENTRY(act_fwd_y16),
         ENTRY(conv2d_fwd_x16), ENTRY(conv2d_bwd_x16),     ENTRY(group_norm_act_fwd_y16),
         ENTRY(group_norm_act_fwd), ENTRY(group_norm_act_bwd), ENTRY(set_precision),
         ENTRY(group_norm_bwd), ENTRY(layer_norm_fwd),     ENTRY(layer_norm_bwd),

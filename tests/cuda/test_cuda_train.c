@@ -14,7 +14,7 @@
  *  4. --mixed_precision bf16 on cuda: the loss tracks the fp32 run's and agrees with the cpu
  *     backend's bf16 run, and the default run (attention on mma.sync) the wmma kernels' one;
  *     the decoder's cuDNN convolutions, which also round their outputs, are held to its im2col
- *     ones (tolerances at bf16_runs); its 16-bit conv inputs give the float ones' losses exactly;
+ *     ones (tolerances at bf16_runs); 16-bit activations give the float ones' losses exactly;
  *  5. K22_PROFILE=1 on cuda: the per-op profiler over the cuda backend, timed by CUDA events
  *     (checks at profile_runs);
  *  6. the 16-bit weight shadow changes no bit of bf16 training (checks at shadow_runs);
@@ -340,20 +340,18 @@ static void bf16_runs(const char *stage, const char *tag, int steps, double trac
     snprintf(what, sizeof what, "%s %d steps, bf16 on cuda, attention on mma.sync vs wmma", stage, steps);
     check_losses(what, g16, g16w, 1, steps, multi_tol);
 
-    /* The decoder's resnets keep their conv inputs as bf16 by default (ops.h k22_backend_act16):
-     * the same losses, exactly, as with floats (K22_ACT16=0), since the convolutions round them
-     * there anyway. */
-    if (!strcmp(stage, "train-decoder")) {
-        char g16f[64];
-        snprintf(g16f, sizeof g16f, "%s_bf_gpu16_float", tag);
-        run_k22_with("K22_ACT16", "0", stage, "cuda", x16, g16f);
-        CHECK_MSG(tf_sh("grep -q 'keep their convolution inputs in bf16' %s/%s.log", dir, g16) == 0 &&
-                      tf_sh("! grep -q 'keep their convolution inputs' %s/%s.log", dir, g16f) == 0,
-                  "%s: 16-bit conv inputs not on by default, or not off with K22_ACT16=0 (see %s/%s.log, %s.log)",
-                  stage, dir, g16, g16f);
-        snprintf(what, sizeof what, "%s %d steps, bf16 on cuda, 16-bit vs float conv inputs", stage, steps);
-        check_losses(what, g16, g16f, 1, steps, 0.0);
-    }
+    /* The decoder's resnets keep their conv inputs and the prior's blocks their MLP activations
+     * as bf16 by default (ops.h k22_backend_act16): the same losses, exactly, as with floats
+     * (K22_ACT16=0), since the GEMMs round them there anyway. */
+    char g16f[64];
+    snprintf(g16f, sizeof g16f, "%s_bf_gpu16_float", tag);
+    run_k22_with("K22_ACT16", "0", stage, "cuda", x16, g16f);
+    CHECK_MSG(tf_sh("grep -q 'kept in bf16, as the GEMMs' %s/%s.log", dir, g16) == 0 &&
+                  tf_sh("! grep -q 'as the GEMMs that read them' %s/%s.log", dir, g16f) == 0,
+              "%s: 16-bit activations not on by default, or not off with K22_ACT16=0 (see %s/%s.log, %s.log)",
+              stage, dir, g16, g16f);
+    snprintf(what, sizeof what, "%s %d steps, bf16 on cuda, 16-bit vs float activations", stage, steps);
+    check_losses(what, g16, g16f, 1, steps, 0.0);
 
     snprintf(what, sizeof what, "%s %d steps, bf16 vs fp32 on cuda", stage, steps);
     double d = loss_diff(what, g16, g32, 1, steps);

@@ -115,7 +115,7 @@ static void run_case(const k22_backend *be, const k22_block_names *nm, int act, 
     } else {
         c.mask.causal = 1;
     }
-    size_t cache = k22_block_cache_floats(B, T, C, F, H), bwd = k22_block_bwd_floats(B, T, C, F, H);
+    size_t cache = k22_block_cache_floats(B, T, C, F, H, 0), bwd = k22_block_bwd_floats(B, T, C, F, H);
     k22_arena_init(&c.ar, be, cache + (bwd > n ? bwd : n));
     k22_block_cache bc;
     k22_block_forward(be, &c.blk, &c.ar, c.y, c.x, B, T, &c.mask, &bc);

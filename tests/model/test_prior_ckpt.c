@@ -4,8 +4,9 @@
  * gradients with checkpointing equal those without bit for bit (the same ops run in the same
  * order on the same values); the activations kept between forward and backward and the arena
  * peak are lower, the kept count equals k22_prior_saved_floats_cfg and the arena sized by
- * k22_prior_arena_floats suffices. Prints the figures, and the size functions' figures for the
- * full-size prior at batch 1 (computed, not run). */
+ * k22_prior_arena_floats suffices; on the fast backend under bf16 and fp16, 16-bit MLP
+ * activations change no bit and take less. Prints the figures, and the size functions' figures
+ * for the full-size prior at batch 1 (computed, not run). */
 #include "grad_watch.h"
 #include "model_fixture.h"
 
@@ -86,6 +87,8 @@ static void free_result(run_result *r)
 /* One training forward and backward from zeroed gradients with checkpointing `ckpt`; `flip`
  * turns the flag the other way between forward and backward (the pair must finish in the
  * mode its forward ran in). The arena is sized for the forward's mode. */
+static int act16_on; /* run_once's models keep 16-bit MLP activations (act16_case) */
+
 static run_result run_once(const k22_backend *be, const k22_prior_config *c, const k22_params *ps,
                            const float *P, const case_inputs *in, int ckpt, int flip)
 {
@@ -105,9 +108,10 @@ static run_result run_once(const k22_backend *be, const k22_prior_config *c, con
     k22_prior m;
     k22_prior_init(&m, c, ps, P, G, B);
     k22_prior_set_gradient_checkpointing(&m, ckpt);
+    k22_prior_set_act16(&m, act16_on);
     k22_arena ar;
     r.cap = k22_prior_arena_floats(&m, B, 1);
-    CHECK(r.cap == k22_prior_arena_floats_cfg(c, B, 1, ckpt));
+    CHECK(r.cap == k22_prior_arena_floats_cfg(c, B, 1, ckpt, act16_on));
     k22_arena_init(&ar, be, r.cap);
     k22_prior_forward(be, &m, &ar, x, t, proj, ehs, in->mask, B, out, 1);
     r.kept = ar.used;
@@ -149,7 +153,40 @@ static void check_same_results(const char *label, const k22_params *ps, const ca
     check_same_grads(label, ps, a->G, b->G);
 }
 
-static void one_batch(const k22_backend *be, const k22_st_file *f, const prior_case *pc,
+/* Under bf16 and fp16 on the cpu backend, the blocks' 16-bit MLP activations (k22_prior_set_act16)
+ * give the float ones' output and gradients bit for bit, with and without checkpointing; what
+ * forward keeps and the arena peak equal the size functions', which are smaller. */
+static void act16_case(k22_backend *be, const k22_prior_config *c, const k22_params *ps, const float *P,
+                       const case_inputs *in, const char *size)
+{
+    for (int prec = K22_PREC_BF16; prec <= K22_PREC_FP16; prec++) {
+        CHECK(k22_backend_set_precision(be, (k22_precision)prec, NULL) == K22_OK && k22_backend_act16(be));
+        for (int ck = 0; ck <= 1; ck++) {
+            char label[160];
+            snprintf(label, sizeof label, "%s %s prior %s B=%d ckpt=%d, 16-bit MLP activations", be->name,
+                     k22_precision_name((k22_precision)prec), size, in->B, ck);
+            act16_on = 0;
+            run_result fl = run_once(be, c, ps, P, in, ck, 0);
+            act16_on = 1;
+            run_result h = run_once(be, c, ps, P, in, ck, 0);
+            act16_on = 0;
+            check_same_results(label, ps, in, &fl, &h);
+            size_t want = k22_prior_saved_floats_cfg(c, in->B, ck, 1);
+            CHECK_MSG(h.kept == want && h.peak == h.cap, "%s: kept %zu (size function %zu), peak %zu, arena %zu",
+                      label, h.kept, want, h.peak, h.cap);
+            /* checkpointing keeps no block cache: only the arena's recomputed block shrinks */
+            CHECK_MSG(h.cap < fl.cap && (ck ? h.kept == fl.kept : h.kept < fl.kept),
+                      "%s: arena %zu, kept %zu; floats: %zu, %zu", label, h.cap, h.kept, fl.cap, fl.kept);
+            printf("%-8s prior %-4s B=%d %s ckpt=%d: 16-bit MLP activations, the same bits; kept %zu -> %zu "
+                   "floats, arena %zu -> %zu\n", be->name, size, in->B, k22_precision_name((k22_precision)prec),
+                   ck, fl.kept, h.kept, fl.cap, h.cap);
+            free_result(&fl), free_result(&h);
+        }
+    }
+    k22_backend_set_precision(be, K22_PREC_FP32, NULL);
+}
+
+static void one_batch(k22_backend *be, const k22_st_file *f, const prior_case *pc,
                       const k22_prior_config *c, const k22_params *ps, const float *P, int B)
 {
     case_inputs in;
@@ -168,13 +205,14 @@ static void one_batch(const k22_backend *be, const k22_st_file *f, const prior_c
     for (size_t i = 0; i < ps->total; i++) gmax = fmax(gmax, fabs((double)ck.G[i]));
     CHECK_MSG(gmax > 0, "%s: every parameter gradient is zero", label);
     check_same_results(label, ps, &in, &plain, &ck);
+    if (B == pc->B_fixture && !strcmp(be->name, "cpu")) act16_case(be, c, ps, P, &in, pc->size);
     /* Flipping the flag between forward and backward changes nothing either way. */
     run_result fl0 = run_once(be, c, ps, P, &in, 0, 1), fl1 = run_once(be, c, ps, P, &in, 1, 1);
     check_same_results(label, ps, &in, &plain, &fl0);
     check_same_results(label, ps, &in, &plain, &fl1);
     for (int k = 0; k < 2; k++) {
         const run_result *r = k ? &ck : &plain;
-        size_t want = k22_prior_saved_floats_cfg(c, B, k);
+        size_t want = k22_prior_saved_floats_cfg(c, B, k, 0);
         CHECK_MSG(r->kept == want, "%s ckpt=%d: forward kept %zu floats, the size function says %zu",
                   label, k, r->kept, want);
         /* The backward's peak is what sizes the arena, and the size function counts it exactly. */
@@ -198,7 +236,7 @@ static void one_batch(const k22_backend *be, const k22_st_file *f, const prior_c
     free_case(&in);
 }
 
-static void run_case(const k22_backend *be, const k22_st_file *f, const prior_case *pc)
+static void run_case(k22_backend *be, const k22_st_file *f, const prior_case *pc)
 {
     k22_model_config cfg;
     k22_params ps;
@@ -217,19 +255,27 @@ static void full_size(void)
     k22_err err;
     if (k22_config_preset(K22_MODEL_PRIOR, "full", &cfg, &err)) K22_FATAL("%s", err.msg);
     const k22_prior_config *c = &cfg.u.prior;
-    size_t kept0 = k22_prior_saved_floats_cfg(c, 1, 0), kept1 = k22_prior_saved_floats_cfg(c, 1, 1);
-    size_t cap0 = k22_prior_arena_floats_cfg(c, 1, 1, 0), cap1 = k22_prior_arena_floats_cfg(c, 1, 1, 1);
+    size_t kept0 = k22_prior_saved_floats_cfg(c, 1, 0, 0), kept1 = k22_prior_saved_floats_cfg(c, 1, 1, 0);
+    size_t cap0 = k22_prior_arena_floats_cfg(c, 1, 1, 0, 0), cap1 = k22_prior_arena_floats_cfg(c, 1, 1, 1, 0);
     CHECK(kept1 < kept0 && cap1 < cap0);
     /* What checkpointing drops is exactly every block's cache. */
     int D = c->num_attention_heads * c->attention_head_dim;
     size_t cache = k22_block_cache_floats(1, c->num_embeddings + c->additional_embeddings, D,
-                                          4 * D, c->num_attention_heads);
+                                          4 * D, c->num_attention_heads, 0);
     CHECK(kept0 - kept1 == (size_t)c->num_layers * cache);
     printf("size fn  prior full B=1 (%d layers, %d x %d) activations kept %zu -> %zu floats "
            "(%.1f -> %.1f MiB, %.2fx), arena %zu -> %zu floats (%.1f -> %.1f MiB, %.2fx)\n",
            c->num_layers, c->num_attention_heads, c->attention_head_dim, kept0, kept1,
            kept0 * 4.0 / 1048576, kept1 * 4.0 / 1048576, (double)kept0 / kept1, cap0, cap1,
            cap0 * 4.0 / 1048576, cap1 * 4.0 / 1048576, (double)cap0 / cap1);
+    /* 16-bit MLP activations (bf16/fp16), at the bench's batch of 32 */
+    size_t k32 = k22_prior_saved_floats_cfg(c, 32, 0, 0), h32 = k22_prior_saved_floats_cfg(c, 32, 0, 1);
+    size_t a32 = k22_prior_arena_floats_cfg(c, 32, 1, 0, 0), ha32 = k22_prior_arena_floats_cfg(c, 32, 1, 0, 1);
+    CHECK(h32 < k32 && ha32 < a32);
+    printf("size fn  prior full B=32 with 16-bit MLP activations: activations kept %.2f -> %.2f GiB (%.1f%% less), "
+           "arena %.2f -> %.2f GiB (%.1f%% less)\n", k32 * 4.0 / 1073741824, h32 * 4.0 / 1073741824,
+           100.0 * (1.0 - (double)h32 / k32), a32 * 4.0 / 1073741824, ha32 * 4.0 / 1073741824,
+           100.0 * (1.0 - (double)ha32 / a32));
     k22_params ps;
     k22_params_init(&ps);
     if (k22_params_build(&cfg, &ps, &err)) K22_FATAL("%s", err.msg);

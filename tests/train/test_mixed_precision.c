@@ -8,7 +8,7 @@
  * (3) The scale lives in the checkpoint: a run stopped and resumed gives the uninterrupted
  * run's losses exactly. (4) --save_dtype bf16/fp16 writes the final weights in that dtype,
  * equal to the fp32 checkpoint of the same step rounded; checkpoints stay fp32.
- * (5) cpu-ref refuses bf16 (exit 2). (6) The decoder's 16-bit conv inputs change no bit. */
+ * (5) cpu-ref refuses bf16 (exit 2). (6) The 16-bit activations (decoder conv inputs, prior MLP) change no bit. */
 #include "train/train_fixture.h"
 #include "k22/diffusers.h"
 #include "k22/ops.h"
@@ -57,28 +57,31 @@ static void tracks(const char *stage, const char *args, const char *pack, double
 
 
 
-/* The decoder's 16-bit conv inputs (ops.h k22_backend_act16), on by default under bf16/fp16:
- * tracks() trained with them; the same runs with K22_ACT16=0 (floats) log the same losses and
- * write the same weights, bit for bit, since the convolutions round their inputs there anyway. */
-static void act16_same(const char *prec)
+/* 16-bit activations (ops.h k22_backend_act16: the decoder's conv inputs, the prior's MLP
+ * activations), on by default under bf16/fp16: tracks() trained with them; the same runs with
+ * K22_ACT16=0 (floats) log the same losses and write the same weights, bit for bit, since the
+ * GEMMs round those inputs there anyway. */
+static void act16_same(const char *stage, const char *args, const char *pack, const char *weights,
+                       const char *prec)
 {
     char on[4096], off[4096];
-    snprintf(on, sizeof on, "%s/decoder-%s", dir, prec);
-    snprintf(off, sizeof off, "%s/decoder-%s-float", dir, prec);
+    snprintf(on, sizeof on, "%s/%s-%s", dir, stage, prec);
+    snprintf(off, sizeof off, "%s/%s-%s-float", dir, stage, prec);
     char a[512];
-    snprintf(a, sizeof a, DEC_ARGS, dir);
-    int rc = tf_sh("K22_ACT16=0 %s train-decoder --pack %s/dec.h5 %s --max_train_steps %d --mixed_precision %s "
-                   "--output_dir %s >%s.log 2>&1", tf_bin(), dir, a, STEPS, prec, off, off);
-    CHECK_MSG(rc == 0, "K22_ACT16=0 train-decoder --mixed_precision %s exited %d (see %s.log)", prec, rc, off);
-    CHECK_MSG(tf_sh("grep -q 'keep their convolution inputs in %s' %s.log", prec, on) == 0,
-              "%s.log: the 16-bit conv inputs were not on", on);
-    CHECK_MSG(tf_sh("! grep -q 'keep their convolution inputs' %s.log", off) == 0,
-              "%s.log: K22_ACT16=0 left the 16-bit conv inputs on", off);
+    snprintf(a, sizeof a, args, dir);
+    int rc = tf_sh("K22_ACT16=0 %s train-%s --pack %s/%s %s --max_train_steps %d --mixed_precision %s "
+                   "--output_dir %s >%s.log 2>&1", tf_bin(), stage, dir, pack, a, STEPS, prec, off, off);
+    CHECK_MSG(rc == 0, "K22_ACT16=0 train-%s --mixed_precision %s exited %d (see %s.log)", stage, prec, rc, off);
+    CHECK_MSG(tf_sh("grep -q 'kept in %s, as the GEMMs' %s.log", prec, on) == 0,
+              "%s.log: the 16-bit activations were not on", on);
+    CHECK_MSG(tf_sh("! grep -q 'as the GEMMs that read them' %s.log", off) == 0,
+              "%s.log: K22_ACT16=0 left the 16-bit activations on", off);
     double lon[STEPS + 2] = {0}, loff[STEPS + 2] = {0};
     CHECK(tf_read_losses(on, lon, STEPS + 1) == STEPS && tf_read_losses(off, loff, STEPS + 1) == STEPS);
-    CHECK_MSG(!memcmp(lon, loff, sizeof lon), "%s: the losses with 16-bit conv inputs differ from floats'", prec);
-    CHECK_MSG(tf_sh("cmp -s %s/unet/diffusion_pytorch_model.safetensors %s/unet/diffusion_pytorch_model.safetensors",
-                    on, off) == 0, "%s: the final UNet weights differ between 16-bit and float conv inputs", prec);
+    CHECK_MSG(!memcmp(lon, loff, sizeof lon), "train-%s %s: the losses with 16-bit activations differ from floats'",
+              stage, prec);
+    CHECK_MSG(tf_sh("cmp -s %s/%s %s/%s", on, weights, off, weights) == 0,
+              "train-%s %s: the final weights differ between 16-bit and float activations", stage, prec);
 }
 
 /* Large targets: fp16 gradients overflow at 65536 and the scaler finds a smaller scale. */
@@ -198,8 +201,9 @@ int main(void)
      * (2^-12) within 0.2%; measured figures are printed. */
     tracks("prior", PRIOR_ARGS, "data.h5", 1e-2, 2e-3);
     tracks("decoder", DEC_ARGS, "dec.h5", 1e-2, 2e-3);
-    act16_same("bf16");
-    act16_same("fp16");
+    act16_same("prior", PRIOR_ARGS, "data.h5", "prior/diffusion_pytorch_model.safetensors", "bf16");
+    act16_same("decoder", DEC_ARGS, "dec.h5", "unet/diffusion_pytorch_model.safetensors", "bf16");
+    act16_same("decoder", DEC_ARGS, "dec.h5", "unet/diffusion_pytorch_model.safetensors", "fp16");
     fp16_scaling();
     fp16_resume();
     save_dtype("bf16", K22_DTYPE_BF16, K22_PREC_BF16);

@@ -90,6 +90,12 @@ static void every_entry(const k22_backend *be, bufs *b, tally *t)
     one_call(t, "linear_fwd", 24);
     be->linear_bwd(ctx, b->g, b->m, b->o + 20, b->y, b->x, b->w, 2, 3, 2);
     one_call(t, "linear_bwd", 48);
+    k22_backend_set_precision((k22_backend *)be, K22_PREC_BF16, NULL); /* the 16-bit entries' */
+    be->linear_fwd_x16(ctx, b->z + 60, b->h, b->w, b->y, 2, 1, 2);
+    one_call(t, "linear_fwd_x16", 8);
+    be->linear_bwd_x16(ctx, b->g + 50, b->m + 52, b->o + 40, b->y, b->h, b->w, 2, 1, 2);
+    one_call(t, "linear_bwd_x16", 16);
+    k22_backend_set_precision((k22_backend *)be, K22_PREC_FP32, NULL);
     k22_conv2d_desc cd = {1, 1, 3, 3, 1, 3, 3, 1, 1, 1, 1, 1, 1};
     be->conv2d_fwd(ctx, b->o + 24, b->x, b->w, b->y, &cd);
     one_call(t, "conv2d_fwd", 162);
@@ -115,6 +121,10 @@ static void every_entry(const k22_backend *be, bufs *b, tally *t)
     one_call(t, "act_fwd", 0);
     be->act_bwd(ctx, K22_ACT_GELU, b->g + 28, b->y, b->x, 4);
     one_call(t, "act_bwd", 0);
+    k22_backend_set_precision((k22_backend *)be, K22_PREC_BF16, NULL);
+    be->act_fwd_y16(ctx, K22_ACT_GELU, b->h + 12, b->x, 4);
+    one_call(t, "act_fwd_y16", 0);
+    k22_backend_set_precision((k22_backend *)be, K22_PREC_FP32, NULL);
     be->softmax_fwd(ctx, b->z + 4, b->x, 2, 2);
     one_call(t, "softmax_fwd", 0);
     be->softmax_bwd(ctx, b->g + 32, b->y, b->z + 4, 2, 2);

@@ -150,6 +150,9 @@ static void cpu_set_fast(k22_backend *be)
     be->group_norm_act_fwd_y16 = k22_fast_group_norm_act_fwd_y16;
     be->conv2d_fwd_x16 = k22_fast_conv2d_fwd_x16;
     be->conv2d_bwd_x16 = k22_fast_conv2d_bwd_x16;
+    be->act_fwd_y16 = k22_fast_act_fwd_y16;
+    be->linear_fwd_x16 = k22_fast_linear_fwd_x16;
+    be->linear_bwd_x16 = k22_fast_linear_bwd_x16;
     be->resize_nearest_fwd = k22_ref_resize_nearest_fwd;
     be->mse_fwd = k22_fast_mse_fwd;
     be->mse_bwd = k22_fast_mse_bwd;

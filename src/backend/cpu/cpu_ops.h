@@ -195,6 +195,11 @@ void k22_fast_group_norm_act_fwd_y16(void *ctx, int act, uint16_t *y16, float *m
                                      const float *x, const float *gamma, const float *beta,
                                      const float *scale, const float *shift, int64_t ss_ld,
                                      float scale_offset, int B, int C, int S, int G, float eps);
+void k22_fast_act_fwd_y16(void *ctx, int act, uint16_t *y16, const float *x, int64_t n);
+void k22_fast_linear_fwd_x16(void *ctx, float *y, const uint16_t *x16, const float *w, const float *b,
+                             int N, int I, int O);
+void k22_fast_linear_bwd_x16(void *ctx, float *dx, float *dw, float *db, const float *dy,
+                             const uint16_t *x16, const float *w, int N, int I, int O);
 void k22_fast_conv2d_fwd_x16(void *ctx, float *y, const uint16_t *x16, const float *w,
                              const float *bias, const k22_conv2d_desc *d);
 void k22_fast_conv2d_bwd_x16(void *ctx, float *dx, float *dw, float *dbias, const float *dy,

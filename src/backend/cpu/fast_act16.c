@@ -1,6 +1,7 @@
 /* fast_act16.c: the 16-bit activation entries of ops.h on the cpu backend (group_norm_act_fwd_y16,
- * conv2d_fwd_x16, conv2d_bwd_x16), over the float ops through one float copy: they check the
- * model's 16-bit path on the host (the same bits as the float path by construction), not speed. */
+ * act_fwd_y16, conv2d_fwd_x16, conv2d_bwd_x16, linear_fwd_x16, linear_bwd_x16), over the float
+ * ops through one float copy: they check the models' 16-bit paths on the host (the same bits as
+ * the float path by construction), not speed. */
 #include "cpu_ops.h"
 
 static k22_dtype act16_type(const k22_cpu_ctx *c, const char *op)
@@ -10,38 +11,63 @@ static k22_dtype act16_type(const k22_cpu_ctx *c, const char *op)
     K22_FATAL("cpu %s: 16-bit activations need --mixed_precision bf16 or fp16", op);
 }
 
-void k22_fast_group_norm_act_fwd_y16(void *ctx, int act, uint16_t *y16, float *mean, float *rstd,
-                                     const float *x, const float *gamma, const float *beta,
-                                     const float *scale, const float *shift, int64_t ss_ld,
-                                     float scale_offset, int B, int C, int S, int G, float eps)
+/* y (the float copy, n values) rounded into y16. */
+static void round_out(void *ctx, uint16_t *y16, const float *y, size_t n, const char *op)
 {
-    k22_dtype t = act16_type(ctx, "group_norm_act_fwd_y16");
-    size_t n = (size_t)B * C * S;
-    float *y = k22_cpu_wide(ctx, n);
-    k22_fast_group_norm_act_fwd(ctx, act, y, mean, rstd, x, gamma, beta, scale, shift, ss_ld,
-                                scale_offset, B, C, S, G, eps);
-    k22_convert_from_f32(y16, t, y, n);
+    k22_convert_from_f32(y16, act16_type(ctx, op), y, n);
 }
 
-/* x16 of d's input widened into the float copy. */
-static const float *widen_input(void *ctx, const uint16_t *x16, const k22_conv2d_desc *d,
-                                const char *op)
+/* x16 (n values) widened into the float copy. */
+static const float *widen(void *ctx, const uint16_t *x16, size_t n, const char *op)
 {
     k22_dtype t = act16_type(ctx, op);
-    size_t n = (size_t)d->B * d->C * d->H * d->W;
     float *x = k22_cpu_wide(ctx, n);
     k22_convert_to_f32(x, x16, t, n);
     return x;
 }
 
+void k22_fast_group_norm_act_fwd_y16(void *ctx, int act, uint16_t *y16, float *mean, float *rstd,
+                                     const float *x, const float *gamma, const float *beta,
+                                     const float *scale, const float *shift, int64_t ss_ld,
+                                     float scale_offset, int B, int C, int S, int G, float eps)
+{
+    size_t n = (size_t)B * C * S;
+    float *y = k22_cpu_wide(ctx, n);
+    k22_fast_group_norm_act_fwd(ctx, act, y, mean, rstd, x, gamma, beta, scale, shift, ss_ld,
+                                scale_offset, B, C, S, G, eps);
+    round_out(ctx, y16, y, n, "group_norm_act_fwd_y16");
+}
+
+void k22_fast_act_fwd_y16(void *ctx, int act, uint16_t *y16, const float *x, int64_t n)
+{
+    float *y = k22_cpu_wide(ctx, (size_t)n);
+    k22_fast_act_fwd(ctx, act, y, x, n);
+    round_out(ctx, y16, y, (size_t)n, "act_fwd_y16");
+}
+
 void k22_fast_conv2d_fwd_x16(void *ctx, float *y, const uint16_t *x16, const float *w,
                              const float *bias, const k22_conv2d_desc *d)
 {
-    k22_fast_conv2d_fwd(ctx, y, widen_input(ctx, x16, d, "conv2d_fwd_x16"), w, bias, d);
+    size_t nx = (size_t)d->B * d->C * d->H * d->W;
+    k22_fast_conv2d_fwd(ctx, y, widen(ctx, x16, nx, "conv2d_fwd_x16"), w, bias, d);
 }
 
 void k22_fast_conv2d_bwd_x16(void *ctx, float *dx, float *dw, float *dbias, const float *dy,
                              const uint16_t *x16, const float *w, const k22_conv2d_desc *d)
 {
-    k22_fast_conv2d_bwd(ctx, dx, dw, dbias, dy, widen_input(ctx, x16, d, "conv2d_bwd_x16"), w, d);
+    size_t nx = (size_t)d->B * d->C * d->H * d->W;
+    k22_fast_conv2d_bwd(ctx, dx, dw, dbias, dy, widen(ctx, x16, nx, "conv2d_bwd_x16"), w, d);
+}
+
+void k22_fast_linear_fwd_x16(void *ctx, float *y, const uint16_t *x16, const float *w, const float *b,
+                             int N, int I, int O)
+{
+    k22_fast_linear_fwd(ctx, y, widen(ctx, x16, (size_t)N * I, "linear_fwd_x16"), w, b, N, I, O);
+}
+
+void k22_fast_linear_bwd_x16(void *ctx, float *dx, float *dw, float *db, const float *dy,
+                             const uint16_t *x16, const float *w, int N, int I, int O)
+{
+    k22_fast_linear_bwd(ctx, dx, dw, db, dy, widen(ctx, x16, (size_t)N * I, "linear_bwd_x16"), w, N, I,
+                        O);
 }

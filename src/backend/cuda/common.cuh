@@ -72,7 +72,8 @@ typedef struct {
     void *lowp;
     size_t lowp_bytes;
     /* Float copy of a 16-bit activation, grow-only: the im2col convolutions' x widened from x16
-     * (conv2d_fwd_x16 / conv2d_bwd_x16 where cuDNN does not take the convolution). */
+     * (conv2d_fwd_x16 / conv2d_bwd_x16 where cuDNN does not take the convolution), a GEMM's
+     * 16-bit operand that cuBLASLt cannot read in place (matmul.cu). */
     void *wide;
     size_t wide_bytes;
     /* Convolutions (conv_cudnn.cu): the cuDNN handle, bound to `stream`, or NULL when they all
@@ -161,7 +162,7 @@ int k22_cuda_selftest_match(char *why, size_t nwhy, const char *prec, const floa
 void *k22_cuda_scratch(k22_cuda_ctx *ctx, size_t bytes);
 /* The same for ctx->lowp, the 16-bit GEMM operand buffer of k22_cuda_gemm (matmul.cu). */
 void *k22_cuda_lowp(k22_cuda_ctx *ctx, size_t bytes);
-/* The same for ctx->wide, the float copy of a 16-bit activation (conv.cu). */
+/* The same for ctx->wide, the float copy of a 16-bit activation (conv.cu, matmul.cu). */
 void *k22_cuda_wide(k22_cuda_ctx *ctx, size_t bytes);
 
 /* The same for the weight shadow's buffer (weight_shadow.cu). */
@@ -231,10 +232,15 @@ void k22_cuda_linear_fwd(void *ctx, float *y, const float *x, const float *w, co
                          int N, int I, int O);
 void k22_cuda_linear_bwd(void *ctx, float *dx, float *dw, float *db, const float *dy,
                          const float *x, const float *w, int N, int I, int O);
+void k22_cuda_linear_fwd_x16(void *ctx, float *y, const uint16_t *x16, const float *w,
+                             const float *b, int N, int I, int O);
+void k22_cuda_linear_bwd_x16(void *ctx, float *dx, float *dw, float *db, const float *dy,
+                             const uint16_t *x16, const float *w, int N, int I, int O);
 
 /* elementwise.cu */
 void k22_cuda_act_fwd(void *ctx, int act, float *y, const float *x, int64_t n);
 void k22_cuda_act_bwd(void *ctx, int act, float *dx, const float *dy, const float *x, int64_t n);
+void k22_cuda_act_fwd_y16(void *ctx, int act, uint16_t *y16, const float *x, int64_t n);
 void k22_cuda_add(void *ctx, float *y, const float *a, const float *b, int64_t n);
 void k22_cuda_mul(void *ctx, float *y, const float *a, const float *b, int64_t n);
 void k22_cuda_scale(void *ctx, float *y, const float *a, float s, int64_t n);

@@ -326,6 +326,8 @@ static void k22_cuda_table_fill(k22_backend *be)
 
     be->conv2d_fwd = k22_cuda_conv2d_fwd;
     be->conv2d_bwd = k22_cuda_conv2d_bwd;
+    be->linear_fwd_x16 = k22_cuda_linear_fwd_x16;
+    be->linear_bwd_x16 = k22_cuda_linear_bwd_x16;
     be->conv2d_fwd_x16 = k22_cuda_conv2d_fwd_x16;
     be->conv2d_bwd_x16 = k22_cuda_conv2d_bwd_x16;
 
@@ -353,6 +355,7 @@ static void k22_cuda_table_fill(k22_backend *be)
     be->group_norm_act_fwd = k22_cuda_group_norm_act_fwd;
     be->group_norm_act_bwd = k22_cuda_group_norm_act_bwd;
     be->group_norm_act_fwd_y16 = k22_cuda_group_norm_act_fwd_y16;
+    be->act_fwd_y16 = k22_cuda_act_fwd_y16;
 
     be->timestep_embed_fwd = k22_cuda_timestep_embed_fwd;
     be->timestep_embed_bwd = k22_cuda_timestep_embed_bwd;

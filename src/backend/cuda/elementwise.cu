@@ -62,6 +62,12 @@ __global__ void k22_act_bwd_kernel(int act, float *dx, const float *dy, const fl
     K22_GRID_STRIDE(i, n) dx[i] += dy[i] * k22_act_slope(act, x[i]);
 }
 
+/* act_fwd's floats rounded to bf16 (fp16 0) or fp16 (1). */
+__global__ void k22_act_fwd16_kernel(int act, uint16_t *y16, const float *x, int64_t n, int fp16)
+{
+    K22_GRID_STRIDE(i, n) y16[i] = k22_cuda_round16(k22_act_value(act, x[i]), fp16);
+}
+
 static void k22_act_check(int act)
 {
     if (act < 0 || act >= K22_ACT_COUNT) K22_FATAL("cuda: unknown activation id %d", act);
@@ -71,6 +77,14 @@ void k22_cuda_act_fwd(void *vctx, int act, float *y, const float *x, int64_t n)
 {
     k22_act_check(act);
     K22_LAUNCH(k22_act_fwd_kernel, n, act, y, x, n);
+}
+
+void k22_cuda_act_fwd_y16(void *vctx, int act, uint16_t *y16, const float *x, int64_t n)
+{
+    k22_cuda_ctx *ctx = K22_CUDA_CTX(vctx);
+    K22_REQUIRE(ctx->precision != K22_PREC_FP32);
+    k22_act_check(act);
+    K22_LAUNCH(k22_act_fwd16_kernel, n, act, y16, x, n, ctx->precision == K22_PREC_FP16);
 }
 
 void k22_cuda_act_bwd(void *vctx, int act, float *dx, const float *dy, const float *x, int64_t n)

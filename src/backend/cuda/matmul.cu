@@ -164,38 +164,65 @@ void k22_cuda_round_lowp_rows(k22_cuda_ctx *ctx, uint16_t *dst, const float *src
     CUDA_CHECK_LAUNCH();
 }
 
-/* An operand (stored as rows x cols, nb matrices) read in place from the weight shadow instead
- * of packed: when it lies in the registered parameter buffer and cuBLASLt would be told about it
- * exactly what it is told about its packed copy: the same leading dimension (k22_lowp_pld's) and
- * batch stride, and the same alignment (k22_cuda_align's 16-byte cap, met by a 16-byte aligned
- * shadow pointer). The heuristic then picks the same algorithm for the same 16-bit values, so the
- * product has the bits it has with the shadow off. 0: pack it. */
+/* An operand (stored as rows x cols, nb matrices) already rounded, at p16, read in place instead
+ * of packed when cuBLASLt would be told about it exactly what it is told about its packed copy:
+ * the same leading dimension (k22_lowp_pld's) and batch stride, and the same alignment
+ * (k22_cuda_align's 16-byte cap, met by a 16-byte aligned p16). The heuristic then picks the same
+ * algorithm for the same 16-bit values, so the product has the bits it has when packed. 0 (also
+ * for p16 NULL): pack it. */
+static int k22_lowp_in_place(const uint16_t *p16, int64_t rows, int64_t cols, int64_t ld, int64_t s,
+                             int nb, k22_lowp_operand *o)
+{
+    int64_t pld = k22_lowp_pld(cols), ps = nb > 1 ? rows * pld : 0;
+    if (!p16 || ld != pld || (nb > 1 && s != ps) || (uintptr_t)p16 % 16) return 0;
+    o->p = p16, o->ld = pld, o->stride = ps;
+    return 1;
+}
+
+/* The operand from the weight shadow, when it lies in the registered parameter buffer. */
 static int k22_lowp_from_shadow(k22_cuda_ctx *ctx, const float *src, int64_t rows, int64_t cols,
                                 int64_t ld, int64_t s, int nb, k22_lowp_operand *o)
 {
     int64_t pld = k22_lowp_pld(cols), ps = nb > 1 ? rows * pld : 0;
     if (ld != pld || (nb > 1 && s != ps)) return 0;
     const uint16_t *sh = k22_cuda_shadow_read(ctx, src, (nb - 1) * ps + (rows - 1) * ld + cols, 16);
-    if (!sh) return 0;
-    o->p = sh, o->ld = pld, o->stride = ps;
-    return 1;
+    return k22_lowp_in_place(sh, rows, cols, ld, s, nb, o);
+}
+
+/* An operand given as 16-bit values (src16: the x16 of the _x16 entries) in place, or else
+ * widened into ctx->wide, whose floats the caller packs as any other (the same 16-bit values
+ * again). Returns 1 in place; 0 with *src set to the widened copy. */
+static int k22_lowp_given(k22_cuda_ctx *ctx, const uint16_t *src16, const float **src, int64_t rows,
+                          int64_t cols, int64_t ld, int64_t s, int nb, k22_lowp_operand *o)
+{
+    if (k22_lowp_in_place(src16, rows, cols, ld, s, nb, o)) return 1;
+    int64_t n = (nb - 1) * s + (rows - 1) * ld + cols;
+    float *w = (float *)k22_cuda_wide(ctx, (size_t)n * sizeof(float));
+    k22_cuda_widen_lowp(ctx, w, src16, n);
+    *src = w;
+    return 0;
 }
 
 /* k22_cuda_gemm under bf16/fp16 (ctx->precision): A and B, as far as the GEMM reads them, are
  * rounded into ctx->lowp (never the op scratch: A or B may live there), densely, one matrix per
  * batch item or one for a broadcast (stride 0) operand, unless they can be read from the weight
- * shadow; then one 16-bit cuBLASLt call with fp32 C, alpha, beta and accumulation. */
+ * shadow, or come rounded already (A16 or B16, non-NULL in place of A or Bm; at most one); then
+ * one 16-bit cuBLASLt call with fp32 C, alpha, beta and accumulation. */
 static cublasStatus_t k22_cuda_gemm_lowp(k22_cuda_ctx *ctx, int ta, int tb, int M, int N, int K,
-                                         float alpha, const float *A, int64_t lda, int64_t sA,
-                                         const float *Bm, int64_t ldb, int64_t sB, float beta,
+                                         float alpha, const float *A, const uint16_t *A16,
+                                         int64_t lda, int64_t sA, const float *Bm,
+                                         const uint16_t *B16, int64_t ldb, int64_t sB, float beta,
                                          float *C, int64_t ldc, int64_t sC, int batch, const float *bias,
                                          int *bias_done)
 {
     int64_t ra = ta ? K : M, ca = ta ? M : K, rb = tb ? N : K, cb = tb ? K : N;
     int na = batch > 1 && sA != 0 ? batch : 1, nb = batch > 1 && sB != 0 ? batch : 1;
     k22_lowp_operand a, b;
-    int sha = k22_lowp_from_shadow(ctx, A, ra, ca, lda, sA, na, &a);
-    int shb = k22_lowp_from_shadow(ctx, Bm, rb, cb, ldb, sB, nb, &b);
+    K22_REQUIRE(!(A16 && B16));
+    int sha = A16 ? k22_lowp_given(ctx, A16, &A, ra, ca, lda, sA, na, &a)
+                  : k22_lowp_from_shadow(ctx, A, ra, ca, lda, sA, na, &a);
+    int shb = B16 ? k22_lowp_given(ctx, B16, &Bm, rb, cb, ldb, sB, nb, &b)
+                  : k22_lowp_from_shadow(ctx, Bm, rb, cb, ldb, sB, nb, &b);
     /* What is packed goes to ctx->lowp; B's copy starts 256-byte aligned after A's. */
     size_t bytes_a = sha ? 0 : (size_t)(ra * k22_lowp_pld(ca) * na) * 2;
     size_t off_b = (bytes_a + 255) / 256 * 256;
@@ -212,8 +239,9 @@ static cublasStatus_t k22_cuda_gemm_lowp(k22_cuda_ctx *ctx, int ta, int tb, int 
  * BIAS epilogue; returns 1 when it was added there, 0 when not (no bias, or no algorithm with the
  * epilogue for this shape: the plain GEMM ran, and the caller adds it). */
 static int k22_cuda_gemm_bias(k22_cuda_ctx *ctx, int ta, int tb, int M, int N, int K, float alpha,
-                              const float *A, int64_t lda, int64_t sA, const float *Bm, int64_t ldb,
-                              int64_t sB, float beta, float *C, int64_t ldc, int64_t sC, int batch,
+                              const float *A, const uint16_t *A16, int64_t lda, int64_t sA,
+                              const float *Bm, const uint16_t *B16, int64_t ldb, int64_t sB,
+                              float beta, float *C, int64_t ldc, int64_t sC, int batch,
                               const float *bias)
 {
     K22_REQUIRE(M >= 0 && N >= 0 && K >= 0 && batch >= 0 && (!bias || batch == 1));
@@ -233,9 +261,10 @@ static int k22_cuda_gemm_bias(k22_cuda_ctx *ctx, int ta, int tb, int M, int N, i
     cublasStatus_t s;
     int done = 0;
     if (ctx->precision == K22_PREC_BF16 || ctx->precision == K22_PREC_FP16) {
-        s = k22_cuda_gemm_lowp(ctx, ta, tb, M, N, K, alpha, A, lda, sA, Bm, ldb, sB, beta, C, ldc,
-                               sC, batch, bias, &done);
+        s = k22_cuda_gemm_lowp(ctx, ta, tb, M, N, K, alpha, A, A16, lda, sA, Bm, B16, ldb, sB, beta,
+                               C, ldc, sC, batch, bias, &done);
     } else {
+        K22_REQUIRE(!A16 && !B16); /* 16-bit operands only under bf16/fp16 */
         s = k22_cuda_lt_gemm_items(ctx, CUDA_R_32F, ta, tb, M, N, K, alpha, A, lda, sA, Bm, ldb, sB, beta, C,
                                    ldc, sC, batch, bias, &done);
     }
@@ -251,7 +280,8 @@ void k22_cuda_gemm(k22_cuda_ctx *ctx, int ta, int tb, int M, int N, int K, float
                    const float *A, int64_t lda, int64_t sA, const float *Bm, int64_t ldb,
                    int64_t sB, float beta, float *C, int64_t ldc, int64_t sC, int batch)
 {
-    k22_cuda_gemm_bias(ctx, ta, tb, M, N, K, alpha, A, lda, sA, Bm, ldb, sB, beta, C, ldc, sC, batch, NULL);
+    k22_cuda_gemm_bias(ctx, ta, tb, M, N, K, alpha, A, NULL, lda, sA, Bm, NULL, ldb, sB, beta, C, ldc, sC,
+                       batch, NULL);
 }
 
 /* See ops.h. Strides are in floats; a stride of 0 repeats one operand over the batch. */
@@ -293,15 +323,16 @@ __global__ void k22_cuda_bias_grad_kernel(float *db, const float *dy, int64_t N,
     }
 }
 
-/* x: (N, I), w: (O, I), b: (O) or NULL, y: (N, O); y = x w^T + b. The bias goes into cuBLASLt's
- * BIAS epilogue (the same fp32 add, without a pass over y) unless K22_CUDA_EPILOGUE=0, the vector
- * is not 16-byte aligned, or cuBLASLt has no such algorithm for the shape; then a kernel adds it. */
-void k22_cuda_linear_fwd(void *vctx, float *y, const float *x, const float *w, const float *b,
-                         int N, int I, int O)
+/* x: (N, I), w: (O, I), b: (O) or NULL, y: (N, O); y = x w^T + b, x given as floats or, x16
+ * non-NULL, as 16-bit values. The bias goes into cuBLASLt's BIAS epilogue (the same fp32 add,
+ * without a pass over y) unless K22_CUDA_EPILOGUE=0, the vector is not 16-byte aligned, or
+ * cuBLASLt has no such algorithm for the shape; then a kernel adds it. */
+static void k22_linear_fwd(k22_cuda_ctx *ctx, float *y, const float *x, const uint16_t *x16,
+                           const float *w, const float *b, int N, int I, int O)
 {
-    k22_cuda_ctx *ctx = K22_CUDA_CTX(vctx);
     const float *eb = b && ctx->bias_epilogue && (uintptr_t)b % 16 == 0 ? b : NULL;
-    int done = k22_cuda_gemm_bias(ctx, 0, 1, N, O, I, 1.0f, x, I, 0, w, I, 0, 0.0f, y, O, 0, 1, eb);
+    int done = k22_cuda_gemm_bias(ctx, 0, 1, N, O, I, 1.0f, x, x16, I, 0, w, NULL, I, 0, 0.0f, y, O,
+                                  0, 1, eb);
     if (b && N > 0 && O > 0) ctx->bias_runs[done]++;
     if (b && !done && N > 0 && O > 0) {
         int64_t n = (int64_t)N * O;
@@ -311,17 +342,45 @@ void k22_cuda_linear_fwd(void *vctx, float *y, const float *x, const float *w, c
     }
 }
 
-/* Accumulates dx (N, I) += dy w, dw (O, I) += dy^T x, db (O) += sum_rows dy; NULL skips. */
-void k22_cuda_linear_bwd(void *vctx, float *dx, float *dw, float *db, const float *dy,
-                         const float *x, const float *w, int N, int I, int O)
+/* Accumulates dx (N, I) += dy w, dw (O, I) += dy^T x (x or x16, as above), db (O) += sum_rows
+ * dy; NULL skips. */
+static void k22_linear_bwd(k22_cuda_ctx *ctx, float *dx, float *dw, float *db, const float *dy,
+                           const float *x, const uint16_t *x16, const float *w, int N, int I, int O)
 {
-    k22_cuda_ctx *ctx = K22_CUDA_CTX(vctx);
     if (dx) k22_cuda_matmul(ctx, 0, 0, N, I, O, 1.0f, dy, 0, w, 0, 1.0f, dx, 0, 1);
-    if (dw) k22_cuda_matmul(ctx, 1, 0, O, I, N, 1.0f, dy, 0, x, 0, 1.0f, dw, 0, 1);
+    if (dw) k22_cuda_gemm_bias(ctx, 1, 0, O, I, N, 1.0f, dy, NULL, O, 0, x, x16, I, 0, 1.0f, dw, I, 0, 1, NULL);
     if (db && O > 0 && N > 0) {
         dim3 block(32, BIAS_ROWS);
         dim3 grid((unsigned)((O + 31) / 32));
         k22_cuda_bias_grad_kernel<<<grid, block, 0, ctx->stream>>>(db, dy, N, O);
         CUDA_CHECK_LAUNCH();
     }
+}
+
+void k22_cuda_linear_fwd(void *vctx, float *y, const float *x, const float *w, const float *b,
+                         int N, int I, int O)
+{
+    k22_linear_fwd(K22_CUDA_CTX(vctx), y, x, NULL, w, b, N, I, O);
+}
+
+void k22_cuda_linear_bwd(void *vctx, float *dx, float *dw, float *db, const float *dy,
+                         const float *x, const float *w, int N, int I, int O)
+{
+    k22_linear_bwd(K22_CUDA_CTX(vctx), dx, dw, db, dy, x, NULL, w, N, I, O);
+}
+
+void k22_cuda_linear_fwd_x16(void *vctx, float *y, const uint16_t *x16, const float *w,
+                             const float *b, int N, int I, int O)
+{
+    k22_cuda_ctx *ctx = K22_CUDA_CTX(vctx);
+    K22_REQUIRE(ctx->precision != K22_PREC_FP32);
+    k22_linear_fwd(ctx, y, NULL, x16, w, b, N, I, O);
+}
+
+void k22_cuda_linear_bwd_x16(void *vctx, float *dx, float *dw, float *db, const float *dy,
+                             const uint16_t *x16, const float *w, int N, int I, int O)
+{
+    k22_cuda_ctx *ctx = K22_CUDA_CTX(vctx);
+    K22_REQUIRE(ctx->precision != K22_PREC_FP32);
+    k22_linear_bwd(ctx, dx, dw, db, dy, NULL, x16, w, N, I, O);
 }
