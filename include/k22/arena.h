@@ -25,6 +25,10 @@ void k22_arena_init(k22_arena *a, const k22_backend *be, size_t cap_floats);
 void k22_arena_free(k22_arena *a);
 /* n floats of uninitialized (stale) memory; dies when the arena is full. */
 float *k22_arena_floats(k22_arena *a, size_t n);
+/* n 16-bit values (bf16/fp16 activations, ops.h k22_backend_act16) in ceil(n / 2) floats, and
+ * what a size function counts for them. */
+uint16_t *k22_arena_halves(k22_arena *a, size_t n);
+size_t k22_arena_round_halves(size_t n);
 /* n floats set to zero on the backend's stream (gradients, which backward ops accumulate). */
 float *k22_arena_zeros(k22_arena *a, size_t n);
 /* A mark to return to: everything allocated after it is released by reset. */

@@ -123,6 +123,7 @@ typedef struct {
     k22_unet_step_state *st;      /* nsteps */
     /* gradient checkpointing */
     int grad_ckpt;                /* checkpointed levels, see k22_unet_set_checkpoint_levels */
+    int act16;                    /* 16-bit conv inputs in the resnets, see k22_unet_set_act16 */
     int ckpt;                     /* ... as the last training forward ran (0: not checkpointed) */
     int nsegs, *seg;              /* nsegs + 1 step indices: block b is steps [seg[b], seg[b+1]) */
     unsigned char *keep;          /* nsteps: output kept by a checkpointed forward (skip or block out) */

@@ -142,16 +142,16 @@ k22_status k22_backend_name_check(const char *name, k22_err *err)
 #endif
 }
 
-/* K22_ACT16=0: the model keeps its convolution inputs as floats (ops.h, k22_backend_act16); 1
- * or unset: 16 bits where it can. be is freed on a bad value. */
+/* K22_ACT16=0: the models keep the activations only a GEMM reads as floats (ops.h,
+ * k22_backend_act16); 1 or unset: as 16 bits where they can. be is freed on a bad value. */
 static k22_backend *act16_env(k22_backend *be, k22_err *err)
 {
     const char *v = getenv("K22_ACT16");
     if (!be || !v || !*v || strcmp(v, "1") == 0) return be;
     if (strcmp(v, "0") != 0) {
         k22_backend_free(be);
-        k22_err_set(err, K22_ERR_ARG, "K22_ACT16=%s: expected 0 (convolution inputs kept as floats) or 1 "
-                    "(as 16 bits under bf16/fp16, the default)", v);
+        k22_err_set(err, K22_ERR_ARG, "K22_ACT16=%s: expected 0 (the activations only a GEMM reads kept as "
+                    "floats) or 1 (as 16 bits under bf16/fp16, the default)", v);
         return NULL;
     }
     be->group_norm_act_fwd_y16 = NULL;

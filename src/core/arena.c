@@ -6,6 +6,16 @@ size_t k22_arena_round(size_t n)
     return (n + K22_ARENA_ALIGN - 1) / K22_ARENA_ALIGN * K22_ARENA_ALIGN;
 }
 
+size_t k22_arena_round_halves(size_t n)
+{
+    return k22_arena_round((n + 1) / 2);
+}
+
+uint16_t *k22_arena_halves(k22_arena *a, size_t n)
+{
+    return (uint16_t *)(void *)k22_arena_floats(a, (n + 1) / 2);
+}
+
 void k22_arena_init(k22_arena *a, const k22_backend *be, size_t cap_floats)
 {
     size_t bytes;

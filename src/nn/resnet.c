@@ -47,7 +47,7 @@ void k22_resnet_bind(k22_resnet *r, const k22_params *ps, const char *name, cons
 /* Arena floats of a conv input of n values: 16 bits each with act16. */
 static size_t conv_in_floats(const k22_resnet *r, size_t n)
 {
-    return k22_arena_round(r->act16 ? (n + 1) / 2 : n);
+    return r->act16 ? k22_arena_round_halves(n) : k22_arena_round(n);
 }
 
 static void out_hw(const k22_resnet *r, int H, int W, int *oh, int *ow)
@@ -110,11 +110,6 @@ static void resample_bwd(const k22_backend *be, int mode, float *dx, const float
         be->upsample2x_bwd(be->ctx, dx, dy, B, C, H, W);
 }
 
-static uint16_t *conv_in16(k22_arena *ar, size_t n)
-{
-    return (uint16_t *)(void *)k22_arena_floats(ar, (n + 1) / 2);
-}
-
 void k22_resnet_forward(const k22_backend *be, const k22_resnet *r, k22_arena *ar, float *y,
                         const float *x, const float *temb_act, int B, int H, int W,
                         k22_resnet_cache *c)
@@ -142,7 +137,7 @@ void k22_resnet_forward(const k22_backend *be, const k22_resnet *r, k22_arena *a
         c->a1 = NULL;
     } else {
         if (r->act16)
-            c->a1_16 = conv_in16(ar, (size_t)B * ci * S); // a1: (B, cin, H, W)
+            c->a1_16 = k22_arena_halves(ar, (size_t)B * ci * S); // a1: (B, cin, H, W)
         else
             c->a1 = c->a1r = k22_arena_floats(ar, (size_t)B * ci * S);
         k22_groupnorm_silu_forward_in(be, &r->norm1, c->a1, c->a1_16, c->mean1, c->rstd1, x, NULL, B, S);
@@ -155,7 +150,7 @@ void k22_resnet_forward(const k22_backend *be, const k22_resnet *r, k22_arena *a
     c->mean2 = k22_arena_floats(ar, (size_t)B * r->norm2.G);
     c->rstd2 = k22_arena_floats(ar, (size_t)B * r->norm2.G);
     if (r->act16)
-        c->a2_16 = conv_in16(ar, (size_t)B * co * So); // a2: (B, cout, OH, OW)
+        c->a2_16 = k22_arena_halves(ar, (size_t)B * co * So); // a2: (B, cout, OH, OW)
     else
         c->a2 = k22_arena_floats(ar, (size_t)B * co * So);
     k22_groupnorm_silu_forward_in(be, &r->norm2, c->a2, c->a2_16, c->mean2, c->rstd2, c->h1, c->ts, B, So);

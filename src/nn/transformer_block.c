@@ -22,7 +22,7 @@ void k22_mlp_forward(const k22_backend *be, const k22_mlp *m, k22_arena *ar, flo
     k22_linear_forward(be, &m->fc1, c->h, x, N);
     if (m->act16) { // g: (N, F)
         c->g = NULL;
-        c->g16 = (uint16_t *)(void *)k22_arena_floats(ar, (NF + 1) / 2);
+        c->g16 = k22_arena_halves(ar, NF);
         be->act_fwd_y16(be->ctx, m->act, c->g16, c->h, (int64_t)NF);
     } else {
         c->g = k22_arena_floats(ar, NF);
@@ -125,7 +125,7 @@ void k22_block_backward(const k22_backend *be, const k22_block *blk, k22_arena *
 size_t k22_block_cache_floats(int B, int T, int C, int F, int H, int act16)
 {
     size_t N = (size_t)B * T, NC = k22_arena_round(N * C), n = k22_arena_round(N), NF = N * F;
-    size_t g = k22_arena_round(act16 ? (NF + 1) / 2 : NF);
+    size_t g = act16 ? k22_arena_round_halves(NF) : k22_arena_round(NF);
     return 8 * NC + 4 * n + k22_arena_round(N * H) + k22_arena_round(NF) + g;
 }
 

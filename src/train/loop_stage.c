@@ -171,7 +171,7 @@ static k22_status init_decoder(k22_run *r, k22_err *err)
     r->noise_n = 4 * (int64_t)r->latent_h * r->latent_w;
     r->image_embeds = k22_xcalloc((size_t)r->B * (size_t)r->E, sizeof(float));
     r->latents = k22_xcalloc((size_t)r->B * (size_t)r->noise_n, sizeof(float));
-    print_act16(r, r->dt.model.nres && r->dt.model.res[0].act16, "the resnets' convolution inputs");
+    print_act16(r, r->dt.model.act16, "the resnets' convolution inputs");
     if (o->gradient_checkpointing && r->d->rank == 0) print_ckpt_levels(r);
     return K22_OK;
 }
