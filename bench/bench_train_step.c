@@ -77,12 +77,15 @@ static int parse(int argc, char **argv, bench_args *a)
     int rc = k22_opts_parse_cli(&spec, argc, argv, "bench_train_step");
     if (rc >= 0) return rc;
     const int levels_ok = k22_ckpt_levels_parse(levels_s, &levels);
+    char levels_msg[80];
+    snprintf(levels_msg, sizeof levels_msg, "--ckpt_levels needs auto or 0..%d, and --grad_ckpt",
+             K22_CKPT_LEVELS_MAX);
     /* --latent 0 is allowed for the prior, which has none (the unet's count refuses it) */
     const char *bad = B < 1 || B > 100000 || steps < 1 || steps > 100000 || latent < 0 || latent > 100000 ||
                       warmup < 0 || warmup > 100000 || seed < 0
                           ? "--batch and --steps need 1..100000, --latent and --warmup 0..100000"
                       : a->ckpt && !strcmp(a->model, "prior") ? "--grad_ckpt is a decoder option (the prior script has none)"
-                      : !levels_ok || (levels && !a->ckpt) ? "--ckpt_levels needs auto or 0..16, and --grad_ckpt"
+                      : !levels_ok || (levels && !a->ckpt) ? levels_msg
                       : !*a->impl || strpbrk(a->impl, " =\t\n") ? "--impl_tag needs a non-empty name without spaces or '='"
                                                               : NULL;
     if (bad) {
