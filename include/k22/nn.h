@@ -63,20 +63,24 @@ void k22_layernorm_backward(const k22_backend *be, const k22_layernorm *ln, floa
 typedef struct {
     k22_linear q, k, v, o;
     int heads, head_dim;
+    int act16; /* ocat kept as 16 bits (ocat16; ops.h k22_backend_act16) */
 } k22_mha;
 typedef struct {
     float *q, *k, *v; /* (B, H, T, D) */
     float *o;         /* (B, H, T, D) attention output */
     float *lse;       /* (B, H, T) */
-    float *ocat;      /* (B, T, C) heads merged, input of the output projection */
+    float *ocat;      /* (B, T, C) heads merged, input of the output projection; NULL with act16 */
+    uint16_t *ocat16; /* (B, T, C) the same as 16 bits with act16, else NULL */
 } k22_mha_cache;
 /* mask: the mask fields of the desc (mask, mask_bstride, causal, key_keep); the geometry is
- * filled here. x, y: (B, T, C). */
+ * filled here. x, y: (B, T, C); x16: x as 16-bit values (k22_linear_forward_in's) in place of x,
+ * else NULL. */
 void k22_mha_forward(const k22_backend *be, const k22_mha *a, k22_arena *ar, float *y,
-                     const float *x, int B, int T, const k22_attn_desc *mask, k22_mha_cache *c);
+                     const float *x, const uint16_t *x16, int B, int T,
+                     const k22_attn_desc *mask, k22_mha_cache *c);
 void k22_mha_backward(const k22_backend *be, const k22_mha *a, k22_arena *ar, float *dx,
-                      const float *dy, const float *x, int B, int T, const k22_attn_desc *mask,
-                      const k22_mha_cache *c);
+                      const float *dy, const float *x, const uint16_t *x16, int B, int T,
+                      const k22_attn_desc *mask, const k22_mha_cache *c);
 
 /* MLP fc1 -> act -> fc2. */
 typedef struct {
@@ -89,23 +93,28 @@ typedef struct {
     float *g;      /* (N, F) activation output, fc2's input; NULL with act16 */
     uint16_t *g16; /* (N, F) the same as 16 bits with act16; else NULL */
 } k22_mlp_cache;
+/* x16: the input x as 16-bit values in place of x, or NULL (as k22_mha_forward's). */
 void k22_mlp_forward(const k22_backend *be, const k22_mlp *m, k22_arena *ar, float *y,
-                     const float *x, int N, k22_mlp_cache *c);
+                     const float *x, const uint16_t *x16, int N, k22_mlp_cache *c);
 void k22_mlp_backward(const k22_backend *be, const k22_mlp *m, k22_arena *ar, float *dx,
-                      const float *dy, const float *x, int N, const k22_mlp_cache *c);
+                      const float *dy, const float *x, const uint16_t *x16, int N,
+                      const k22_mlp_cache *c);
 
 /* Pre-norm transformer block: x1 = x + attn(LN1(x)); y = x1 + mlp(LN2(x1)). */
 typedef struct {
     k22_layernorm ln1, ln2;
     k22_mha attn;
     k22_mlp mlp;
+    int act16; /* the layer norms' outputs kept as 16 bits (ln1_16, ln2_16), see k22_block_set_act16 */
 } k22_block;
 typedef struct {
     const float *x;           /* (B, T, C) the block input (owned by the caller) */
-    float *ln1, *mean1, *rstd1; /* (B, T, C), (B, T), (B, T) */
+    float *ln1, *mean1, *rstd1; /* (B, T, C), (B, T), (B, T); ln1 NULL with act16 */
+    uint16_t *ln1_16;         /* (B, T, C) ln1 as 16 bits with act16, else NULL */
     k22_mha_cache attn;
     float *x1;                /* (B, T, C) */
-    float *ln2, *mean2, *rstd2; /* (B, T, C), (B, T), (B, T) */
+    float *ln2, *mean2, *rstd2; /* as ln1's */
+    uint16_t *ln2_16;
     k22_mlp_cache mlp;
 } k22_block_cache;
 
@@ -119,6 +128,10 @@ extern const k22_block_names k22_block_names_basic; /* diffusers BasicTransforme
 void k22_block_bind(k22_block *blk, const k22_params *ps, const char *prefix,
                     const k22_block_names *nm, const float *P, float *G, int heads, int act,
                     float eps);
+/* on != 0: the block keeps what only its linears read as 16 bits (ops.h k22_backend_act16, which
+ * the backend running it must offer): the layer norms' outputs (q/k/v and fc1 inputs), the merged
+ * heads (out_proj's input) and the MLP activation (fc2's input). The same results: those linears round them so anyway. */
+void k22_block_set_act16(k22_block *blk, int on);
 /* x, y: (B, T, C), distinct. With a cache, its buffers stay allocated in the arena (and x must
  * stay valid) until backward; without, the arena is back where it was on return. */
 void k22_block_forward(const k22_backend *be, const k22_block *blk, k22_arena *ar, float *y,
@@ -131,7 +144,7 @@ void k22_block_backward(const k22_backend *be, const k22_block *blk, k22_arena *
 
 /* Arena floats one block needs for N = B*T tokens of width C, MLP width F and H heads:
  * kept by forward with a cache, peak of forward without one, peak of backward's scratch;
- * act16: the MLP's act16. */
+ * act16: the block's act16. */
 size_t k22_block_cache_floats(int B, int T, int C, int F, int H, int act16);
 size_t k22_block_nograd_floats(int B, int T, int C, int F, int H, int act16);
 size_t k22_block_bwd_floats(int B, int T, int C, int F, int H);

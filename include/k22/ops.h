@@ -159,6 +159,12 @@ struct k22_backend {
      * mean, rstd: (N). */
     void (*layer_norm_fwd)(void *ctx, float *y, float *mean, float *rstd, const float *x,
                            const float *gamma, const float *beta, int N, int C, float eps);
+    /* layer_norm_fwd with y stored as 16-bit values (y16) of the GEMM precision in force, bf16 or
+     * fp16, each layer_norm_fwd's float rounded to nearest even: an output read only by linears
+     * (linear_fwd_x16 / linear_bwd_x16: a transformer block's q/k/v and fc1 inputs), which would
+     * round it there anyway. Only under bf16/fp16; NULL where absent. */
+    void (*layer_norm_fwd_y16)(void *ctx, uint16_t *y16, float *mean, float *rstd, const float *x,
+                               const float *gamma, const float *beta, int N, int C, float eps);
     void (*layer_norm_bwd)(void *ctx, float *dx, float *dgamma, float *dbeta, const float *dy,
                            const float *x, const float *mean, const float *rstd,
                            const float *gamma, int N, int C);
@@ -169,7 +175,9 @@ struct k22_backend {
     void (*act_bwd)(void *ctx, int act, float *dx, const float *dy, const float *x, int64_t n);
     /* act_fwd with y stored as 16-bit values of the GEMM precision in force (bf16 or fp16), each
      * act_fwd's float rounded to nearest even: an output read only by a linear (linear_fwd_x16 /
-     * linear_bwd_x16; the MLP's hidden activation). Only under bf16/fp16; NULL where absent. */
+     * linear_bwd_x16; the MLP's hidden activation). act may be K22_ACT_NONE here: y16 is x
+     * rounded (a float tensor only linears read, stored once as their 16-bit operand: the UNet
+     * attention's tokens). Only under bf16/fp16; NULL where absent. */
     void (*act_fwd_y16)(void *ctx, int act, uint16_t *y16, const float *x, int64_t n);
 
     /* ---- softmax over the last dim ---- x, y: (rows, cols); backward uses y. */
@@ -304,7 +312,7 @@ struct k22_backend {
 
 /* Activation ids for act_fwd/act_bwd. */
 typedef enum {
-    K22_ACT_NONE = -1,  /* identity: group_norm_act only (act_fwd/act_bwd reject it) */
+    K22_ACT_NONE = -1,  /* identity: group_norm_act and act_fwd_y16 only (act_fwd/act_bwd reject it) */
     K22_ACT_SILU = 0,   /* x * sigmoid(x) */
     K22_ACT_GELU,       /* exact: 0.5 x (1 + erf(x / sqrt 2)) */
     K22_ACT_GELU_TANH,  /* 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
@@ -402,10 +410,13 @@ k22_status k22_precision_parse(const char *name, k22_precision *p, k22_err *err)
  * k22_precision, on the host. */
 float k22_precision_round(k22_precision p, float x);
 /* Whether a model may keep the GEMM inputs that only a GEMM reads as 16 bits (the UNet's
- * group_norm_act -> conv inputs, the prior's MLP activation: group_norm_act_fwd_y16,
- * conv2d_fwd_x16, conv2d_bwd_x16, act_fwd_y16, linear_fwd_x16, linear_bwd_x16): be computes in
- * bf16 or fp16 and has all six entries. K22_ACT16=0 in the environment, read when a backend is
+ * group_norm_act -> conv inputs, the prior blocks' layer-norm outputs and MLP activation:
+ * group_norm_act_fwd_y16, conv2d_fwd_x16, conv2d_bwd_x16, layer_norm_fwd_y16, act_fwd_y16,
+ * linear_fwd_x16, linear_bwd_x16): be computes in bf16 or fp16 and has all seven entries. K22_ACT16=0 in the environment, read when a backend is
  * made, takes them away (the float path, the same figures: for comparing the two). */
 int k22_backend_act16(const k22_backend *be);
+/* Dies naming what (a model part) when be lacks k22_backend_act16: a model set to keep 16-bit
+ * activations run on a backend that cannot. */
+void k22_backend_act16_require(const k22_backend *be, const char *what);
 
 #endif

@@ -67,13 +67,18 @@ typedef struct {
     k22_groupnorm gn;
     k22_linear q, k, v, ak, av, o;
     int C, heads, hd;
+    int act16; /* tok and ocat kept as 16 bits (tok16, ocat16; ops.h k22_backend_act16), see
+                * k22_unet_set_act16 */
 } k22_unet_attn;
 typedef struct {
     const float *x;                  /* (B, C, S) the input (owned by the caller) */
-    float *gn, *mean, *rstd;         /* (B, C, S), (B, G), (B, G) */
-    float *tok;                      /* (B, S, C) normed pixels as tokens */
+    float *mean, *rstd;              /* (B, G), (B, G) */
+    float *tok;                      /* (B, S, C) normed pixels as tokens (q/k/v's input); NULL
+                                      * with act16 */
+    uint16_t *tok16;                 /* (B, S, C) the same as 16 bits with act16, else NULL */
     float *q4, *k4, *v4, *o4, *lse;  /* (B, NH, S, D), (B, NH, L+S, D) x2, (B, NH, S, D), (B, NH, S) */
-    float *ocat;                     /* (B, S, C) heads merged */
+    float *ocat;                     /* (B, S, C) heads merged (to_out's input); NULL with act16 */
+    uint16_t *ocat16;                /* (B, S, C) the same as 16 bits with act16, else NULL */
 } k22_unet_attn_cache;
 void k22_unet_attn_bind(k22_unet_attn *a, const k22_params *ps, const char *name, const float *P,
                         float *G, int head_dim, int groups, float eps);
@@ -123,7 +128,7 @@ typedef struct {
     k22_unet_step_state *st;      /* nsteps */
     /* gradient checkpointing */
     int grad_ckpt;                /* checkpointed levels, see k22_unet_set_checkpoint_levels */
-    int act16;                    /* 16-bit conv inputs in the resnets, see k22_unet_set_act16 */
+    int act16;                    /* 16-bit GEMM-only inputs, see k22_unet_set_act16 */
     int ckpt;                     /* ... as the last training forward ran (0: not checkpointed) */
     int nsegs, *seg;              /* nsegs + 1 step indices: block b is steps [seg[b], seg[b+1]) */
     unsigned char *keep;          /* nsteps: output kept by a checkpointed forward (skip or block out) */
@@ -150,10 +155,11 @@ size_t k22_unet_arena_floats(const k22_unet *m, int B, int H, int W, int train);
  * sizes from k22_unet_arena_floats follow the flag, so set it before sizing the arena. A
  * forward/backward pair already started finishes in the mode its forward ran in. */
 void k22_unet_set_gradient_checkpointing(k22_unet *m, int on);
-/* on != 0: the resnets keep their convolution inputs as 16 bits (k22_resnet.act16), which the
- * backend running the model must then offer (ops.h k22_backend_act16: bf16/fp16 and the three
- * entries): the same figures as floats (the convolutions round there anyway), about a third less
- * memory in each resnet's cache. Sizes follow the flag, so set it before sizing the arena. */
+/* on != 0: the resnets keep their convolution inputs (k22_resnet.act16) and the attention blocks
+ * their normed tokens and merged heads, q/k/v's and to_out's inputs (k22_unet_attn.act16), as 16
+ * bits, which the backend running
+ * the model must then offer (ops.h k22_backend_act16: bf16/fp16): the same figures as floats (the
+ * GEMMs round there anyway), about a third less memory in each resnet's cache. Sizes follow the flag, so set it before sizing the arena. */
 void k22_unet_set_act16(k22_unet *m, int on);
 /* Checkpointing by resolution: only the blocks whose input lies at one of the `levels` highest
  * resolutions (level < levels, level 0 being the latents' own; a down block i is at level i, an

@@ -158,6 +158,7 @@ static k22_backend *act16_env(k22_backend *be, k22_err *err)
     be->conv2d_fwd_x16 = NULL;
     be->conv2d_bwd_x16 = NULL;
     be->act_fwd_y16 = NULL;
+    be->layer_norm_fwd_y16 = NULL;
     be->linear_fwd_x16 = NULL;
     be->linear_bwd_x16 = NULL;
     return be;
@@ -166,7 +167,15 @@ static k22_backend *act16_env(k22_backend *be, k22_err *err)
 int k22_backend_act16(const k22_backend *be)
 {
     return be->precision != K22_PREC_FP32 && be->group_norm_act_fwd_y16 && be->conv2d_fwd_x16 &&
-           be->conv2d_bwd_x16 && be->act_fwd_y16 && be->linear_fwd_x16 && be->linear_bwd_x16;
+           be->conv2d_bwd_x16 && be->act_fwd_y16 && be->linear_fwd_x16 && be->linear_bwd_x16 &&
+           be->layer_norm_fwd_y16;
+}
+
+void k22_backend_act16_require(const k22_backend *be, const char *what)
+{
+    if (!k22_backend_act16(be))
+        K22_FATAL("%s as 16 bits on device %s at precision %s, which has none", what, be->name,
+                  k22_precision_name((k22_precision)be->precision));
 }
 
 k22_backend *k22_backend_by_name(const char *name, k22_err *err)

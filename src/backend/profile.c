@@ -246,6 +246,12 @@ static void prof_layer_norm_fwd(void *ctx, float *y, float *mean, float *rstd, c
 {
     FWD(layer_norm_fwd, 0, y, mean, rstd, x, gamma, beta, N, C, eps);
 }
+static void prof_layer_norm_fwd_y16(void *ctx, uint16_t *y16, float *mean, float *rstd,
+                                    const float *x, const float *gamma, const float *beta, int N,
+                                    int C, float eps)
+{
+    FWD(layer_norm_fwd_y16, 0, y16, mean, rstd, x, gamma, beta, N, C, eps);
+}
 static void prof_layer_norm_bwd(void *ctx, float *dx, float *dgamma, float *dbeta,
                                 const float *dy, const float *x, const float *mean,
                                 const float *rstd, const float *gamma, int N, int C)

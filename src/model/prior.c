@@ -75,7 +75,7 @@ void k22_prior_set_gradient_checkpointing(k22_prior *m, int on)
 void k22_prior_set_act16(k22_prior *m, int on)
 {
     m->act16 = on != 0;
-    for (int l = 0; l < m->cfg.num_layers; l++) m->blocks[l].mlp.act16 = m->act16;
+    for (int l = 0; l < m->cfg.num_layers; l++) k22_block_set_act16(&m->blocks[l], m->act16);
 }
 
 /* Arena sizes of one batch, each rounded to the allocation granule. */
@@ -209,9 +209,7 @@ void k22_prior_forward(const k22_backend *be, k22_prior *m, k22_arena *ar, const
                        const uint8_t *text_mask, int B, float *out, int train)
 {
     K22_REQUIRE(B >= 1 && B <= m->max_batch);
-    if (m->act16 && !k22_backend_act16(be))
-        K22_FATAL("prior: 16-bit MLP activations on device %s at precision %s, which has none",
-                  be->name, k22_precision_name((k22_precision)be->precision));
+    if (m->act16) k22_backend_act16_require(be, "prior: layer-norm outputs and MLP activations");
     k22_prior_state *s = &m->st;
     int D = m->D, T = m->T, nl = m->cfg.num_layers;
     size_t BTD = (size_t)B * T * D, top = k22_arena_mark(ar);

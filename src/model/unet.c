@@ -363,6 +363,7 @@ void k22_unet_set_act16(k22_unet *m, int on)
 {
     m->act16 = on != 0;
     for (int i = 0; i < m->nres; i++) m->res[i].act16 = m->act16;
+    for (int i = 0; i < m->nattn; i++) m->attn[i].act16 = m->act16;
 }
 
 void k22_unet_set_checkpoint_levels(k22_unet *m, int levels)

@@ -36,7 +36,8 @@ size_t k22_unet_attn_cache_floats(const k22_unet_attn *a, int B, int S, int L)
 {
     size_t BSC = k22_arena_round((size_t)B * S * a->C), BTC = k22_arena_round((size_t)B * (L + S) * a->C);
     size_t g = k22_arena_round((size_t)B * a->gn.G);
-    return 5 * BSC + 2 * g + 2 * BTC + k22_arena_round((size_t)B * a->heads * S);
+    size_t h = a->act16 ? k22_arena_round_halves((size_t)B * S * a->C) : BSC; // tok, ocat
+    return 2 * BSC + 2 * h + 2 * g + 2 * BTC + k22_arena_round((size_t)B * a->heads * S);
 }
 
 size_t k22_unet_attn_fwd_floats(const k22_unet_attn *a, int B, int S, int L)
@@ -94,10 +95,10 @@ static k22_attn_desc desc_of(const k22_unet_attn *a, int B, int S, int L)
 /* kv4 (B, NH, L+S, D) = heads of [proj_add(ehs) (B, L, C); proj_self(tok) (B, S, C)]. */
 static void kv_forward(const k22_backend *be, const k22_unet_attn *a, float *kv4, float *kcat,
                        float *t_add, float *t_self, const k22_linear *padd, const k22_linear *pself,
-                       const float *ehs, const float *tok, int B, int S, int L)
+                       const float *ehs, const k22_unet_attn_cache *c, int B, int S, int L)
 {
     k22_linear_forward(be, padd, t_add, ehs, B * L);
-    k22_linear_forward(be, pself, t_self, tok, B * S);
+    k22_linear_forward_in(be, pself, t_self, c->tok, c->tok16, B * S);
     be->concat_fwd(be->ctx, kcat, t_add, t_self, B, L, S, a->C);
     heads_split(be, a, kv4, kcat, B, L + S);
 }
@@ -108,32 +109,49 @@ void k22_unet_attn_forward(const k22_backend *be, const k22_unet_attn *a, k22_ar
 {
     int C = a->C, T2 = L + S;
     size_t BSC = (size_t)B * S * C, BTC = (size_t)B * T2 * C;
+    if (a->act16) k22_backend_act16_require(be, "unet attention: token inputs");
     c->x = x;
-    c->gn = k22_arena_floats(ar, BSC); // gn: (B, C, S)
     c->mean = k22_arena_floats(ar, (size_t)B * a->gn.G);
     c->rstd = k22_arena_floats(ar, (size_t)B * a->gn.G);
-    k22_groupnorm_forward(be, &a->gn, c->gn, c->mean, c->rstd, x, B, S);
-    c->tok = k22_arena_floats(ar, BSC); // tok: (B, S, C)
-    swap12(be, c->tok, c->gn, B, C, S, 0);
+    c->tok = a->act16 ? NULL : k22_arena_floats(ar, BSC); // tok: (B, S, C)
+    c->tok16 = a->act16 ? k22_arena_halves(ar, BSC) : NULL;
     c->q4 = k22_arena_floats(ar, BSC);  // q4: (B, NH, S, D)
     c->k4 = k22_arena_floats(ar, BTC);  // k4: (B, NH, L+S, D)
     c->v4 = k22_arena_floats(ar, BTC);  // v4: (B, NH, L+S, D)
     c->o4 = k22_arena_floats(ar, BSC);  // o4: (B, NH, S, D)
     c->lse = k22_arena_floats(ar, (size_t)B * a->heads * S);
-    c->ocat = k22_arena_floats(ar, BSC); // ocat: (B, S, C)
+    c->ocat = a->act16 ? NULL : k22_arena_floats(ar, BSC); // ocat: (B, S, C)
+    c->ocat16 = a->act16 ? k22_arena_halves(ar, BSC) : NULL;
     size_t top = k22_arena_mark(ar);
+    /* The normed pixels as tokens; the group norm's output itself is not kept (backward reads
+     * x, mean and rstd). With act16 the tokens are rounded once here, as q/k/v would round them. */
+    float *gn = k22_arena_floats(ar, BSC); // gn: (B, C, S)
+    k22_groupnorm_forward(be, &a->gn, gn, c->mean, c->rstd, x, B, S);
+    if (a->act16) {
+        float *tok = k22_arena_floats(ar, BSC);
+        swap12(be, tok, gn, B, C, S, 0);
+        be->act_fwd_y16(be->ctx, K22_ACT_NONE, c->tok16, tok, (int64_t)BSC);
+    } else {
+        swap12(be, c->tok, gn, B, C, S, 0);
+    }
+    k22_arena_reset(ar, top);
     float *tmp = k22_arena_floats(ar, BSC), *t_self = k22_arena_floats(ar, BSC);
     float *kcat = k22_arena_floats(ar, BTC), *t_add = k22_arena_floats(ar, (size_t)B * L * C);
-    k22_linear_forward(be, &a->q, tmp, c->tok, B * S);
+    k22_linear_forward_in(be, &a->q, tmp, c->tok, c->tok16, B * S);
     heads_split(be, a, c->q4, tmp, B, S);
-    kv_forward(be, a, c->k4, kcat, t_add, t_self, &a->ak, &a->k, ehs, c->tok, B, S, L);
-    kv_forward(be, a, c->v4, kcat, t_add, t_self, &a->av, &a->v, ehs, c->tok, B, S, L);
+    kv_forward(be, a, c->k4, kcat, t_add, t_self, &a->ak, &a->k, ehs, c, B, S, L);
+    kv_forward(be, a, c->v4, kcat, t_add, t_self, &a->av, &a->v, ehs, c, B, S, L);
     k22_attn_desc d = desc_of(a, B, S, L);
     be->attention_fwd(be->ctx, c->o4, c->lse, c->q4, c->k4, c->v4, &d);
     int64_t shape[4] = {B, a->heads, S, a->hd};
     int perm[4] = {0, 2, 1, 3};
-    be->permute_fwd(be->ctx, c->ocat, c->o4, 4, shape, perm);
-    k22_linear_forward(be, &a->o, tmp, c->ocat, B * S); // tmp: (B, S, C)
+    if (a->act16) { /* merged in t_self (free again), kept rounded: only to_out reads it */
+        be->permute_fwd(be->ctx, t_self, c->o4, 4, shape, perm);
+        be->act_fwd_y16(be->ctx, K22_ACT_NONE, c->ocat16, t_self, (int64_t)BSC);
+    } else {
+        be->permute_fwd(be->ctx, c->ocat, c->o4, 4, shape, perm);
+    }
+    k22_linear_forward_in(be, &a->o, tmp, c->ocat, c->ocat16, B * S); // tmp: (B, S, C)
     swap12(be, y, tmp, B, S, C, 0);
     be->add(be->ctx, y, y, x, (int64_t)BSC);
     k22_arena_reset(ar, top);
@@ -143,8 +161,8 @@ void k22_unet_attn_forward(const k22_backend *be, const k22_unet_attn *a, k22_ar
  * the self projection (into dtok). */
 static void kv_backward(const k22_backend *be, const k22_unet_attn *a, k22_arena *ar, float *dehs,
                         float *dtok, const float *dkv4, const k22_linear *padd,
-                        const k22_linear *pself, const float *ehs, const float *tok, int B, int S,
-                        int L)
+                        const k22_linear *pself, const float *ehs, const k22_unet_attn_cache *c,
+                        int B, int S, int L)
 {
     int C = a->C;
     size_t top = k22_arena_mark(ar);
@@ -153,7 +171,7 @@ static void kv_backward(const k22_backend *be, const k22_unet_attn *a, k22_arena
     float *dadd = k22_arena_zeros(ar, (size_t)B * L * C), *dself = k22_arena_zeros(ar, (size_t)B * S * C);
     be->concat_bwd(be->ctx, dadd, dself, dcat, B, L, S, C);
     k22_linear_backward(be, padd, dehs, dadd, ehs, B * L);
-    k22_linear_backward(be, pself, dtok, dself, tok, B * S);
+    k22_linear_backward_in(be, pself, dtok, dself, c->tok, c->tok16, B * S);
     k22_arena_reset(ar, top);
 }
 
@@ -167,7 +185,7 @@ void k22_unet_attn_backward(const k22_backend *be, const k22_unet_attn *a, k22_a
     float *dtmp = k22_arena_zeros(ar, BSC);  // dtmp: (B, S, C) gradient of to_out's output
     swap12(be, dtmp, dy, B, S, C, 1);
     float *docat = k22_arena_zeros(ar, BSC);
-    k22_linear_backward(be, &a->o, docat, dtmp, c->ocat, B * S);
+    k22_linear_backward_in(be, &a->o, docat, dtmp, c->ocat, c->ocat16, B * S);
     float *do4 = k22_arena_zeros(ar, BSC);
     int64_t shape[4] = {B, a->heads, S, a->hd};
     int perm[4] = {0, 2, 1, 3};
@@ -178,9 +196,9 @@ void k22_unet_attn_backward(const k22_backend *be, const k22_unet_attn *a, k22_a
     be->attention_bwd(be->ctx, dq4, dk4, dv4, do4, c->q4, c->k4, c->v4, c->o4, c->lse, &d);
     float *dq = k22_arena_zeros(ar, BSC), *dtok = k22_arena_zeros(ar, BSC);
     heads_split_bwd(be, a, dq, dq4, B, S);
-    k22_linear_backward(be, &a->q, dtok, dq, c->tok, B * S);
-    kv_backward(be, a, ar, dehs, dtok, dk4, &a->ak, &a->k, ehs, c->tok, B, S, L);
-    kv_backward(be, a, ar, dehs, dtok, dv4, &a->av, &a->v, ehs, c->tok, B, S, L);
+    k22_linear_backward_in(be, &a->q, dtok, dq, c->tok, c->tok16, B * S);
+    kv_backward(be, a, ar, dehs, dtok, dk4, &a->ak, &a->k, ehs, c, B, S, L);
+    kv_backward(be, a, ar, dehs, dtok, dv4, &a->av, &a->v, ehs, c, B, S, L);
     float *dgn = k22_arena_zeros(ar, BSC); // dgn: (B, C, S)
     swap12(be, dgn, dtok, B, C, S, 1);
     k22_groupnorm_backward(be, &a->gn, dx, dgn, c->x, c->mean, c->rstd, B, S);

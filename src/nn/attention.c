@@ -20,7 +20,8 @@ static k22_attn_desc desc_for(const k22_mha *a, int B, int T, const k22_attn_des
 }
 
 void k22_mha_forward(const k22_backend *be, const k22_mha *a, k22_arena *ar, float *y,
-                     const float *x, int B, int T, const k22_attn_desc *mask, k22_mha_cache *c)
+                     const float *x, const uint16_t *x16, int B, int T,
+                     const k22_attn_desc *mask, k22_mha_cache *c)
 {
     int H = a->heads, D = a->head_dim, C = H * D;
     size_t N = (size_t)B * T, NC = N * C;
@@ -32,33 +33,39 @@ void k22_mha_forward(const k22_backend *be, const k22_mha *a, k22_arena *ar, flo
     c->v = k22_arena_floats(ar, NC); // v: (B, H, T, D)
     c->o = k22_arena_floats(ar, NC); // o: (B, H, T, D)
     c->lse = k22_arena_floats(ar, (size_t)B * H * T); // lse: (B, H, T)
-    c->ocat = k22_arena_floats(ar, NC); // ocat: (B, T, C)
+    c->ocat = a->act16 ? NULL : k22_arena_floats(ar, NC); // ocat: (B, T, C)
+    c->ocat16 = a->act16 ? k22_arena_halves(ar, NC) : NULL;
     size_t keep = k22_arena_mark(ar);
     float *lin = k22_arena_floats(ar, NC); // lin: (B, T, H, D) one projection before the split
     const int64_t bthd[4] = {B, T, H, D}, bhtd[4] = {B, H, T, D};
     const k22_linear *proj[3] = {&a->q, &a->k, &a->v};
     float *dst[3] = {c->q, c->k, c->v};
     for (int i = 0; i < 3; i++) {
-        k22_linear_forward(be, proj[i], lin, x, (int)N);
+        k22_linear_forward_in(be, proj[i], lin, x, x16, (int)N);
         be->permute_fwd(be->ctx, dst[i], lin, 4, bthd, k22_swap12);
     }
     k22_attn_desc d = desc_for(a, B, T, mask);
     be->attention_fwd(be->ctx, c->o, c->lse, c->q, c->k, c->v, &d);
-    be->permute_fwd(be->ctx, c->ocat, c->o, 4, bhtd, k22_swap12);
-    k22_linear_forward(be, &a->o, y, c->ocat, (int)N); // y: (B, T, C)
+    if (a->act16) { /* merged in lin (free again), kept rounded: only to_out reads it */
+        be->permute_fwd(be->ctx, lin, c->o, 4, bhtd, k22_swap12);
+        be->act_fwd_y16(be->ctx, K22_ACT_NONE, c->ocat16, lin, (int64_t)NC);
+    } else {
+        be->permute_fwd(be->ctx, c->ocat, c->o, 4, bhtd, k22_swap12);
+    }
+    k22_linear_forward_in(be, &a->o, y, c->ocat, c->ocat16, (int)N); // y: (B, T, C)
     k22_arena_reset(ar, c == &tmp ? top : keep);
 }
 
 void k22_mha_backward(const k22_backend *be, const k22_mha *a, k22_arena *ar, float *dx,
-                      const float *dy, const float *x, int B, int T, const k22_attn_desc *mask,
-                      const k22_mha_cache *c)
+                      const float *dy, const float *x, const uint16_t *x16, int B, int T,
+                      const k22_attn_desc *mask, const k22_mha_cache *c)
 {
     int H = a->heads, D = a->head_dim, C = H * D;
     size_t N = (size_t)B * T, NC = N * C;
     size_t top = k22_arena_mark(ar);
     const int64_t bthd[4] = {B, T, H, D}, bhtd[4] = {B, H, T, D};
     float *docat = k22_arena_zeros(ar, NC); // docat: (B, T, C)
-    k22_linear_backward(be, &a->o, docat, dy, c->ocat, (int)N);
+    k22_linear_backward_in(be, &a->o, docat, dy, c->ocat, c->ocat16, (int)N);
     float *dout = k22_arena_zeros(ar, NC); // dout: (B, H, T, D)
     be->permute_bwd(be->ctx, dout, docat, 4, bhtd, k22_swap12);
     float *dq = k22_arena_zeros(ar, NC), *dk = k22_arena_zeros(ar, NC),
@@ -71,7 +78,7 @@ void k22_mha_backward(const k22_backend *be, const k22_mha *a, k22_arena *ar, fl
     for (int i = 0; i < 3; i++) {
         be->zero(be->ctx, dlin, NC * sizeof(float));
         be->permute_bwd(be->ctx, dlin, src[i], 4, bthd, k22_swap12);
-        k22_linear_backward(be, proj[i], dx, dlin, x, (int)N);
+        k22_linear_backward_in(be, proj[i], dx, dlin, x, x16, (int)N);
     }
     k22_arena_reset(ar, top);
 }

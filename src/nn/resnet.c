@@ -117,9 +117,7 @@ void k22_resnet_forward(const k22_backend *be, const k22_resnet *r, k22_arena *a
     int OH, OW, ci = r->cin, co = r->cout;
     out_hw(r, H, W, &OH, &OW);
     int64_t S = (int64_t)H * W, So = (int64_t)OH * OW;
-    if (r->act16 && !k22_backend_act16(be))
-        K22_FATAL("resnet: 16-bit conv inputs on device %s at precision %s, which has none",
-                  be->name, k22_precision_name((k22_precision)be->precision));
+    if (r->act16) k22_backend_act16_require(be, "resnet: conv inputs");
     memset(c, 0, sizeof *c);
     c->x = x;
     c->mean1 = k22_arena_floats(ar, (size_t)B * r->norm1.G);

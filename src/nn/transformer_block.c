@@ -13,13 +13,13 @@ const k22_block_names k22_block_names_basic = {
     "ff.net.0.proj", "ff.net.2"};
 
 void k22_mlp_forward(const k22_backend *be, const k22_mlp *m, k22_arena *ar, float *y,
-                     const float *x, int N, k22_mlp_cache *c)
+                     const float *x, const uint16_t *x16, int N, k22_mlp_cache *c)
 {
     size_t top = k22_arena_mark(ar), NF = (size_t)N * m->fc1.out;
     k22_mlp_cache tmp;
     if (!c) c = &tmp;
     c->h = k22_arena_floats(ar, NF); // h: (N, F)
-    k22_linear_forward(be, &m->fc1, c->h, x, N);
+    k22_linear_forward_in(be, &m->fc1, c->h, x, x16, N);
     if (m->act16) { // g: (N, F)
         c->g = NULL;
         c->g16 = k22_arena_halves(ar, NF);
@@ -34,14 +34,15 @@ void k22_mlp_forward(const k22_backend *be, const k22_mlp *m, k22_arena *ar, flo
 }
 
 void k22_mlp_backward(const k22_backend *be, const k22_mlp *m, k22_arena *ar, float *dx,
-                      const float *dy, const float *x, int N, const k22_mlp_cache *c)
+                      const float *dy, const float *x, const uint16_t *x16, int N,
+                      const k22_mlp_cache *c)
 {
     size_t top = k22_arena_mark(ar), NF = (size_t)N * m->fc1.out;
     float *dg = k22_arena_zeros(ar, NF); // dg: (N, F)
     k22_linear_backward_in(be, &m->fc2, dg, dy, c->g, c->g16, N);
     float *dh = k22_arena_zeros(ar, NF); // dh: (N, F)
     be->act_bwd(be->ctx, m->act, dh, dg, c->h, (int64_t)NF);
-    k22_linear_backward(be, &m->fc1, dx, dh, x, N);
+    k22_linear_backward_in(be, &m->fc1, dx, dh, x, x16, N);
     k22_arena_reset(ar, top);
 }
 
@@ -71,11 +72,33 @@ void k22_block_bind(k22_block *blk, const k22_params *ps, const char *prefix,
     bind_part(k, sizeof k, prefix, nm->fc2);
     k22_linear_bind(&blk->mlp.fc2, ps, k, P, G);
     blk->mlp.act = act;
-    blk->mlp.act16 = 0;
+    k22_block_set_act16(blk, 0);
     int C = blk->attn.q.out;
     if (heads <= 0 || C % heads) K22_FATAL("block '%s': width %d not divisible by %d heads", prefix, C, heads);
     blk->attn.heads = heads;
     blk->attn.head_dim = C / heads;
+}
+
+void k22_block_set_act16(k22_block *blk, int on)
+{
+    blk->act16 = blk->attn.act16 = blk->mlp.act16 = on != 0;
+}
+
+/* A layer norm's output in the cache: floats, or 16 bits with act16 (*y NULL then). */
+static void block_norm(const k22_backend *be, const k22_block *blk, const k22_layernorm *ln,
+                       k22_arena *ar, float **y, uint16_t **y16, float *mean, float *rstd,
+                       const float *x, int N)
+{
+    size_t NC = (size_t)N * ln->c;
+    if (blk->act16) {
+        *y = NULL;
+        *y16 = k22_arena_halves(ar, NC);
+        be->layer_norm_fwd_y16(be->ctx, *y16, mean, rstd, x, ln->g, ln->b, N, ln->c, ln->eps);
+    } else {
+        *y = k22_arena_floats(ar, NC);
+        *y16 = NULL;
+        k22_layernorm_forward(be, ln, *y, mean, rstd, x, N);
+    }
 }
 
 void k22_block_forward(const k22_backend *be, const k22_block *blk, k22_arena *ar, float *y,
@@ -88,18 +111,16 @@ void k22_block_forward(const k22_backend *be, const k22_block *blk, k22_arena *a
     int keep = c != NULL;
     if (!c) c = &tmp;
     c->x = x;
-    c->ln1 = k22_arena_floats(ar, NC); // ln1: (B, T, C)
     c->mean1 = k22_arena_floats(ar, (size_t)N); // mean1: (B, T)
     c->rstd1 = k22_arena_floats(ar, (size_t)N); // rstd1: (B, T)
-    k22_layernorm_forward(be, &blk->ln1, c->ln1, c->mean1, c->rstd1, x, N);
-    k22_mha_forward(be, &blk->attn, ar, y, c->ln1, B, T, mask, keep ? &c->attn : NULL);
+    block_norm(be, blk, &blk->ln1, ar, &c->ln1, &c->ln1_16, c->mean1, c->rstd1, x, N); // (B, T, C)
+    k22_mha_forward(be, &blk->attn, ar, y, c->ln1, c->ln1_16, B, T, mask, keep ? &c->attn : NULL);
     c->x1 = k22_arena_floats(ar, NC); // x1: (B, T, C)
     be->add(be->ctx, c->x1, x, y, (int64_t)NC);
-    c->ln2 = k22_arena_floats(ar, NC); // ln2: (B, T, C)
     c->mean2 = k22_arena_floats(ar, (size_t)N);
     c->rstd2 = k22_arena_floats(ar, (size_t)N);
-    k22_layernorm_forward(be, &blk->ln2, c->ln2, c->mean2, c->rstd2, c->x1, N);
-    k22_mlp_forward(be, &blk->mlp, ar, y, c->ln2, N, keep ? &c->mlp : NULL);
+    block_norm(be, blk, &blk->ln2, ar, &c->ln2, &c->ln2_16, c->mean2, c->rstd2, c->x1, N);
+    k22_mlp_forward(be, &blk->mlp, ar, y, c->ln2, c->ln2_16, N, keep ? &c->mlp : NULL);
     be->add(be->ctx, y, c->x1, y, (int64_t)NC); // y: (B, T, C)
     if (!keep) k22_arena_reset(ar, top);
 }
@@ -113,11 +134,11 @@ void k22_block_backward(const k22_backend *be, const k22_block *blk, k22_arena *
     float *dx1 = k22_arena_zeros(ar, NC); // dx1: (B, T, C) gradient at the residual x1
     be->add_bwd(be->ctx, dx1, NULL, dy, (int64_t)NC);
     float *dln = k22_arena_zeros(ar, NC); // dln: (B, T, C), LN2's then LN1's output gradient
-    k22_mlp_backward(be, &blk->mlp, ar, dln, dy, c->ln2, N, &c->mlp);
+    k22_mlp_backward(be, &blk->mlp, ar, dln, dy, c->ln2, c->ln2_16, N, &c->mlp);
     k22_layernorm_backward(be, &blk->ln2, dx1, dln, c->x1, c->mean2, c->rstd2, N);
     be->add_bwd(be->ctx, dx, NULL, dx1, (int64_t)NC);
     be->zero(be->ctx, dln, NC * sizeof(float));
-    k22_mha_backward(be, &blk->attn, ar, dln, dx1, c->ln1, B, T, mask, &c->attn);
+    k22_mha_backward(be, &blk->attn, ar, dln, dx1, c->ln1, c->ln1_16, B, T, mask, &c->attn);
     k22_layernorm_backward(be, &blk->ln1, dx, dln, c->x, c->mean1, c->rstd1, N);
     k22_arena_reset(ar, top);
 }
@@ -126,7 +147,8 @@ size_t k22_block_cache_floats(int B, int T, int C, int F, int H, int act16)
 {
     size_t N = (size_t)B * T, NC = k22_arena_round(N * C), n = k22_arena_round(N), NF = N * F;
     size_t g = act16 ? k22_arena_round_halves(NF) : k22_arena_round(NF);
-    return 8 * NC + 4 * n + k22_arena_round(N * H) + k22_arena_round(NF) + g;
+    size_t h = act16 ? k22_arena_round_halves(N * C) : NC; // ln1, ln2, ocat
+    return 5 * NC + 3 * h + 4 * n + k22_arena_round(N * H) + k22_arena_round(NF) + g;
 }
 
 size_t k22_block_nograd_floats(int B, int T, int C, int F, int H, int act16)

@@ -3,7 +3,7 @@
  * GEMM-class ops under bf16/fp16 (k22_precision) against cpu-ref on rounded operands and
  * against the cpu backend at the same precision (test_precision), with the 16-bit input entries
  * (conv2d_fwd_x16, conv2d_bwd_x16, linear_fwd_x16, linear_bwd_x16) bit-equal to the float ones
- * and act_fwd_y16 to act_fwd rounded. The convolutions
+ * and act_fwd_y16 / layer_norm_fwd_y16 to act_fwd / layer_norm_fwd rounded. The convolutions
  * run on each implementation (the default, cuDNN where usable; im2col; im2col in bands), and each
  * case says which one ran each direction.
  *
@@ -1412,13 +1412,14 @@ static void test_prec_conv_x16_case(const conv_case *c, const char *tag, k22_pre
     free(xh), free(g0), free(x16h);
 }
 
-/* ---- 16-bit linear inputs (linear_fwd_x16, linear_bwd_x16) and act_fwd_y16 ---- */
+/* ---- 16-bit linear inputs (linear_fwd_x16, linear_bwd_x16), act_fwd_y16, layer_norm_fwd_y16 ---- */
 
 /* A linear case at precision p with x given as 16-bit values: y, then dx, dw and db from non-zero
  * gradients, must be, bit for bit (tolerance: none), this backend's linear_fwd / linear_bwd on
  * x16 widened to float; x16 at an aligned address and one element off (cuBLASLt reads it in place
  * when aligned with rows of a multiple of 8 values, else a widened copy, packed as floats are).
- * Then act_fwd_y16 (GELU) on the same x: act_fwd's floats rounded to p, bit for bit. */
+ * Then act_fwd_y16 (GELU; none: x itself) and layer_norm_fwd_y16 (N rows of I) on the same x:
+ * act_fwd's and layer_norm_fwd's floats rounded to p, bit for bit, and layer_norm_fwd's statistics. */
 static void test_prec_linear_x16_case(int N, int I, int O, k22_precision p)
 {
     int64_t nx = (int64_t)N * I, nw = (int64_t)O * I, ny = (int64_t)N * O, ng = nx + nw + O;
@@ -1458,6 +1459,24 @@ static void test_prec_linear_x16_case(int N, int I, int O, k22_precision p)
     for (int64_t i = 0; i < nx; i++) off += a16h[i] != round16(p, ah[i]);
     CHECK_MSG(off == 0, "%s act_fwd_y16 (gelu) on %lld values: %lld are not act_fwd's floats rounded (exact)",
               prec_tag(p), (long long)nx, (long long)off);
+    gpu->act_fwd_y16(gpu->ctx, K22_ACT_NONE, a16, xw, nx); /* no activation: x rounded */
+    gpu->to_host(gpu->ctx, a16h, a16, (size_t)nx * sizeof(uint16_t));
+    off = 0;
+    for (int64_t i = 0; i < nx; i++) off += a16h[i] != x16h[i];
+    CHECK_MSG(off == 0, "%s act_fwd_y16 (none) on %lld values: %lld are not x rounded (exact)", prec_tag(p),
+              (long long)nx, (long long)off);
+    float *st = gpu->alloc(gpu->ctx, (size_t)4 * N * sizeof(float));
+    /* gamma, beta: any I values (w's first two rows; O >= 2) */
+    gpu->layer_norm_fwd(gpu->ctx, a, st, st + N, xw, w.d, w.d + I, N, I, 1e-5f);
+    gpu->layer_norm_fwd_y16(gpu->ctx, a16, st + 2 * N, st + 3 * N, xw, w.d, w.d + I, N, I, 1e-5f);
+    float *lh = dev_fetch(a, nx), *sth = dev_fetch(st, 4 * (int64_t)N);
+    gpu->to_host(gpu->ctx, a16h, a16, (size_t)nx * sizeof(uint16_t));
+    off = 0;
+    for (int64_t i = 0; i < nx; i++) off += a16h[i] != round16(p, lh[i]);
+    CHECK_MSG(off == 0 && !memcmp(sth, sth + 2 * N, (size_t)2 * N * sizeof(float)),
+              "%s layer_norm_fwd_y16 %dx%d: %lld values are not layer_norm_fwd's floats rounded, or "
+              "the statistics differ (exact)", prec_tag(p), N, I, (long long)off);
+    gpu->free(gpu->ctx, st), free(lh), free(sth);
     pair_free(&w), pair_free(&b), pair_free(&dy);
     gpu->free(gpu->ctx, xw), gpu->free(gpu->ctx, x16d), gpu->free(gpu->ctx, y), gpu->free(gpu->ctx, y16);
     gpu->free(gpu->ctx, g), gpu->free(gpu->ctx, g16), gpu->free(gpu->ctx, a), gpu->free(gpu->ctx, a16);
@@ -2160,6 +2179,7 @@ static void test_table_complete(void)
         ENTRY(conv2d_fwd_x16), ENTRY(conv2d_bwd_x16),     ENTRY(group_norm_act_fwd_y16),
         ENTRY(group_norm_act_fwd), ENTRY(group_norm_act_bwd), ENTRY(set_precision),
         ENTRY(group_norm_bwd), ENTRY(layer_norm_fwd),     ENTRY(layer_norm_bwd),
+        ENTRY(layer_norm_fwd_y16),
         ENTRY(act_fwd),        ENTRY(act_bwd),            ENTRY(softmax_fwd),
         ENTRY(softmax_bwd),    ENTRY(attention_fwd),      ENTRY(attention_bwd),
         ENTRY(add),            ENTRY(mul),                ENTRY(scale),

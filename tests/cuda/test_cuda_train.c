@@ -31,8 +31,9 @@
  * (mostly conv biases) up to 2.7e-4, the rest within 9.6e-6.
  * Without a usable CUDA device it says why in one line and exits 0, unless K22_REQUIRE_CUDA is
  * set (not "" or "0"): then it fails, as test_cuda_ops does.
- * K22_CUDA_TRAIN_PARTS (a comma list of step, resume, ranks, bf16, shadow, profile; unset: all) runs only those
- * parts, e.g. for the slow host emulator (tests/cuda/emu/run BUILD train). */
+ * K22_CUDA_TRAIN_PARTS (a comma list of step, resume, ranks, bf16, shadow, profile; unset or
+ * empty: all) runs only those parts, e.g. for the slow host emulator (tests/cuda/emu/run BUILD
+ * train). */
 #include "train/train_fixture.h"
 #include "k22/ops.h"
 #include "k22/safetensors.h"
@@ -340,8 +341,8 @@ static void bf16_runs(const char *stage, const char *tag, int steps, double trac
     snprintf(what, sizeof what, "%s %d steps, bf16 on cuda, attention on mma.sync vs wmma", stage, steps);
     check_losses(what, g16, g16w, 1, steps, multi_tol);
 
-    /* The decoder's resnets keep their conv inputs and the prior's blocks their MLP activations
-     * as bf16 by default (ops.h k22_backend_act16): the same losses, exactly, as with floats
+    /* The decoder's resnets keep their conv inputs and the prior's blocks their layer-norm
+     * outputs and MLP activations as bf16 by default (ops.h k22_backend_act16): the same losses, exactly, as with floats
      * (K22_ACT16=0), since the GEMMs round them there anyway. */
     char g16f[64];
     snprintf(g16f, sizeof g16f, "%s_bf_gpu16_float", tag);
@@ -724,7 +725,7 @@ static int part_on(const char *name)
     part_end();
     const char *s = getenv("K22_CUDA_TRAIN_PARTS");
     size_t n = strlen(name);
-    int on = !s;
+    int on = !s || !*s;
     for (const char *p = s; !on && (p = strstr(p, name)) != NULL; p += n)
         on = (p == s || p[-1] == ',') && (p[n] == ',' || p[n] == '\0');
     if (!on) {

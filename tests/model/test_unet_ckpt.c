@@ -4,8 +4,8 @@
  * without bit for bit (the same ops run in the same order on the same values), also when the
  * flag flips between forward and backward (tiny); the activations kept between forward and
  * backward equal k22_unet_saved_floats and are fewer; the arena peak is lower and equals the
- * size function's arena size; on the fast backend under bf16 and fp16, 16-bit conv inputs
- * change no bit and take less. Prints the figures, and the size functions' figures for the
+ * size function's arena size; on the fast backend under bf16 and fp16, 16-bit GEMM inputs
+ * (the resnets' conv inputs, the attention blocks' tokens) change no bit and take less. Prints the figures, and the size functions' figures for the
  * full-size UNet at batch 1, 96x96 latents (a shapes-only model: computed, not run). */
 #include "grad_watch.h"
 #include "model_fixture.h"
@@ -77,7 +77,7 @@ static void free_result(run_result *r)
 /* One training forward and backward from zeroed gradients with `ckpt` levels checkpointed (0
  * none, K22_UNET_CKPT_ALL every block); `flip` changes the setting between forward and backward
  * (to none, or to every block from none). The arena is sized for the forward's mode. */
-static int act16_on; /* run_once's models keep 16-bit conv inputs (act16_case) */
+static int act16_on; /* run_once's models keep 16-bit GEMM inputs (act16_case) */
 
 static run_result run_once(const k22_backend *be, const unet_case *uc, const k22_unet_config *c,
                            const k22_params *ps, const float *P, const case_inputs *in, int ckpt,
@@ -159,8 +159,8 @@ static void check_sizes(const char *label, const k22_unet *shapes, const unet_ca
     CHECK(r->cap == k22_unet_arena_floats_ckpt(shapes, uc->B, uc->H, uc->W, 1, levels));
 }
 
-/* Under bf16 and fp16 on the cpu backend, the resnets' 16-bit conv inputs (k22_unet_set_act16)
- * give the float inputs' output and gradients bit for bit, with and without checkpointing, and
+/* Under bf16 and fp16 on the cpu backend, the resnets' 16-bit conv inputs and the attention
+ * blocks' 16-bit tokens (k22_unet_set_act16) give the float inputs' output and gradients bit for bit, with and without checkpointing, and
  * the arena peak and the activations kept equal the size functions', which are smaller. */
 static void act16_case(k22_backend *be, const unet_case *uc, const k22_unet_config *c,
                        const k22_params *ps, const float *P, const case_inputs *in)
@@ -171,7 +171,7 @@ static void act16_case(k22_backend *be, const unet_case *uc, const k22_unet_conf
         k22_unet_init(&shapes, c, ps, NULL, NULL);
         for (int ck = 0; ck <= K22_UNET_CKPT_ALL; ck += K22_UNET_CKPT_ALL) {
             char label[160];
-            snprintf(label, sizeof label, "%s %s unet %s B=%d %dx%d ckpt=%d, 16-bit conv inputs", be->name,
+            snprintf(label, sizeof label, "%s %s unet %s B=%d %dx%d ckpt=%d, 16-bit GEMM inputs", be->name,
                      k22_precision_name((k22_precision)prec), uc->cs, uc->B, uc->H, uc->W, ck);
             act16_on = 0;
             run_result fl = run_once(be, uc, c, ps, P, in, ck, 0);
@@ -186,7 +186,7 @@ static void act16_case(k22_backend *be, const unet_case *uc, const k22_unet_conf
             CHECK_MSG(h.cap < fl.cap && (ck ? h.kept == fl.kept : h.kept < fl.kept),
                       "%s: arena %zu, kept %zu; floats: %zu, %zu", label,
                       h.cap, h.kept, fl.cap, fl.kept);
-            printf("%-8s unet %-4s B=%d %dx%d %s ckpt=%d: 16-bit conv inputs, the same bits; kept %zu -> %zu floats, "
+            printf("%-8s unet %-4s B=%d %dx%d %s ckpt=%d: 16-bit GEMM inputs, the same bits; kept %zu -> %zu floats, "
                    "arena %zu -> %zu\n", be->name, uc->cs, uc->B, uc->H, uc->W, k22_precision_name((k22_precision)prec),
                    ck, fl.kept, h.kept, fl.cap, h.cap);
             free_result(&fl), free_result(&h);
@@ -337,13 +337,13 @@ static void full_size(void)
            kept0 * 4.0 / 1048576, kept1 * 4.0 / 1048576, (double)kept0 / kept1, cap0, cap1,
            cap0 * 4.0 / 1048576, cap1 * 4.0 / 1048576, (double)cap0 / cap1, cap_ng * 4.0 / 1048576);
     grad_marks_report("table    unet full", &m.marks, (int64_t)ps.total);
-    /* 16-bit conv inputs (bf16/fp16): a1 and a2 at half the bytes; less memory either way */
+    /* 16-bit GEMM inputs (bf16/fp16): a1, a2 and the attention tokens at half the bytes */
     k22_unet_set_act16(&m, 1);
     size_t h0 = k22_unet_arena_floats_ckpt(&m, B, H, W, 1, 0), h1 = k22_unet_arena_floats_ckpt(&m, B, H, W, 1, K22_UNET_CKPT_ALL);
     size_t hk0 = k22_unet_saved_floats(&m, B, H, W, 0);
     k22_unet_set_act16(&m, 0);
     CHECK(h0 < cap0 && h1 < cap1 && hk0 < kept0);
-    printf("size fn  unet full B=1 96x96 with 16-bit conv inputs: activations kept %.1f -> %.1f MiB (%.1f%% less), arena "
+    printf("size fn  unet full B=1 96x96 with 16-bit GEMM inputs: activations kept %.1f -> %.1f MiB (%.1f%% less), arena "
            "%.1f -> %.1f MiB (%.1f%% less); checkpointed, arena %.1f -> %.1f MiB (%.1f%% less)\n", kept0 * 4.0 / 1048576,
            hk0 * 4.0 / 1048576, 100.0 * (1.0 - (double)hk0 / kept0), cap0 * 4.0 / 1048576, h0 * 4.0 / 1048576,
            100.0 * (1.0 - (double)h0 / cap0), cap1 * 4.0 / 1048576, h1 * 4.0 / 1048576, 100.0 * (1.0 - (double)h1 / cap1));

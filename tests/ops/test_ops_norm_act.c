@@ -5,7 +5,8 @@
  * backward matches central finite differences for x, gamma, beta, scale and shift; fast
  * matches reference; gradients accumulate (+=) and NULL ones are skipped; odd shapes
  * (C = G = 1, S = 1, odd C/G, scale/shift rows wider than C as the UNet's (B, 2C) rows); the
- * 16-bit output (group_norm_act_fwd_y16) is the float one rounded. */
+ * 16-bit outputs (group_norm_act_fwd_y16, layer_norm_fwd_y16, act_fwd_y16 with no activation)
+ * are the float ones rounded. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -348,6 +349,38 @@ static void y16(k22_backend *be, const na_case *c)
     na_in_free(&in);
 }
 
+/* layer_norm_fwd_y16 under bf16 and fp16: layer_norm_fwd's y rounded to the precision's 16 bits,
+ * bit for bit, and the same statistics (N rows of C; affine or not). */
+static void ln_y16(k22_backend *be, int N, int C, int affine)
+{
+    int64_t n = (int64_t)N * C;
+    float *x = fvec(n, 0x1700 + (uint64_t)C, -3.0f, 2.0f), *y = fvec(n, 0, 0, 0);
+    float *g = affine ? fvec(C, 0x1701, 0.5f, 1.5f) : NULL, *b = affine ? fvec(C, 0x1702, -0.5f, 0.5f) : NULL;
+    float *st = fvec(4 * (int64_t)N, 0, 0, 0);
+    uint16_t *h = calloc((size_t)n, sizeof *h);
+    be->layer_norm_fwd(be->ctx, y, st, st + N, x, g, b, N, C, 1e-5f);
+    for (int p = K22_PREC_BF16; p <= K22_PREC_FP16; p++) {
+        CHECK(k22_backend_set_precision(be, (k22_precision)p, NULL) == K22_OK && k22_backend_act16(be));
+        be->layer_norm_fwd_y16(be->ctx, h, st + 2 * N, st + 3 * N, x, g, b, N, C, 1e-5f);
+        int64_t off = 0;
+        for (int64_t i = 0; i < n; i++)
+            off += h[i] != (p == K22_PREC_BF16 ? k22_f32_to_bf16(y[i]) : k22_f32_to_f16(y[i]));
+        CHECK_MSG(off == 0 && !memcmp(st, st + 2 * N, 2 * (size_t)N * sizeof(float)),
+                  "%s layer_norm_fwd_y16 %dx%d %s: %lld of %lld values are not y rounded, or the "
+                  "statistics differ", be->name, N, C, k22_precision_name((k22_precision)p),
+                  (long long)off, (long long)n);
+    }
+    /* act_fwd_y16 with K22_ACT_NONE: x itself rounded (the UNet attention's tokens) */
+    CHECK(k22_backend_set_precision(be, K22_PREC_BF16, NULL) == K22_OK);
+    be->act_fwd_y16(be->ctx, K22_ACT_NONE, h, x, n);
+    int64_t off = 0;
+    for (int64_t i = 0; i < n; i++) off += h[i] != k22_f32_to_bf16(x[i]);
+    CHECK_MSG(off == 0, "%s act_fwd_y16 (none) %lld values: %lld are not x rounded", be->name, (long long)n,
+              (long long)off);
+    k22_backend_set_precision(be, K22_PREC_FP32, NULL);
+    free(x), free(y), free(g), free(b), free(st), free(h);
+}
+
 int main(void)
 {
     k22_backend *ref = k22_backend_cpu_new(1), *fast = k22_backend_cpu_new(0);
@@ -366,6 +399,9 @@ int main(void)
     vs_chain(fast, &big);
     vs_chain(ref, &big);
     fast_vs_ref(ref, fast, &big);
+    ln_y16(fast, 5, 13, 1);
+    ln_y16(fast, 3, 64, 0);
+    ln_y16(fast, 1, 1, 1);
     k22_backend_free(ref);
     k22_backend_free(fast);
     return k22_test_finish("ops/norm_act");

@@ -26,8 +26,8 @@
 
 /* The buffers every entry of the sequence reads and writes (host memory: the cpu backend). */
 typedef struct {
-    float x[64], y[64], z[64], w[64], g[64], m[64], v[64], o[64], r[16], lse[8], t[4];
-    uint16_t h[16]; /* 16-bit activations */
+    float x[64], y[64], z[64], w[64], g[64], m[64], v[64], o[64], r[16], lse[8], t[4], st[4];
+    uint16_t h[24]; /* 16-bit activations */
     double ss;
 } bufs;
 
@@ -114,6 +114,10 @@ static void every_entry(const k22_backend *be, bufs *b, tally *t)
     one_call(t, "group_norm_bwd", 0);
     be->layer_norm_fwd(ctx, b->o + 40, b->o + 44, b->o + 46, b->x, b->w, b->y, 2, 2, 1e-5f);
     one_call(t, "layer_norm_fwd", 0);
+    k22_backend_set_precision((k22_backend *)be, K22_PREC_BF16, NULL);
+    be->layer_norm_fwd_y16(ctx, b->h + 16, b->st, b->st + 2, b->x, b->w, b->y, 2, 2, 1e-5f);
+    one_call(t, "layer_norm_fwd_y16", 0);
+    k22_backend_set_precision((k22_backend *)be, K22_PREC_FP32, NULL);
     be->layer_norm_bwd(ctx, b->g + 24, b->m + 36, b->m + 38, b->y, b->x, b->o + 44, b->o + 46,
                        b->w, 2, 2);
     one_call(t, "layer_norm_bwd", 0);

@@ -196,6 +196,8 @@ void k22_fast_group_norm_act_fwd_y16(void *ctx, int act, uint16_t *y16, float *m
                                      const float *scale, const float *shift, int64_t ss_ld,
                                      float scale_offset, int B, int C, int S, int G, float eps);
 void k22_fast_act_fwd_y16(void *ctx, int act, uint16_t *y16, const float *x, int64_t n);
+void k22_fast_layer_norm_fwd_y16(void *ctx, uint16_t *y16, float *mean, float *rstd, const float *x,
+                                 const float *gamma, const float *beta, int N, int C, float eps);
 void k22_fast_linear_fwd_x16(void *ctx, float *y, const uint16_t *x16, const float *w, const float *b,
                              int N, int I, int O);
 void k22_fast_linear_bwd_x16(void *ctx, float *dx, float *dw, float *db, const float *dy,

@@ -1,5 +1,5 @@
 /* fast_act16.c: the 16-bit activation entries of ops.h on the cpu backend (group_norm_act_fwd_y16,
- * act_fwd_y16, conv2d_fwd_x16, conv2d_bwd_x16, linear_fwd_x16, linear_bwd_x16), over the float
+ * layer_norm_fwd_y16, act_fwd_y16, conv2d_fwd_x16, conv2d_bwd_x16, linear_fwd_x16, linear_bwd_x16), over the float
  * ops through one float copy: they check the models' 16-bit paths on the host (the same bits as
  * the float path by construction), not speed. */
 #include "cpu_ops.h"
@@ -38,8 +38,21 @@ void k22_fast_group_norm_act_fwd_y16(void *ctx, int act, uint16_t *y16, float *m
     round_out(ctx, y16, y, n, "group_norm_act_fwd_y16");
 }
 
+void k22_fast_layer_norm_fwd_y16(void *ctx, uint16_t *y16, float *mean, float *rstd, const float *x,
+                                 const float *gamma, const float *beta, int N, int C, float eps)
+{
+    size_t n = (size_t)N * C;
+    float *y = k22_cpu_wide(ctx, n);
+    k22_fast_layer_norm_fwd(ctx, y, mean, rstd, x, gamma, beta, N, C, eps);
+    round_out(ctx, y16, y, n, "layer_norm_fwd_y16");
+}
+
 void k22_fast_act_fwd_y16(void *ctx, int act, uint16_t *y16, const float *x, int64_t n)
 {
+    if (act == K22_ACT_NONE) { /* x rounded */
+        round_out(ctx, y16, x, (size_t)n, "act_fwd_y16");
+        return;
+    }
     float *y = k22_cpu_wide(ctx, (size_t)n);
     k22_fast_act_fwd(ctx, act, y, x, n);
     round_out(ctx, y16, y, (size_t)n, "act_fwd_y16");

@@ -212,6 +212,14 @@ __device__ __forceinline__ uint16_t k22_cuda_round16(float x, int fp16)
     return fp16 ? __half_as_ushort(__float2half_rn(x)) : __bfloat16_as_ushort(__float2bfloat16_rn(x));
 }
 
+/* An output element stored as a float, or rounded as k22_cuda_round16 (the _y16 entries): one
+ * templated kernel writes either. */
+__device__ __forceinline__ void k22_cuda_store(float *y, float v, int /* fp16 */) { *y = v; }
+__device__ __forceinline__ void k22_cuda_store(uint16_t *y, float v, int fp16)
+{
+    *y = k22_cuda_round16(v, fp16);
+}
+
 /* matmul.cu. k22_cuda_gemm is the row-major GEMM of ops.h's matmul with explicit leading
  * dimensions (lda >= op-less row length of A as stored, and so on), for sub-blocks of larger
  * matrices. */
@@ -287,6 +295,9 @@ cudnnStatus_t k22_cudnn_conv_bwd(k22_cuda_ctx *ctx, float *dx, float *dw, const 
                                  const k22_conv2d_desc *d, int *done_dx, int *done_dw);
 /* dst (n floats) = src's 16-bit values of ctx->precision (bf16 or fp16) widened, exactly. */
 void k22_cuda_widen_lowp(k22_cuda_ctx *ctx, float *dst, const uint16_t *src, int64_t n);
+/* src (n 16-bit values) widened into ctx->wide (k22_cuda_wide), which it returns: the float copy
+ * of a 16-bit activation for a path that reads floats (im2col, a GEMM operand packed anew). */
+const float *k22_cuda_wide_copy(k22_cuda_ctx *ctx, const uint16_t *src, int64_t n);
 
 /* weight_shadow.cu: the 16-bit shadow of the parameter buffer (see its head).
  * k22_cuda_shadow_init reads K22_CUDA_WEIGHT_SHADOW (K22_ERR_ARG for a bad value);
@@ -356,6 +367,9 @@ void k22_cuda_group_norm_bwd(void *ctx, float *dx, float *dgamma, float *dbeta, 
                              const float *gamma, int B, int C, int S, int G);
 void k22_cuda_layer_norm_fwd(void *ctx, float *y, float *mean, float *rstd, const float *x,
                              const float *gamma, const float *beta, int N, int C, float eps);
+void k22_cuda_layer_norm_fwd_y16(void *ctx, uint16_t *y16, float *mean, float *rstd,
+                                 const float *x, const float *gamma, const float *beta, int N,
+                                 int C, float eps);
 void k22_cuda_layer_norm_bwd(void *ctx, float *dx, float *dgamma, float *dbeta, const float *dy,
                              const float *x, const float *mean, const float *rstd,
                              const float *gamma, int N, int C);

@@ -11,7 +11,7 @@
  * input already is the column matrix.
  *
  * The x16 entries (bf16/fp16 only) take x as 16-bit values of ctx->precision: cuDNN reads them as
- * they are (in place of its rounded copy of x), im2col a float copy (k22_cuda_wide), so both
+ * they are (in place of its rounded copy of x), im2col a float copy (k22_cuda_wide_copy), so both
  * give conv2d_fwd / conv2d_bwd's bits on x16 widened. */
 #include "common.cuh"
 
@@ -125,15 +125,12 @@ void k22_cuda_conv_bias_add(k22_cuda_ctx *ctx, float *y, const float *bias, int 
     CUDA_CHECK_LAUNCH();
 }
 
-/* x16 widened to floats for the im2col path, in the wide buffer (the columns take the op scratch,
- * the GEMM's 16-bit operands lowp). */
+/* x16 widened to floats for the im2col path (the columns take the op scratch, the GEMM's 16-bit
+ * operands lowp). */
 static const float *k22_conv_widen_x(k22_cuda_ctx *ctx, const uint16_t *x16,
                                      const k22_conv2d_desc *d)
 {
-    int64_t nx = (int64_t)d->B * d->C * d->H * d->W;
-    float *x = (float *)k22_cuda_wide(ctx, (size_t)nx * sizeof(float));
-    k22_cuda_widen_lowp(ctx, x, x16, nx);
-    return x;
+    return k22_cuda_wide_copy(ctx, x16, (int64_t)d->B * d->C * d->H * d->W);
 }
 
 /* conv2d_fwd on x, or on x16 when it is not NULL. */

@@ -368,6 +368,14 @@ void k22_cuda_widen_lowp(k22_cuda_ctx *ctx, float *dst, const uint16_t *src, int
     k22_cudnn_widen(ctx, dst, src, 0, NULL, 1, 1, n);
 }
 
+/* See common.cuh. */
+const float *k22_cuda_wide_copy(k22_cuda_ctx *ctx, const uint16_t *src, int64_t n)
+{
+    float *w = (float *)k22_cuda_wide(ctx, (size_t)n * sizeof(float));
+    k22_cuda_widen_lowp(ctx, w, src, n);
+    return w;
+}
+
 static size_t k22_cudnn_align(size_t n)
 {
     return (n + 255) / 256 * 256;

@@ -334,6 +334,7 @@ static void k22_cuda_table_fill(k22_backend *be)
     be->group_norm_fwd = k22_cuda_group_norm_fwd;
     be->group_norm_bwd = k22_cuda_group_norm_bwd;
     be->layer_norm_fwd = k22_cuda_layer_norm_fwd;
+    be->layer_norm_fwd_y16 = k22_cuda_layer_norm_fwd_y16;
     be->layer_norm_bwd = k22_cuda_layer_norm_bwd;
 
     be->softmax_fwd = k22_cuda_softmax_fwd;

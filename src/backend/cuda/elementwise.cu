@@ -16,6 +16,7 @@ __device__ __forceinline__ float k22_sigmoidf(float x) { return 1.0f / (1.0f + e
 __device__ __forceinline__ float k22_act_value(int act, float x)
 {
     switch (act) {
+    case K22_ACT_NONE: return x; /* act_fwd_y16 only */
     case K22_ACT_SILU: return x / (1.0f + expf(-x));
     case K22_ACT_GELU: return 0.5f * x * (1.0f + erff(x * K22_SQRT1_2));
     case K22_ACT_GELU_TANH: {
@@ -83,7 +84,7 @@ void k22_cuda_act_fwd_y16(void *vctx, int act, uint16_t *y16, const float *x, in
 {
     k22_cuda_ctx *ctx = K22_CUDA_CTX(vctx);
     K22_REQUIRE(ctx->precision != K22_PREC_FP32);
-    k22_act_check(act);
+    if (act != K22_ACT_NONE) k22_act_check(act);
     K22_LAUNCH(k22_act_fwd16_kernel, n, act, y16, x, n, ctx->precision == K22_PREC_FP16);
 }
 

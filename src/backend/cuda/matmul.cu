@@ -196,10 +196,7 @@ static int k22_lowp_given(k22_cuda_ctx *ctx, const uint16_t *src16, const float 
                           int64_t cols, int64_t ld, int64_t s, int nb, k22_lowp_operand *o)
 {
     if (k22_lowp_in_place(src16, rows, cols, ld, s, nb, o)) return 1;
-    int64_t n = (nb - 1) * s + (rows - 1) * ld + cols;
-    float *w = (float *)k22_cuda_wide(ctx, (size_t)n * sizeof(float));
-    k22_cuda_widen_lowp(ctx, w, src16, n);
-    *src = w;
+    *src = k22_cuda_wide_copy(ctx, src16, (nb - 1) * s + (rows - 1) * ld + cols);
     return 0;
 }
 

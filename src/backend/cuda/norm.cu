@@ -9,7 +9,8 @@
  *    count, mean and sum of squared deviations (two passes: no cancellation), and one thread per
  *    segment combines the slices in order (Chan et al.'s pairwise update): deterministic;
  *  - backward forms the per-segment sums of dxhat and dxhat*xhat the same way, then dx in one
- *    elementwise pass, and dgamma/dbeta per channel in a separate reduction. */
+ *    elementwise pass, and dgamma/dbeta per channel in a separate reduction.
+ * layer_norm_fwd_y16 is layer_norm_fwd whose one apply pass stores each float rounded to 16 bits. */
 #include "common.cuh"
 
 /* Values per block slice: enough work per block to hide latency, enough blocks to fill the GPU. */
@@ -82,12 +83,17 @@ __global__ void k22_norm_finalize_kernel(double *segstat, float *mean, float *rs
     }
 }
 
-__global__ void k22_norm_apply_kernel(float *y, const float *x, const double *segstat,
-                                      const float *gamma, const float *beta, k22_norm_geom g)
+/* y as floats, or rounded to bf16/fp16 (layer_norm_fwd_y16). */
+template <class T>
+__global__ void k22_norm_apply_kernel(T *y, const float *x, const double *segstat,
+                                      const float *gamma, const float *beta, k22_norm_geom g,
+                                      int fp16)
 {
     K22_GRID_STRIDE(i, g.nseg * g.len)
     {
-        y[i] = k22_norm_value(x[i], segstat + i / g.len * 2, gamma, beta, (int)((i / g.S) % g.C));
+        k22_cuda_store(y + i,
+                       k22_norm_value(x[i], segstat + i / g.len * 2, gamma, beta, (int)((i / g.S) % g.C)),
+                       fp16);
     }
 }
 
@@ -109,14 +115,16 @@ static const double *k22_norm_stats(k22_cuda_ctx *ctx, float *mean, float *rstd,
     return segstat;
 }
 
-static void k22_norm_fwd(k22_cuda_ctx *ctx, float *y, float *mean, float *rstd, const float *x,
+/* The statistics, then one pass writing y as T. */
+template <class T>
+static void k22_norm_fwd(void *vctx, T *y, float *mean, float *rstd, const float *x,
                          const float *gamma, const float *beta, k22_norm_geom g, float eps)
 {
+    k22_cuda_ctx *ctx = K22_CUDA_CTX(vctx);
     const double *segstat = k22_norm_stats(ctx, mean, rstd, x, g, eps);
     if (!segstat) return;
-    k22_norm_apply_kernel<<<k22_cuda_blocks(g.nseg * g.len), K22_CUDA_THREADS, 0, ctx->stream>>>(
-        y, x, segstat, gamma, beta, g);
-    CUDA_CHECK_LAUNCH();
+    K22_LAUNCH(k22_norm_apply_kernel<T>, g.nseg * g.len, y, x, segstat, gamma, beta, g,
+               ctx->precision == K22_PREC_FP16);
 }
 
 /* ---- backward ---- */
@@ -279,7 +287,7 @@ void k22_cuda_group_norm_fwd(void *vctx, float *y, float *mean, float *rstd, con
 {
     K22_REQUIRE(G > 0 && C % G == 0);
     k22_norm_geom g = k22_norm_geom_of((int64_t)B * G, (int64_t)(C / G) * S, S, C);
-    k22_norm_fwd(K22_CUDA_CTX(vctx), y, mean, rstd, x, gamma, beta, g, eps);
+    k22_norm_fwd(vctx, y, mean, rstd, x, gamma, beta, g, eps);
 }
 
 /* See common.cuh. */
@@ -311,7 +319,15 @@ void k22_cuda_layer_norm_fwd(void *vctx, float *y, float *mean, float *rstd, con
                              const float *gamma, const float *beta, int N, int C, float eps)
 {
     k22_norm_geom g = k22_norm_geom_of(N, C, 1, C);
-    k22_norm_fwd(K22_CUDA_CTX(vctx), y, mean, rstd, x, gamma, beta, g, eps);
+    k22_norm_fwd(vctx, y, mean, rstd, x, gamma, beta, g, eps);
+}
+
+void k22_cuda_layer_norm_fwd_y16(void *vctx, uint16_t *y16, float *mean, float *rstd,
+                                 const float *x, const float *gamma, const float *beta, int N,
+                                 int C, float eps)
+{
+    K22_REQUIRE(K22_CUDA_CTX(vctx)->precision != K22_PREC_FP32);
+    k22_norm_fwd(vctx, y16, mean, rstd, x, gamma, beta, k22_norm_geom_of(N, C, 1, C), eps);
 }
 
 void k22_cuda_layer_norm_bwd(void *vctx, float *dx, float *dgamma, float *dbeta, const float *dy,

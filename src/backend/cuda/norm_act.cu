@@ -69,12 +69,6 @@ __device__ __forceinline__ float k22_na_fwd_value(int64_t i, const float *x, con
     return k22_na_act(g.act, __fadd_rn(__fmul_rn(v, a), b));
 }
 
-__device__ __forceinline__ void k22_na_store(float *y, float v, int /* fp16 */) { *y = v; }
-__device__ __forceinline__ void k22_na_store(uint16_t *y, float v, int fp16)
-{
-    *y = k22_cuda_round16(v, fp16);
-}
-
 /* The forward's one pass over x after the statistics: y as floats, or rounded to bf16/fp16. */
 template <class T>
 __global__ void k22_na_fwd_kernel(T *y, const float *x, const double *st, const float *gamma,
@@ -82,7 +76,7 @@ __global__ void k22_na_fwd_kernel(T *y, const float *x, const double *st, const 
                                   k22_na_geom g, int apply, int fp16)
 {
     K22_GRID_STRIDE(i, g.n)
-    k22_na_store(y + i, k22_na_fwd_value(i, x, st, gamma, beta, scale, shift, g, apply), fp16);
+    k22_cuda_store(y + i, k22_na_fwd_value(i, x, st, gamma, beta, scale, shift, g, apply), fp16);
 }
 
 /* Per-plane constants of the backward. */
