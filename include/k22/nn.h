@@ -63,10 +63,11 @@ void k22_layernorm_backward(const k22_backend *be, const k22_layernorm *ln, floa
 typedef struct {
     k22_linear q, k, v, o;
     int heads, head_dim;
-    int act16; /* ocat kept as 16 bits (ocat16; ops.h k22_backend_act16) */
+    int act16; /* q, k, v and ocat kept as 16 bits (q16, ...; ops.h k22_backend_act16) */
 } k22_mha;
 typedef struct {
-    float *q, *k, *v; /* (B, H, T, D) */
+    float *q, *k, *v; /* (B, H, T, D); NULL with act16 */
+    uint16_t *q16, *k16, *v16; /* (B, H, T, D) the same as 16 bits with act16, else NULL */
     float *o;         /* (B, H, T, D) attention output */
     float *lse;       /* (B, H, T) */
     float *ocat;      /* (B, T, C) heads merged, input of the output projection; NULL with act16 */
@@ -129,8 +130,8 @@ void k22_block_bind(k22_block *blk, const k22_params *ps, const char *prefix,
                     const k22_block_names *nm, const float *P, float *G, int heads, int act,
                     float eps);
 /* on != 0: the block keeps what only its linears read as 16 bits (ops.h k22_backend_act16, which
- * the backend running it must offer): the layer norms' outputs (q/k/v and fc1 inputs), the merged
- * heads (out_proj's input) and the MLP activation (fc2's input). The same results: those linears round them so anyway. */
+ * the backend running it must offer): the layer norms' outputs (q/k/v and fc1 inputs), the
+ * attention's q, k, v, the merged heads (out_proj's input) and the MLP activation (fc2's input). The same results: those linears round them so anyway. */
 void k22_block_set_act16(k22_block *blk, int on);
 /* x, y: (B, T, C), distinct. With a cache, its buffers stay allocated in the arena (and x must
  * stay valid) until backward; without, the arena is back where it was on return. */

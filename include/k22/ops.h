@@ -191,6 +191,15 @@ struct k22_backend {
     void (*attention_bwd)(void *ctx, float *dq, float *dk, float *dv, const float *dout,
                           const float *q, const float *k, const float *v, const float *out,
                           const float *lse, const k22_attn_desc *d);
+    /* attention_fwd / attention_bwd with q, k and v given as 16-bit values of the GEMM precision
+     * in force (bf16 or fp16; a permute's output rounded once by act_fwd_y16): the results are
+     * those of attention_fwd / attention_bwd on q16, k16, v16 widened, which round exactly these
+     * operands anyway. Only under bf16/fp16; NULL where absent. */
+    void (*attention_fwd_x16)(void *ctx, float *out, float *lse, const uint16_t *q16,
+                              const uint16_t *k16, const uint16_t *v16, const k22_attn_desc *d);
+    void (*attention_bwd_x16)(void *ctx, float *dq, float *dk, float *dv, const float *dout,
+                              const uint16_t *q16, const uint16_t *k16, const uint16_t *v16,
+                              const float *out, const float *lse, const k22_attn_desc *d);
 
     /* ---- elementwise binary, n values; y may alias a or b ----
      * y = a + b, y = a * b, y = s * a. Broadcast add of a per-row vector: see add_rows. */
@@ -370,6 +379,8 @@ typedef struct {
                                * (K22_CUDA_ATTN=gemm, or their self-test failed)
                                * or "untested" (auto before the first bf16/fp16 precision) */
     int64_t attn_flash;       /* attention calls (forward or backward) run by the fused kernels */
+    int64_t attn_flash16;     /* ... of which read the caller's 16-bit q, k, v as they are
+                               * (attention_fwd_x16 / _bwd_x16 on the mma.sync kernels) */
     int64_t attn_gemm;        /* ... and by the GEMM path */
     int64_t bias_epilogue;    /* linear_fwd biases added in cuBLASLt's epilogue (K22_CUDA_EPILOGUE) */
     int64_t bias_kernel;      /* ... and by a kernel after the GEMM */
@@ -410,9 +421,10 @@ k22_status k22_precision_parse(const char *name, k22_precision *p, k22_err *err)
  * k22_precision, on the host. */
 float k22_precision_round(k22_precision p, float x);
 /* Whether a model may keep the GEMM inputs that only a GEMM reads as 16 bits (the UNet's
- * group_norm_act -> conv inputs, the prior blocks' layer-norm outputs and MLP activation:
- * group_norm_act_fwd_y16, conv2d_fwd_x16, conv2d_bwd_x16, layer_norm_fwd_y16, act_fwd_y16,
- * linear_fwd_x16, linear_bwd_x16): be computes in bf16 or fp16 and has all seven entries. K22_ACT16=0 in the environment, read when a backend is
+ * group_norm_act -> conv inputs, the prior blocks' layer-norm outputs and MLP activation, both
+ * models' attention q, k, v: group_norm_act_fwd_y16, conv2d_fwd_x16, conv2d_bwd_x16,
+ * layer_norm_fwd_y16, act_fwd_y16, linear_fwd_x16, linear_bwd_x16, attention_fwd_x16,
+ * attention_bwd_x16): be computes in bf16 or fp16 and has all nine entries. K22_ACT16=0 in the environment, read when a backend is
  * made, takes them away (the float path, the same figures: for comparing the two). */
 int k22_backend_act16(const k22_backend *be);
 /* Dies naming what (a model part) when be lacks k22_backend_act16: a model set to keep 16-bit

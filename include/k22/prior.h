@@ -42,7 +42,7 @@ typedef struct {
     k22_block *blocks;       /* num_layers, owned */
     int max_batch;
     int grad_ckpt;           /* gradient checkpointing, see k22_prior_set_gradient_checkpointing */
-    int act16;               /* the blocks' linear inputs as 16 bits, see k22_prior_set_act16 */
+    int act16;               /* the blocks' GEMM inputs as 16 bits, see k22_prior_set_act16 */
     float *mask_host;        /* (max_batch, T, T) host scratch for the mask, owned */
     k22_prior_state st;
     /* Bound with G: k22_prior_grad_marks; backward tells grad_hook (NULL: nobody) as each block
@@ -66,10 +66,10 @@ size_t k22_prior_arena_floats(const k22_prior *m, int B, int train);
  * sizing the arena: a checkpointed arena is too small for a forward without. A forward/backward
  * pair already started finishes in the mode its forward ran in. */
 void k22_prior_set_gradient_checkpointing(k22_prior *m, int on);
-/* on != 0: the blocks keep what only their linears read (the layer norms' outputs, the MLP
- * activation) as 16 bits (k22_block_set_act16), which the backend running the model must then
- * offer (ops.h k22_backend_act16: bf16/fp16): the same figures as floats (the linears round
- * their inputs anyway), less memory. Sizes follow the flag, so set it
+/* on != 0: the blocks keep what only their linears and attention read (the layer norms' outputs,
+ * q, k, v, the merged heads, the MLP activation) as 16 bits (k22_block_set_act16), which the
+ * backend running the model must then offer (ops.h k22_backend_act16: bf16/fp16): the same
+ * figures as floats (those ops round their inputs anyway), less memory. Sizes follow the flag, so set it
  * before sizing the arena. */
 void k22_prior_set_act16(k22_prior *m, int on);
 /* The same sizes from the config alone (no weights, so a full-size model can be planned):

@@ -37,8 +37,8 @@
     X(linear_bwd) X(linear_fwd_x16) X(linear_bwd_x16) X(conv2d_fwd) X(conv2d_bwd)                  \
     X(conv2d_fwd_x16) X(conv2d_bwd_x16) X(group_norm_fwd) X(group_norm_bwd) X(layer_norm_fwd)      \
     X(layer_norm_fwd_y16) X(layer_norm_bwd) X(act_fwd) X(act_bwd) X(act_fwd_y16) X(softmax_fwd)    \
-    X(softmax_bwd)                                                                                 \
-    X(attention_fwd) X(attention_bwd) X(add) X(mul) X(scale) X(add_bwd) X(mul_bwd) X(scale_bwd)    \
+    X(softmax_bwd) X(attention_fwd) X(attention_bwd) X(attention_fwd_x16) X(attention_bwd_x16)     \
+    X(add) X(mul) X(scale) X(add_bwd) X(mul_bwd) X(scale_bwd)                                      \
     X(concat_fwd) X(concat_bwd) X(permute_fwd) X(permute_bwd) X(upsample2x_fwd)                    \
     X(upsample2x_bwd) X(avgpool2x_fwd) X(avgpool2x_bwd) X(chan_affine_fwd) X(chan_affine_bwd)      \
     X(group_norm_act_fwd) X(group_norm_act_bwd) X(group_norm_act_fwd_y16) X(resize_nearest_fwd)    \

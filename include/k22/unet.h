@@ -67,8 +67,8 @@ typedef struct {
     k22_groupnorm gn;
     k22_linear q, k, v, ak, av, o;
     int C, heads, hd;
-    int act16; /* tok and ocat kept as 16 bits (tok16, ocat16; ops.h k22_backend_act16), see
-                * k22_unet_set_act16 */
+    int act16; /* tok, q4, k4, v4 and ocat kept as 16 bits (tok16, q16, k16, v16, ocat16; ops.h
+                * k22_backend_act16), see k22_unet_set_act16 */
 } k22_unet_attn;
 typedef struct {
     const float *x;                  /* (B, C, S) the input (owned by the caller) */
@@ -76,7 +76,9 @@ typedef struct {
     float *tok;                      /* (B, S, C) normed pixels as tokens (q/k/v's input); NULL
                                       * with act16 */
     uint16_t *tok16;                 /* (B, S, C) the same as 16 bits with act16, else NULL */
-    float *q4, *k4, *v4, *o4, *lse;  /* (B, NH, S, D), (B, NH, L+S, D) x2, (B, NH, S, D), (B, NH, S) */
+    float *q4, *k4, *v4, *o4, *lse;  /* (B, NH, S, D), (B, NH, L+S, D) x2, (B, NH, S, D), (B, NH, S);
+                                      * q4, k4, v4 NULL with act16 */
+    uint16_t *q16, *k16, *v16;       /* q4, k4, v4 as 16 bits with act16, else NULL */
     float *ocat;                     /* (B, S, C) heads merged (to_out's input); NULL with act16 */
     uint16_t *ocat16;                /* (B, S, C) the same as 16 bits with act16, else NULL */
 } k22_unet_attn_cache;
@@ -156,8 +158,7 @@ size_t k22_unet_arena_floats(const k22_unet *m, int B, int H, int W, int train);
  * forward/backward pair already started finishes in the mode its forward ran in. */
 void k22_unet_set_gradient_checkpointing(k22_unet *m, int on);
 /* on != 0: the resnets keep their convolution inputs (k22_resnet.act16) and the attention blocks
- * their normed tokens and merged heads, q/k/v's and to_out's inputs (k22_unet_attn.act16), as 16
- * bits, which the backend running
+ * their normed tokens, q, k, v and merged heads (k22_unet_attn.act16), as 16 bits, which the backend running
  * the model must then offer (ops.h k22_backend_act16: bf16/fp16): the same figures as floats (the
  * GEMMs round there anyway), about a third less memory in each resnet's cache. Sizes follow the flag, so set it before sizing the arena. */
 void k22_unet_set_act16(k22_unet *m, int on);

@@ -159,6 +159,8 @@ static k22_backend *act16_env(k22_backend *be, k22_err *err)
     be->conv2d_bwd_x16 = NULL;
     be->act_fwd_y16 = NULL;
     be->layer_norm_fwd_y16 = NULL;
+    be->attention_fwd_x16 = NULL;
+    be->attention_bwd_x16 = NULL;
     be->linear_fwd_x16 = NULL;
     be->linear_bwd_x16 = NULL;
     return be;
@@ -168,7 +170,7 @@ int k22_backend_act16(const k22_backend *be)
 {
     return be->precision != K22_PREC_FP32 && be->group_norm_act_fwd_y16 && be->conv2d_fwd_x16 &&
            be->conv2d_bwd_x16 && be->act_fwd_y16 && be->linear_fwd_x16 && be->linear_bwd_x16 &&
-           be->layer_norm_fwd_y16;
+           be->layer_norm_fwd_y16 && be->attention_fwd_x16 && be->attention_bwd_x16;
 }
 
 void k22_backend_act16_require(const k22_backend *be, const char *what)

@@ -227,6 +227,19 @@ static void prof_attention_bwd(void *ctx, float *dq, float *dk, float *dv, const
         q, k, v, out, lse, d);
 }
 
+static void prof_attention_fwd_x16(void *ctx, float *out, float *lse, const uint16_t *q,
+                                   const uint16_t *k, const uint16_t *v, const k22_attn_desc *d)
+{
+    FWD(attention_fwd_x16, attn_flops(d, d->D) + attn_flops(d, d->DV), out, lse, q, k, v, d);
+}
+static void prof_attention_bwd_x16(void *ctx, float *dq, float *dk, float *dv, const float *dout,
+                                   const uint16_t *q, const uint16_t *k, const uint16_t *v,
+                                   const float *out, const float *lse, const k22_attn_desc *d)
+{
+    FWD(attention_bwd_x16, attn_bwd_flops(d, dq != NULL, dk != NULL, dv != NULL), dq, dk, dv, dout,
+        q, k, v, out, lse, d);
+}
+
 /* ---- norms, activations, softmax ---- */
 
 static void prof_group_norm_fwd(void *ctx, float *y, float *mean, float *rstd, const float *x,

@@ -209,7 +209,7 @@ void k22_prior_forward(const k22_backend *be, k22_prior *m, k22_arena *ar, const
                        const uint8_t *text_mask, int B, float *out, int train)
 {
     K22_REQUIRE(B >= 1 && B <= m->max_batch);
-    if (m->act16) k22_backend_act16_require(be, "prior: layer-norm outputs and MLP activations");
+    if (m->act16) k22_backend_act16_require(be, "prior: GEMM inputs");
     k22_prior_state *s = &m->st;
     int D = m->D, T = m->T, nl = m->cfg.num_layers;
     size_t BTD = (size_t)B * T * D, top = k22_arena_mark(ar);

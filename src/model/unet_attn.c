@@ -34,16 +34,18 @@ void k22_unet_attn_bind(k22_unet_attn *a, const k22_params *ps, const char *name
 
 size_t k22_unet_attn_cache_floats(const k22_unet_attn *a, int B, int S, int L)
 {
-    size_t BSC = k22_arena_round((size_t)B * S * a->C), BTC = k22_arena_round((size_t)B * (L + S) * a->C);
-    size_t g = k22_arena_round((size_t)B * a->gn.G);
-    size_t h = a->act16 ? k22_arena_round_halves((size_t)B * S * a->C) : BSC; // tok, ocat
-    return 2 * BSC + 2 * h + 2 * g + 2 * BTC + k22_arena_round((size_t)B * a->heads * S);
+    size_t nS = (size_t)B * S * a->C, nT = (size_t)B * (L + S) * a->C;
+    size_t BSC = k22_arena_round(nS), BTC = k22_arena_round(nT), g = k22_arena_round((size_t)B * a->gn.G);
+    /* tok, q4, ocat (S rows) and k4, v4 (L+S rows): floats, or 16 bits with act16 */
+    size_t hS = a->act16 ? k22_arena_round_halves(nS) : BSC, hT = a->act16 ? k22_arena_round_halves(nT) : BTC;
+    return BSC + 3 * hS + 2 * hT + 2 * g + k22_arena_round((size_t)B * a->heads * S);
 }
 
 size_t k22_unet_attn_fwd_floats(const k22_unet_attn *a, int B, int S, int L)
 {
     size_t BSC = k22_arena_round((size_t)B * S * a->C), BTC = k22_arena_round((size_t)B * (L + S) * a->C);
-    return 2 * BSC + BTC + k22_arena_round((size_t)B * L * a->C);
+    /* with act16 k4 and v4 pass through a float copy before they are rounded */
+    return 2 * BSC + (a->act16 ? 2 : 1) * BTC + k22_arena_round((size_t)B * L * a->C);
 }
 
 size_t k22_unet_attn_bwd_floats(const k22_unet_attn *a, int B, int S, int L)
@@ -92,15 +94,30 @@ static k22_attn_desc desc_of(const k22_unet_attn *a, int B, int S, int L)
     return d;
 }
 
-/* kv4 (B, NH, L+S, D) = heads of [proj_add(ehs) (B, L, C); proj_self(tok) (B, S, C)]. */
-static void kv_forward(const k22_backend *be, const k22_unet_attn *a, float *kv4, float *kcat,
-                       float *t_add, float *t_self, const k22_linear *padd, const k22_linear *pself,
-                       const float *ehs, const k22_unet_attn_cache *c, int B, int S, int L)
+/* heads_split of x (B, T, C) into y (B, NH, T, D), or with act16 into y16 rounded, through tmp
+ * (a float copy): only the attention reads them, and it rounds them so. */
+static void heads_split_to(const k22_backend *be, const k22_unet_attn *a, float *y, uint16_t *y16,
+                           float *tmp, const float *x, int B, int T)
+{
+    if (!y16) {
+        heads_split(be, a, y, x, B, T);
+        return;
+    }
+    heads_split(be, a, tmp, x, B, T);
+    be->act_fwd_y16(be->ctx, K22_ACT_NONE, y16, tmp, (int64_t)B * T * a->C);
+}
+
+/* kv4 (B, NH, L+S, D) = heads of [proj_add(ehs) (B, L, C); proj_self(tok) (B, S, C)]; as kv16
+ * with act16 (kv4 then the float copy). */
+static void kv_forward(const k22_backend *be, const k22_unet_attn *a, float *kv4, uint16_t *kv16,
+                       float *kcat, float *t_add, float *t_self, const k22_linear *padd,
+                       const k22_linear *pself, const float *ehs, const k22_unet_attn_cache *c,
+                       int B, int S, int L)
 {
     k22_linear_forward(be, padd, t_add, ehs, B * L);
     k22_linear_forward_in(be, pself, t_self, c->tok, c->tok16, B * S);
     be->concat_fwd(be->ctx, kcat, t_add, t_self, B, L, S, a->C);
-    heads_split(be, a, kv4, kcat, B, L + S);
+    heads_split_to(be, a, kv4, kv16, kv4, kcat, B, L + S);
 }
 
 void k22_unet_attn_forward(const k22_backend *be, const k22_unet_attn *a, k22_arena *ar, float *y,
@@ -109,15 +126,19 @@ void k22_unet_attn_forward(const k22_backend *be, const k22_unet_attn *a, k22_ar
 {
     int C = a->C, T2 = L + S;
     size_t BSC = (size_t)B * S * C, BTC = (size_t)B * T2 * C;
-    if (a->act16) k22_backend_act16_require(be, "unet attention: token inputs");
+    if (a->act16) k22_backend_act16_require(be, "unet attention: GEMM inputs");
     c->x = x;
     c->mean = k22_arena_floats(ar, (size_t)B * a->gn.G);
     c->rstd = k22_arena_floats(ar, (size_t)B * a->gn.G);
     c->tok = a->act16 ? NULL : k22_arena_floats(ar, BSC); // tok: (B, S, C)
     c->tok16 = a->act16 ? k22_arena_halves(ar, BSC) : NULL;
-    c->q4 = k22_arena_floats(ar, BSC);  // q4: (B, NH, S, D)
-    c->k4 = k22_arena_floats(ar, BTC);  // k4: (B, NH, L+S, D)
-    c->v4 = k22_arena_floats(ar, BTC);  // v4: (B, NH, L+S, D)
+    int h16 = a->act16;
+    c->q4 = h16 ? NULL : k22_arena_floats(ar, BSC);  // q4: (B, NH, S, D)
+    c->k4 = h16 ? NULL : k22_arena_floats(ar, BTC);  // k4: (B, NH, L+S, D)
+    c->v4 = h16 ? NULL : k22_arena_floats(ar, BTC);  // v4: (B, NH, L+S, D)
+    c->q16 = h16 ? k22_arena_halves(ar, BSC) : NULL;
+    c->k16 = h16 ? k22_arena_halves(ar, BTC) : NULL;
+    c->v16 = h16 ? k22_arena_halves(ar, BTC) : NULL;
     c->o4 = k22_arena_floats(ar, BSC);  // o4: (B, NH, S, D)
     c->lse = k22_arena_floats(ar, (size_t)B * a->heads * S);
     c->ocat = a->act16 ? NULL : k22_arena_floats(ar, BSC); // ocat: (B, S, C)
@@ -137,12 +158,16 @@ void k22_unet_attn_forward(const k22_backend *be, const k22_unet_attn *a, k22_ar
     k22_arena_reset(ar, top);
     float *tmp = k22_arena_floats(ar, BSC), *t_self = k22_arena_floats(ar, BSC);
     float *kcat = k22_arena_floats(ar, BTC), *t_add = k22_arena_floats(ar, (size_t)B * L * C);
+    float *kvf = h16 ? k22_arena_floats(ar, BTC) : NULL; /* k4 / v4 before rounding */
     k22_linear_forward_in(be, &a->q, tmp, c->tok, c->tok16, B * S);
-    heads_split(be, a, c->q4, tmp, B, S);
-    kv_forward(be, a, c->k4, kcat, t_add, t_self, &a->ak, &a->k, ehs, c, B, S, L);
-    kv_forward(be, a, c->v4, kcat, t_add, t_self, &a->av, &a->v, ehs, c, B, S, L);
+    heads_split_to(be, a, c->q4, c->q16, c->o4, tmp, B, S); /* o4: free until the attention */
+    kv_forward(be, a, h16 ? kvf : c->k4, c->k16, kcat, t_add, t_self, &a->ak, &a->k, ehs, c, B, S, L);
+    kv_forward(be, a, h16 ? kvf : c->v4, c->v16, kcat, t_add, t_self, &a->av, &a->v, ehs, c, B, S, L);
     k22_attn_desc d = desc_of(a, B, S, L);
-    be->attention_fwd(be->ctx, c->o4, c->lse, c->q4, c->k4, c->v4, &d);
+    if (h16)
+        be->attention_fwd_x16(be->ctx, c->o4, c->lse, c->q16, c->k16, c->v16, &d);
+    else
+        be->attention_fwd(be->ctx, c->o4, c->lse, c->q4, c->k4, c->v4, &d);
     int64_t shape[4] = {B, a->heads, S, a->hd};
     int perm[4] = {0, 2, 1, 3};
     if (a->act16) { /* merged in t_self (free again), kept rounded: only to_out reads it */
@@ -193,7 +218,10 @@ void k22_unet_attn_backward(const k22_backend *be, const k22_unet_attn *a, k22_a
     float *dq4 = k22_arena_zeros(ar, BSC), *dk4 = k22_arena_zeros(ar, BTC),
           *dv4 = k22_arena_zeros(ar, BTC);
     k22_attn_desc d = desc_of(a, B, S, L);
-    be->attention_bwd(be->ctx, dq4, dk4, dv4, do4, c->q4, c->k4, c->v4, c->o4, c->lse, &d);
+    if (a->act16)
+        be->attention_bwd_x16(be->ctx, dq4, dk4, dv4, do4, c->q16, c->k16, c->v16, c->o4, c->lse, &d);
+    else
+        be->attention_bwd(be->ctx, dq4, dk4, dv4, do4, c->q4, c->k4, c->v4, c->o4, c->lse, &d);
     float *dq = k22_arena_zeros(ar, BSC), *dtok = k22_arena_zeros(ar, BSC);
     heads_split_bwd(be, a, dq, dq4, B, S);
     k22_linear_backward_in(be, &a->q, dtok, dq, c->tok, c->tok16, B * S);

@@ -28,9 +28,13 @@ void k22_mha_forward(const k22_backend *be, const k22_mha *a, k22_arena *ar, flo
     size_t top = k22_arena_mark(ar);
     k22_mha_cache tmp;
     if (!c) c = &tmp;
-    c->q = k22_arena_floats(ar, NC); // q: (B, H, T, D)
-    c->k = k22_arena_floats(ar, NC); // k: (B, H, T, D)
-    c->v = k22_arena_floats(ar, NC); // v: (B, H, T, D)
+    int h16 = a->act16;
+    c->q = h16 ? NULL : k22_arena_floats(ar, NC); // q: (B, H, T, D)
+    c->k = h16 ? NULL : k22_arena_floats(ar, NC); // k: (B, H, T, D)
+    c->v = h16 ? NULL : k22_arena_floats(ar, NC); // v: (B, H, T, D)
+    c->q16 = h16 ? k22_arena_halves(ar, NC) : NULL;
+    c->k16 = h16 ? k22_arena_halves(ar, NC) : NULL;
+    c->v16 = h16 ? k22_arena_halves(ar, NC) : NULL;
     c->o = k22_arena_floats(ar, NC); // o: (B, H, T, D)
     c->lse = k22_arena_floats(ar, (size_t)B * H * T); // lse: (B, H, T)
     c->ocat = a->act16 ? NULL : k22_arena_floats(ar, NC); // ocat: (B, T, C)
@@ -40,12 +44,21 @@ void k22_mha_forward(const k22_backend *be, const k22_mha *a, k22_arena *ar, flo
     const int64_t bthd[4] = {B, T, H, D}, bhtd[4] = {B, H, T, D};
     const k22_linear *proj[3] = {&a->q, &a->k, &a->v};
     float *dst[3] = {c->q, c->k, c->v};
+    uint16_t *dst16[3] = {c->q16, c->k16, c->v16};
     for (int i = 0; i < 3; i++) {
         k22_linear_forward_in(be, proj[i], lin, x, x16, (int)N);
-        be->permute_fwd(be->ctx, dst[i], lin, 4, bthd, k22_swap12);
+        if (h16) { /* split in o (free until the attention), kept rounded: only it reads them */
+            be->permute_fwd(be->ctx, c->o, lin, 4, bthd, k22_swap12);
+            be->act_fwd_y16(be->ctx, K22_ACT_NONE, dst16[i], c->o, (int64_t)NC);
+        } else {
+            be->permute_fwd(be->ctx, dst[i], lin, 4, bthd, k22_swap12);
+        }
     }
     k22_attn_desc d = desc_for(a, B, T, mask);
-    be->attention_fwd(be->ctx, c->o, c->lse, c->q, c->k, c->v, &d);
+    if (h16)
+        be->attention_fwd_x16(be->ctx, c->o, c->lse, c->q16, c->k16, c->v16, &d);
+    else
+        be->attention_fwd(be->ctx, c->o, c->lse, c->q, c->k, c->v, &d);
     if (a->act16) { /* merged in lin (free again), kept rounded: only to_out reads it */
         be->permute_fwd(be->ctx, lin, c->o, 4, bhtd, k22_swap12);
         be->act_fwd_y16(be->ctx, K22_ACT_NONE, c->ocat16, lin, (int64_t)NC);
@@ -71,7 +84,10 @@ void k22_mha_backward(const k22_backend *be, const k22_mha *a, k22_arena *ar, fl
     float *dq = k22_arena_zeros(ar, NC), *dk = k22_arena_zeros(ar, NC),
           *dv = k22_arena_zeros(ar, NC); // (B, H, T, D) each
     k22_attn_desc d = desc_for(a, B, T, mask);
-    be->attention_bwd(be->ctx, dq, dk, dv, dout, c->q, c->k, c->v, c->o, c->lse, &d);
+    if (a->act16)
+        be->attention_bwd_x16(be->ctx, dq, dk, dv, dout, c->q16, c->k16, c->v16, c->o, c->lse, &d);
+    else
+        be->attention_bwd(be->ctx, dq, dk, dv, dout, c->q, c->k, c->v, c->o, c->lse, &d);
     float *dlin = k22_arena_floats(ar, NC); // dlin: (B, T, H, D)
     const k22_linear *proj[3] = {&a->q, &a->k, &a->v};
     const float *src[3] = {dq, dk, dv};

@@ -147,8 +147,8 @@ size_t k22_block_cache_floats(int B, int T, int C, int F, int H, int act16)
 {
     size_t N = (size_t)B * T, NC = k22_arena_round(N * C), n = k22_arena_round(N), NF = N * F;
     size_t g = act16 ? k22_arena_round_halves(NF) : k22_arena_round(NF);
-    size_t h = act16 ? k22_arena_round_halves(N * C) : NC; // ln1, ln2, ocat
-    return 5 * NC + 3 * h + 4 * n + k22_arena_round(N * H) + k22_arena_round(NF) + g;
+    size_t h = act16 ? k22_arena_round_halves(N * C) : NC; // ln1, ln2, q, k, v, ocat
+    return 2 * NC + 6 * h + 4 * n + k22_arena_round(N * H) + k22_arena_round(NF) + g;
 }
 
 size_t k22_block_nograd_floats(int B, int T, int C, int F, int H, int act16)

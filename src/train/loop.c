@@ -204,11 +204,12 @@ static void print_cuda_stats(const k22_run *r)
     k22_cuda_stats st;
     if (!k22_backend_cuda_stats(r->be, &st)) return;
     printf("k22: cuda: weight shadow %s (K22_CUDA_WEIGHT_SHADOW): %lld operand reads, %lld refreshes, %lld AdamW "
-           "writes; cuBLASLt: %lld heuristic queries, %lld set-ups; attention %s (K22_CUDA_ATTN): %lld fused, "
-           "%lld GEMM calls; linear biases (K22_CUDA_EPILOGUE): %lld in cuBLASLt's epilogue, %lld by a kernel\n",
+           "writes; cuBLASLt: %lld heuristic queries, %lld set-ups; attention %s (K22_CUDA_ATTN): %lld fused "
+           "(%lld on 16-bit q, k, v as given), %lld GEMM calls; linear biases (K22_CUDA_EPILOGUE): %lld in "
+           "cuBLASLt's epilogue, %lld by a kernel\n",
            st.shadow, (long long)st.shadow_reads, (long long)st.shadow_refreshes, (long long)st.shadow_updates,
            (long long)st.gemm_heuristics, (long long)st.gemm_plans, st.attn, (long long)st.attn_flash,
-           (long long)st.attn_gemm, (long long)st.bias_epilogue, (long long)st.bias_kernel);
+           (long long)st.attn_flash16, (long long)st.attn_gemm, (long long)st.bias_epilogue, (long long)st.bias_kernel);
     fflush(stdout);
 }
 

@@ -3,7 +3,8 @@
  * GEMM-class ops under bf16/fp16 (k22_precision) against cpu-ref on rounded operands and
  * against the cpu backend at the same precision (test_precision), with the 16-bit input entries
  * (conv2d_fwd_x16, conv2d_bwd_x16, linear_fwd_x16, linear_bwd_x16) bit-equal to the float ones
- * and act_fwd_y16 / layer_norm_fwd_y16 to act_fwd / layer_norm_fwd rounded. The convolutions
+ * and act_fwd_y16 / layer_norm_fwd_y16 to act_fwd / layer_norm_fwd rounded, attention_fwd_x16 /
+ * attention_bwd_x16 to the float entries on q, k, v widened. The convolutions
  * run on each implementation (the default, cuDNN where usable; im2col; im2col in bands), and each
  * case says which one ran each direction.
  *
@@ -1543,11 +1544,65 @@ static void test_prec_attention_case(const attn_case *c, const char *tag, k22_pr
     free(keep);
 }
 
+/* An attention case at precision p with q, k, v given as 16-bit values (attention_fwd_x16 /
+ * attention_bwd_x16): out and lse, then dq, dk, dv accumulated onto non-zero values, must be, bit
+ * for bit (tolerance: none), this backend's attention_fwd / attention_bwd on the 16-bit values
+ * widened. Heads of 16, 32 and 64 with DV = D go to the mma.sync kernels as they are (counted:
+ * attn_flash16), the others through a widened copy; with `off` q16 sits one element off 16-byte
+ * alignment, which must take the widened copy too. */
+static void test_prec_attention_x16_case(const attn_case *c, k22_precision p, int off)
+{
+    int64_t nq = (int64_t)c->B * c->NH * c->TQ * c->D, nk = (int64_t)c->B * c->NH * c->TK * c->D;
+    int64_t nv = (int64_t)c->B * c->NH * c->TK * c->DV, no = (int64_t)c->B * c->NH * c->TQ * c->DV;
+    int64_t nl = (int64_t)c->B * c->NH * c->TQ, n3 = nq + nk + nv;
+    int64_t nmask = (c->mask == 2 ? c->B : 1) * (int64_t)c->TQ * c->TK;
+    float *xh = host_rand(n3, 1281, -1, 1), *g0 = host_rand(n3, 1282, -1, 1);
+    uint16_t *x16h = k22_xmalloc((size_t)n3 * sizeof(uint16_t));
+    for (int64_t i = 0; i < n3; i++) x16h[i] = round16(p, xh[i]), xh[i] = widen16(p, x16h[i]);
+    float *xw = dev_of(xh, n3), *g = dev_of(g0, n3), *g16 = dev_of(g0, n3);
+    /* q16, k16, v16 each 256-byte aligned (separate blocks), q16 moved by off */
+    uint16_t *q16b = gpu->alloc(gpu->ctx, (size_t)(nq + 1) * sizeof(uint16_t));
+    uint16_t *k16 = gpu->alloc(gpu->ctx, (size_t)nk * sizeof(uint16_t));
+    uint16_t *v16 = gpu->alloc(gpu->ctx, (size_t)nv * sizeof(uint16_t)), *q16 = q16b + off;
+    gpu->to_device(gpu->ctx, q16, x16h, (size_t)nq * sizeof(uint16_t));
+    gpu->to_device(gpu->ctx, k16, x16h + nq, (size_t)nk * sizeof(uint16_t));
+    gpu->to_device(gpu->ctx, v16, x16h + nq + nk, (size_t)nv * sizeof(uint16_t));
+    pair mask = pair_rand(nmask, 1283, -2, 0), dout = pair_rand(no, 1284, -1, 1);
+    float *out = gpu->alloc(gpu->ctx, (size_t)(no + nl) * sizeof(float));
+    float *out16 = gpu->alloc(gpu->ctx, (size_t)(no + nl) * sizeof(float));
+    uint8_t *keep, *dkeep;
+    k22_attn_desc dh, dd;
+    attn_descs(c, &mask, &keep, &dkeep, &dh, &dd);
+    k22_cuda_stats s0, s1;
+    k22_backend_cuda_stats(gpu, &s0);
+    gpu->attention_fwd(gpu->ctx, out, out + no, xw, xw + nq, xw + nq + nk, &dd);
+    gpu->attention_fwd_x16(gpu->ctx, out16, out16 + no, q16, k16, v16, &dd);
+    char what[240];
+    snprintf(what, sizeof what, "%s attention_fwd_x16 out, lse B%d NH%d TQ%d TK%d D%d DV%d%s", prec_tag(p), c->B,
+             c->NH, c->TQ, c->TK, c->D, c->DV, off ? ", q16 one element off alignment" : "");
+    check_bits(what, out16, out, no + nl);
+    gpu->attention_bwd(gpu->ctx, g, g + nq, g + nq + nk, dout.d, xw, xw + nq, xw + nq + nk, out, out + no, &dd);
+    gpu->attention_bwd_x16(gpu->ctx, g16, g16 + nq, g16 + nq + nk, dout.d, q16, k16, v16, out, out + no, &dd);
+    snprintf(what, sizeof what, "%s attention_bwd_x16 dq, dk, dv B%d NH%d TQ%d TK%d D%d DV%d%s", prec_tag(p), c->B,
+             c->NH, c->TQ, c->TK, c->D, c->DV, off ? ", q16 one element off alignment" : "");
+    check_bits(what, g16, g, n3);
+    k22_backend_cuda_stats(gpu, &s1);
+    int in_place = !off && c->D == c->DV && (c->D == 16 || c->D == 32 || c->D == 64) && !strcmp(s1.attn, "fused-mma");
+    CHECK_MSG(s1.attn_flash16 - s0.attn_flash16 == (in_place ? 2 : 0),
+              "%s: %lld calls read the 16-bit q, k, v as given, want %d", what,
+              (long long)(s1.attn_flash16 - s0.attn_flash16), in_place ? 2 : 0);
+    pair_free(&mask), pair_free(&dout);
+    gpu->free(gpu->ctx, xw), gpu->free(gpu->ctx, g), gpu->free(gpu->ctx, g16), gpu->free(gpu->ctx, q16b);
+    gpu->free(gpu->ctx, k16), gpu->free(gpu->ctx, v16), gpu->free(gpu->ctx, out), gpu->free(gpu->ctx, out16);
+    gpu->free(gpu->ctx, dkeep);
+    free(keep), free(xh), free(g0), free(x16h);
+}
+
 /* Every GEMM-class op at bf16 and fp16 (`parts`: PREC_GEMMS for matmul and linear, PREC_CONV,
- * PREC_ATTN; the other backends rerun only what differs on them); then fp32 again, which must be
- * bit for bit what it was before (a matmul checked against a run made before any precision was
- * set). */
-enum { PREC_GEMMS = 1, PREC_CONV = 2, PREC_ATTN = 4 };
+ * PREC_ATTN, PREC_ATTN16 the 16-bit q, k, v entries; the other backends rerun only what differs
+ * on them); then fp32 again, which must be bit for bit what it was before (a matmul checked
+ * against a run made before any precision was set). */
+enum { PREC_GEMMS = 1, PREC_CONV = 2, PREC_ATTN = 4, PREC_ATTN16 = 8 };
 static void test_precision(const char *tag, int parts)
 {
     const k22_precision precs[2] = {K22_PREC_BF16, K22_PREC_FP16};
@@ -1574,6 +1629,9 @@ static void test_precision(const char *tag, int parts)
         }
         for (size_t j = 0; (parts & PREC_ATTN) && j < sizeof attn_cases / sizeof attn_cases[0]; j++)
             test_prec_attention_case(&attn_cases[j], tag, p);
+        for (size_t j = 0; (parts & PREC_ATTN16) && j < sizeof attn_cases / sizeof attn_cases[0]; j++)
+            test_prec_attention_x16_case(&attn_cases[j], p, 0);
+        if (parts & PREC_ATTN16) test_prec_attention_x16_case(&attn_cases[4], p, 1); /* heads of 64 */
     }
     prec_set(K22_PREC_FP32);
     gpu->matmul(gpu->ctx, 0, 0, M, N, K, 1.0f, dA, 0, dB, 0, 0.0f, dC, 0, 1);
@@ -2179,7 +2237,7 @@ static void test_table_complete(void)
         ENTRY(conv2d_fwd_x16), ENTRY(conv2d_bwd_x16),     ENTRY(group_norm_act_fwd_y16),
         ENTRY(group_norm_act_fwd), ENTRY(group_norm_act_bwd), ENTRY(set_precision),
         ENTRY(group_norm_bwd), ENTRY(layer_norm_fwd),     ENTRY(layer_norm_bwd),
-        ENTRY(layer_norm_fwd_y16),
+        ENTRY(layer_norm_fwd_y16), ENTRY(attention_fwd_x16), ENTRY(attention_bwd_x16),
         ENTRY(act_fwd),        ENTRY(act_bwd),            ENTRY(softmax_fwd),
         ENTRY(softmax_bwd),    ENTRY(attention_fwd),      ENTRY(attention_bwd),
         ENTRY(add),            ENTRY(mul),                ENTRY(scale),
@@ -2238,7 +2296,7 @@ int main(void)
     test_timestep_embed();
     test_mse();
     test_errors();
-    test_precision(tag, PREC_GEMMS | PREC_CONV | PREC_ATTN);
+    test_precision(tag, PREC_GEMMS | PREC_CONV | PREC_ATTN | PREC_ATTN16);
     attn_paths_check("", 1);
     test_lt_plans();
     test_weight_shadow("");

@@ -170,10 +170,11 @@ static int run_k22_ok(const char *label, const char *stage, const char *dev, con
 
 /* The numbers of `k22: cuda: weight shadow ...` (the run's last such line in dir/OUT.log):
  * reads, refreshes, AdamW writes, heuristic queries, set-ups, attention calls on the fused
- * kernels and on the GEMM path, linear biases added in cuBLASLt's epilogue and by a kernel;
+ * kernels (of which on 16-bit q, k, v as given) and on the GEMM path, linear biases added in cuBLASLt's epilogue and by a kernel;
  * 1 when found. */
 typedef struct {
-    long long reads, refreshes, updates, heuristics, plans, attn_fused, attn_gemm, bias_epilogue, bias_kernel;
+    long long reads, refreshes, updates, heuristics, plans, attn_fused, attn_fused16, attn_gemm, bias_epilogue,
+        bias_kernel;
 } cuda_line;
 
 static int read_cuda_line(const char *out, cuda_line *c)
@@ -185,10 +186,11 @@ static int read_cuda_line(const char *out, cuda_line *c)
     while (f && fgets(line, sizeof line, f))
         found |= sscanf(line, "k22: cuda: weight shadow %*s (K22_CUDA_WEIGHT_SHADOW): %lld operand reads, %lld "
                         "refreshes, %lld AdamW writes; cuBLASLt: %lld heuristic queries, %lld set-ups; "
-                        "attention %*s (K22_CUDA_ATTN): %lld fused, %lld GEMM calls; linear biases "
-                        "(K22_CUDA_EPILOGUE): %lld in cuBLASLt's epilogue, %lld by a kernel",
-                        &c->reads, &c->refreshes, &c->updates, &c->heuristics, &c->plans, &c->attn_fused,
-                        &c->attn_gemm, &c->bias_epilogue, &c->bias_kernel) == 9;
+                        "attention %*s (K22_CUDA_ATTN): %lld fused (%lld on 16-bit q, k, v as given), %lld "
+                        "GEMM calls; linear biases (K22_CUDA_EPILOGUE): %lld in cuBLASLt's epilogue, %lld by a "
+                        "kernel", &c->reads, &c->refreshes, &c->updates, &c->heuristics, &c->plans,
+                        &c->attn_fused, &c->attn_fused16, &c->attn_gemm, &c->bias_epilogue,
+                        &c->bias_kernel) == 10;
     if (f) fclose(f);
     CHECK_MSG(found, "%s/%s.log has no 'k22: cuda: weight shadow' line", dir, out);
     return found;

@@ -87,7 +87,7 @@ static void free_result(run_result *r)
 /* One training forward and backward from zeroed gradients with checkpointing `ckpt`; `flip`
  * turns the flag the other way between forward and backward (the pair must finish in the
  * mode its forward ran in). The arena is sized for the forward's mode. */
-static int act16_on; /* run_once's models keep 16-bit linear inputs (act16_case) */
+static int act16_on; /* run_once's models keep 16-bit GEMM inputs (act16_case) */
 
 static run_result run_once(const k22_backend *be, const k22_prior_config *c, const k22_params *ps,
                            const float *P, const case_inputs *in, int ckpt, int flip)
@@ -153,8 +153,8 @@ static void check_same_results(const char *label, const k22_params *ps, const ca
     check_same_grads(label, ps, a->G, b->G);
 }
 
-/* Under bf16 and fp16 on the cpu backend, the blocks' 16-bit linear inputs (layer-norm outputs,
- * MLP activation: k22_prior_set_act16) give the float ones' output and gradients bit for bit, with and without checkpointing; what
+/* Under bf16 and fp16 on the cpu backend, the blocks' 16-bit linear and attention inputs
+ * (layer-norm outputs, q, k, v, merged heads, MLP activation: k22_prior_set_act16) give the float ones' output and gradients bit for bit, with and without checkpointing; what
  * forward keeps and the arena peak equal the size functions', which are smaller. */
 static void act16_case(k22_backend *be, const k22_prior_config *c, const k22_params *ps, const float *P,
                        const case_inputs *in, const char *size)
@@ -163,7 +163,7 @@ static void act16_case(k22_backend *be, const k22_prior_config *c, const k22_par
         CHECK(k22_backend_set_precision(be, (k22_precision)prec, NULL) == K22_OK && k22_backend_act16(be));
         for (int ck = 0; ck <= 1; ck++) {
             char label[160];
-            snprintf(label, sizeof label, "%s %s prior %s B=%d ckpt=%d, 16-bit linear inputs", be->name,
+            snprintf(label, sizeof label, "%s %s prior %s B=%d ckpt=%d, 16-bit GEMM inputs", be->name,
                      k22_precision_name((k22_precision)prec), size, in->B, ck);
             act16_on = 0;
             run_result fl = run_once(be, c, ps, P, in, ck, 0);
@@ -177,7 +177,7 @@ static void act16_case(k22_backend *be, const k22_prior_config *c, const k22_par
             /* checkpointing keeps no block cache: only the arena's recomputed block shrinks */
             CHECK_MSG(h.cap < fl.cap && (ck ? h.kept == fl.kept : h.kept < fl.kept),
                       "%s: arena %zu, kept %zu; floats: %zu, %zu", label, h.cap, h.kept, fl.cap, fl.kept);
-            printf("%-8s prior %-4s B=%d %s ckpt=%d: 16-bit linear inputs, the same bits; kept %zu -> %zu "
+            printf("%-8s prior %-4s B=%d %s ckpt=%d: 16-bit GEMM inputs, the same bits; kept %zu -> %zu "
                    "floats, arena %zu -> %zu\n", be->name, size, in->B, k22_precision_name((k22_precision)prec),
                    ck, fl.kept, h.kept, fl.cap, h.cap);
             free_result(&fl), free_result(&h);
@@ -268,11 +268,11 @@ static void full_size(void)
            c->num_layers, c->num_attention_heads, c->attention_head_dim, kept0, kept1,
            kept0 * 4.0 / 1048576, kept1 * 4.0 / 1048576, (double)kept0 / kept1, cap0, cap1,
            cap0 * 4.0 / 1048576, cap1 * 4.0 / 1048576, (double)cap0 / cap1);
-    /* 16-bit linear inputs (bf16/fp16), at the bench's batch of 32 */
+    /* 16-bit GEMM inputs (bf16/fp16), at the bench's batch of 32 */
     size_t k32 = k22_prior_saved_floats_cfg(c, 32, 0, 0), h32 = k22_prior_saved_floats_cfg(c, 32, 0, 1);
     size_t a32 = k22_prior_arena_floats_cfg(c, 32, 1, 0, 0), ha32 = k22_prior_arena_floats_cfg(c, 32, 1, 0, 1);
     CHECK(h32 < k32 && ha32 < a32);
-    printf("size fn  prior full B=32 with 16-bit linear inputs: activations kept %.2f -> %.2f GiB (%.1f%% less), "
+    printf("size fn  prior full B=32 with 16-bit GEMM inputs: activations kept %.2f -> %.2f GiB (%.1f%% less), "
            "arena %.2f -> %.2f GiB (%.1f%% less)\n", k32 * 4.0 / 1073741824, h32 * 4.0 / 1073741824,
            100.0 * (1.0 - (double)h32 / k32), a32 * 4.0 / 1073741824, ha32 * 4.0 / 1073741824,
            100.0 * (1.0 - (double)ha32 / a32));

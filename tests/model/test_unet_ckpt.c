@@ -5,8 +5,9 @@
  * flag flips between forward and backward (tiny); the activations kept between forward and
  * backward equal k22_unet_saved_floats and are fewer; the arena peak is lower and equals the
  * size function's arena size; on the fast backend under bf16 and fp16, 16-bit GEMM inputs
- * (the resnets' conv inputs, the attention blocks' tokens) change no bit and take less. Prints the figures, and the size functions' figures for the
- * full-size UNet at batch 1, 96x96 latents (a shapes-only model: computed, not run). */
+ * (the resnets' conv inputs, the attention blocks' tokens, q, k, v and merged heads) change no
+ * bit and take less. Prints the figures, and the size functions' figures for the full-size UNet
+ * at batch 1, 96x96 latents (a shapes-only model: computed, not run). */
 #include "grad_watch.h"
 #include "model_fixture.h"
 
@@ -160,7 +161,7 @@ static void check_sizes(const char *label, const k22_unet *shapes, const unet_ca
 }
 
 /* Under bf16 and fp16 on the cpu backend, the resnets' 16-bit conv inputs and the attention
- * blocks' 16-bit tokens (k22_unet_set_act16) give the float inputs' output and gradients bit for bit, with and without checkpointing, and
+ * blocks' 16-bit tokens, q, k, v and merged heads (k22_unet_set_act16) give the float inputs' output and gradients bit for bit, with and without checkpointing, and
  * the arena peak and the activations kept equal the size functions', which are smaller. */
 static void act16_case(k22_backend *be, const unet_case *uc, const k22_unet_config *c,
                        const k22_params *ps, const float *P, const case_inputs *in)
@@ -337,7 +338,7 @@ static void full_size(void)
            kept0 * 4.0 / 1048576, kept1 * 4.0 / 1048576, (double)kept0 / kept1, cap0, cap1,
            cap0 * 4.0 / 1048576, cap1 * 4.0 / 1048576, (double)cap0 / cap1, cap_ng * 4.0 / 1048576);
     grad_marks_report("table    unet full", &m.marks, (int64_t)ps.total);
-    /* 16-bit GEMM inputs (bf16/fp16): a1, a2 and the attention tokens at half the bytes */
+    /* 16-bit GEMM inputs (bf16/fp16): a1, a2 and the attention's inputs at half the bytes */
     k22_unet_set_act16(&m, 1);
     size_t h0 = k22_unet_arena_floats_ckpt(&m, B, H, W, 1, 0), h1 = k22_unet_arena_floats_ckpt(&m, B, H, W, 1, K22_UNET_CKPT_ALL);
     size_t hk0 = k22_unet_saved_floats(&m, B, H, W, 0);

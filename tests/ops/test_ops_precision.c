@@ -231,6 +231,22 @@ static void test_attention(k22_precision p)
     set_prec(fast, p);
     fast->attention_fwd(fast->ctx, og, lg, q, k, v, &d);
     fast->attention_bwd(fast->ctx, dqg, dkg, dvg, dout, q, k, v, og, lg, &d);
+    /* q, k, v given as 16 bits (attention_fwd_x16 / _bwd_x16): the same bits, the attention
+     * rounds them anyway */
+    k22_dtype t = p == K22_PREC_BF16 ? K22_DTYPE_BF16 : K22_DTYPE_F16;
+    uint16_t *h = calloc((size_t)(nq + nk + nv), sizeof *h);
+    k22_convert_from_f32(h, t, q, (size_t)nq);
+    k22_convert_from_f32(h + nq, t, k, (size_t)nk);
+    k22_convert_from_f32(h + nq + nk, t, v, (size_t)nv);
+    float *oh = fvec(no, 0, 0, 0), *lh = fvec(nl, 0, 0, 0), *g = fvec(nq + nk + nv, 0, 0, 0);
+    fast->attention_fwd_x16(fast->ctx, oh, lh, h, h + nq, h + nq + nk, &d);
+    fast->attention_bwd_x16(fast->ctx, g, g + nq, g + nq + nk, dout, h, h + nq, h + nq + nk, og, lg, &d);
+    CHECK_MSG(!memcmp(oh, og, (size_t)no * 4) && !memcmp(lh, lg, (size_t)nl * 4) &&
+                  !memcmp(g, dqg, (size_t)nq * 4) && !memcmp(g + nq, dkg, (size_t)nk * 4) &&
+                  !memcmp(g + nq + nk, dvg, (size_t)nv * 4),
+              "%s attention: the 16-bit q, k, v entries give other bits than attention_fwd/bwd",
+              k22_precision_name(p));
+    free(h), free(oh), free(lh), free(g);
     set_prec(fast, K22_PREC_FP32);
     /* bf16 keeps 8 bits: P rounded moves out by up to ~2^-9 per term; fp16 keeps 11 */
     double tol = p == K22_PREC_BF16 ? 2e-2 : 3e-3;

@@ -27,7 +27,8 @@
 /* The buffers every entry of the sequence reads and writes (host memory: the cpu backend). */
 typedef struct {
     float x[64], y[64], z[64], w[64], g[64], m[64], v[64], o[64], r[16], lse[8], t[4], st[4];
-    uint16_t h[24]; /* 16-bit activations */
+    float at[24];   /* the 16-bit attention's out, lse, dq, dk, dv */
+    uint16_t h[40]; /* 16-bit activations */
     double ss;
 } bufs;
 
@@ -139,6 +140,13 @@ static void every_entry(const k22_backend *be, bufs *b, tally *t)
     be->attention_bwd(ctx, b->g + 36, b->g + 40, b->g + 44, b->y, b->x, b->y, b->w, b->z + 8, b->lse,
                       &ad);
     one_call(t, "attention_bwd", 80);
+    k22_backend_set_precision((k22_backend *)be, K22_PREC_BF16, NULL);
+    be->attention_fwd_x16(ctx, b->at, b->at + 4, b->h + 20, b->h + 24, b->h + 28, &ad);
+    one_call(t, "attention_fwd_x16", 32);
+    be->attention_bwd_x16(ctx, b->at + 6, b->at + 10, b->at + 14, b->y, b->h + 20, b->h + 24, b->h + 28,
+                          b->at, b->at + 4, &ad);
+    one_call(t, "attention_bwd_x16", 80);
+    k22_backend_set_precision((k22_backend *)be, K22_PREC_FP32, NULL);
     be->add(ctx, b->z + 12, b->x, b->y, 4);
     one_call(t, "add", 0);
     be->mul(ctx, b->z + 16, b->x, b->y, 4);

@@ -152,6 +152,8 @@ static void cpu_set_fast(k22_backend *be)
     be->conv2d_bwd_x16 = k22_fast_conv2d_bwd_x16;
     be->act_fwd_y16 = k22_fast_act_fwd_y16;
     be->layer_norm_fwd_y16 = k22_fast_layer_norm_fwd_y16;
+    be->attention_fwd_x16 = k22_fast_attention_fwd_x16;
+    be->attention_bwd_x16 = k22_fast_attention_bwd_x16;
     be->linear_fwd_x16 = k22_fast_linear_fwd_x16;
     be->linear_bwd_x16 = k22_fast_linear_bwd_x16;
     be->resize_nearest_fwd = k22_ref_resize_nearest_fwd;

@@ -196,6 +196,11 @@ void k22_fast_group_norm_act_fwd_y16(void *ctx, int act, uint16_t *y16, float *m
                                      const float *scale, const float *shift, int64_t ss_ld,
                                      float scale_offset, int B, int C, int S, int G, float eps);
 void k22_fast_act_fwd_y16(void *ctx, int act, uint16_t *y16, const float *x, int64_t n);
+void k22_fast_attention_fwd_x16(void *ctx, float *out, float *lse, const uint16_t *q16,
+                                const uint16_t *k16, const uint16_t *v16, const k22_attn_desc *d);
+void k22_fast_attention_bwd_x16(void *ctx, float *dq, float *dk, float *dv, const float *dout,
+                                const uint16_t *q16, const uint16_t *k16, const uint16_t *v16,
+                                const float *out, const float *lse, const k22_attn_desc *d);
 void k22_fast_layer_norm_fwd_y16(void *ctx, uint16_t *y16, float *mean, float *rstd, const float *x,
                                  const float *gamma, const float *beta, int N, int C, float eps);
 void k22_fast_linear_fwd_x16(void *ctx, float *y, const uint16_t *x16, const float *w, const float *b,

@@ -1,5 +1,6 @@
 /* fast_act16.c: the 16-bit activation entries of ops.h on the cpu backend (group_norm_act_fwd_y16,
- * layer_norm_fwd_y16, act_fwd_y16, conv2d_fwd_x16, conv2d_bwd_x16, linear_fwd_x16, linear_bwd_x16), over the float
+ * layer_norm_fwd_y16, act_fwd_y16, conv2d_fwd_x16, conv2d_bwd_x16, linear_fwd_x16, linear_bwd_x16,
+ * attention_fwd_x16, attention_bwd_x16), over the float
  * ops through one float copy: they check the models' 16-bit paths on the host (the same bits as
  * the float path by construction), not speed. */
 #include "cpu_ops.h"
@@ -83,4 +84,35 @@ void k22_fast_linear_bwd_x16(void *ctx, float *dx, float *dw, float *db, const f
 {
     k22_fast_linear_bwd(ctx, dx, dw, db, dy, widen(ctx, x16, (size_t)N * I, "linear_bwd_x16"), w, N, I,
                         O);
+}
+
+/* q16, k16 and v16 widened into one float copy. */
+static void widen_qkv(void *ctx, const uint16_t *q16, const uint16_t *k16, const uint16_t *v16,
+                      const k22_attn_desc *d, const float **q, const float **k, const float **v,
+                      const char *op)
+{
+    k22_dtype t = act16_type(ctx, op);
+    size_t h = (size_t)d->B * d->NH, nq = h * d->TQ * d->D, nk = h * d->TK * d->D, nv = h * d->TK * d->DV;
+    float *w = k22_cpu_wide(ctx, nq + nk + nv);
+    k22_convert_to_f32(w, q16, t, nq);
+    k22_convert_to_f32(w + nq, k16, t, nk);
+    k22_convert_to_f32(w + nq + nk, v16, t, nv);
+    *q = w, *k = w + nq, *v = w + nq + nk;
+}
+
+void k22_fast_attention_fwd_x16(void *ctx, float *out, float *lse, const uint16_t *q16,
+                                const uint16_t *k16, const uint16_t *v16, const k22_attn_desc *d)
+{
+    const float *q, *k, *v;
+    widen_qkv(ctx, q16, k16, v16, d, &q, &k, &v, "attention_fwd_x16");
+    k22_fast_attention_fwd(ctx, out, lse, q, k, v, d);
+}
+
+void k22_fast_attention_bwd_x16(void *ctx, float *dq, float *dk, float *dv, const float *dout,
+                                const uint16_t *q16, const uint16_t *k16, const uint16_t *v16,
+                                const float *out, const float *lse, const k22_attn_desc *d)
+{
+    const float *q, *k, *v;
+    widen_qkv(ctx, q16, k16, v16, d, &q, &k, &v, "attention_bwd_x16");
+    k22_fast_attention_bwd(ctx, dq, dk, dv, dout, q, k, v, out, lse, d);
 }

@@ -216,7 +216,7 @@ void k22_cuda_attention_fwd(void *vctx, float *out, float *lse, const float *q, 
     if (heads <= 0 || d->TQ <= 0) return;
     if (k22_cuda_flash_fits(ctx, d)) {
         ctx->attn_runs_flash++;
-        k22_cuda_flash_fwd(ctx, out, lse, q, k, v, d);
+        k22_cuda_flash_fwd(ctx, out, lse, q, k, v, NULL, NULL, NULL, d);
         return;
     }
     ctx->attn_runs_gemm++;
@@ -282,7 +282,7 @@ void k22_cuda_attention_bwd(void *vctx, float *dq, float *dk, float *dv, const f
     if (heads <= 0 || d->TQ <= 0 || d->TK <= 0 || (!dq && !dk && !dv)) return;
     if (k22_cuda_flash_fits(ctx, d)) {
         ctx->attn_runs_flash++;
-        k22_cuda_flash_bwd(ctx, dq, dk, dv, dout, q, k, v, out, lse, d);
+        k22_cuda_flash_bwd(ctx, dq, dk, dv, dout, q, k, v, NULL, NULL, NULL, out, lse, d);
         return;
     }
     ctx->attn_runs_gemm++;
@@ -305,4 +305,53 @@ void k22_cuda_attention_bwd(void *vctx, float *dq, float *dk, float *dv, const f
             k22_attn_bwd_chunk(ctx, dq, dk, dv, dout, q, k, v, p, dp, drow, d, bh0, i0, qn, hb);
         }
     }
+}
+
+/* ---- q, k, v as 16-bit values (ops.h attention_fwd_x16 / attention_bwd_x16) ----
+ * The mma.sync kernels read them as they are, in place of the copies they would stage
+ * (k22_cuda_flash_takes16); every other path gets them widened into ctx->wide, one float copy of
+ * the three, and runs as on floats: the same operands rounded the same way, so the same bits. */
+static void k22_attn_widen(k22_cuda_ctx *ctx, const uint16_t *q16, const uint16_t *k16,
+                           const uint16_t *v16, const k22_attn_desc *d, const float **q,
+                           const float **k, const float **v)
+{
+    int64_t h = (int64_t)d->B * d->NH, nq = h * d->TQ * d->D, nk = h * d->TK * d->D, nv = h * d->TK * d->DV;
+    float *w = (float *)k22_cuda_wide(ctx, (size_t)(nq + nk + nv) * sizeof(float));
+    k22_cuda_widen_lowp(ctx, w, q16, nq);
+    k22_cuda_widen_lowp(ctx, w + nq, k16, nk);
+    k22_cuda_widen_lowp(ctx, w + nq + nk, v16, nv);
+    *q = w, *k = w + nq, *v = w + nq + nk;
+}
+
+void k22_cuda_attention_fwd_x16(void *vctx, float *out, float *lse, const uint16_t *q16,
+                                const uint16_t *k16, const uint16_t *v16, const k22_attn_desc *d)
+{
+    k22_cuda_ctx *ctx = K22_CUDA_CTX(vctx);
+    K22_REQUIRE(ctx->precision != K22_PREC_FP32);
+    if ((int64_t)d->B * d->NH <= 0 || d->TQ <= 0) return;
+    if (k22_cuda_flash_takes16(ctx, d, q16, k16, v16)) {
+        ctx->attn_runs_flash++, ctx->attn_runs_flash16++;
+        k22_cuda_flash_fwd(ctx, out, lse, NULL, NULL, NULL, q16, k16, v16, d);
+        return;
+    }
+    const float *q, *k, *v;
+    k22_attn_widen(ctx, q16, k16, v16, d, &q, &k, &v);
+    k22_cuda_attention_fwd(vctx, out, lse, q, k, v, d);
+}
+
+void k22_cuda_attention_bwd_x16(void *vctx, float *dq, float *dk, float *dv, const float *dout,
+                                const uint16_t *q16, const uint16_t *k16, const uint16_t *v16,
+                                const float *out, const float *lse, const k22_attn_desc *d)
+{
+    k22_cuda_ctx *ctx = K22_CUDA_CTX(vctx);
+    K22_REQUIRE(ctx->precision != K22_PREC_FP32);
+    if ((int64_t)d->B * d->NH <= 0 || d->TQ <= 0 || d->TK <= 0 || (!dq && !dk && !dv)) return;
+    if (k22_cuda_flash_takes16(ctx, d, q16, k16, v16)) {
+        ctx->attn_runs_flash++, ctx->attn_runs_flash16++;
+        k22_cuda_flash_bwd(ctx, dq, dk, dv, dout, NULL, NULL, NULL, q16, k16, v16, out, lse, d);
+        return;
+    }
+    const float *q, *k, *v;
+    k22_attn_widen(ctx, q16, k16, v16, d, &q, &k, &v);
+    k22_cuda_attention_bwd(vctx, dq, dk, dv, dout, q, k, v, out, lse, d);
 }

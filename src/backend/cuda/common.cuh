@@ -60,7 +60,7 @@ typedef struct {
      * time (K22_CUDA_ATTN_PIPE=0, for measuring what the double buffering gains). */
     int attn_flash, attn_mma, attn_pipe;
     char attn_why[256];
-    int64_t attn_runs_flash, attn_runs_gemm;
+    int64_t attn_runs_flash, attn_runs_flash16, attn_runs_gemm;
     /* Linear biases (matmul.cu, K22_CUDA_EPILOGUE): bias_epilogue 1 offers them to cuBLASLt's
      * BIAS epilogue; bias_runs[1] counts the linear_fwd calls whose bias it added, [0] those a
      * kernel added (turned off, misaligned, or no algorithm with the epilogue). */
@@ -140,12 +140,20 @@ enum { K22_FA_OFF, K22_FA_ON, K22_FA_UNTESTED };
 k22_status k22_cuda_attn_init(k22_cuda_ctx *ctx, k22_err *err);
 void k22_cuda_attn_ready(k22_cuda_ctx *ctx); /* auto's self-test, once, before the first bf16/fp16 op */
 /* flash_attention.cu: whether the fused kernels take this attention (K22_CUDA_ATTN, precision,
- * head sizes), and the kernels themselves (ops.h's attention_fwd / attention_bwd contract). */
+ * head sizes), and the kernels themselves (ops.h's attention_fwd / attention_bwd contract).
+ * k22_cuda_flash_takes16: whether they also take q, k, v as the caller's 16-bit values (the
+ * mma.sync kernels, which read such copies anyway, with rows of exactly their head size,
+ * 16-byte aligned); then q16, k16, v16 go to k22_cuda_flash_fwd / _bwd in place of q, k, v
+ * (which are NULL), else those are NULL. */
 int k22_cuda_flash_fits(const k22_cuda_ctx *ctx, const k22_attn_desc *d);
+int k22_cuda_flash_takes16(const k22_cuda_ctx *ctx, const k22_attn_desc *d, const uint16_t *q16,
+                           const uint16_t *k16, const uint16_t *v16);
 void k22_cuda_flash_fwd(k22_cuda_ctx *ctx, float *out, float *lse, const float *q, const float *k,
-                        const float *v, const k22_attn_desc *d);
+                        const float *v, const uint16_t *q16, const uint16_t *k16,
+                        const uint16_t *v16, const k22_attn_desc *d);
 void k22_cuda_flash_bwd(k22_cuda_ctx *ctx, float *dq, float *dk, float *dv, const float *dout,
-                        const float *q, const float *k, const float *v, const float *out,
+                        const float *q, const float *k, const float *v, const uint16_t *q16,
+                        const uint16_t *k16, const uint16_t *v16, const float *out,
                         const float *lse, const k22_attn_desc *d);
 
 /* The creation self-tests' comparison (conv_cudnn.cu, flash_attention.cu): got against want
@@ -398,6 +406,11 @@ void k22_cuda_attention_fwd(void *ctx, float *out, float *lse, const float *q, c
 void k22_cuda_attention_bwd(void *ctx, float *dq, float *dk, float *dv, const float *dout,
                             const float *q, const float *k, const float *v, const float *out,
                             const float *lse, const k22_attn_desc *d);
+void k22_cuda_attention_fwd_x16(void *ctx, float *out, float *lse, const uint16_t *q16,
+                                const uint16_t *k16, const uint16_t *v16, const k22_attn_desc *d);
+void k22_cuda_attention_bwd_x16(void *ctx, float *dq, float *dk, float *dv, const float *dout,
+                                const uint16_t *q16, const uint16_t *k16, const uint16_t *v16,
+                                const float *out, const float *lse, const k22_attn_desc *d);
 
 /* layout.cu */
 void k22_cuda_concat_fwd(void *ctx, float *y, const float *a, const float *b, int64_t outer,

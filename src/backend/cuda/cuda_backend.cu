@@ -341,6 +341,8 @@ static void k22_cuda_table_fill(k22_backend *be)
     be->softmax_bwd = k22_cuda_softmax_bwd;
     be->attention_fwd = k22_cuda_attention_fwd;
     be->attention_bwd = k22_cuda_attention_bwd;
+    be->attention_fwd_x16 = k22_cuda_attention_fwd_x16;
+    be->attention_bwd_x16 = k22_cuda_attention_bwd_x16;
 
     be->concat_fwd = k22_cuda_concat_fwd;
     be->concat_bwd = k22_cuda_concat_bwd;
@@ -431,6 +433,7 @@ extern "C" void k22_cuda_stats_of(void *vctx, k22_cuda_stats *st)
     st->attn = ctx->attn_flash == K22_FA_ON ? (ctx->attn_mma ? "fused-mma" : "fused")
                : ctx->attn_flash == K22_FA_OFF ? "gemm" : "untested";
     st->attn_flash = ctx->attn_runs_flash;
+    st->attn_flash16 = ctx->attn_runs_flash16;
     st->attn_gemm = ctx->attn_runs_gemm;
     st->bias_epilogue = ctx->bias_runs[1];
     st->bias_kernel = ctx->bias_runs[0];

@@ -400,29 +400,53 @@ static k22_fa_kernels k22_fa_kernels_of(const k22_cuda_ctx *ctx, const k22_attn_
     return fp16 ? k22_fa_pick<__half>(dp) : k22_fa_pick<__nv_bfloat16>(dp);
 }
 
-/* The mma.sync kernels' 16-bit copies of q, k, v (and dout, when given) in ctx->lowp (no GEMM
- * runs within the fused op), rows padded to the kernels' head size: the tiles they load many
- * times (once per block of the other side) then come as whole 16-byte words, rounded once. */
-static void k22_fam_stage(k22_cuda_ctx *ctx, k22_fa_args *a, const k22_attn_desc *d, const float *dout)
+/* The mma.sync kernels' 16-bit copies of q, k, v (unless the caller gave them: in16) and of
+ * dout (when given) in ctx->lowp (no GEMM runs within the fused op), rows padded to the kernels'
+ * head size: the tiles they load many times (once per block of the other side) then come as
+ * whole 16-byte words, rounded once. */
+static void k22_fam_stage(k22_cuda_ctx *ctx, k22_fa_args *a, const k22_attn_desc *d, int in16,
+                          const float *dout)
 {
     const int64_t dp = k22_fa_dp(d), heads = (int64_t)d->B * d->NH, nq = heads * d->TQ * dp, nk = heads * d->TK * dp;
-    uint16_t *p = (uint16_t *)k22_cuda_lowp(ctx, (size_t)(nq * (dout ? 2 : 1) + 2 * nk) * sizeof(uint16_t));
-    k22_cuda_round_lowp_rows(ctx, p, a->q, heads * d->TQ, d->D, dp);
-    k22_cuda_round_lowp_rows(ctx, p + nq, a->k, heads * d->TK, d->D, dp);
-    k22_cuda_round_lowp_rows(ctx, p + nq + nk, a->v, heads * d->TK, d->DV, dp);
-    a->q16 = p, a->k16 = p + nq, a->v16 = p + nq + nk;
+    const int64_t nqkv = in16 ? 0 : nq + 2 * nk, n = nqkv + (dout ? nq : 0);
+    if (n == 0) return;
+    uint16_t *p = (uint16_t *)k22_cuda_lowp(ctx, (size_t)n * sizeof(uint16_t));
+    if (!in16) {
+        k22_cuda_round_lowp_rows(ctx, p, a->q, heads * d->TQ, d->D, dp);
+        k22_cuda_round_lowp_rows(ctx, p + nq, a->k, heads * d->TK, d->D, dp);
+        k22_cuda_round_lowp_rows(ctx, p + nq + nk, a->v, heads * d->TK, d->DV, dp);
+        a->q16 = p, a->k16 = p + nq, a->v16 = p + nq + nk;
+    }
     if (dout) {
-        k22_cuda_round_lowp_rows(ctx, p + nq + 2 * nk, dout, heads * d->TQ, d->DV, dp);
-        a->do16 = p + nq + 2 * nk;
+        k22_cuda_round_lowp_rows(ctx, p + nqkv, dout, heads * d->TQ, d->DV, dp);
+        a->do16 = p + nqkv;
     }
 }
 
+/* See common.cuh. */
+int k22_cuda_flash_takes16(const k22_cuda_ctx *ctx, const k22_attn_desc *d, const uint16_t *q16,
+                           const uint16_t *k16, const uint16_t *v16)
+{
+    return k22_cuda_flash_fits(ctx, d) && ctx->attn_mma && d->D == d->DV && k22_fa_dp(d) == d->D &&
+           ((uintptr_t)q16 | (uintptr_t)k16 | (uintptr_t)v16) % 16 == 0;
+}
+
+/* The caller's 16-bit q, k, v (NULL for floats) in a; see k22_cuda_flash_takes16. */
+static int k22_fa_take16(k22_fa_args *a, const uint16_t *q16, const uint16_t *k16, const uint16_t *v16)
+{
+    if (!q16) return 0;
+    a->q16 = q16, a->k16 = k16, a->v16 = v16;
+    return 1;
+}
+
 void k22_cuda_flash_fwd(k22_cuda_ctx *ctx, float *out, float *lse, const float *q, const float *k,
-                        const float *v, const k22_attn_desc *d)
+                        const float *v, const uint16_t *q16, const uint16_t *k16,
+                        const uint16_t *v16, const k22_attn_desc *d)
 {
     k22_fa_args a = k22_fa_args_of(d);
     a.q = q, a.k = k, a.v = v;
-    if (ctx->attn_mma) k22_fam_stage(ctx, &a, d, NULL);
+    int in16 = k22_fa_take16(&a, q16, k16, v16);
+    if (ctx->attn_mma) k22_fam_stage(ctx, &a, d, in16, NULL);
     k22_fa_kernels kn = k22_fa_kernels_of(ctx, d);
     dim3 grid((unsigned)((int64_t)d->B * d->NH), (unsigned)((d->TQ + K22_FA_ROWS - 1) / K22_FA_ROWS));
     k22_fa_fwd_fn fwd = kn.fwd;
@@ -431,18 +455,20 @@ void k22_cuda_flash_fwd(k22_cuda_ctx *ctx, float *out, float *lse, const float *
 }
 
 void k22_cuda_flash_bwd(k22_cuda_ctx *ctx, float *dq, float *dk, float *dv, const float *dout,
-                        const float *q, const float *k, const float *v, const float *out,
+                        const float *q, const float *k, const float *v, const uint16_t *q16,
+                        const uint16_t *k16, const uint16_t *v16, const float *out,
                         const float *lse, const k22_attn_desc *d)
 {
     int64_t heads = (int64_t)d->B * d->NH, rows = heads * d->TQ;
     k22_fa_args a = k22_fa_args_of(d);
     a.q = q, a.k = k, a.v = v, a.dout = dout, a.lse = lse;
+    int in16 = k22_fa_take16(&a, q16, k16, v16);
     a.drow = (float *)k22_cuda_scratch(ctx, (size_t)rows * sizeof(float));
     int64_t drow_blocks = (rows + K22_FA_DROW_ROWS - 1) / K22_FA_DROW_ROWS;
     k22_fa_drow_kernel<<<(unsigned)(drow_blocks < 65536 ? drow_blocks : 65536), 32 * K22_FA_DROW_ROWS, 0,
                          ctx->stream>>>(a.drow, dout, out, rows, d->DV);
     CUDA_CHECK_LAUNCH();
-    if (ctx->attn_mma) k22_fam_stage(ctx, &a, d, dout);
+    if (ctx->attn_mma) k22_fam_stage(ctx, &a, d, in16, dout);
     k22_fa_kernels kn = k22_fa_kernels_of(ctx, d);
     if (dk || dv) {
         dim3 grid((unsigned)heads, (unsigned)((d->TK + K22_FA_ROWS - 1) / K22_FA_ROWS));
@@ -496,8 +522,8 @@ static int k22_fa_probe(k22_cuda_ctx *ctx)
     for (int pi = 0; pi < 2 && ok; pi++) {
         ctx->precision = precs[pi];
         CUDA_CHECK(cudaMemcpyAsync(dev, h, (size_t)n * sizeof(float), cudaMemcpyHostToDevice, ctx->stream));
-        k22_cuda_flash_fwd(ctx, out, lse, q, k, v, &d);
-        k22_cuda_flash_bwd(ctx, dq, dk, dv, dout, q, k, v, out, lse, &d);
+        k22_cuda_flash_fwd(ctx, out, lse, q, k, v, NULL, NULL, NULL, &d);
+        k22_cuda_flash_bwd(ctx, dq, dk, dv, dout, q, k, v, NULL, NULL, NULL, out, lse, &d);
         CUDA_CHECK(cudaMemcpyAsync(got, dev, (size_t)n * sizeof(float), cudaMemcpyDeviceToHost, ctx->stream));
         CUDA_CHECK(cudaStreamSynchronize(ctx->stream));
         static const char *const part[5] = {"out", "lse", "dq", "dk", "dv"};
