@@ -129,9 +129,10 @@ extern const k22_block_names k22_block_names_basic; /* diffusers BasicTransforme
 void k22_block_bind(k22_block *blk, const k22_params *ps, const char *prefix,
                     const k22_block_names *nm, const float *P, float *G, int heads, int act,
                     float eps);
-/* on != 0: the block keeps what only its linears read as 16 bits (ops.h k22_backend_act16, which
- * the backend running it must offer): the layer norms' outputs (q/k/v and fc1 inputs), the
- * attention's q, k, v, the merged heads (out_proj's input) and the MLP activation (fc2's input). The same results: those linears round them so anyway. */
+/* on != 0: the block keeps what only its linears and attention read as 16 bits (ops.h
+ * k22_backend_act16, which the backend running it must offer): the layer norms' outputs (q/k/v
+ * and fc1 inputs), the attention's q, k, v, the merged heads (out_proj's input) and the MLP
+ * activation (fc2's input). The same results: those ops round them so anyway. */
 void k22_block_set_act16(k22_block *blk, int on);
 /* x, y: (B, T, C), distinct. With a cache, its buffers stay allocated in the arena (and x must
  * stay valid) until backward; without, the arena is back where it was on return. */

@@ -424,8 +424,9 @@ float k22_precision_round(k22_precision p, float x);
  * group_norm_act -> conv inputs, the prior blocks' layer-norm outputs and MLP activation, both
  * models' attention q, k, v: group_norm_act_fwd_y16, conv2d_fwd_x16, conv2d_bwd_x16,
  * layer_norm_fwd_y16, act_fwd_y16, linear_fwd_x16, linear_bwd_x16, attention_fwd_x16,
- * attention_bwd_x16): be computes in bf16 or fp16 and has all nine entries. K22_ACT16=0 in the environment, read when a backend is
- * made, takes them away (the float path, the same figures: for comparing the two). */
+ * attention_bwd_x16): be computes in bf16 or fp16 and has all nine entries. K22_ACT16=0 in the
+ * environment, read when a backend is made, takes them away (the float path, the same figures:
+ * for comparing the two). */
 int k22_backend_act16(const k22_backend *be);
 /* Dies naming what (a model part) when be lacks k22_backend_act16: a model set to keep 16-bit
  * activations run on a backend that cannot. */

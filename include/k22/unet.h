@@ -158,9 +158,10 @@ size_t k22_unet_arena_floats(const k22_unet *m, int B, int H, int W, int train);
  * forward/backward pair already started finishes in the mode its forward ran in. */
 void k22_unet_set_gradient_checkpointing(k22_unet *m, int on);
 /* on != 0: the resnets keep their convolution inputs (k22_resnet.act16) and the attention blocks
- * their normed tokens, q, k, v and merged heads (k22_unet_attn.act16), as 16 bits, which the backend running
- * the model must then offer (ops.h k22_backend_act16: bf16/fp16): the same figures as floats (the
- * GEMMs round there anyway), about a third less memory in each resnet's cache. Sizes follow the flag, so set it before sizing the arena. */
+ * their normed tokens, q, k, v and merged heads (k22_unet_attn.act16), as 16 bits, which the
+ * backend running the model must then offer (ops.h k22_backend_act16: bf16/fp16): the same
+ * figures as floats (the GEMMs and the attention round there anyway), about a third less memory
+ * in each resnet's cache. Sizes follow the flag, so set it before sizing the arena. */
 void k22_unet_set_act16(k22_unet *m, int on);
 /* Checkpointing by resolution: only the blocks whose input lies at one of the `levels` highest
  * resolutions (level < levels, level 0 being the latents' own; a down block i is at level i, an

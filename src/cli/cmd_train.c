@@ -96,7 +96,8 @@ static int run_train(int argc, char **argv, k22_pipe_kind stage)
         {"mixed_precision", K22_OPT_CHOICE, &t.mixed_precision, "no",
          "bf16/fp16: matmuls, convolutions and attention take bf16/fp16 operands and accumulate in fp32; "
          "weights, AdamW state and the other ops stay fp32 (the activations only a GEMM reads, the decoder's "
-         "convolution inputs, the prior's layer-norm outputs and MLP activations, both models' attention q, k, v and inputs, are kept as bf16/fp16, which the GEMMs take anyway: "
+         "convolution inputs, the prior's layer-norm outputs and MLP activations, both models' attention "
+         "q, k, v and linear inputs, are kept as bf16/fp16, which the GEMMs take anyway: "
          "less memory, the same figures; K22_ACT16=0 keeps floats); fp16 adds dynamic loss scaling. Emulated on "
          "cpu (to check a run's numerics; slower than no), not available on cpu-ref", NULL, "no|fp16|bf16", 0},
         {"save_dtype", K22_OPT_CHOICE, &t.save_dtype, "fp32",

@@ -170,8 +170,8 @@ static int run_k22_ok(const char *label, const char *stage, const char *dev, con
 
 /* The numbers of `k22: cuda: weight shadow ...` (the run's last such line in dir/OUT.log):
  * reads, refreshes, AdamW writes, heuristic queries, set-ups, attention calls on the fused
- * kernels (of which on 16-bit q, k, v as given) and on the GEMM path, linear biases added in cuBLASLt's epilogue and by a kernel;
- * 1 when found. */
+ * kernels (of which on 16-bit q, k, v as given) and on the GEMM path, linear biases added in
+ * cuBLASLt's epilogue and by a kernel; 1 when found. */
 typedef struct {
     long long reads, refreshes, updates, heuristics, plans, attn_fused, attn_fused16, attn_gemm, bias_epilogue,
         bias_kernel;
@@ -343,9 +343,9 @@ static void bf16_runs(const char *stage, const char *tag, int steps, double trac
     snprintf(what, sizeof what, "%s %d steps, bf16 on cuda, attention on mma.sync vs wmma", stage, steps);
     check_losses(what, g16, g16w, 1, steps, multi_tol);
 
-    /* The decoder's resnets keep their conv inputs and the prior's blocks their layer-norm
-     * outputs and MLP activations as bf16 by default (ops.h k22_backend_act16): the same losses, exactly, as with floats
-     * (K22_ACT16=0), since the GEMMs round them there anyway. */
+    /* Both models keep the activations only GEMMs and the attention read (conv inputs, layer-norm
+     * outputs, q, k, v, MLP activations...) as bf16 by default (ops.h k22_backend_act16): the
+     * same losses, exactly, as with floats (K22_ACT16=0), since those ops round them anyway. */
     char g16f[64];
     snprintf(g16f, sizeof g16f, "%s_bf_gpu16_float", tag);
     run_k22_with("K22_ACT16", "0", stage, "cuda", x16, g16f);

@@ -154,8 +154,9 @@ static void check_same_results(const char *label, const k22_params *ps, const ca
 }
 
 /* Under bf16 and fp16 on the cpu backend, the blocks' 16-bit linear and attention inputs
- * (layer-norm outputs, q, k, v, merged heads, MLP activation: k22_prior_set_act16) give the float ones' output and gradients bit for bit, with and without checkpointing; what
- * forward keeps and the arena peak equal the size functions', which are smaller. */
+ * (layer-norm outputs, q, k, v, merged heads, MLP activation: k22_prior_set_act16) give the
+ * float ones' output and gradients bit for bit, with and without checkpointing; what forward
+ * keeps and the arena peak equal the size functions', which are smaller. */
 static void act16_case(k22_backend *be, const k22_prior_config *c, const k22_params *ps, const float *P,
                        const case_inputs *in, const char *size)
 {

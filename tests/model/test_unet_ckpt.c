@@ -161,8 +161,9 @@ static void check_sizes(const char *label, const k22_unet *shapes, const unet_ca
 }
 
 /* Under bf16 and fp16 on the cpu backend, the resnets' 16-bit conv inputs and the attention
- * blocks' 16-bit tokens, q, k, v and merged heads (k22_unet_set_act16) give the float inputs' output and gradients bit for bit, with and without checkpointing, and
- * the arena peak and the activations kept equal the size functions', which are smaller. */
+ * blocks' 16-bit tokens, q, k, v and merged heads (k22_unet_set_act16) give the float inputs'
+ * output and gradients bit for bit, with and without checkpointing, and the arena peak and the
+ * activations kept equal the size functions', which are smaller. */
 static void act16_case(k22_backend *be, const unet_case *uc, const k22_unet_config *c,
                        const k22_params *ps, const float *P, const case_inputs *in)
 {
