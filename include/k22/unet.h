@@ -30,8 +30,8 @@ typedef struct {
     k22_linear temb_proj;
     int cin, cout, resample;
     /* The conv inputs silu(norm(..)) kept as 16 bits (ops.h k22_backend_act16; set through
-     * k22_unet_set_act16): a1 (unless resampled) and a2 then live in the a1_16 and a2_16 of the
-     * cache, at half the bytes, and the sizes below follow. */
+     * k22_unet_set_act16): a1 (or, resampling, a1r) and a2 then live in the a1_16 and a2_16 of
+     * the cache, at half the bytes, and the sizes below follow. */
     int act16;
 } k22_resnet;
 typedef struct {
@@ -40,12 +40,14 @@ typedef struct {
      * the input and mean/rstd (ops.h). */
     float *mean1, *rstd1;           /* (B, G) each */
     float *a1, *a1r, *xr;           /* silu(norm1(x)) (B, cin, H, W), NULL when resampling (only
-                                     * its resampled a1r is kept); x resampled (B, cin, H', W') */
+                                     * its resampled a1r is kept); x resampled (B, cin, H', W'),
+                                     * kept for the shortcut (NULL resampling without one), x
+                                     * itself when not resampling */
     float *h1, *ts;                 /* conv1 out (B, cout, H', W'); (B, 2 cout) scale | shift */
     float *mean2, *rstd2;           /* (B, G) each */
     float *a2;                      /* silu(norm2(h1) * (1 + s) + t) (B, cout, H', W') */
-    uint16_t *a1_16, *a2_16;        /* with act16: a1 (not resampling) and a2 as 16 bits, the
-                                     * float pointers of those then NULL; else NULL */
+    uint16_t *a1_16, *a2_16;        /* with act16: a1 (a1r when resampling) and a2 as 16 bits,
+                                     * the float pointers of those then NULL; else NULL */
 } k22_resnet_cache;
 void k22_resnet_bind(k22_resnet *r, const k22_params *ps, const char *name, const float *P,
                      float *G, int groups, float eps, int resample);
@@ -124,6 +126,7 @@ typedef struct {
     const float *x_t, *img;
     float *tproj, *th, *tact, *temb, *ip, *ipn, *ipmean, *iprstd, *emb, *emb_act;
     float *tokraw, *ehs, *tokmean, *tokrstd, *h0, *gmean, *grstd, *gact;
+    uint16_t *gact16;             /* gact as 16 bits with act16 (conv_out's input; gact NULL) */
     const float *head_in;         /* (B, c0, H, W) the last step's output, conv_norm_out's input */
     const float **skip;           /* nskips */
     float **dskip;                /* nskips, their gradients during backward */

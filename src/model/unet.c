@@ -246,8 +246,9 @@ static size_t outer_floats(const k22_unet *m, int B, int H, int W)
     size_t tok = k22_arena_round((size_t)B * m->L * m->cfg.cross_attention_dim);
     size_t tokb = k22_arena_round((size_t)B * m->L), Bg = k22_arena_round((size_t)B * m->cfg.norm_num_groups);
     size_t img = act_floats(B, m->c0, H, W, 0);
+    size_t gact = m->act16 ? k22_arena_round_halves((size_t)B * m->c0 * H * W) : img;
     size_t n = k22_arena_round((size_t)B * m->c0) + 7 * BTE + 2 * Bk + 2 * tok + 2 * tokb;
-    return n + 2 * img + 2 * Bg; /* h0, gact, mean, rstd */
+    return n + img + gact + 2 * Bg; /* h0, gact, mean, rstd */
 }
 
 /* Backward's own buffers besides the steps' scratch (skip gradients, two ping-pong gradients,
@@ -497,9 +498,11 @@ void k22_unet_forward(const k22_backend *be, k22_unet *m, k22_arena *ar, const f
     const float *last = m->head_in;
     m->gmean = k22_arena_floats(ar, (size_t)B * G);
     m->grstd = k22_arena_floats(ar, (size_t)B * G);
-    m->gact = k22_arena_floats(ar, (size_t)B * m->c0 * S); // gact: silu(conv_norm_out(last))
-    k22_groupnorm_silu_forward(be, &m->norm_out, m->gact, m->gmean, m->grstd, last, NULL, B, S);
-    k22_conv_forward(be, &m->conv_out, out, m->gact, B, H, W); // out: (B, out_channels, H, W)
+    size_t nact = (size_t)B * m->c0 * S; // gact: silu(conv_norm_out(last)), 16 bits with act16
+    m->gact = m->act16 ? NULL : k22_arena_floats(ar, nact);
+    m->gact16 = m->act16 ? k22_arena_halves(ar, nact) : NULL;
+    k22_groupnorm_silu_forward_in(be, &m->norm_out, m->gact, m->gact16, m->gmean, m->grstd, last, NULL, B, S);
+    k22_conv_forward_in(be, &m->conv_out, out, m->gact, m->gact16, B, H, W); // out: (B, out_channels, H, W)
     if (!train) k22_arena_reset(ar, top);
 }
 
@@ -592,7 +595,7 @@ void k22_unet_backward(const k22_backend *be, k22_unet *m, k22_arena *ar, const 
     float *dehs = k22_arena_zeros(ar, (size_t)B * L * X);
     size_t head = k22_arena_mark(ar);
     float *dact = k22_arena_zeros(ar, (size_t)nc0);
-    k22_conv_backward(be, &m->conv_out, dact, dout, m->gact, B, H, W);
+    k22_conv_backward_in(be, &m->conv_out, dact, dout, m->gact, m->gact16, B, H, W);
     k22_groupnorm_silu_backward(be, &m->norm_out, dh, NULL, dact, m->head_in, m->gmean, m->grstd, NULL, B, S);
     k22_grad_marks_reached(&m->marks, m->grad_hook, m->nsteps);
     k22_arena_reset(ar, head);

@@ -63,19 +63,23 @@ size_t k22_resnet_cache_floats(const k22_resnet *r, int B, int H, int W)
     size_t nout = (size_t)B * r->cout * OH * OW;
     size_t inr = k22_arena_round((size_t)B * r->cin * OH * OW);
     size_t g1 = k22_arena_round((size_t)B * r->norm1.G), g2 = k22_arena_round((size_t)B * r->norm2.G);
-    /* a1 (or, resampling, a1r and xr), the statistics, h1, a2, ts */
+    /* a1 (or, resampling, a1r and, for the shortcut, xr), the statistics, h1, a2, ts */
     size_t n = 2 * g1 + 2 * g2 + k22_arena_round(nout) + conv_in_floats(r, nout) +
                k22_arena_round((size_t)B * 2 * r->cout);
-    return n + (r->resample ? 2 * inr : conv_in_floats(r, (size_t)B * r->cin * H * W));
+    if (r->resample)
+        return n + conv_in_floats(r, (size_t)B * r->cin * OH * OW) + (r->has_shortcut ? inr : 0);
+    return n + conv_in_floats(r, (size_t)B * r->cin * H * W);
 }
 
 size_t k22_resnet_fwd_floats(const k22_resnet *r, int B, int H, int W)
 {
     int OH, OW;
     out_hw(r, H, W, &OH, &OW);
-    /* the shortcut's output; before it, a1 when resampling (only a1r is kept) */
-    size_t sc = r->has_shortcut ? k22_arena_round((size_t)B * r->cout * OH * OW) : 0;
+    /* the shortcut's output, or the resampled x the residual adds; before it, a1 when resampling
+     * (only a1r is kept; with act16 a1r passes through a float copy before it is rounded) */
+    size_t sc = r->has_shortcut || r->resample ? k22_arena_round((size_t)B * r->cout * OH * OW) : 0;
     size_t a1 = r->resample ? k22_arena_round((size_t)B * r->cin * H * W) : 0;
+    if (r->resample && r->act16) a1 += k22_arena_round((size_t)B * r->cin * OH * OW);
     return sc > a1 ? sc : a1;
 }
 
@@ -123,14 +127,23 @@ void k22_resnet_forward(const k22_backend *be, const k22_resnet *r, k22_arena *a
     c->mean1 = k22_arena_floats(ar, (size_t)B * r->norm1.G);
     c->rstd1 = k22_arena_floats(ar, (size_t)B * r->norm1.G);
     if (r->resample) {
-        c->a1r = k22_arena_floats(ar, (size_t)B * ci * So); // a1r: (B, cin, OH, OW)
-        c->xr = k22_arena_floats(ar, (size_t)B * ci * So);  // xr: (B, cin, OH, OW)
-        /* a1 is only the resampler's input here: a temporary above the cache */
+        size_t nr = (size_t)B * ci * So;
+        if (r->act16)
+            c->a1_16 = k22_arena_halves(ar, nr); // a1r: (B, cin, OH, OW)
+        else
+            c->a1r = k22_arena_floats(ar, nr);
+        /* xr: (B, cin, OH, OW), kept for the shortcut's backward; without a shortcut only the
+         * residual reads it, resampled again at the end */
+        c->xr = r->has_shortcut ? k22_arena_floats(ar, nr) : NULL;
+        /* a1 is only the resampler's input here: a temporary above the cache; with act16 so is
+         * the float a1r, rounded once into the 16 bits conv1 reads */
         size_t top = k22_arena_mark(ar);
         float *a1 = k22_arena_floats(ar, (size_t)B * ci * S); // a1: (B, cin, H, W)
         k22_groupnorm_silu_forward(be, &r->norm1, a1, c->mean1, c->rstd1, x, NULL, B, S);
-        resample_fwd(be, r->resample, c->a1r, a1, B, ci, H, W);
-        resample_fwd(be, r->resample, c->xr, x, B, ci, H, W);
+        float *a1r = r->act16 ? k22_arena_floats(ar, nr) : c->a1r;
+        resample_fwd(be, r->resample, a1r, a1, B, ci, H, W);
+        if (r->act16) be->act_fwd_y16(be->ctx, K22_ACT_NONE, c->a1_16, a1r, (int64_t)nr);
+        if (c->xr) resample_fwd(be, r->resample, c->xr, x, B, ci, H, W);
         k22_arena_reset(ar, top);
         c->a1 = NULL;
     } else {
@@ -153,8 +166,16 @@ void k22_resnet_forward(const k22_backend *be, const k22_resnet *r, k22_arena *a
         c->a2 = k22_arena_floats(ar, (size_t)B * co * So);
     k22_groupnorm_silu_forward_in(be, &r->norm2, c->a2, c->a2_16, c->mean2, c->rstd2, c->h1, c->ts, B, So);
     k22_conv_forward_in(be, &r->conv2, y, c->a2, c->a2_16, B, OH, OW); // y: (B, cout, OH, OW)
-    if (!r->has_shortcut) {
-        be->add(be->ctx, y, y, c->xr, (int64_t)B * co * So);
+    if (!r->has_shortcut) { /* cin == cout */
+        size_t top = k22_arena_mark(ar);
+        const float *xr = c->xr;
+        if (r->resample) {
+            float *t = k22_arena_floats(ar, (size_t)B * co * So); // xr: (B, cout, OH, OW)
+            resample_fwd(be, r->resample, t, x, B, ci, H, W);
+            xr = t;
+        }
+        be->add(be->ctx, y, y, xr, (int64_t)B * co * So);
+        k22_arena_reset(ar, top);
         return;
     }
     size_t top = k22_arena_mark(ar);
