@@ -142,6 +142,11 @@ k22_status k22_backend_name_check(const char *name, k22_err *err)
 #endif
 }
 
+/* The entries of ops.h k22_backend_act16, listed once (X-macro) for the check and K22_ACT16=0. */
+#define K22_ACT16_ENTRIES(X)                                                                       \
+    X(group_norm_act_fwd_y16) X(conv2d_fwd_x16) X(conv2d_bwd_x16) X(layer_norm_fwd_y16)            \
+    X(act_fwd_y16) X(linear_fwd_x16) X(linear_bwd_x16) X(attention_fwd_x16) X(attention_bwd_x16)
+
 /* K22_ACT16=0: the models keep the activations only a GEMM reads as floats (ops.h,
  * k22_backend_act16); 1 or unset: as 16 bits where they can. be is freed on a bad value. */
 static k22_backend *act16_env(k22_backend *be, k22_err *err)
@@ -154,23 +159,17 @@ static k22_backend *act16_env(k22_backend *be, k22_err *err)
                     "floats) or 1 (as 16 bits under bf16/fp16, the default)", v);
         return NULL;
     }
-    be->group_norm_act_fwd_y16 = NULL;
-    be->conv2d_fwd_x16 = NULL;
-    be->conv2d_bwd_x16 = NULL;
-    be->act_fwd_y16 = NULL;
-    be->layer_norm_fwd_y16 = NULL;
-    be->attention_fwd_x16 = NULL;
-    be->attention_bwd_x16 = NULL;
-    be->linear_fwd_x16 = NULL;
-    be->linear_bwd_x16 = NULL;
+#define K22_CLEAR(e) be->e = NULL;
+    K22_ACT16_ENTRIES(K22_CLEAR)
+#undef K22_CLEAR
     return be;
 }
 
 int k22_backend_act16(const k22_backend *be)
 {
-    return be->precision != K22_PREC_FP32 && be->group_norm_act_fwd_y16 && be->conv2d_fwd_x16 &&
-           be->conv2d_bwd_x16 && be->act_fwd_y16 && be->linear_fwd_x16 && be->linear_bwd_x16 &&
-           be->layer_norm_fwd_y16 && be->attention_fwd_x16 && be->attention_bwd_x16;
+#define K22_HAS(e) && be->e
+    return be->precision != K22_PREC_FP32 K22_ACT16_ENTRIES(K22_HAS);
+#undef K22_HAS
 }
 
 void k22_backend_act16_require(const k22_backend *be, const char *what)

@@ -518,7 +518,8 @@ k22_prof_stat k22_prof_at(const k22_prof *p, int i)
     s.gemm = i == OP_matmul || i == OP_linear_fwd || i == OP_linear_bwd || i == OP_conv2d_fwd ||
              i == OP_conv2d_bwd || i == OP_conv2d_fwd_x16 || i == OP_conv2d_bwd_x16 ||
              i == OP_linear_fwd_x16 || i == OP_linear_bwd_x16 ||
-             i == OP_attention_fwd || i == OP_attention_bwd;
+             i == OP_attention_fwd || i == OP_attention_bwd || i == OP_attention_fwd_x16 ||
+             i == OP_attention_bwd_x16;
     return s;
 }
 

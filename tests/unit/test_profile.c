@@ -228,6 +228,18 @@ static void test_every_entry(void)
     every_entry(w, &b, &t);
     CHECK_MSG(t.calls == k22_prof_nops(), "%lld calls of %d ops", (long long)t.calls, k22_prof_nops());
     CHECK_MSG(!memcmp(&a, &b, sizeof a), "the wrapped entries wrote other bits than the plain ones");
+    /* An entry taking or giving 16 bits (name_x16 / name_y16) is GEMM-class exactly when its
+     * float twin is: under bf16 the models run the 16-bit ones in their place. */
+    for (int i = 0; i < k22_prof_nops(); i++) {
+        k22_prof_stat s16 = k22_prof_at(p, i);
+        size_t n = strlen(s16.op);
+        if (n < 5 || (strcmp(s16.op + n - 4, "_x16") && strcmp(s16.op + n - 4, "_y16"))) continue;
+        char twin[64];
+        snprintf(twin, sizeof twin, "%.*s", (int)(n - 4), s16.op);
+        int k = k22_prof_find(twin);
+        CHECK_MSG(k >= 0 && k22_prof_at(p, k).gemm == s16.gemm, "%s: GEMM-class %d, its twin %s %d", s16.op,
+                  s16.gemm, twin, k >= 0 ? k22_prof_at(p, k).gemm : -1);
+    }
     k22_prof_reset(p);
     CHECK(k22_prof_at(p, k22_prof_find("sumsq")).calls == 0);
     CHECK(k22_prof_find("sync") < 0 && k22_prof_find("nonsense") < 0);
