@@ -205,10 +205,12 @@ static void report(const bench_args *a, const k22_backend *be, double fwd, size_
     if (k22_backend_cuda_stats(be, &st)) /* the 16-bit weight shadow and the cuBLASLt plans */
         printf("k22_bench_cuda impl=%s weight_shadow=%s shadow_reads=%lld shadow_refreshes=%lld "
                "shadow_adamw_writes=%lld lt_heuristics=%lld lt_plans=%lld attn=%s attn_fused=%lld "
-               "attn_fused16=%lld attn_gemm=%lld bias_epilogue=%lld bias_kernel=%lld\n", a->impl, st.shadow,
+               "attn_fused16=%lld attn_gemm=%lld bias_epilogue=%lld bias_kernel=%lld conv_algo=%s conv_choices=%lld "
+               "conv_timed=%lld conv_changed=%lld\n", a->impl, st.shadow,
                (long long)st.shadow_reads, (long long)st.shadow_refreshes, (long long)st.shadow_updates,
                (long long)st.gemm_heuristics, (long long)st.gemm_plans, st.attn, (long long)st.attn_flash,
-               (long long)st.attn_flash16, (long long)st.attn_gemm, (long long)st.bias_epilogue, (long long)st.bias_kernel);
+               (long long)st.attn_flash16, (long long)st.attn_gemm, (long long)st.bias_epilogue, (long long)st.bias_kernel,
+               st.conv_algo, (long long)st.conv_choices, (long long)st.conv_timed, (long long)st.conv_changed);
     k22_prof *prof = k22_prof_of(be);
     if (!prof) return;
     double wall = 0; /* the timed steps' clock, not the collects and memory samples between */

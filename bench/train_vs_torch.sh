@@ -30,7 +30,9 @@
 # mma.sync, tagged k22-wmmaattn; K22_NOPIPE_ATTN=1 one with the mma.sync kernels fetching one tile
 # at a time instead of the next while computing (K22_CUDA_ATTN_PIPE=0), tagged k22-nopipeattn;
 # K22_NOACT16=1 one with the activations only a GEMM reads (the resnets' convolution inputs, the
-# prior's MLP activations) kept as floats instead of 16 bits (K22_ACT16=0), tagged k22-noact16.
+# prior's MLP activations) kept as floats instead of 16 bits (K22_ACT16=0), tagged k22-noact16;
+# K22_CUDNN_FIND=1 one per unet case with cuDNN's algorithms by its timing instead of its
+# heuristics (K22_CUDNN_ALGO=find), tagged k22-cudnnfind.
 # K22_CKPT_LEVELS="1 2 auto" adds to the unet-ckpt case a k22 run per number of checkpointed
 # levels (k22 train's --checkpoint_levels), tagged k22-lvN (k22-lvauto: the fewest levels that
 # fit, its k22_bench_ckpt_auto line says which).
@@ -91,6 +93,7 @@ bench_case() {
       [ "${K22_WMMA_ATTN:-0}" != 1 ] || k22_variant k22-wmmaattn K22_CUDA_ATTN=flash
       [ "${K22_NOPIPE_ATTN:-0}" != 1 ] || k22_variant k22-nopipeattn K22_CUDA_ATTN_PIPE=0
       [ "${K22_NOACT16:-0}" != 1 ] || [ "$mp" = no ] || k22_variant k22-noact16 K22_ACT16=0
+      [ "${K22_CUDNN_FIND:-0}" != 1 ] || [ "$model" != unet ] || k22_variant k22-cudnnfind K22_CUDNN_ALGO=find
       if [ "$model" = unet ] && [ "$ck" = 1 ]; then
         for lv in ${K22_CKPT_LEVELS:-}; do k22_variant "k22-lv$lv" K22_BENCH_CKPT_LEVELS="$lv"; done
       fi

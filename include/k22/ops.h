@@ -348,7 +348,8 @@ k22_backend *k22_backend_cuda_new(int device, k22_err *err);
  * *n_im2col (either may be NULL) get how many conv directions (forward, backward data, backward
  * filter) each implementation has run since creation: a cudnn backend still runs as im2col what
  * cuDNN cannot take (padding it cannot express, tensors of 2^31 elements, misaligned fp32
- * pointers, no deterministic algorithm). */
+ * pointers, no deterministic algorithm). K22_CUDNN_ALGO (heuristic, the default, or find) says
+ * how cuDNN's algorithms are chosen: k22_cuda_stats. */
 const char *k22_backend_conv_impl(const k22_backend *be, int64_t *n_cudnn, int64_t *n_im2col);
 /* A CUDA backend's stream (a cudaStream_t; its work runs there in order), NULL for others: for
  * the gradient exchange, which orders NCCL's stream after it with events (src/dist/nccl.c). */
@@ -384,6 +385,11 @@ typedef struct {
     int64_t attn_gemm;        /* ... and by the GEMM path */
     int64_t bias_epilogue;    /* linear_fwd biases added in cuBLASLt's epilogue (K22_CUDA_EPILOGUE) */
     int64_t bias_kernel;      /* ... and by a kernel after the GEMM */
+    const char *conv_algo;    /* how cuDNN's algorithms are chosen (K22_CUDNN_ALGO): "heuristic"
+                               * (its ranking, the default) or "find" (its timing) */
+    int64_t conv_choices;     /* cuDNN algorithm choices made (per shape, precision, direction) */
+    int64_t conv_timed;       /* ... of which by timing */
+    int64_t conv_changed;     /* ... of which unlike the heuristics' pick */
 } k22_cuda_stats;
 /* Fills st and returns 1 for a CUDA backend (or a profiler over one); 0 otherwise. */
 int k22_backend_cuda_stats(const k22_backend *be, k22_cuda_stats *st);

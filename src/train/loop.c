@@ -187,9 +187,13 @@ static void print_plan(const k22_run *r)
                op->zero ? "reduce-scattered (ZeRO-1)" : "all-reduced");
     }
     const char *conv = k22_backend_conv_impl(r->be, NULL, NULL); /* NULL: not a CUDA backend */
-    if (conv) printf("k22: convolutions on %s (K22_CUDA_CONV)\n", conv);
     k22_cuda_stats cs;
-    if (k22_backend_cuda_stats(r->be, &cs))
+    int cuda = k22_backend_cuda_stats(r->be, &cs);
+    if (conv)
+        printf("k22: convolutions on %s (K22_CUDA_CONV)%s\n", conv, strncmp(conv, "cudnn", 5) ? ""
+               : strcmp(cs.conv_algo, "find") ? ", algorithms by cuDNN's heuristics (K22_CUDNN_ALGO)"
+               : ", algorithms by cuDNN's timing of each (K22_CUDNN_ALGO=find)");
+    if (cuda)
         printf("k22: attention on %s (K22_CUDA_ATTN)\n", !strcmp(cs.attn, "fused") ?
                "fused wmma kernels under bf16/fp16 for heads up to 64, GEMMs otherwise" :
                !strcmp(cs.attn, "fused-mma") ? "fused kernels on mma.sync under bf16/fp16 for heads up to 64, "
@@ -206,10 +210,12 @@ static void print_cuda_stats(const k22_run *r)
     printf("k22: cuda: weight shadow %s (K22_CUDA_WEIGHT_SHADOW): %lld operand reads, %lld refreshes, %lld AdamW "
            "writes; cuBLASLt: %lld heuristic queries, %lld set-ups; attention %s (K22_CUDA_ATTN): %lld fused "
            "(%lld on 16-bit q, k, v as given), %lld GEMM calls; linear biases (K22_CUDA_EPILOGUE): %lld in "
-           "cuBLASLt's epilogue, %lld by a kernel\n",
+           "cuBLASLt's epilogue, %lld by a kernel; cuDNN algorithms (K22_CUDNN_ALGO=%s): %lld chosen, %lld by "
+           "timing, %lld of those unlike the heuristics' pick\n",
            st.shadow, (long long)st.shadow_reads, (long long)st.shadow_refreshes, (long long)st.shadow_updates,
            (long long)st.gemm_heuristics, (long long)st.gemm_plans, st.attn, (long long)st.attn_flash,
-           (long long)st.attn_flash16, (long long)st.attn_gemm, (long long)st.bias_epilogue, (long long)st.bias_kernel);
+           (long long)st.attn_flash16, (long long)st.attn_gemm, (long long)st.bias_epilogue, (long long)st.bias_kernel,
+           st.conv_algo, (long long)st.conv_choices, (long long)st.conv_timed, (long long)st.conv_changed);
     fflush(stdout);
 }
 

@@ -2087,6 +2087,59 @@ static void test_conv_select(void)
     gpu = keep;
 }
 
+/* K22_CUDNN_ALGO. A bad value is refused; `heuristic` (the default) takes cuDNN's ranking and
+ * times nothing; `find` has cuDNN time each direction's algorithms (the emulator ranks them in the
+ * reverse of its heuristics, so there every timed pick differs) and the convolutions, fp32, bf16
+ * and fp16, agree with cpu-ref as on the heuristics' picks; a timing that fails (the emulator's
+ * K22_EMU_CUDNN=find) leaves the heuristics' picks. */
+static void test_conv_find(void)
+{
+    static const struct {
+        const char *algo, *fault, *tag;
+    } cases[] = {
+        {"heuristic", "", " (cuDNN heuristics)"},
+        {"find", "", " (cuDNN timing)"},
+        {"find", "find", " (cuDNN timing failing)"},
+    };
+    int emu = getenv("K22_CUDA_EMU") != NULL;
+    k22_backend *keep = gpu;
+    gpu = backend_with("K22_CUDNN_ALGO", "bogus", "K22_EMU_CUDNN", "", "K22_CUDNN_ALGO='bogus'");
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        if (cases[i].fault[0] && !emu) continue;
+        gpu = backend_with("K22_CUDNN_ALGO", cases[i].algo, "K22_EMU_CUDNN", cases[i].fault, NULL);
+        if (!gpu) continue;
+        const char *impl = k22_backend_conv_impl(gpu, NULL, NULL);
+        if (strncmp(impl, "cudnn", 5)) {
+            printf("K22_CUDNN_ALGO=%s: skipped, the convolutions are on %s\n", cases[i].algo, impl);
+            k22_backend_free(gpu);
+            continue;
+        }
+        test_conv2d(cases[i].tag);
+        test_precision(cases[i].tag, PREC_CONV);
+        k22_cuda_stats st;
+        CHECK(k22_backend_cuda_stats(gpu, &st));
+        int find = !strcmp(cases[i].algo, "find"), timed = find && !cases[i].fault[0];
+        CHECK_MSG(!strcmp(st.conv_algo, cases[i].algo), "K22_CUDNN_ALGO=%s: stats say %s", cases[i].algo,
+                  st.conv_algo);
+        CHECK_MSG(st.conv_choices > 0, "K22_CUDNN_ALGO=%s%s: no algorithm chosen", cases[i].algo, cases[i].tag);
+        if (!timed || emu) /* a real cuDNN may find nothing usable to time for a shape */
+            CHECK_MSG(st.conv_timed == (timed ? st.conv_choices : 0) &&
+                          st.conv_changed == (timed && emu ? st.conv_timed : 0),
+                      "K22_CUDNN_ALGO=%s%s: %lld choices, %lld timed, %lld changed", cases[i].algo,
+                      cases[i].tag, (long long)st.conv_choices, (long long)st.conv_timed, (long long)st.conv_changed);
+        else
+            CHECK_MSG(st.conv_timed > 0, "K22_CUDNN_ALGO=find: nothing timed among %lld choices",
+                      (long long)st.conv_choices);
+        printf("K22_CUDNN_ALGO=%s%s: %lld algorithm choices, %lld by timing, %lld unlike the heuristics' pick\n",
+               cases[i].algo, cases[i].tag, (long long)st.conv_choices, (long long)st.conv_timed,
+               (long long)st.conv_changed);
+        k22_backend_free(gpu);
+    }
+    unsetenv("K22_EMU_CUDNN");
+    unsetenv("K22_CUDNN_ALGO");
+    gpu = keep;
+}
+
 /* Which attention path ran: fp32 and heads over 64 always on the GEMMs; bf16/fp16 with heads up
  * to 64 on the fused kernels unless K22_CUDA_ATTN=gemm (`fused`: whether they should have). */
 static void attn_paths_check(const char *tag, int fused)
@@ -2343,6 +2396,7 @@ int main(void)
     unsetenv("K22_CUDA_ATTN_PIPE");
     gpu = NULL;
     test_conv_select();
+    test_conv_find();
     test_attn_select();
     test_linear_epilogue();
     if (conv_env) setenv("K22_CUDA_CONV", conv_env, 1);

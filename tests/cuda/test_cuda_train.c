@@ -171,10 +171,12 @@ static int run_k22_ok(const char *label, const char *stage, const char *dev, con
 /* The numbers of `k22: cuda: weight shadow ...` (the run's last such line in dir/OUT.log):
  * reads, refreshes, AdamW writes, heuristic queries, set-ups, attention calls on the fused
  * kernels (of which on 16-bit q, k, v as given) and on the GEMM path, linear biases added in
- * cuBLASLt's epilogue and by a kernel; 1 when found. */
+ * cuBLASLt's epilogue and by a kernel, cuDNN's algorithm mode, choices, of which timed, of which
+ * unlike the heuristics'; 1 when found. */
 typedef struct {
     long long reads, refreshes, updates, heuristics, plans, attn_fused, attn_fused16, attn_gemm, bias_epilogue,
-        bias_kernel;
+        bias_kernel, conv_choices, conv_timed, conv_changed;
+    char conv_algo[16];
 } cuda_line;
 
 static int read_cuda_line(const char *out, cuda_line *c)
@@ -188,9 +190,11 @@ static int read_cuda_line(const char *out, cuda_line *c)
                         "refreshes, %lld AdamW writes; cuBLASLt: %lld heuristic queries, %lld set-ups; "
                         "attention %*s (K22_CUDA_ATTN): %lld fused (%lld on 16-bit q, k, v as given), %lld "
                         "GEMM calls; linear biases (K22_CUDA_EPILOGUE): %lld in cuBLASLt's epilogue, %lld by a "
-                        "kernel", &c->reads, &c->refreshes, &c->updates, &c->heuristics, &c->plans,
+                        "kernel; cuDNN algorithms (K22_CUDNN_ALGO=%15[a-z]): %lld chosen, %lld by timing, %lld "
+                        "of those", &c->reads, &c->refreshes, &c->updates, &c->heuristics, &c->plans,
                         &c->attn_fused, &c->attn_fused16, &c->attn_gemm, &c->bias_epilogue,
-                        &c->bias_kernel) == 10;
+                        &c->bias_kernel, c->conv_algo, &c->conv_choices, &c->conv_timed,
+                        &c->conv_changed) == 14;
     if (f) fclose(f);
     CHECK_MSG(found, "%s/%s.log has no 'k22: cuda: weight shadow' line", dir, out);
     return found;
@@ -681,6 +685,19 @@ static void shadow_runs(void)
                   c1.heuristics);
         printf("decoder bf16 on cuda: %lld weight operands read from the shadow in 2 steps; %lld cuBLASLt heuristic "
                "queries in 1 step and in 2\n", c.reads, c.heuristics);
+        /* cuDNN's algorithms: chosen once per shape and direction (in the first step), by timing
+         * only under K22_CUDNN_ALGO=find; none where the convolutions run as im2col */
+        const char *ca = getenv("K22_CUDNN_ALGO");
+        int find = ca && !strcmp(ca, "find");
+        int im2col = tf_sh("grep -q '^k22: convolutions on cudnn' %s/sh_d_on.log", dir) != 0;
+        CHECK_MSG(!strcmp(c.conv_algo, find ? "find" : "heuristic") && c.conv_choices == c1.conv_choices &&
+                      (im2col ? c.conv_choices == 0 : c.conv_choices > 0) &&
+                      (find ? c.conv_timed > 0 : c.conv_timed == 0),
+                  "decoder: cuDNN algorithms (%s) %lld chosen in 2 steps, %lld in 1, %lld by timing", c.conv_algo,
+                  c.conv_choices, c1.conv_choices, c.conv_timed);
+        printf("decoder bf16 on cuda: cuDNN algorithms (K22_CUDNN_ALGO=%s): %lld chosen in 1 step and in 2, %lld by "
+               "timing, %lld of those unlike the heuristics' pick\n", c.conv_algo, c.conv_choices, c.conv_timed,
+               c.conv_changed);
     }
     /* On the emulator: its own counts of the 1- and 2-step runs (matmuls per step = the queries a
      * step made before the plans) */

@@ -84,6 +84,10 @@ typedef struct {
     int nplans, plan_next;
     int cudnn_probing; /* creation's self-test: a failed cuDNN call returns, not dies */
     int64_t conv_runs_cudnn, conv_runs_im2col;
+    /* K22_CUDNN_ALGO=find: each direction's algorithm by cuDNN's timing (Find*Ex) instead of its
+     * heuristics; choices made, of which by timing, of which unlike the heuristics' pick. */
+    int cudnn_find;
+    int64_t conv_choices, conv_timed, conv_changed, conv_timing_failed;
     char conv_impl[32]; /* "cudnn 9.19.0" or "im2col" */
     char conv_why[256]; /* the failed call of the self-test */
     k22_cuda_shadow shadow;

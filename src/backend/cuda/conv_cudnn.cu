@@ -31,10 +31,14 @@
  * the first algorithm of cuDNN's heuristic ranking (cudnnGet*Algorithm_v7) that succeeded, is
  * deterministic (the perf struct's determinism field, and never one cuDNN's header calls
  * non-deterministic), has an allowed math type and needs at most K22_CUDNN_WS_CAP bytes of
- * workspace. Heuristics, not timing (Find*): the choice depends on shape, precision, GPU and cuDNN
- * version only, so reruns and ranks compute the same bits. No such algorithm: that direction of
- * that shape runs as im2col (one line on stderr). The workspace and the 16-bit copies come from
- * the context's grow-only op scratch: after the first step nothing allocates.
+ * workspace. Heuristics, not timing, by default: the choice depends on shape, precision, GPU and
+ * cuDNN version only, so reruns and ranks compute the same bits. K22_CUDNN_ALGO=find (torch's
+ * cudnn.benchmark) takes instead the fastest such algorithm as cuDNN times them (Find*Ex, once per
+ * plan and direction, on buffers allocated for it and freed); a timing may pick differently from
+ * one run or rank to the next, so the bits may differ (every choice computes the same convolution,
+ * within its rounding). No such algorithm: that direction of that shape runs as im2col (one line on
+ * stderr). The workspace and the 16-bit copies come from the context's grow-only op scratch: after
+ * the first step nothing allocates.
  *
  * Creation (k22_cudnn_init): cudnnCreate, cudnnSetStream and a self-test, every direction in every
  * precision on small integers whose sums are exact, against cpu-ref. Under K22_CUDA_CONV=auto a
@@ -217,7 +221,13 @@ static cudnnStatus_t k22_cudnn_plan_get(k22_cuda_ctx *ctx, const k22_conv2d_desc
 
 /* ---- algorithm choice ---- */
 
-/* One entry of the heuristics' ranking, whatever the direction's perf struct. */
+/* Sizes of the parts of a scratch buffer: 256-byte multiples, so every part is aligned. */
+static size_t k22_cudnn_align(size_t n)
+{
+    return (n + 255) / 256 * 256;
+}
+
+/* One entry of a ranking (the heuristics' or the timing's), whatever the direction's perf struct. */
 typedef struct {
     int algo;
     cudnnStatus_t status;
@@ -295,6 +305,121 @@ static int k22_cudnn_math_ok(int lowp, cudnnMathType_t m)
     return lowp || m != CUDNN_TENSOR_OP_MATH;
 }
 
+/* Whether ranking entry c can run dir of p: it succeeded, is deterministic, has an allowed math
+ * type and needs at most K22_CUDNN_WS_CAP bytes of workspace (*ws, under math *m). Leaves that
+ * math type set on p->conv. */
+static int k22_cudnn_usable(k22_cuda_ctx *ctx, struct k22_cudnn_plan *p, int dir,
+                            const k22_cudnn_cand *c, cudnnMathType_t *m, size_t *ws)
+{
+    int lowp = k22_cudnn_lowp(p->precision);
+    *m = lowp ? c->math : CUDNN_FMA_MATH;
+    *ws = 0;
+    if (c->status != CUDNN_STATUS_SUCCESS || c->determinism != CUDNN_DETERMINISTIC ||
+        k22_cudnn_nondeterministic(dir, c->algo) || !k22_cudnn_math_ok(lowp, c->math) ||
+        c->memory > K22_CUDNN_WS_CAP)
+        return 0;
+    if (cudnnSetConvolutionMathType(p->conv, *m) != CUDNN_STATUS_SUCCESS ||
+        k22_cudnn_ws_size(ctx, p, dir, c->algo, ws) != CUDNN_STATUS_SUCCESS)
+        return 0;
+    if (*ws < c->memory) *ws = c->memory;
+    return *ws <= K22_CUDNN_WS_CAP;
+}
+
+/* The first usable entry of a ranking c (n entries, best first) into *ch (state 1); 0 if none. */
+static int k22_cudnn_first(k22_cuda_ctx *ctx, struct k22_cudnn_plan *p, int dir,
+                           const k22_cudnn_cand *c, int n, k22_cudnn_choice *ch)
+{
+    for (int i = 0; i < n; i++) {
+        cudnnMathType_t m;
+        size_t ws;
+        if (!k22_cudnn_usable(ctx, p, dir, &c[i], &m, &ws)) continue;
+        ch->state = 1, ch->algo = c[i].algo, ch->math = m, ch->ws = ws;
+        return 1;
+    }
+    return 0;
+}
+
+/* cuDNN's timing of dir's algorithms for p (fastest first) into c, *n of them (at most cap), each
+ * run on zeroed buffers of p's shapes and ws bytes of workspace, allocated here and freed: Find
+ * writes its output, so no live tensor may be passed. Synchronous, once per plan and direction
+ * (the first step). 0 with why filled when the buffers cannot be had or cuDNN refuses. */
+static int k22_cudnn_time(k22_cuda_ctx *ctx, struct k22_cudnn_plan *p, int dir, size_t ws,
+                          k22_cudnn_cand *c, int *n, int cap, char *why, size_t whyn)
+{
+    int64_t nx, nw, ny;
+    k22_cudnn_counts(&p->d, &nx, &nw, &ny);
+    size_t es = k22_cudnn_lowp(p->precision) ? 2 : 4;
+    /* [workspace | a | b | out]: forward x, w -> y; backward data w, dy -> dx; filter x, dy -> dw */
+    int64_t na = dir == K22_CONV_BWD_DATA ? nw : nx, nb = dir == K22_CONV_FWD ? nw : ny;
+    int64_t no = dir == K22_CONV_FWD ? ny : dir == K22_CONV_BWD_DATA ? nx : nw;
+    size_t off_a = k22_cudnn_align(ws), off_b = off_a + k22_cudnn_align((size_t)na * es);
+    size_t off_o = off_b + k22_cudnn_align((size_t)nb * es), bytes = off_o + (size_t)no * es;
+    uint8_t *buf = NULL;
+    cudaError_t e = cudaMalloc((void **)&buf, bytes);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError(); /* not sticky: the run goes on with the heuristics' pick */
+        snprintf(why, whyn, "cudaMalloc of %.1f MiB: %s", bytes / 1048576.0, cudaGetErrorString(e));
+        return 0;
+    }
+    CUDA_CHECK(cudaMemsetAsync(buf + off_a, 0, off_o - off_a, ctx->stream));
+    void *w = ws ? buf : NULL, *a = buf + off_a, *b = buf + off_b, *o = buf + off_o;
+    cudnnStatus_t s;
+    *n = 0;
+    if (dir == K22_CONV_FWD) {
+        cudnnConvolutionFwdAlgoPerf_t perf[2 * K22_CUDNN_MAX_ALGOS];
+        s = cudnnFindConvolutionForwardAlgorithmEx(ctx->cudnn, p->x, a, p->w, b, p->conv, p->y, o,
+                                                   cap, n, perf, w, ws);
+        if (s == CUDNN_STATUS_SUCCESS) k22_cudnn_cands(c, perf, n, cap);
+    } else if (dir == K22_CONV_BWD_DATA) {
+        cudnnConvolutionBwdDataAlgoPerf_t perf[2 * K22_CUDNN_MAX_ALGOS];
+        s = cudnnFindConvolutionBackwardDataAlgorithmEx(ctx->cudnn, p->w, a, p->y, b, p->conv, p->x,
+                                                        o, cap, n, perf, w, ws);
+        if (s == CUDNN_STATUS_SUCCESS) k22_cudnn_cands(c, perf, n, cap);
+    } else {
+        cudnnConvolutionBwdFilterAlgoPerf_t perf[2 * K22_CUDNN_MAX_ALGOS];
+        s = cudnnFindConvolutionBackwardFilterAlgorithmEx(ctx->cudnn, p->x, a, p->y, b, p->conv,
+                                                          p->w, o, cap, n, perf, w, ws);
+        if (s == CUDNN_STATUS_SUCCESS) k22_cudnn_cands(c, perf, n, cap);
+    }
+    CUDA_CHECK(cudaFree(buf));
+    if (s != CUDNN_STATUS_SUCCESS) snprintf(why, whyn, "%s", cudnnGetErrorString(s));
+    return s == CUDNN_STATUS_SUCCESS;
+}
+
+/* Under K22_CUDNN_ALGO=find, replaces *ch (the heuristics' pick from ranking c of n entries) by
+ * the fastest usable algorithm cuDNN times, with as much workspace as the most any usable ranked
+ * algorithm asks. Where timing fails (one line on stderr, the first time) or finds nothing usable,
+ * the heuristics' pick stays. */
+static cudnnStatus_t k22_cudnn_retime(k22_cuda_ctx *ctx, struct k22_cudnn_plan *p, int dir,
+                                      const k22_cudnn_cand *c, int n, k22_cudnn_choice *ch)
+{
+    size_t most = 0;
+    for (int i = 0; i < n; i++) {
+        cudnnMathType_t m;
+        size_t ws;
+        if (k22_cudnn_usable(ctx, p, dir, &c[i], &m, &ws) && ws > most) most = ws;
+    }
+    k22_cudnn_cand t[2 * K22_CUDNN_MAX_ALGOS];
+    k22_cudnn_choice got = {0, 0, CUDNN_DEFAULT_MATH, 0};
+    int nt = 0;
+    char why[160];
+    K22_CUDNN_TRY(cudnnSetConvolutionMathType(
+        p->conv, k22_cudnn_lowp(p->precision) ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH));
+    if (!k22_cudnn_time(ctx, p, dir, most, t, &nt, 2 * K22_CUDNN_MAX_ALGOS, why, sizeof why)) {
+        if (!ctx->cudnn_probing && !ctx->conv_timing_failed++) /* once, and not for the self-test */
+            fprintf(stderr, "k22: cuDNN could not time the %s algorithms of conv B%d C%d %dx%d "
+                    "O%d k%dx%d (%s): %s; such convolutions keep the heuristics' pick "
+                    "(K22_CUDNN_ALGO=find)\n", k22_conv_dir_names[dir], p->d.B, p->d.C, p->d.H,
+                    p->d.W, p->d.O, p->d.KH, p->d.KW, k22_cudnn_prec(p->precision), why);
+        return CUDNN_STATUS_SUCCESS;
+    }
+    if (!k22_cudnn_first(ctx, p, dir, t, nt, &got)) return CUDNN_STATUS_SUCCESS;
+    ctx->conv_timed++;
+    if (ch->state != 1 || got.algo != ch->algo || got.math != ch->math) ctx->conv_changed++;
+    *ch = got;
+    return CUDNN_STATUS_SUCCESS;
+}
+
 /* Fills p->dir[dir] once (see the file comment). */
 static cudnnStatus_t k22_cudnn_choose(k22_cuda_ctx *ctx, struct k22_cudnn_plan *p, int dir)
 {
@@ -305,19 +430,11 @@ static cudnnStatus_t k22_cudnn_choose(k22_cuda_ctx *ctx, struct k22_cudnn_plan *
     K22_CUDNN_TRY(cudnnSetConvolutionMathType(p->conv, lowp ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH));
     cudnnStatus_t s = k22_cudnn_rank(ctx, p, dir, c, &n);
     if (s != CUDNN_STATUS_SUCCESS) return s;
-    for (int i = 0; i < n; i++) {
-        cudnnMathType_t math = lowp ? c[i].math : CUDNN_FMA_MATH;
-        size_t ws = 0;
-        if (c[i].status != CUDNN_STATUS_SUCCESS || c[i].determinism != CUDNN_DETERMINISTIC ||
-            k22_cudnn_nondeterministic(dir, c[i].algo) || !k22_cudnn_math_ok(lowp, c[i].math) ||
-            c[i].memory > K22_CUDNN_WS_CAP)
-            continue;
-        if (cudnnSetConvolutionMathType(p->conv, math) != CUDNN_STATUS_SUCCESS ||
-            k22_cudnn_ws_size(ctx, p, dir, c[i].algo, &ws) != CUDNN_STATUS_SUCCESS)
-            continue;
-        if (ws < c[i].memory) ws = c[i].memory;
-        if (ws > K22_CUDNN_WS_CAP) continue;
-        ch->state = 1, ch->algo = c[i].algo, ch->math = math, ch->ws = ws;
+    k22_cudnn_first(ctx, p, dir, c, n, ch);
+    if (ctx->cudnn_find && (s = k22_cudnn_retime(ctx, p, dir, c, n, ch)) != CUDNN_STATUS_SUCCESS)
+        return s;
+    if (ch->state == 1) {
+        ctx->conv_choices++;
         return CUDNN_STATUS_SUCCESS;
     }
     ch->state = -1;
@@ -374,11 +491,6 @@ const float *k22_cuda_wide_copy(k22_cuda_ctx *ctx, const uint16_t *src, int64_t 
     float *w = (float *)k22_cuda_wide(ctx, (size_t)n * sizeof(float));
     k22_cuda_widen_lowp(ctx, w, src, n);
     return w;
-}
-
-static size_t k22_cudnn_align(size_t n)
-{
-    return (n + 255) / 256 * 256;
 }
 
 /* The op scratch for one conv op. bf16/fp16: [workspace (ws bytes) | b16 | a16 | o16] (nb, na, no
@@ -634,8 +746,11 @@ static int k22_cudnn_probe(k22_cuda_ctx *ctx)
 /* See common.cuh. */
 k22_status k22_cudnn_init(k22_cuda_ctx *ctx, k22_err *err)
 {
-    const char *v = getenv("K22_CUDA_CONV");
+    const char *v = getenv("K22_CUDA_CONV"), *a = getenv("K22_CUDNN_ALGO");
     int by_name = 0;
+    if (a && *a && strcmp(a, "heuristic") && strcmp(a, "find"))
+        return k22_err_set(err, K22_ERR_ARG, "K22_CUDNN_ALGO='%s': expected heuristic or find", a);
+    ctx->cudnn_find = a && !strcmp(a, "find");
     snprintf(ctx->conv_impl, sizeof ctx->conv_impl, "im2col");
     if (v && !strcmp(v, "im2col")) return K22_OK;
     if (v && !strcmp(v, "cudnn")) by_name = 1;
@@ -655,7 +770,8 @@ k22_status k22_cudnn_init(k22_cuda_ctx *ctx, k22_err *err)
         s = CUDNN_STATUS_INTERNAL_ERROR;
     }
     ctx->cudnn_probing = 0;
-    ctx->conv_runs_cudnn = ctx->conv_runs_im2col = 0;
+    ctx->conv_runs_cudnn = ctx->conv_runs_im2col = 0; /* the counts are the run's */
+    ctx->conv_choices = ctx->conv_timed = ctx->conv_changed = ctx->conv_timing_failed = 0;
     if (s == CUDNN_STATUS_SUCCESS) {
         size_t ver = cudnnGetVersion();
         snprintf(ctx->conv_impl, sizeof ctx->conv_impl, "cudnn %zu.%zu.%zu", ver / 10000,

@@ -437,6 +437,10 @@ extern "C" void k22_cuda_stats_of(void *vctx, k22_cuda_stats *st)
     st->attn_gemm = ctx->attn_runs_gemm;
     st->bias_epilogue = ctx->bias_runs[1];
     st->bias_kernel = ctx->bias_runs[0];
+    st->conv_algo = ctx->cudnn_find ? "find" : "heuristic";
+    st->conv_choices = ctx->conv_choices;
+    st->conv_timed = ctx->conv_timed;
+    st->conv_changed = ctx->conv_changed;
 }
 
 /* Returns a backend on `device` (owned by the caller; release with k22_backend_free), or NULL

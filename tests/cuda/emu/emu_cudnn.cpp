@@ -373,6 +373,86 @@ cudnnStatus_t cudnnGetConvolutionBackwardFilterAlgorithm_v7(
                     "cudnnGetConvolutionBackwardFilterAlgorithm_v7");
 }
 
+/* Whether byte ranges [a, a + an) and [b, b + bn) meet. */
+static int emu_overlap(const void *a, size_t an, const void *b, size_t bn) {
+    uintptr_t pa = (uintptr_t)a, pb = (uintptr_t)b;
+    return an && bn && pa < pb + bn && pb < pa + an;
+}
+
+/* cudnnFind*AlgorithmEx: "times" every algorithm by running it on the caller's buffers with the
+ * workspace given, fastest first. Here the ranking is the heuristics' reversed (so a caller that
+ * takes the timing picks other algorithms than the heuristics would), an algorithm needing more
+ * workspace than given reports CUDNN_STATUS_NOT_SUPPORTED, and the output is overwritten with NaN
+ * (bytes 0xff), as the real runs leave it with whatever the last algorithm wrote: a caller that
+ * passes a live tensor sees it. K22_EMU_CUDNN=find makes it fail. */
+template <class Perf>
+static cudnnStatus_t emu_time(int dir, cudnnHandle_t h, k22_emu_tensor *x, k22_emu_tensor *w,
+                              k22_emu_convdesc *cv, k22_emu_tensor *y, const void *in1,
+                              const void *in2, void *out, int req, int *ret, Perf *perf, void *ws,
+                              size_t wsn, const char *what) {
+    cudnnStatus_t s = emu_check(h, x, w, cv, y, what);
+    if (s != CUDNN_STATUS_SUCCESS) return s;
+    if (req < 1 || !ret || !perf || !in1 || !in2 || !out || (wsn && !ws))
+        return emu_refuse(CUDNN_STATUS_BAD_PARAM_NULL_POINTER, "%s: NULL data, workspace or results",
+                          what);
+    if (!h->stream_set)
+        emu_die("%s on the legacy default stream: k22's stream is non-blocking (cudnnSetStream "
+                "missing)", what);
+    if (emu_fault("find"))
+        return emu_refuse(CUDNN_STATUS_INTERNAL_ERROR, "K22_EMU_CUDNN=find: %s fails", what);
+    size_t es = emu_esize(x->type);
+    k22_emu_tensor *o = emu_out(dir, x, w, y);
+    k22_emu_tensor *t1 = dir == EMU_BWD_DATA ? w : x, *t2 = dir == EMU_FWD ? w : y;
+    size_t n1 = emu_count(t1) * es, n2 = emu_count(t2) * es, no = emu_count(o) * es;
+    if (emu_overlap(out, no, in1, n1) || emu_overlap(out, no, in2, n2) ||
+        emu_overlap(ws, wsn, in1, n1) || emu_overlap(ws, wsn, in2, n2) || emu_overlap(ws, wsn, out, no))
+        emu_die("%s: output, inputs and workspace overlap", what);
+    k22_emu_open_range(in1, n1, what);
+    k22_emu_open_range(in2, n2, what);
+    k22_emu_open_range(out, no, what);
+    if (wsn) k22_emu_open_range(ws, wsn, what);
+    memset(out, 0xff, no);
+    k22_emu_close();
+    int n;
+    const emu_algo *a = emu_algos(dir, &n);
+    *ret = n < req ? n : req;
+    for (int i = 0; i < *ret; i++) {
+        const emu_algo *e = &a[n - 1 - i];
+        size_t need = e->status == CUDNN_STATUS_SUCCESS ? emu_ws_bytes(e, dir, x, w, y) : 0;
+        memset(&perf[i], 0, sizeof perf[i]);
+        perf[i].algo = (decltype(perf[i].algo))e->algo;
+        perf[i].status = e->status != CUDNN_STATUS_SUCCESS ? e->status
+                         : need > wsn ? CUDNN_STATUS_NOT_SUPPORTED : CUDNN_STATUS_SUCCESS;
+        perf[i].time = perf[i].status == CUDNN_STATUS_SUCCESS ? (float)(i + 1) : -1.0f;
+        perf[i].memory = need;
+        perf[i].determinism = e->deterministic ? CUDNN_DETERMINISTIC : CUDNN_NON_DETERMINISTIC;
+        perf[i].mathType = cv->math;
+    }
+    return CUDNN_STATUS_SUCCESS;
+}
+
+cudnnStatus_t cudnnFindConvolutionForwardAlgorithmEx(
+    cudnnHandle_t h, const cudnnTensorDescriptor_t x, const void *xd, const cudnnFilterDescriptor_t w,
+    const void *wd, const cudnnConvolutionDescriptor_t cv, const cudnnTensorDescriptor_t y, void *yd,
+    const int req, int *ret, cudnnConvolutionFwdAlgoPerf_t *perf, void *ws, size_t wsn) {
+    return emu_time(EMU_FWD, h, x, w, cv, y, xd, wd, yd, req, ret, perf, ws, wsn,
+                    "cudnnFindConvolutionForwardAlgorithmEx");
+}
+cudnnStatus_t cudnnFindConvolutionBackwardDataAlgorithmEx(
+    cudnnHandle_t h, const cudnnFilterDescriptor_t w, const void *wd, const cudnnTensorDescriptor_t dy,
+    const void *dyd, const cudnnConvolutionDescriptor_t cv, const cudnnTensorDescriptor_t dx, void *dxd,
+    const int req, int *ret, cudnnConvolutionBwdDataAlgoPerf_t *perf, void *ws, size_t wsn) {
+    return emu_time(EMU_BWD_DATA, h, dx, w, cv, dy, wd, dyd, dxd, req, ret, perf, ws, wsn,
+                    "cudnnFindConvolutionBackwardDataAlgorithmEx");
+}
+cudnnStatus_t cudnnFindConvolutionBackwardFilterAlgorithmEx(
+    cudnnHandle_t h, const cudnnTensorDescriptor_t x, const void *xd, const cudnnTensorDescriptor_t dy,
+    const void *dyd, const cudnnConvolutionDescriptor_t cv, const cudnnFilterDescriptor_t dw, void *dwd,
+    const int req, int *ret, cudnnConvolutionBwdFilterAlgoPerf_t *perf, void *ws, size_t wsn) {
+    return emu_time(EMU_BWD_FILTER, h, x, dw, cv, dy, xd, dyd, dwd, req, ret, perf, ws, wsn,
+                    "cudnnFindConvolutionBackwardFilterAlgorithmEx");
+}
+
 static cudnnStatus_t emu_ws_query(int dir, cudnnHandle_t h, k22_emu_tensor *x,
                                   k22_emu_tensor *w, k22_emu_convdesc *cv,
                                   k22_emu_tensor *y, int algo, size_t *bytes,
@@ -447,11 +527,6 @@ static void emu_store(void *p, cudnnDataType_t t, int64_t i, float v) {
         ((__nv_bfloat16 *)p)[i] = __float2bfloat16_rn(v);
     else
         ((float *)p)[i] = v;
-}
-
-static int emu_overlap(const void *a, size_t an, const void *b, size_t bn) {
-    uintptr_t pa = (uintptr_t)a, pb = (uintptr_t)b;
-    return an && bn && pa < pb + bn && pb < pa + an;
 }
 
 /* One direction: x (B, C, H, W), w (O, C, KH, KW), y (B, O, OH, OW) descriptors; in1 and in2 the
