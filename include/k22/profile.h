@@ -78,6 +78,21 @@ int k22_prof_nops(void);
 int k22_prof_find(const char *op);
 /* Op i's figures as of the last collect. */
 k22_prof_stat k22_prof_at(const k22_prof *p, int i);
+/* The GEMM-class calls by shape since the last reset, k22_prof_nshapes of them in first-call
+ * order: each distinct op and sizes (and, for a backward, the outputs asked for) is one entry, with
+ * its calls, time (as of the last collect) and FLOPs; over an op's entries they sum to its
+ * k22_prof_at figures. shape names the sizes, without spaces: "N2592,I2048,O2048,dx,dw" (linear:
+ * rows, in, out), "M64,N64,K32,x8,tb" (matmul: batch x8, B transposed),
+ * "B8,C384,96x96,O384,k3x3,s1,1,p1,1,1,1" (conv2d), "B8,NH12,TQ2304,TK2314,D64,DV64" (attention),
+ * then a backward's outputs. */
+typedef struct {
+    const char *op;
+    char shape[112];
+    int64_t calls;
+    double ms, flops;
+} k22_prof_shape_stat;
+int k22_prof_nshapes(const k22_prof *p);
+k22_prof_shape_stat k22_prof_shape_at(const k22_prof *p, int i);
 /* "host_clock" or "cuda_events": how the times were taken. */
 const char *k22_prof_timer_name(const k22_prof *p);
 /* The wrapped backend's name ("cpu", "cuda"). */
@@ -89,7 +104,10 @@ const char *k22_prof_device(const k22_prof *p);
  * k22_prof_wall_ms. steps (>= 1) divides the per-step columns. After the table, one line per op,
  * "k22_prof op=NAME calls=N ms=X ms_per_step=X share=X gflop=X tflops=X steps=N", and one
  * "k22_prof_total steps=N wall_ms=X ops_ms=X gap_ms=X gemm_ms=X gemm_gflop=X device=D timer=T"
- * for scripts to grep. */
+ * for scripts to grep. Then the GEMM-class calls by shape: a table of the slowest
+ * (K22_PROF_TOP_SHAPES of them), and a "k22_prof_shape op=NAME shape=S calls=N ms=X
+ * ms_per_step=X gemm_share=X gflop=X tflops=X" line for each. */
+#define K22_PROF_TOP_SHAPES 30
 void k22_prof_report(k22_prof *p, double wall_ms, int64_t steps, FILE *out);
 
 #endif

@@ -4,11 +4,13 @@
 #include "k22/profile.h"
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "cuda/cuda_timer.h"
+#include "profile_shapes.h"
 
 enum {
 #define X(n) OP_##n,
@@ -39,8 +41,9 @@ struct k22_prof {
     /* Device timing (cuda): the op of each event pair recorded since the last collect; pair k is
      * marks 2k, 2k+1. The pool grows until the first collect after a reset, then is reused. */
     k22_cuda_timer *timer; /* NULL: host clock */
-    int *pending;
+    int *pending;          /* op + OP_COUNT * (its shape's index + 1; 0: none) */
     int npending, cap, frozen;
+    k22_prof_shapes shapes; /* the GEMM-class calls by shape */
 };
 
 static double now_s(void)
@@ -73,26 +76,48 @@ static double prof_open(k22_prof *p)
     return 0;
 }
 
-static void prof_close(k22_prof *p, int op, double t0, double flops)
+/* A time of op, and of its shape's entry (shape >= 0). */
+static void prof_add_ms(k22_prof *p, int op, int shape, double ms)
+{
+    p->ms[op] += ms;
+    if (shape >= 0) p->shapes.v[shape].ms += ms;
+}
+
+static void prof_close(k22_prof *p, int op, int shape, double t0, double flops)
 {
     p->calls[op]++;
     p->flops[op] += flops;
+    if (shape >= 0) p->shapes.v[shape].calls++, p->shapes.v[shape].flops += flops;
     if (!p->timer) {
-        p->ms[op] += 1e3 * (now_s() - t0);
+        prof_add_ms(p, op, shape, 1e3 * (now_s() - t0));
         return;
     }
     k22_cuda_timer_mark(p->timer, 2 * p->npending + 1);
-    p->pending[p->npending++] = op;
+    p->pending[p->npending++] = op + OP_COUNT * (shape + 1);
 }
 
-/* The wrapped call between the bracket; flops is evaluated after it. */
-#define FWD(op, flops, ...)                                                                        \
+/* The index of the shape entry of op with the sizes k (n of them, at most K22_PROF_KEY - 1). */
+static int prof_shape(void *ctx, int op, const int *k, int n)
+{
+    int key[K22_PROF_KEY] = {op};
+    memcpy(key + 1, k, (size_t)n * sizeof *k);
+    return k22_prof_shapes_slot(&((k22_prof *)ctx)->shapes, key);
+}
+#define SHAPE(op, ...)                                                                             \
+    prof_shape(ctx, OP_##op, (const int[]){__VA_ARGS__},                                           \
+               (int)(sizeof((const int[]){__VA_ARGS__}) / sizeof(int)))
+
+/* The wrapped call between the bracket; flops is evaluated after it. FWD_AT also credits the
+ * call to a shape entry (SHAPE's index). */
+#define FWD_AT(op, shape, flops, ...)                                                              \
     do {                                                                                           \
         k22_prof *p_ = ctx;                                                                        \
+        int s_ = (shape);                                                                          \
         double t_ = prof_open(p_);                                                                 \
         p_->in->op(p_->in->ctx, __VA_ARGS__);                                                      \
-        prof_close(p_, OP_##op, t_, (flops));                                                      \
+        prof_close(p_, OP_##op, s_, t_, (flops));                                                  \
     } while (0)
+#define FWD(op, flops, ...) FWD_AT(op, -1, flops, __VA_ARGS__)
 
 /* ---- FLOPs of the GEMM-class ops (profile.h) ---- */
 
@@ -121,7 +146,7 @@ static void *prof_alloc(void *ctx, size_t bytes)
     k22_prof *p = ctx;
     double t = prof_open(p);
     void *r = p->in->alloc(p->in->ctx, bytes);
-    prof_close(p, OP_alloc, t, 0);
+    prof_close(p, OP_alloc, -1, t, 0);
     return r;
 }
 static void prof_free(void *ctx, void *ptr) { FWD(free, 0, ptr); }
@@ -159,85 +184,98 @@ static void prof_destroy(k22_backend *self)
     k22_cuda_timer_free(p->timer); /* before the backend whose stream it marks */
     k22_backend_free(p->in);
     free(p->pending);
+    k22_prof_shapes_free(&p->shapes);
     free(p);
 }
 
 /* ---- GEMM-class ---- */
 
+/* Which of three outputs a backward call asks for, as bits 1, 2, 4 of a shape key. */
+#define GRADS(a, b, c) (((a) != NULL) | ((b) != NULL) << 1 | ((c) != NULL) << 2)
+/* A convolution's shape key: its sizes, stride, padding (a byte each side) and g (GRADS, or 0). */
+#define CONV_SHAPE(op, d, g)                                                                       \
+    SHAPE(op, (d)->B, (d)->C, (d)->H, (d)->W, (d)->O, (d)->KH, (d)->KW, (d)->SH, (d)->SW,          \
+          (d)->PT | (d)->PB << 8 | (d)->PL << 16 | (d)->PR << 24, (g))
+/* An attention's: batch, heads, query and key lengths, head sizes, g (GRADS, or 0). */
+#define ATTN_SHAPE(op, d, g) SHAPE(op, (d)->B, (d)->NH, (d)->TQ, (d)->TK, (d)->D, (d)->DV, (g))
+
 static void prof_matmul(void *ctx, int ta, int tb, int M, int N, int K, float alpha,
                         const float *A, int64_t sA, const float *Bm, int64_t sB, float beta,
                         float *C, int64_t sC, int batch)
 {
-    FWD(matmul, 2.0 * M * N * K * batch, ta, tb, M, N, K, alpha, A, sA, Bm, sB, beta, C, sC,
-        batch);
+    FWD_AT(matmul, SHAPE(matmul, M, N, K, batch, ta, tb), 2.0 * M * N * K * batch, ta, tb, M, N, K,
+           alpha, A, sA, Bm, sB, beta, C, sC, batch);
 }
 static void prof_linear_fwd(void *ctx, float *y, const float *x, const float *w, const float *b,
                             int N, int I, int O)
 {
-    FWD(linear_fwd, 2.0 * N * I * O, y, x, w, b, N, I, O);
+    FWD_AT(linear_fwd, SHAPE(linear_fwd, N, I, O), 2.0 * N * I * O, y, x, w, b, N, I, O);
 }
 static void prof_linear_bwd(void *ctx, float *dx, float *dw, float *db, const float *dy,
                             const float *x, const float *w, int N, int I, int O)
 {
-    FWD(linear_bwd, 2.0 * N * I * O * ((dx != NULL) + (dw != NULL)), dx, dw, db, dy, x, w, N, I,
-        O);
+    FWD_AT(linear_bwd, SHAPE(linear_bwd, N, I, O, GRADS(dx, dw, db)),
+           2.0 * N * I * O * ((dx != NULL) + (dw != NULL)), dx, dw, db, dy, x, w, N, I, O);
 }
 static void prof_linear_fwd_x16(void *ctx, float *y, const uint16_t *x16, const float *w,
                                 const float *b, int N, int I, int O)
 {
-    FWD(linear_fwd_x16, 2.0 * N * I * O, y, x16, w, b, N, I, O);
+    FWD_AT(linear_fwd_x16, SHAPE(linear_fwd_x16, N, I, O), 2.0 * N * I * O, y, x16, w, b, N, I, O);
 }
 static void prof_linear_bwd_x16(void *ctx, float *dx, float *dw, float *db, const float *dy,
                                 const uint16_t *x16, const float *w, int N, int I, int O)
 {
-    FWD(linear_bwd_x16, 2.0 * N * I * O * ((dx != NULL) + (dw != NULL)), dx, dw, db, dy, x16, w,
-        N, I, O);
+    FWD_AT(linear_bwd_x16, SHAPE(linear_bwd_x16, N, I, O, GRADS(dx, dw, db)),
+           2.0 * N * I * O * ((dx != NULL) + (dw != NULL)), dx, dw, db, dy, x16, w, N, I, O);
 }
 static void prof_conv2d_fwd(void *ctx, float *y, const float *x, const float *w,
                             const float *bias, const k22_conv2d_desc *d)
 {
-    FWD(conv2d_fwd, conv_flops(d), y, x, w, bias, d);
+    FWD_AT(conv2d_fwd, CONV_SHAPE(conv2d_fwd, d, 0), conv_flops(d), y, x, w, bias, d);
 }
 static void prof_conv2d_bwd(void *ctx, float *dx, float *dw, float *dbias, const float *dy,
                             const float *x, const float *w, const k22_conv2d_desc *d)
 {
-    FWD(conv2d_bwd, conv_flops(d) * ((dx != NULL) + (dw != NULL)), dx, dw, dbias, dy, x, w, d);
+    FWD_AT(conv2d_bwd, CONV_SHAPE(conv2d_bwd, d, GRADS(dx, dw, dbias)),
+           conv_flops(d) * ((dx != NULL) + (dw != NULL)), dx, dw, dbias, dy, x, w, d);
 }
 static void prof_conv2d_fwd_x16(void *ctx, float *y, const uint16_t *x16, const float *w,
                                 const float *bias, const k22_conv2d_desc *d)
 {
-    FWD(conv2d_fwd_x16, conv_flops(d), y, x16, w, bias, d);
+    FWD_AT(conv2d_fwd_x16, CONV_SHAPE(conv2d_fwd_x16, d, 0), conv_flops(d), y, x16, w, bias, d);
 }
 static void prof_conv2d_bwd_x16(void *ctx, float *dx, float *dw, float *dbias, const float *dy,
                                 const uint16_t *x16, const float *w, const k22_conv2d_desc *d)
 {
-    FWD(conv2d_bwd_x16, conv_flops(d) * ((dx != NULL) + (dw != NULL)), dx, dw, dbias, dy, x16, w,
-        d);
+    FWD_AT(conv2d_bwd_x16, CONV_SHAPE(conv2d_bwd_x16, d, GRADS(dx, dw, dbias)),
+           conv_flops(d) * ((dx != NULL) + (dw != NULL)), dx, dw, dbias, dy, x16, w, d);
 }
 static void prof_attention_fwd(void *ctx, float *out, float *lse, const float *q, const float *k,
                                const float *v, const k22_attn_desc *d)
 {
-    FWD(attention_fwd, attn_flops(d, d->D) + attn_flops(d, d->DV), out, lse, q, k, v, d);
+    FWD_AT(attention_fwd, ATTN_SHAPE(attention_fwd, d, 0), attn_flops(d, d->D) + attn_flops(d, d->DV),
+           out, lse, q, k, v, d);
 }
 static void prof_attention_bwd(void *ctx, float *dq, float *dk, float *dv, const float *dout,
                                const float *q, const float *k, const float *v, const float *out,
                                const float *lse, const k22_attn_desc *d)
 {
-    FWD(attention_bwd, attn_bwd_flops(d, dq != NULL, dk != NULL, dv != NULL), dq, dk, dv, dout,
-        q, k, v, out, lse, d);
+    FWD_AT(attention_bwd, ATTN_SHAPE(attention_bwd, d, GRADS(dq, dk, dv)),
+           attn_bwd_flops(d, dq != NULL, dk != NULL, dv != NULL), dq, dk, dv, dout, q, k, v, out, lse, d);
 }
 
 static void prof_attention_fwd_x16(void *ctx, float *out, float *lse, const uint16_t *q,
                                    const uint16_t *k, const uint16_t *v, const k22_attn_desc *d)
 {
-    FWD(attention_fwd_x16, attn_flops(d, d->D) + attn_flops(d, d->DV), out, lse, q, k, v, d);
+    FWD_AT(attention_fwd_x16, ATTN_SHAPE(attention_fwd_x16, d, 0), attn_flops(d, d->D) + attn_flops(d, d->DV),
+           out, lse, q, k, v, d);
 }
 static void prof_attention_bwd_x16(void *ctx, float *dq, float *dk, float *dv, const float *dout,
                                    const uint16_t *q, const uint16_t *k, const uint16_t *v,
                                    const float *out, const float *lse, const k22_attn_desc *d)
 {
-    FWD(attention_bwd_x16, attn_bwd_flops(d, dq != NULL, dk != NULL, dv != NULL), dq, dk, dv, dout,
-        q, k, v, out, lse, d);
+    FWD_AT(attention_bwd_x16, ATTN_SHAPE(attention_bwd_x16, d, GRADS(dq, dk, dv)),
+           attn_bwd_flops(d, dq != NULL, dk != NULL, dv != NULL), dq, dk, dv, dout, q, k, v, out, lse, d);
 }
 
 /* ---- norms, activations, softmax ---- */
@@ -479,7 +517,8 @@ void k22_prof_collect(k22_prof *p)
 {
     if (p->in->sync) p->in->sync(p->in->ctx);
     for (int k = 0; k < p->npending; k++)
-        p->ms[p->pending[k]] += k22_cuda_timer_ms(p->timer, 2 * k, 2 * k + 1);
+        prof_add_ms(p, p->pending[k] % OP_COUNT, p->pending[k] / OP_COUNT - 1,
+                    k22_cuda_timer_ms(p->timer, 2 * k, 2 * k + 1));
     p->npending = 0;
     p->frozen = 1;
 }
@@ -490,6 +529,7 @@ void k22_prof_reset(k22_prof *p)
     memset(p->calls, 0, sizeof p->calls);
     memset(p->ms, 0, sizeof p->ms);
     memset(p->flops, 0, sizeof p->flops);
+    k22_prof_shapes_clear(&p->shapes);
     p->frozen = 0; /* the next step may still grow the pool */
     p->t0 = now_s();
 }
@@ -520,6 +560,45 @@ k22_prof_stat k22_prof_at(const k22_prof *p, int i)
              i == OP_linear_fwd_x16 || i == OP_linear_bwd_x16 ||
              i == OP_attention_fwd || i == OP_attention_bwd || i == OP_attention_fwd_x16 ||
              i == OP_attention_bwd_x16;
+    return s;
+}
+
+int k22_prof_nshapes(const k22_prof *p)
+{
+    return p->shapes.n;
+}
+
+/* The outputs a backward asked for (GRADS's bits), as ",dx,dw,db" with names n0, n1, n2. */
+static void grads_text(char *at, size_t n, int g, const char *n0, const char *n1, const char *n2)
+{
+    snprintf(at, n, "%s%s%s%s%s%s", g & 1 ? "," : "", g & 1 ? n0 : "", g & 2 ? "," : "",
+             g & 2 ? n1 : "", g & 4 ? "," : "", g & 4 ? n2 : "");
+}
+
+k22_prof_shape_stat k22_prof_shape_at(const k22_prof *p, int i)
+{
+    K22_REQUIRE(i >= 0 && i < p->shapes.n);
+    const k22_prof_shape *e = &p->shapes.v[i];
+    const int op = e->key[0], *k = e->key + 1;
+    k22_prof_shape_stat s = {op_names[op], "", e->calls, e->ms, e->flops};
+    char *t = s.shape;
+    size_t n = sizeof s.shape;
+    int w;
+    if (op == OP_matmul) {
+        snprintf(t, n, "M%d,N%d,K%d,x%d%s%s", k[0], k[1], k[2], k[3], k[4] ? ",ta" : "", k[5] ? ",tb" : "");
+    } else if (op == OP_linear_fwd || op == OP_linear_fwd_x16 || op == OP_linear_bwd ||
+               op == OP_linear_bwd_x16) {
+        w = snprintf(t, n, "N%d,I%d,O%d", k[0], k[1], k[2]);
+        grads_text(t + w, n - (size_t)w, k[3], "dx", "dw", "db");
+    } else if (op == OP_conv2d_fwd || op == OP_conv2d_fwd_x16 || op == OP_conv2d_bwd ||
+               op == OP_conv2d_bwd_x16) {
+        w = snprintf(t, n, "B%d,C%d,%dx%d,O%d,k%dx%d,s%d,%d,p%d,%d,%d,%d", k[0], k[1], k[2], k[3], k[4],
+                     k[5], k[6], k[7], k[8], k[9] & 255, k[9] >> 8 & 255, k[9] >> 16 & 255, k[9] >> 24 & 255);
+        grads_text(t + w, n - (size_t)w, k[10], "dx", "dw", "db");
+    } else {
+        w = snprintf(t, n, "B%d,NH%d,TQ%d,TK%d,D%d,DV%d", k[0], k[1], k[2], k[3], k[4], k[5]);
+        grads_text(t + w, n - (size_t)w, k[6], "dq", "dk", "dv");
+    }
     return s;
 }
 

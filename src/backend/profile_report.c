@@ -1,5 +1,6 @@
 /* profile_report.c: the profiler's table (profile.h, k22_prof_report): ops by total time, then
- * the sum of op times against the wall time, then the same figures as grep-able lines. */
+ * the sum of op times against the wall time, then the same figures as grep-able lines, then the
+ * GEMM-class calls by shape. */
 #include "k22/profile.h"
 
 #include <stdlib.h>
@@ -14,6 +15,34 @@ static int by_ms_desc(const void *x, const void *y)
 static double tflops(double flops, double ms)
 {
     return ms > 0 ? flops / (ms * 1e9) : 0;
+}
+
+static int shapes_by_ms_desc(const void *x, const void *y)
+{
+    const k22_prof_shape_stat *a = x, *b = y;
+    return (a->ms < b->ms) - (a->ms > b->ms);
+}
+
+/* The GEMM-class calls by shape (profile.h): the slowest as a table, then every one as a line. */
+static void report_shapes(const k22_prof *p, double gemm_ms, double ps, FILE *out)
+{
+    int n = k22_prof_nshapes(p);
+    if (!n) return;
+    k22_prof_shape_stat *s = k22_xmalloc((size_t)n * sizeof *s);
+    for (int i = 0; i < n; i++) s[i] = k22_prof_shape_at(p, i);
+    qsort(s, (size_t)n, sizeof *s, shapes_by_ms_desc);
+    int top = n < K22_PROF_TOP_SHAPES ? n : K22_PROF_TOP_SHAPES;
+    fprintf(out, "\nGEMM-class calls by shape, the %d slowest of %d:\n", top, n);
+    fprintf(out, "%-18s %-44s %10s %10s %7s %9s\n", "op", "shape", "calls/step", "ms/step", "share",
+            "TFLOP/s");
+    for (int i = 0; i < top; i++)
+        fprintf(out, "%-18s %-44s %10.1f %10.3f %6.1f%% %9.4f\n", s[i].op, s[i].shape, s[i].calls / ps,
+                s[i].ms / ps, gemm_ms > 0 ? 100 * s[i].ms / gemm_ms : 0, tflops(s[i].flops, s[i].ms));
+    for (int i = 0; i < n; i++)
+        fprintf(out, "k22_prof_shape op=%s shape=%s calls=%lld ms=%.4f ms_per_step=%.4f gemm_share=%.5f "
+                "gflop=%.6f tflops=%.5f\n", s[i].op, s[i].shape, (long long)s[i].calls, s[i].ms, s[i].ms / ps,
+                gemm_ms > 0 ? s[i].ms / gemm_ms : 0, s[i].flops / 1e9, tflops(s[i].flops, s[i].ms));
+    free(s);
 }
 
 void k22_prof_report(k22_prof *p, double wall_ms, int64_t steps, FILE *out)
@@ -64,6 +93,7 @@ void k22_prof_report(k22_prof *p, double wall_ms, int64_t steps, FILE *out)
     fprintf(out, "k22_prof_total steps=%lld wall_ms=%.4f ops_ms=%.4f gap_ms=%.4f gemm_ms=%.4f "
             "gemm_gflop=%.6f device=%s timer=%s\n", (long long)steps, wall_ms, ops_ms,
             wall_ms - ops_ms, gemm_ms, gemm_flops / 1e9, k22_prof_device(p), k22_prof_timer_name(p));
+    report_shapes(p, gemm_ms, ps, out);
     fflush(out);
     free(s);
 }

@@ -81,7 +81,8 @@ static k22_status init_prior(k22_run *r, k22_err *err)
                            "text_embeds of %d, hidden states of %d x %d and image embeddings of %d",
                            o->pack, m->embed_dim, c->embedding_proj_dim, c->num_embeddings,
                            c->clip_embed_dim, c->clip_embed_dim);
-    print_act16(r, r->pt.model.act16, "the blocks' layer-norm outputs, attention q, k, v and MLP activations");
+    print_act16(r, r->pt.model.act16, "the blocks' layer-norm outputs, attention q, k, v, merged heads and MLP "
+                "activations");
     r->E = c->clip_embed_dim;
     r->EP = c->embedding_proj_dim;
     r->L = c->num_embeddings;
@@ -171,7 +172,8 @@ static k22_status init_decoder(k22_run *r, k22_err *err)
     r->noise_n = 4 * (int64_t)r->latent_h * r->latent_w;
     r->image_embeds = k22_xcalloc((size_t)r->B * (size_t)r->E, sizeof(float));
     r->latents = k22_xcalloc((size_t)r->B * (size_t)r->noise_n, sizeof(float));
-    print_act16(r, r->dt.model.act16, "the resnets' convolution inputs and the attention blocks' tokens, q, k, v");
+    print_act16(r, r->dt.model.act16, "the convolution inputs after a group norm (resnets, head) and the attention "
+                "blocks' tokens, q, k, v and merged heads");
     if (o->gradient_checkpointing && r->d->rank == 0) print_ckpt_levels(r);
     return K22_OK;
 }

@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static k22_backend *gpu, *ref;
 
@@ -2087,11 +2088,48 @@ static void test_conv_select(void)
     gpu = keep;
 }
 
+/* Runs the convolution cases (fp32, then bf16 and fp16) with stderr going to a file; returns the
+ * number of K22_CUDNN_LOG lines there: all, and (*timed) those of choices made by timing. The
+ * other lines (the checks' FAIL and ok lines) go on to stderr. */
+static int conv_cases_logged(const char *tag, int *timed)
+{
+    char line[512];
+    int n = 0, saved = dup(2);
+    FILE *log = tmpfile();
+    *timed = 0;
+    fflush(stderr);
+    if (!log || saved < 0 || dup2(fileno(log), 2) < 0) {
+        CHECK_MSG(0, "cannot send stderr to a file");
+        test_conv2d(tag);
+        test_precision(tag, PREC_CONV);
+    } else {
+        test_conv2d(tag);
+        test_precision(tag, PREC_CONV);
+        fflush(stderr);
+        dup2(saved, 2);
+    }
+    if (saved >= 0) close(saved);
+    if (log) {
+        rewind(log);
+        while (fgets(line, sizeof line, log)) {
+            if (strncmp(line, "k22_cudnn shape=", 16)) {
+                fputs(line, stderr);
+                continue;
+            }
+            n++;
+            *timed += strstr(line, " by=timing ms=") != NULL;
+        }
+        fclose(log);
+    }
+    return n;
+}
+
 /* K22_CUDNN_ALGO. A bad value is refused; `heuristic` (the default) takes cuDNN's ranking and
  * times nothing; `find` has cuDNN time each direction's algorithms (the emulator ranks them in the
  * reverse of its heuristics, so there every timed pick differs) and the convolutions, fp32, bf16
  * and fp16, agree with cpu-ref as on the heuristics' picks; a timing that fails (the emulator's
- * K22_EMU_CUDNN=find) leaves the heuristics' picks. */
+ * K22_EMU_CUDNN=find) leaves the heuristics' picks. K22_CUDNN_LOG=1 writes a line per choice
+ * (a bad value is refused). */
 static void test_conv_find(void)
 {
     static const struct {
@@ -2104,6 +2142,8 @@ static void test_conv_find(void)
     int emu = getenv("K22_CUDA_EMU") != NULL;
     k22_backend *keep = gpu;
     gpu = backend_with("K22_CUDNN_ALGO", "bogus", "K22_EMU_CUDNN", "", "K22_CUDNN_ALGO='bogus'");
+    gpu = backend_with("K22_CUDNN_LOG", "yes", "K22_CUDNN_ALGO", "find", "K22_CUDNN_LOG='yes'");
+    setenv("K22_CUDNN_LOG", "1", 1);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         if (cases[i].fault[0] && !emu) continue;
         gpu = backend_with("K22_CUDNN_ALGO", cases[i].algo, "K22_EMU_CUDNN", cases[i].fault, NULL);
@@ -2114,8 +2154,7 @@ static void test_conv_find(void)
             k22_backend_free(gpu);
             continue;
         }
-        test_conv2d(cases[i].tag);
-        test_precision(cases[i].tag, PREC_CONV);
+        int logged_timed, logged = conv_cases_logged(cases[i].tag, &logged_timed);
         k22_cuda_stats st;
         CHECK(k22_backend_cuda_stats(gpu, &st));
         int find = !strcmp(cases[i].algo, "find"), timed = find && !cases[i].fault[0];
@@ -2130,13 +2169,18 @@ static void test_conv_find(void)
         else
             CHECK_MSG(st.conv_timed > 0, "K22_CUDNN_ALGO=find: nothing timed among %lld choices",
                       (long long)st.conv_choices);
-        printf("K22_CUDNN_ALGO=%s%s: %lld algorithm choices, %lld by timing, %lld unlike the heuristics' pick\n",
-               cases[i].algo, cases[i].tag, (long long)st.conv_choices, (long long)st.conv_timed,
-               (long long)st.conv_changed);
+        /* a line per choice, and one per direction cuDNN cannot take (algo=im2col) */
+        CHECK_MSG(logged >= st.conv_choices && logged_timed == st.conv_timed,
+                  "K22_CUDNN_LOG=1%s: %d lines (%d timed) for %lld choices (%lld timed)", cases[i].tag, logged,
+                  logged_timed, (long long)st.conv_choices, (long long)st.conv_timed);
+        printf("K22_CUDNN_ALGO=%s%s: %lld algorithm choices, %lld by timing, %lld unlike the heuristics' pick; "
+               "K22_CUDNN_LOG: %d lines\n", cases[i].algo, cases[i].tag, (long long)st.conv_choices,
+               (long long)st.conv_timed, (long long)st.conv_changed, logged);
         k22_backend_free(gpu);
     }
     unsetenv("K22_EMU_CUDNN");
     unsetenv("K22_CUDNN_ALGO");
+    unsetenv("K22_CUDNN_LOG");
     gpu = keep;
 }
 

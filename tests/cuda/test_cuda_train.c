@@ -436,7 +436,8 @@ static const prof_line *prof_find(const prof_line *l, int n, const char *op)
 /* 5. `steps` optimizer steps of STAGE on cuda with and without K22_PROFILE=1, and on cpu with it:
  *  - the profiled cuda run's losses equal the plain one's bit for bit (same ops in the same order);
  *  - its table was timed by CUDA events, its summed op time is > 0 and at most the loop's wall
- *    time, and each GEMM-class op took time;
+ *    time, and each GEMM-class op took time; its calls by shape add up to the GEMM-class time and
+ *    name the same shapes, as often, as the cpu run's;
  *  - every op ran as often on cuda as on cpu, with the same GEMM-class FLOPs (the same model code),
  *    except add and mul: on a device the prior's x0 = (e - mean) / std runs as ops, on the host in
  *    a loop (src/train/loss_prep.c), and the memory entries, whose use differs by device. */
@@ -470,6 +471,16 @@ static void profile_runs(const char *stage, const char *tag, int steps)
     CHECK_MSG(!strcmp(gtimer, "cuda_events") && !strcmp(ctimer, "host_clock"), "%s: timers %s and %s", stage,
               gtimer, ctimer);
     CHECK_MSG(gops > 0 && gops <= gwall, "%s on cuda: ops %.4f ms, wall %.4f ms", stage, gops, gwall);
+    /* the GEMM-class calls by shape: their times (from the CUDA events) sum to the GEMM-class
+     * time, and both devices saw the same shapes as often */
+    CHECK_MSG(tf_sh("awk '/^k22_prof_shape / { n++; split($5, m, \"=\"); s += m[2] } /^k22_prof_total / { "
+                    "split($6, g, \"=\"); t = g[2] } END { d = s - t; if (d < 0) d = -d; exit !(n > 0 && "
+                    "d <= 1e-3 * t + 1e-3) }' %s/%s.log", dir, gp) == 0,
+              "%s on cuda: the k22_prof_shape times do not add up to gemm_ms (see %s/%s.log)", stage, dir, gp);
+    CHECK_MSG(tf_sh("cd %s && [ \"$(grep '^k22_prof_shape ' %s.log | cut -d' ' -f2-4 | sort)\" = "
+                    "\"$(grep '^k22_prof_shape ' %s.log | cut -d' ' -f2-4 | sort)\" ]", dir, gp, cp) == 0,
+              "%s: the GEMM-class shapes and calls differ between cuda and cpu (see %s/%s.log, %s.log)", stage,
+              dir, gp, cp);
     static const char *const skip[] = {"add", "mul", "alloc", "free", "to_device", "to_host", "copy", "zero"};
     for (int i = 0; i < ng + nc; i++) {
         const prof_line *a = i < ng ? &lg[i] : &lc[i - ng];

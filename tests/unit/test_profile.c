@@ -10,7 +10,9 @@
  *     counted from the model's own layer lists (a missing wrapper counts 0, a doubled one 2x);
  *  4. the summed op time of a step is > 0 and at most the wall time around it;
  *  5. the GEMM-class FLOPs of one forward equal flops.h's count for the model and batch, exactly
- *     (both are sums of the same integer products, far below 2^53). */
+ *     (both are sums of the same integer products, far below 2^53);
+ *  6. the GEMM-class calls by shape add up to their ops' calls, FLOPs and times, and name the
+ *     shapes of the calls. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -210,6 +212,40 @@ static void every_entry(const k22_backend *be, bufs *b, tally *t)
     one_call(t, "sumsq", 0);
 }
 
+/* The GEMM-class calls by shape add up to their ops' figures: calls and FLOPs exactly (sums of
+ * the same integers), times to rounding; only GEMM-class ops have shapes, each with a call. */
+static void check_shapes(const char *what, const k22_prof *p)
+{
+    int nops = k22_prof_nops(), ns = k22_prof_nshapes(p);
+    for (int i = 0; i < nops; i++) {
+        k22_prof_stat s = k22_prof_at(p, i);
+        int64_t calls = 0;
+        double ms = 0, flops = 0;
+        int entries = 0;
+        for (int j = 0; j < ns; j++) {
+            k22_prof_shape_stat e = k22_prof_shape_at(p, j);
+            if (strcmp(e.op, s.op)) continue;
+            entries++, calls += e.calls, ms += e.ms, flops += e.flops;
+            CHECK_MSG(e.calls > 0 && strchr(e.shape, ' ') == NULL, "%s: %s shape '%s', %lld calls", what, e.op,
+                      e.shape, (long long)e.calls);
+        }
+        CHECK_MSG(s.gemm ? calls == s.calls && flops == s.flops && fabs(ms - s.ms) <= 1e-9 * (1 + s.ms)
+                         : entries == 0,
+                  "%s: %s: %lld calls, %.0f FLOPs, %.6f ms; its %d shapes %lld, %.0f, %.6f", what, s.op,
+                  (long long)s.calls, s.flops, s.ms, entries, (long long)calls, flops, ms);
+    }
+}
+
+/* The shape entry of op whose text is shape: its calls, -1 when there is none. */
+static int64_t shape_calls(const k22_prof *p, const char *op, const char *shape)
+{
+    for (int j = 0; j < k22_prof_nshapes(p); j++) {
+        k22_prof_shape_stat e = k22_prof_shape_at(p, j);
+        if (!strcmp(e.op, op) && !strcmp(e.shape, shape)) return e.calls;
+    }
+    return -1;
+}
+
 static void test_every_entry(void)
 {
     k22_backend *plain = k22_backend_cpu_new(0), *in = k22_backend_cpu_new(0);
@@ -228,6 +264,22 @@ static void test_every_entry(void)
     every_entry(w, &b, &t);
     CHECK_MSG(t.calls == k22_prof_nops(), "%lld calls of %d ops", (long long)t.calls, k22_prof_nops());
     CHECK_MSG(!memcmp(&a, &b, sizeof a), "the wrapped entries wrote other bits than the plain ones");
+    /* one shape per GEMM-class entry, each named by its call's sizes */
+    check_shapes("every entry", p);
+    CHECK_MSG(k22_prof_nshapes(p) == 13, "%d shapes after one call of each entry", k22_prof_nshapes(p));
+    static const char *const named[][2] = {
+        {"matmul", "M2,N2,K2,x1,tb"},
+        {"linear_fwd", "N2,I3,O2"},
+        {"linear_bwd", "N2,I3,O2,dx,dw,db"},
+        {"conv2d_bwd", "B1,C1,3x3,O1,k3x3,s1,1,p1,1,1,1,dx,dw,db"},
+        {"conv2d_fwd_x16", "B1,C1,3x3,O1,k3x3,s1,1,p1,1,1,1"},
+    };
+    for (size_t i = 0; i < sizeof named / sizeof named[0]; i++)
+        CHECK_MSG(shape_calls(p, named[i][0], named[i][1]) == 1, "%s: no shape %s", named[i][0], named[i][1]);
+    for (int j = 0; j < k22_prof_nshapes(p); j++) {
+        k22_prof_shape_stat e = k22_prof_shape_at(p, j);
+        if (!strncmp(e.op, "attention", 9)) printf("every entry: %s shape %s\n", e.op, e.shape);
+    }
     /* An entry taking or giving 16 bits (name_x16 / name_y16) is GEMM-class exactly when its
      * float twin is: under bf16 the models run the 16-bit ones in their place. */
     for (int i = 0; i < k22_prof_nops(); i++) {
@@ -241,7 +293,7 @@ static void test_every_entry(void)
                   s16.gemm, twin, k >= 0 ? k22_prof_at(p, k).gemm : -1);
     }
     k22_prof_reset(p);
-    CHECK(k22_prof_at(p, k22_prof_find("sumsq")).calls == 0);
+    CHECK(k22_prof_at(p, k22_prof_find("sumsq")).calls == 0 && k22_prof_nshapes(p) == 0);
     CHECK(k22_prof_find("sync") < 0 && k22_prof_find("nonsense") < 0);
     k22_backend_free(w);
     k22_backend_free(plain);
@@ -414,6 +466,13 @@ static void test_prior(void)
     CHECK(calls_of(p, "conv2d_fwd") == 0 && calls_of(p, "matmul") == 0);
     /* 4 */
     check_times("prior step", p);
+    check_shapes("prior step", p);
+    /* the blocks' q, k, v and out: one shape, 4 calls a layer each way */
+    char qkvo[64];
+    int rows = PRIOR_B * (c->num_embeddings + c->additional_embeddings), dm = c->num_attention_heads * c->attention_head_dim;
+    snprintf(qkvo, sizeof qkvo, "N%d,I%d,O%d", rows, dm, dm);
+    CHECK_MSG(shape_calls(p, "linear_fwd", qkvo) >= 4 * nl, "prior: linear_fwd %s %lld calls, want >= %d", qkvo,
+              (long long)shape_calls(p, "linear_fwd", qkvo), 4 * nl);
     /* 5: one forward (the held-out loss: no backward) */
     k22_prof_reset(p);
     k22_prior_trainer_eval(&b, &batch);
@@ -506,6 +565,7 @@ static void test_unet(void)
               (long long)calls_of(p, "linear_bwd"), lin);
     CHECK(calls_of(p, "adamw_step") == spans_with_values(&b.core.opt));
     check_times("unet step", p);
+    check_shapes("unet step", p);
     /* 5 */
     k22_prof_reset(p);
     k22_decoder_trainer_eval(&b, &batch);

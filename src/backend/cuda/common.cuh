@@ -87,6 +87,7 @@ typedef struct {
     /* K22_CUDNN_ALGO=find: each direction's algorithm by cuDNN's timing (Find*Ex) instead of its
      * heuristics; choices made, of which by timing, of which unlike the heuristics' pick. */
     int cudnn_find;
+    int cudnn_log; /* K22_CUDNN_LOG=1: a line on stderr per choice (conv_cudnn.cu) */
     int64_t conv_choices, conv_timed, conv_changed, conv_timing_failed;
     char conv_impl[32]; /* "cudnn 9.19.0" or "im2col" */
     char conv_why[256]; /* the failed call of the self-test */

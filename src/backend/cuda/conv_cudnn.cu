@@ -234,6 +234,7 @@ typedef struct {
     size_t memory;
     cudnnDeterminism_t determinism;
     cudnnMathType_t math;
+    float time; /* ms, a timing's (Find*Ex); nothing in the heuristics' */
 } k22_cudnn_cand;
 
 /* Copies the n (at most `cap`, what was asked for) entries of p into c. */
@@ -242,7 +243,7 @@ template <class Perf> static void k22_cudnn_cands(k22_cudnn_cand *c, const Perf 
     if (*n > cap) *n = cap;
     if (*n < 0) *n = 0;
     for (int i = 0; i < *n; i++)
-        c[i] = {(int)p[i].algo, p[i].status, p[i].memory, p[i].determinism, p[i].mathType};
+        c[i] = {(int)p[i].algo, p[i].status, p[i].memory, p[i].determinism, p[i].mathType, p[i].time};
 }
 
 /* cuDNN's heuristic ranking of dir's algorithms for p (best first) into c, *n of them. */
@@ -325,7 +326,8 @@ static int k22_cudnn_usable(k22_cuda_ctx *ctx, struct k22_cudnn_plan *p, int dir
     return *ws <= K22_CUDNN_WS_CAP;
 }
 
-/* The first usable entry of a ranking c (n entries, best first) into *ch (state 1); 0 if none. */
+/* The first usable entry of a ranking c (n entries, best first) into *ch (state 1): its index,
+ * -1 (*ch untouched) if none. */
 static int k22_cudnn_first(k22_cuda_ctx *ctx, struct k22_cudnn_plan *p, int dir,
                            const k22_cudnn_cand *c, int n, k22_cudnn_choice *ch)
 {
@@ -334,9 +336,9 @@ static int k22_cudnn_first(k22_cuda_ctx *ctx, struct k22_cudnn_plan *p, int dir,
         size_t ws;
         if (!k22_cudnn_usable(ctx, p, dir, &c[i], &m, &ws)) continue;
         ch->state = 1, ch->algo = c[i].algo, ch->math = m, ch->ws = ws;
-        return 1;
+        return i;
     }
-    return 0;
+    return -1;
 }
 
 /* cuDNN's timing of dir's algorithms for p (fastest first) into c, *n of them (at most cap), each
@@ -388,11 +390,14 @@ static int k22_cudnn_time(k22_cuda_ctx *ctx, struct k22_cudnn_plan *p, int dir, 
 
 /* Under K22_CUDNN_ALGO=find, replaces *ch (the heuristics' pick from ranking c of n entries) by
  * the fastest usable algorithm cuDNN times, with as much workspace as the most any usable ranked
- * algorithm asks. Where timing fails (one line on stderr, the first time) or finds nothing usable,
- * the heuristics' pick stays. */
+ * algorithm asks; *ms gets its time and *heur_ms the heuristics' pick's (-1 where not timed).
+ * Where timing fails (one line on stderr, the first time) or finds nothing usable, the
+ * heuristics' pick stays. */
 static cudnnStatus_t k22_cudnn_retime(k22_cuda_ctx *ctx, struct k22_cudnn_plan *p, int dir,
-                                      const k22_cudnn_cand *c, int n, k22_cudnn_choice *ch)
+                                      const k22_cudnn_cand *c, int n, k22_cudnn_choice *ch,
+                                      float *ms, float *heur_ms)
 {
+    *ms = *heur_ms = -1.0f;
     size_t most = 0;
     for (int i = 0; i < n; i++) {
         cudnnMathType_t m;
@@ -413,11 +418,60 @@ static cudnnStatus_t k22_cudnn_retime(k22_cuda_ctx *ctx, struct k22_cudnn_plan *
                     p->d.W, p->d.O, p->d.KH, p->d.KW, k22_cudnn_prec(p->precision), why);
         return CUDNN_STATUS_SUCCESS;
     }
-    if (!k22_cudnn_first(ctx, p, dir, t, nt, &got)) return CUDNN_STATUS_SUCCESS;
+    int i = k22_cudnn_first(ctx, p, dir, t, nt, &got);
+    if (i < 0) return CUDNN_STATUS_SUCCESS;
+    for (int j = 0; j < nt && ch->state == 1; j++)
+        if (t[j].status == CUDNN_STATUS_SUCCESS && t[j].algo == ch->algo &&
+            (k22_cudnn_lowp(p->precision) ? t[j].math == ch->math : 1)) {
+            *heur_ms = t[j].time;
+            break;
+        }
+    *ms = t[i].time;
     ctx->conv_timed++;
     if (ch->state != 1 || got.algo != ch->algo || got.math != ch->math) ctx->conv_changed++;
     *ch = got;
     return CUDNN_STATUS_SUCCESS;
+}
+
+/* Names for the log: cudnnConvolution{Fwd,BwdData,BwdFilter}Algo_t's values, cudnnMathType_t's. */
+static const char *k22_cudnn_algo_name(int dir, int algo)
+{
+    static const char *const fwd[] = {"implicit_gemm", "implicit_precomp_gemm", "gemm", "direct",
+                                      "fft", "fft_tiling", "winograd", "winograd_nonfused"};
+    static const char *const bwd_data[] = {"algo_0", "algo_1", "fft", "fft_tiling", "winograd",
+                                           "winograd_nonfused"};
+    static const char *const bwd_filter[] = {"algo_0", "algo_1", "fft", "algo_3", "winograd",
+                                             "winograd_nonfused", "fft_tiling"};
+    const char *const *names = dir == K22_CONV_FWD ? fwd : dir == K22_CONV_BWD_DATA ? bwd_data
+                                                                                  : bwd_filter;
+    int n = dir == K22_CONV_FWD ? 8 : dir == K22_CONV_BWD_DATA ? 6 : 7;
+    return algo >= 0 && algo < n ? names[algo] : "unknown";
+}
+
+static const char *k22_cudnn_math_name(cudnnMathType_t m)
+{
+    return m == CUDNN_TENSOR_OP_MATH ? "tensor_op" : m == CUDNN_FMA_MATH ? "fma"
+           : m == CUDNN_DEFAULT_MATH ? "default" : "tensor_op_allow_conversion";
+}
+
+/* K22_CUDNN_LOG=1: one key=value line on stderr per choice (the GPU session's logs keep them):
+ * the shape, the algorithm taken (im2col where none), its math and workspace, and under
+ * K22_CUDNN_ALGO=find its time beside that of the heuristics' pick (heur), in ms a call. */
+static void k22_cudnn_log(const struct k22_cudnn_plan *p, int dir, const k22_cudnn_choice *ch,
+                          const k22_cudnn_choice *heur, float ms, float heur_ms)
+{
+    const k22_conv2d_desc *d = &p->d;
+    static const char *const dirs[K22_CONV_DIRS] = {"forward", "backward_data", "backward_filter"};
+    char tail[160] = "";
+    if (ms >= 0)
+        snprintf(tail, sizeof tail, " ms=%.4f heuristic=%s heuristic_ms=%.4f", ms,
+                 heur->state == 1 ? k22_cudnn_algo_name(dir, heur->algo) : "none", heur_ms);
+    fprintf(stderr, "k22_cudnn shape=B%d,C%d,H%d,W%d,O%d,k%dx%d,s%dx%d,p%d,%d,%d,%d prec=%s dir=%s algo=%s "
+            "math=%s ws_mib=%.2f by=%s%s\n", d->B, d->C, d->H, d->W, d->O, d->KH, d->KW, d->SH, d->SW,
+            d->PT, d->PB, d->PL, d->PR, k22_cudnn_prec(p->precision), dirs[dir],
+            ch->state == 1 ? k22_cudnn_algo_name(dir, ch->algo) : "im2col",
+            ch->state == 1 ? k22_cudnn_math_name(ch->math) : "-", ch->state == 1 ? ch->ws / 1048576.0 : 0.0,
+            ms >= 0 ? "timing" : "heuristic", tail);
 }
 
 /* Fills p->dir[dir] once (see the file comment). */
@@ -431,13 +485,17 @@ static cudnnStatus_t k22_cudnn_choose(k22_cuda_ctx *ctx, struct k22_cudnn_plan *
     cudnnStatus_t s = k22_cudnn_rank(ctx, p, dir, c, &n);
     if (s != CUDNN_STATUS_SUCCESS) return s;
     k22_cudnn_first(ctx, p, dir, c, n, ch);
-    if (ctx->cudnn_find && (s = k22_cudnn_retime(ctx, p, dir, c, n, ch)) != CUDNN_STATUS_SUCCESS)
+    k22_cudnn_choice heur = *ch;
+    float ms = -1.0f, heur_ms = -1.0f;
+    if (ctx->cudnn_find &&
+        (s = k22_cudnn_retime(ctx, p, dir, c, n, ch, &ms, &heur_ms)) != CUDNN_STATUS_SUCCESS)
         return s;
+    if (ch->state != 1) ch->state = -1;
+    if (ctx->cudnn_log && !ctx->cudnn_probing) k22_cudnn_log(p, dir, ch, &heur, ms, heur_ms);
     if (ch->state == 1) {
         ctx->conv_choices++;
         return CUDNN_STATUS_SUCCESS;
     }
-    ch->state = -1;
     const k22_conv2d_desc *d = &p->d;
     char what[200];
     snprintf(what, sizeof what,
@@ -751,6 +809,10 @@ k22_status k22_cudnn_init(k22_cuda_ctx *ctx, k22_err *err)
     if (a && *a && strcmp(a, "heuristic") && strcmp(a, "find"))
         return k22_err_set(err, K22_ERR_ARG, "K22_CUDNN_ALGO='%s': expected heuristic or find", a);
     ctx->cudnn_find = a && !strcmp(a, "find");
+    const char *lg = getenv("K22_CUDNN_LOG");
+    if (lg && *lg && strcmp(lg, "0") && strcmp(lg, "1"))
+        return k22_err_set(err, K22_ERR_ARG, "K22_CUDNN_LOG='%s': expected 0 or 1", lg);
+    ctx->cudnn_log = lg && !strcmp(lg, "1");
     snprintf(ctx->conv_impl, sizeof ctx->conv_impl, "im2col");
     if (v && !strcmp(v, "im2col")) return K22_OK;
     if (v && !strcmp(v, "cudnn")) by_name = 1;
