@@ -253,29 +253,31 @@ static void prof_conv2d_bwd_x16(void *ctx, float *dx, float *dw, float *dbias, c
 static void prof_attention_fwd(void *ctx, float *out, float *lse, const float *q, const float *k,
                                const float *v, const k22_attn_desc *d)
 {
-    FWD_AT(attention_fwd, ATTN_SHAPE(attention_fwd, d, 0), attn_flops(d, d->D) + attn_flops(d, d->DV),
-           out, lse, q, k, v, d);
+    FWD_AT(attention_fwd, ATTN_SHAPE(attention_fwd, d, 0),
+           attn_flops(d, d->D) + attn_flops(d, d->DV), out, lse, q, k, v, d);
 }
 static void prof_attention_bwd(void *ctx, float *dq, float *dk, float *dv, const float *dout,
                                const float *q, const float *k, const float *v, const float *out,
                                const float *lse, const k22_attn_desc *d)
 {
     FWD_AT(attention_bwd, ATTN_SHAPE(attention_bwd, d, GRADS(dq, dk, dv)),
-           attn_bwd_flops(d, dq != NULL, dk != NULL, dv != NULL), dq, dk, dv, dout, q, k, v, out, lse, d);
+           attn_bwd_flops(d, dq != NULL, dk != NULL, dv != NULL), dq, dk, dv, dout, q, k, v, out,
+           lse, d);
 }
 
 static void prof_attention_fwd_x16(void *ctx, float *out, float *lse, const uint16_t *q,
                                    const uint16_t *k, const uint16_t *v, const k22_attn_desc *d)
 {
-    FWD_AT(attention_fwd_x16, ATTN_SHAPE(attention_fwd_x16, d, 0), attn_flops(d, d->D) + attn_flops(d, d->DV),
-           out, lse, q, k, v, d);
+    FWD_AT(attention_fwd_x16, ATTN_SHAPE(attention_fwd_x16, d, 0),
+           attn_flops(d, d->D) + attn_flops(d, d->DV), out, lse, q, k, v, d);
 }
 static void prof_attention_bwd_x16(void *ctx, float *dq, float *dk, float *dv, const float *dout,
                                    const uint16_t *q, const uint16_t *k, const uint16_t *v,
                                    const float *out, const float *lse, const k22_attn_desc *d)
 {
     FWD_AT(attention_bwd_x16, ATTN_SHAPE(attention_bwd_x16, d, GRADS(dq, dk, dv)),
-           attn_bwd_flops(d, dq != NULL, dk != NULL, dv != NULL), dq, dk, dv, dout, q, k, v, out, lse, d);
+           attn_bwd_flops(d, dq != NULL, dk != NULL, dv != NULL), dq, dk, dv, dout, q, k, v, out,
+           lse, d);
 }
 
 /* ---- norms, activations, softmax ---- */
@@ -568,11 +570,14 @@ int k22_prof_nshapes(const k22_prof *p)
     return p->shapes.n;
 }
 
-/* The outputs a backward asked for (GRADS's bits), as ",dx,dw,db" with names n0, n1, n2. */
-static void grads_text(char *at, size_t n, int g, const char *n0, const char *n1, const char *n2)
+/* Appends to t (n bytes, holding w of them as snprintf counted) the outputs a backward asked
+ * for (GRADS's bits) as ",dx,dw,db" with names n0, n1, n2; nothing where t is already full. */
+static void grads_text(char *t, size_t n, int w, int g, const char *n0, const char *n1,
+                       const char *n2)
 {
-    snprintf(at, n, "%s%s%s%s%s%s", g & 1 ? "," : "", g & 1 ? n0 : "", g & 2 ? "," : "",
-             g & 2 ? n1 : "", g & 4 ? "," : "", g & 4 ? n2 : "");
+    if (w < 0 || (size_t)w >= n) return;
+    snprintf(t + w, n - (size_t)w, "%s%s%s%s%s%s", g & 1 ? "," : "", g & 1 ? n0 : "",
+             g & 2 ? "," : "", g & 2 ? n1 : "", g & 4 ? "," : "", g & 4 ? n2 : "");
 }
 
 k22_prof_shape_stat k22_prof_shape_at(const k22_prof *p, int i)
@@ -585,19 +590,21 @@ k22_prof_shape_stat k22_prof_shape_at(const k22_prof *p, int i)
     size_t n = sizeof s.shape;
     int w;
     if (op == OP_matmul) {
-        snprintf(t, n, "M%d,N%d,K%d,x%d%s%s", k[0], k[1], k[2], k[3], k[4] ? ",ta" : "", k[5] ? ",tb" : "");
+        snprintf(t, n, "M%d,N%d,K%d,x%d%s%s", k[0], k[1], k[2], k[3], k[4] ? ",ta" : "",
+                 k[5] ? ",tb" : "");
     } else if (op == OP_linear_fwd || op == OP_linear_fwd_x16 || op == OP_linear_bwd ||
                op == OP_linear_bwd_x16) {
         w = snprintf(t, n, "N%d,I%d,O%d", k[0], k[1], k[2]);
-        grads_text(t + w, n - (size_t)w, k[3], "dx", "dw", "db");
+        grads_text(t, n, w, k[3], "dx", "dw", "db");
     } else if (op == OP_conv2d_fwd || op == OP_conv2d_fwd_x16 || op == OP_conv2d_bwd ||
                op == OP_conv2d_bwd_x16) {
-        w = snprintf(t, n, "B%d,C%d,%dx%d,O%d,k%dx%d,s%d,%d,p%d,%d,%d,%d", k[0], k[1], k[2], k[3], k[4],
-                     k[5], k[6], k[7], k[8], k[9] & 255, k[9] >> 8 & 255, k[9] >> 16 & 255, k[9] >> 24 & 255);
-        grads_text(t + w, n - (size_t)w, k[10], "dx", "dw", "db");
+        w = snprintf(t, n, "B%d,C%d,%dx%d,O%d,k%dx%d,s%d,%d,p%d,%d,%d,%d", k[0], k[1], k[2], k[3],
+                     k[4], k[5], k[6], k[7], k[8], k[9] & 255, k[9] >> 8 & 255, k[9] >> 16 & 255,
+                     k[9] >> 24 & 255);
+        grads_text(t, n, w, k[10], "dx", "dw", "db");
     } else {
         w = snprintf(t, n, "B%d,NH%d,TQ%d,TK%d,D%d,DV%d", k[0], k[1], k[2], k[3], k[4], k[5]);
-        grads_text(t + w, n - (size_t)w, k[6], "dq", "dk", "dv");
+        grads_text(t, n, w, k[6], "dq", "dk", "dv");
     }
     return s;
 }

@@ -36,11 +36,14 @@ static void report_shapes(const k22_prof *p, double gemm_ms, double ps, FILE *ou
     fprintf(out, "%-18s %-44s %10s %10s %7s %9s\n", "op", "shape", "calls/step", "ms/step", "share",
             "TFLOP/s");
     for (int i = 0; i < top; i++)
-        fprintf(out, "%-18s %-44s %10.1f %10.3f %6.1f%% %9.4f\n", s[i].op, s[i].shape, s[i].calls / ps,
-                s[i].ms / ps, gemm_ms > 0 ? 100 * s[i].ms / gemm_ms : 0, tflops(s[i].flops, s[i].ms));
+        fprintf(out, "%-18s %-44s %10.1f %10.3f %6.1f%% %9.4f\n", s[i].op, s[i].shape,
+                s[i].calls / ps, s[i].ms / ps, gemm_ms > 0 ? 100 * s[i].ms / gemm_ms : 0,
+                tflops(s[i].flops, s[i].ms));
     for (int i = 0; i < n; i++)
-        fprintf(out, "k22_prof_shape op=%s shape=%s calls=%lld ms=%.4f ms_per_step=%.4f gemm_share=%.5f "
-                "gflop=%.6f tflops=%.5f\n", s[i].op, s[i].shape, (long long)s[i].calls, s[i].ms, s[i].ms / ps,
+        fprintf(out,
+                "k22_prof_shape op=%s shape=%s calls=%lld ms=%.4f ms_per_step=%.4f gemm_share=%.5f "
+                "gflop=%.6f tflops=%.5f\n",
+                s[i].op, s[i].shape, (long long)s[i].calls, s[i].ms, s[i].ms / ps,
                 gemm_ms > 0 ? s[i].ms / gemm_ms : 0, s[i].flops / 1e9, tflops(s[i].flops, s[i].ms));
     free(s);
 }
@@ -76,9 +79,9 @@ void k22_prof_report(k22_prof *p, double wall_ms, int64_t steps, FILE *out)
         else
             fputc('\n', out);
     }
-    fprintf(out, "%-20s %9lld %12.3f %10.3f %6.1f%% %11.4f %9.4f\n", "GEMM-class ops", (long long)gemm_calls,
-            gemm_ms, gemm_ms / ps, ops_ms > 0 ? 100 * gemm_ms / ops_ms : 0, gemm_flops / ps / 1e9,
-            tflops(gemm_flops, gemm_ms));
+    fprintf(out, "%-20s %9lld %12.3f %10.3f %6.1f%% %11.4f %9.4f\n", "GEMM-class ops",
+            (long long)gemm_calls, gemm_ms, gemm_ms / ps, ops_ms > 0 ? 100 * gemm_ms / ops_ms : 0,
+            gemm_flops / ps / 1e9, tflops(gemm_flops, gemm_ms));
     fprintf(out, "%-20s %9lld %12.3f %10.3f %6.1f%%\n", "all ops", (long long)calls, ops_ms,
             ops_ms / ps, ops_ms > 0 ? 100.0 : 0);
     fprintf(out, "%-20s %9s %12.3f %10.3f\n", "wall", "", wall_ms, wall_ms / ps);
@@ -90,9 +93,11 @@ void k22_prof_report(k22_prof *p, double wall_ms, int64_t steps, FILE *out)
                 "tflops=%.5f steps=%lld\n", s[i].op, (long long)s[i].calls, s[i].ms, s[i].ms / ps,
                 ops_ms > 0 ? s[i].ms / ops_ms : 0, s[i].flops / 1e9, tflops(s[i].flops, s[i].ms),
                 (long long)steps);
-    fprintf(out, "k22_prof_total steps=%lld wall_ms=%.4f ops_ms=%.4f gap_ms=%.4f gemm_ms=%.4f "
-            "gemm_gflop=%.6f device=%s timer=%s\n", (long long)steps, wall_ms, ops_ms,
-            wall_ms - ops_ms, gemm_ms, gemm_flops / 1e9, k22_prof_device(p), k22_prof_timer_name(p));
+    fprintf(out,
+            "k22_prof_total steps=%lld wall_ms=%.4f ops_ms=%.4f gap_ms=%.4f gemm_ms=%.4f "
+            "gemm_gflop=%.6f device=%s timer=%s\n",
+            (long long)steps, wall_ms, ops_ms, wall_ms - ops_ms, gemm_ms, gemm_flops / 1e9,
+            k22_prof_device(p), k22_prof_timer_name(p));
     report_shapes(p, gemm_ms, ps, out);
     fflush(out);
     free(s);

@@ -227,7 +227,7 @@ static size_t k22_cudnn_align(size_t n)
     return (n + 255) / 256 * 256;
 }
 
-/* One entry of a ranking (the heuristics' or the timing's), whatever the direction's perf struct. */
+/* One entry of a ranking (heuristics' or timing's), whatever the direction's perf struct. */
 typedef struct {
     int algo;
     cudnnStatus_t status;
@@ -243,7 +243,8 @@ template <class Perf> static void k22_cudnn_cands(k22_cudnn_cand *c, const Perf 
     if (*n > cap) *n = cap;
     if (*n < 0) *n = 0;
     for (int i = 0; i < *n; i++)
-        c[i] = {(int)p[i].algo, p[i].status, p[i].memory, p[i].determinism, p[i].mathType, p[i].time};
+        c[i] = {(int)p[i].algo,   p[i].status,   p[i].memory,
+                p[i].determinism, p[i].mathType, p[i].time};
 }
 
 /* cuDNN's heuristic ranking of dir's algorithms for p (best first) into c, *n of them. */
@@ -351,7 +352,7 @@ static int k22_cudnn_time(k22_cuda_ctx *ctx, struct k22_cudnn_plan *p, int dir, 
     int64_t nx, nw, ny;
     k22_cudnn_counts(&p->d, &nx, &nw, &ny);
     size_t es = k22_cudnn_lowp(p->precision) ? 2 : 4;
-    /* [workspace | a | b | out]: forward x, w -> y; backward data w, dy -> dx; filter x, dy -> dw */
+    /* [workspace | a | b | out]: fwd x, w -> y; bwd data w, dy -> dx; bwd filter x, dy -> dw */
     int64_t na = dir == K22_CONV_BWD_DATA ? nw : nx, nb = dir == K22_CONV_FWD ? nw : ny;
     int64_t no = dir == K22_CONV_FWD ? ny : dir == K22_CONV_BWD_DATA ? nx : nw;
     size_t off_a = k22_cudnn_align(ws), off_b = off_a + k22_cudnn_align((size_t)na * es);
@@ -420,9 +421,10 @@ static cudnnStatus_t k22_cudnn_retime(k22_cuda_ctx *ctx, struct k22_cudnn_plan *
     }
     int i = k22_cudnn_first(ctx, p, dir, t, nt, &got);
     if (i < 0) return CUDNN_STATUS_SUCCESS;
+    int lowp = k22_cudnn_lowp(p->precision); /* fp32 runs every algorithm under FMA math */
     for (int j = 0; j < nt && ch->state == 1; j++)
         if (t[j].status == CUDNN_STATUS_SUCCESS && t[j].algo == ch->algo &&
-            (k22_cudnn_lowp(p->precision) ? t[j].math == ch->math : 1)) {
+            k22_cudnn_math_ok(lowp, t[j].math) && (!lowp || t[j].math == ch->math)) {
             *heur_ms = t[j].time;
             break;
         }
@@ -466,12 +468,14 @@ static void k22_cudnn_log(const struct k22_cudnn_plan *p, int dir, const k22_cud
     if (ms >= 0)
         snprintf(tail, sizeof tail, " ms=%.4f heuristic=%s heuristic_ms=%.4f", ms,
                  heur->state == 1 ? k22_cudnn_algo_name(dir, heur->algo) : "none", heur_ms);
-    fprintf(stderr, "k22_cudnn shape=B%d,C%d,H%d,W%d,O%d,k%dx%d,s%dx%d,p%d,%d,%d,%d prec=%s dir=%s algo=%s "
-            "math=%s ws_mib=%.2f by=%s%s\n", d->B, d->C, d->H, d->W, d->O, d->KH, d->KW, d->SH, d->SW,
-            d->PT, d->PB, d->PL, d->PR, k22_cudnn_prec(p->precision), dirs[dir],
+    fprintf(stderr,
+            "k22_cudnn shape=B%d,C%d,H%d,W%d,O%d,k%dx%d,s%dx%d,p%d,%d,%d,%d prec=%s dir=%s algo=%s "
+            "math=%s ws_mib=%.2f by=%s%s\n",
+            d->B, d->C, d->H, d->W, d->O, d->KH, d->KW, d->SH, d->SW, d->PT, d->PB, d->PL, d->PR,
+            k22_cudnn_prec(p->precision), dirs[dir],
             ch->state == 1 ? k22_cudnn_algo_name(dir, ch->algo) : "im2col",
-            ch->state == 1 ? k22_cudnn_math_name(ch->math) : "-", ch->state == 1 ? ch->ws / 1048576.0 : 0.0,
-            ms >= 0 ? "timing" : "heuristic", tail);
+            ch->state == 1 ? k22_cudnn_math_name(ch->math) : "-",
+            ch->state == 1 ? ch->ws / 1048576.0 : 0.0, ms >= 0 ? "timing" : "heuristic", tail);
 }
 
 /* Fills p->dir[dir] once (see the file comment). */
@@ -481,7 +485,8 @@ static cudnnStatus_t k22_cudnn_choose(k22_cuda_ctx *ctx, struct k22_cudnn_plan *
     if (ch->state) return CUDNN_STATUS_SUCCESS;
     int lowp = k22_cudnn_lowp(p->precision), n;
     k22_cudnn_cand c[K22_CUDNN_MAX_ALGOS];
-    K22_CUDNN_TRY(cudnnSetConvolutionMathType(p->conv, lowp ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH));
+    K22_CUDNN_TRY(
+        cudnnSetConvolutionMathType(p->conv, lowp ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH));
     cudnnStatus_t s = k22_cudnn_rank(ctx, p, dir, c, &n);
     if (s != CUDNN_STATUS_SUCCESS) return s;
     k22_cudnn_first(ctx, p, dir, c, n, ch);
@@ -627,7 +632,8 @@ static cudnnStatus_t k22_cudnn_run(k22_cuda_ctx *ctx, const struct k22_cudnn_pla
     }
     if (!k22_cudnn_lowp(ctx->precision)) {
         s = k22_cudnn_call(ctx, p, dir, a, b, acc ? 1.0f : 0.0f, dst, u->ws);
-        if (s == CUDNN_STATUS_SUCCESS && bias) k22_cuda_conv_bias_add(ctx, dst, bias, d->B, d->O, P);
+        if (s == CUDNN_STATUS_SUCCESS && bias)
+            k22_cuda_conv_bias_add(ctx, dst, bias, d->B, d->O, P);
         return s;
     }
     if (!a16) {
@@ -791,8 +797,8 @@ static int k22_cudnn_probe(k22_cuda_ctx *ctx)
         CUDA_CHECK(cudaStreamSynchronize(ctx->stream));
         static const char *const part[7] = {"x", "w", "y", "dy", "dx", "dw", "bias"};
         const int64_t start[8] = {0, hw - h, hy - h, hdy - h, hdx - h, hdw - h, hb - h, n};
-        ok = k22_cuda_selftest_match(ctx->conv_why, sizeof ctx->conv_why, k22_cudnn_prec(precs[pi]), got,
-                                     want, part, start, 7, 0.0f, 0.0f);
+        ok = k22_cuda_selftest_match(ctx->conv_why, sizeof ctx->conv_why, k22_cudnn_prec(precs[pi]),
+                                     got, want, part, start, 7, 0.0f, 0.0f);
     }
     ctx->precision = saved;
     CUDA_CHECK(cudaFree(dev));
