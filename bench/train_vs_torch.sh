@@ -32,7 +32,7 @@
 # K22_NOACT16=1 one with the activations only a GEMM reads (the resnets' convolution inputs, the
 # prior's MLP activations) kept as floats instead of 16 bits (K22_ACT16=0), tagged k22-noact16;
 # K22_CUDNN_FIND=1 one per unet case with cuDNN's algorithms by its timing instead of its
-# heuristics (K22_CUDNN_ALGO=find), tagged k22-cudnnfind.
+# heuristics (K22_CUDNN_ALGO=find), tagged k22-cudnnfind, after the case's torch runs.
 # K22_CKPT_LEVELS="1 2 auto" adds to the unet-ckpt case a k22 run per number of checkpointed
 # levels (k22 train's --checkpoint_levels), tagged k22-lvN (k22-lvauto: the fewest levels that
 # fit, its k22_bench_ckpt_auto line says which).
@@ -93,7 +93,6 @@ bench_case() {
       [ "${K22_WMMA_ATTN:-0}" != 1 ] || k22_variant k22-wmmaattn K22_CUDA_ATTN=flash
       [ "${K22_NOPIPE_ATTN:-0}" != 1 ] || k22_variant k22-nopipeattn K22_CUDA_ATTN_PIPE=0
       [ "${K22_NOACT16:-0}" != 1 ] || [ "$mp" = no ] || k22_variant k22-noact16 K22_ACT16=0
-      [ "${K22_CUDNN_FIND:-0}" != 1 ] || [ "$model" != unet ] || k22_variant k22-cudnnfind K22_CUDNN_ALGO=find
       if [ "$model" = unet ] && [ "$ck" = 1 ]; then
         for lv in ${K22_CKPT_LEVELS:-}; do k22_variant "k22-lv$lv" K22_BENCH_CKPT_LEVELS="$lv"; done
       fi
@@ -102,14 +101,22 @@ bench_case() {
     run "k22-$tag" "$BIN" "${common[@]}" --device "$DEV" || RC=1
   fi
   [ "$PROF" = no ] || profile_run "$tag" "${common[@]}" || RC=1
-  [ "$TORCH" = 1 ] && [ "$PROF" != only ] && has torch "$IMPLS" || return 0
-  if [ "${DEV%%:*}" = cuda ]; then
-    for mp in $PRECS; do
-      run "torch-$mp-$tag" "$PY" bench/bench_train_step_torch.py "${common[@]}" --device "$DEV" --mixed_precision "$mp"
-    done
-  else
-    run "torch-$tag" "$PY" bench/bench_train_step_torch.py "${common[@]}" --device "$DEV"
+  if [ "$TORCH" = 1 ] && [ "$PROF" != only ] && has torch "$IMPLS"; then
+    if [ "${DEV%%:*}" = cuda ]; then
+      for mp in $PRECS; do
+        run "torch-$mp-$tag" "$PY" bench/bench_train_step_torch.py "${common[@]}" --device "$DEV" --mixed_precision "$mp"
+      done
+    else
+      run "torch-$tag" "$PY" bench/bench_train_step_torch.py "${common[@]}" --device "$DEV"
+    fi
   fi
+  # cuDNN's algorithms by timing last, after torch: its first step times every shape, so it is the
+  # run a phase's deadline should cut, not torch's
+  if [ "${K22_CUDNN_FIND:-0}" = 1 ] && [ "$model" = unet ] && [ "${DEV%%:*}" = cuda ] && [ "$PROF" != only ] &&
+    has k22 "$IMPLS"; then
+    for mp in $PRECS; do k22_variant k22-cudnnfind K22_CUDNN_ALGO=find; done
+  fi
+  return 0
 }
 
 # profile_run TAG ARGS...: k22's step once more under --profile (bf16 on cuda, the issue's
