@@ -1657,6 +1657,46 @@ static k22_cuda_stats cuda_stats(void)
     return st;
 }
 
+/* stderr into a file between capture_start and capture_end, which counts the lines there that
+ * begin with prefix (and, in *with_sub, those of them that also contain sub) and passes every
+ * other line (the checks' FAIL and ok lines) on to stderr. */
+typedef struct {
+    int saved;
+    FILE *log;
+} capture;
+
+static capture capture_start(void)
+{
+    capture c = {dup(2), tmpfile()};
+    fflush(stderr);
+    if (c.saved < 0 || !c.log || dup2(fileno(c.log), 2) < 0) CHECK_MSG(0, "cannot send stderr to a file");
+    return c;
+}
+
+static int capture_end(capture c, const char *prefix, const char *sub, int *with_sub)
+{
+    char line[512];
+    int n = 0;
+    *with_sub = 0;
+    fflush(stderr);
+    if (c.saved >= 0) {
+        dup2(c.saved, 2);
+        close(c.saved);
+    }
+    if (!c.log) return 0;
+    rewind(c.log);
+    while (fgets(line, sizeof line, c.log)) {
+        if (strncmp(line, prefix, strlen(prefix))) {
+            fputs(line, stderr);
+            continue;
+        }
+        n++;
+        *with_sub += strstr(line, sub) != NULL;
+    }
+    fclose(c.log);
+    return n;
+}
+
 /* A repeated GEMM shape queries cuBLASLt's heuristic once; a new alignment is a new shape. */
 static void test_lt_plans(void)
 {
@@ -1687,6 +1727,42 @@ static void test_lt_plans(void)
            k22_emu_lt_heuristic_calls ? "backend and emulator counts" : "backend count");
     gpu->free(gpu->ctx, dA), gpu->free(gpu->ctx, dB), gpu->free(gpu->ctx, dC);
     free(A), free(B);
+}
+
+/* K22_LT_LOG=1: one line per cuBLASLt set-up (lt_plan.cu), with the chosen algorithm's
+ * configuration; a repeated shape adds none; a bad value is refused. */
+static void test_lt_log(void)
+{
+    k22_backend *keep = gpu;
+    k22_err err;
+    k22_err_clear(&err);
+    setenv("K22_LT_LOG", "yes", 1);
+    gpu = k22_backend_by_name("cuda", &err);
+    CHECK_MSG(!gpu && strstr(err.msg, "K22_LT_LOG='yes'"), "K22_LT_LOG=yes: %s", gpu ? "accepted" : err.msg);
+    k22_backend_free(gpu);
+    setenv("K22_LT_LOG", "1", 1);
+    gpu = k22_backend_by_name("cuda", &err);
+    unsetenv("K22_LT_LOG");
+    CHECK_MSG(gpu != NULL, "K22_LT_LOG=1: %s", err.msg);
+    if (gpu) {
+        const int M = 13, N = 11, K = 16;
+        float *dA = gpu->alloc(gpu->ctx, (size_t)M * K * sizeof(float));
+        float *dB = gpu->alloc(gpu->ctx, (size_t)K * N * sizeof(float));
+        float *dC = gpu->alloc(gpu->ctx, (size_t)M * N * sizeof(float));
+        int64_t plans = cuda_stats().gemm_plans;
+        capture c = capture_start();
+        for (int i = 0; i < 3; i++) /* two shapes, one of them twice */
+            gpu->matmul(gpu->ctx, 0, i == 1, M, N, K, 1.0f, dA, 0, dB, 0, 0.0f, dC, 0, 1);
+        gpu->sync(gpu->ctx);
+        int found, n = capture_end(c, "k22_lt shape=", " algo=", &found);
+        plans = cuda_stats().gemm_plans - plans;
+        CHECK_MSG(n == 2 && plans == 2 && found == 2, "K22_LT_LOG=1: %d lines (%d with the algorithm) for %lld "
+                  "set-ups, want 2", n, found, (long long)plans);
+        printf("K22_LT_LOG=1: %d lines for %lld cuBLASLt set-ups\n", n, (long long)plans);
+        gpu->free(gpu->ctx, dA), gpu->free(gpu->ctx, dB), gpu->free(gpu->ctx, dC);
+        k22_backend_free(gpu);
+    }
+    gpu = keep;
 }
 
 /* ---- the 16-bit weight shadow (ops.h params_register) ----
@@ -2088,40 +2164,14 @@ static void test_conv_select(void)
     gpu = keep;
 }
 
-/* Runs the convolution cases (fp32, then bf16 and fp16) with stderr going to a file; returns the
- * number of K22_CUDNN_LOG lines there: all, and (*timed) those of choices made by timing. The
- * other lines (the checks' FAIL and ok lines) go on to stderr. */
+/* Runs the convolution cases (fp32, then bf16 and fp16) with stderr captured; returns the number
+ * of K22_CUDNN_LOG lines: all, and (*timed) those of choices made by timing. */
 static int conv_cases_logged(const char *tag, int *timed)
 {
-    char line[512];
-    int n = 0, saved = dup(2);
-    FILE *log = tmpfile();
-    *timed = 0;
-    fflush(stderr);
-    if (!log || saved < 0 || dup2(fileno(log), 2) < 0) {
-        CHECK_MSG(0, "cannot send stderr to a file");
-        test_conv2d(tag);
-        test_precision(tag, PREC_CONV);
-    } else {
-        test_conv2d(tag);
-        test_precision(tag, PREC_CONV);
-        fflush(stderr);
-        dup2(saved, 2);
-    }
-    if (saved >= 0) close(saved);
-    if (log) {
-        rewind(log);
-        while (fgets(line, sizeof line, log)) {
-            if (strncmp(line, "k22_cudnn shape=", 16)) {
-                fputs(line, stderr);
-                continue;
-            }
-            n++;
-            *timed += strstr(line, " by=timing ms=") != NULL;
-        }
-        fclose(log);
-    }
-    return n;
+    capture c = capture_start();
+    test_conv2d(tag);
+    test_precision(tag, PREC_CONV);
+    return capture_end(c, "k22_cudnn shape=", " by=timing ms=", timed);
 }
 
 /* K22_CUDNN_ALGO. A bad value is refused; `heuristic` (the default) takes cuDNN's ranking and
@@ -2441,6 +2491,7 @@ int main(void)
     gpu = NULL;
     test_conv_select();
     test_conv_find();
+    test_lt_log();
     test_attn_select();
     test_linear_epilogue();
     if (conv_env) setenv("K22_CUDA_CONV", conv_env, 1);

@@ -97,6 +97,7 @@ typedef struct {
     struct k22_lt_plan *lt_plans;
     uint8_t *lt_victim; /* per set: the way the next miss replaces */
     int64_t lt_heuristics, lt_builds;
+    int lt_log; /* K22_LT_LOG=1: a line on stderr per set-up */
 } k22_cuda_ctx;
 
 /* Block size of the elementwise and reduction kernels, and the fixed block count of the sumsq

@@ -281,10 +281,13 @@ static k22_status k22_cuda_ctx_init(k22_cuda_ctx *ctx, int device, k22_err *err)
     {
         /* K22_CUDA_EPILOGUE: 1 (the default) adds linear biases in cuBLASLt's epilogue, 0 in a
          * kernel (matmul.cu) */
-        const char *ep = getenv("K22_CUDA_EPILOGUE");
+        const char *ep = getenv("K22_CUDA_EPILOGUE"), *lg = getenv("K22_LT_LOG");
         ctx->bias_epilogue = !ep || !*ep || !strcmp(ep, "1");
+        ctx->lt_log = lg && !strcmp(lg, "1"); /* a line per GEMM set-up (lt_plan.cu) */
         k22_status st = ep && *ep && strcmp(ep, "0") && strcmp(ep, "1")
                             ? k22_err_set(err, K22_ERR_ARG, "K22_CUDA_EPILOGUE='%s': expected 0 or 1", ep)
+                        : lg && *lg && strcmp(lg, "0") && strcmp(lg, "1")
+                            ? k22_err_set(err, K22_ERR_ARG, "K22_LT_LOG='%s': expected 0 or 1", lg)
                             : K22_OK;
         if (st == K22_OK) st = k22_cudnn_init(ctx, err); /* K22_CUDA_CONV; cuDNN or its fallback */
         if (st == K22_OK) st = k22_cuda_attn_init(ctx, err); /* K22_CUDA_ATTN */

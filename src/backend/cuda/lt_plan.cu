@@ -14,6 +14,7 @@
  * every shape is in the table and nothing is allocated or queried. */
 #include "common.cuh"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -54,6 +55,39 @@ static void k22_lt_plan_clear(struct k22_lt_plan *p)
     if (p->la) cublasLtMatrixLayoutDestroy(p->la);
     if (p->op) cublasLtMatmulDescDestroy(p->op);
     memset(p, 0, sizeof *p);
+}
+
+/* One attribute of a chosen algorithm's configuration, as a number; -1 where cuBLASLt has none. */
+static long long k22_lt_config(const cublasLtMatmulAlgo_t *algo,
+                               cublasLtMatmulAlgoConfigAttributes_t a, size_t bytes)
+{
+    uint64_t v = 0; /* little-endian: the attribute's bytes from the low end */
+    size_t written = 0;
+    if (cublasLtMatmulAlgoConfigGetAttribute(algo, a, &v, bytes, &written) != CUBLAS_STATUS_SUCCESS)
+        return -1;
+    return bytes == 2 ? (long long)(uint16_t)v : (long long)(uint32_t)v;
+}
+
+/* K22_LT_LOG=1: one key=value line on stderr per set-up (the GPU session's logs keep them): the
+ * shape, cuBLASLt's answer and, where it found one, its algorithm's id, tile, stages and cluster
+ * shape ids (cublasLtMatmulTile_t, _Stages_t, cublasLtClusterShape_t), split-K count, workspace and
+ * waves (thread blocks over the SMs' slots: 1.3 leaves most of a second wave idle). */
+static void k22_lt_log(const k22_lt_key *k, const struct k22_lt_plan *p,
+                       const cublasLtMatmulHeuristicResult_t *h)
+{
+    const char *type = k->ab == CUDA_R_16BF ? "bf16" : k->ab == CUDA_R_16F ? "fp16" : "fp32";
+    char tail[200] = "";
+    if (p->status == CUBLAS_STATUS_SUCCESS)
+        snprintf(tail, sizeof tail, " algo=%lld tile=%lld stages=%lld cluster=%lld splitk=%lld "
+                 "ws_kib=%.1f waves=%.3f", k22_lt_config(&h->algo, CUBLASLT_ALGO_CONFIG_ID, 4),
+                 k22_lt_config(&h->algo, CUBLASLT_ALGO_CONFIG_TILE_ID, 4),
+                 k22_lt_config(&h->algo, CUBLASLT_ALGO_CONFIG_STAGES_ID, 4),
+                 k22_lt_config(&h->algo, CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID, 2),
+                 k22_lt_config(&h->algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, 4),
+                 h->workspaceSize / 1024.0, h->wavesCount);
+    fprintf(stderr, "k22_lt shape=M%d,N%d,K%d,x%d%s%s type=%s bias=%d status=%s%s\n", k->M, k->N,
+            k->K, k->batch, k->ta ? ",ta" : "", k->tb ? ",tb" : "", type, k->bias,
+            cublasLtGetStatusString(p->status), tail);
 }
 
 /* The descriptors of row-major C = op(A) op(B) as the column-major C^T = op(B)^T op(A)^T
@@ -103,6 +137,7 @@ static void k22_lt_plan_build(k22_cuda_ctx *ctx, struct k22_lt_plan *p, const k2
                                                &heur, &found);
     if (p->status == CUBLAS_STATUS_SUCCESS && found < 1) p->status = CUBLAS_STATUS_NOT_SUPPORTED;
     if (p->status == CUBLAS_STATUS_SUCCESS) p->algo = heur.algo;
+    if (ctx->lt_log) k22_lt_log(k, p, &heur);
     cublasLtMatmulPreferenceDestroy(pref);
     ctx->lt_heuristics++;
     ctx->lt_builds++;

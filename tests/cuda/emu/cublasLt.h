@@ -62,6 +62,18 @@ typedef struct {
     int reserved[4];
 } cublasLtMatmulHeuristicResult_t;
 
+/* The configuration attributes k22 reads (K22_LT_LOG), with cuBLASLt's values and sizes. */
+typedef enum {
+    CUBLASLT_ALGO_CONFIG_ID = 0,            /* int32_t */
+    CUBLASLT_ALGO_CONFIG_TILE_ID = 1,       /* uint32_t */
+    CUBLASLT_ALGO_CONFIG_SPLITK_NUM = 2,    /* int32_t */
+    CUBLASLT_ALGO_CONFIG_STAGES_ID = 6,     /* uint32_t */
+    CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID = 8, /* uint16_t */
+} cublasLtMatmulAlgoConfigAttributes_t;
+cublasStatus_t cublasLtMatmulAlgoConfigGetAttribute(const cublasLtMatmulAlgo_t *algo,
+                                                    cublasLtMatmulAlgoConfigAttributes_t attr,
+                                                    void *buf, size_t size, size_t *written);
+
 cublasStatus_t cublasLtCreate(cublasLtHandle_t *h);
 cublasStatus_t cublasLtDestroy(cublasLtHandle_t h);
 const char *cublasLtGetStatusString(cublasStatus_t s);

@@ -743,7 +743,28 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t h, cublasLtMatmul
     for (int i = 0; i < 4; i++)
         r->algo.data[1 + i] = p->align[i];
     r->algo.data[0] = emu_algo_hash(d, a, b, c, r->algo.data + 1);
+    r->wavesCount = 1.0f;
     *found = 1;
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+/* An emulated algorithm's configuration: its id from the hash, one tile, stage and cluster
+ * shape, no split-K; a size other than cuBLASLt's for the attribute is refused, as there. */
+cublasStatus_t cublasLtMatmulAlgoConfigGetAttribute(const cublasLtMatmulAlgo_t *algo,
+                                                    cublasLtMatmulAlgoConfigAttributes_t attr,
+                                                    void *buf, size_t size, size_t *written) {
+    size_t want = attr == CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID ? 2 : 4;
+    if (!algo || !buf || size != want)
+        return CUBLAS_STATUS_INVALID_VALUE;
+    uint32_t v = attr == CUBLASLT_ALGO_CONFIG_ID ? (uint32_t)(algo->data[0] & 0xffff) : 1;
+    if (want == 2) {
+        uint16_t h = (uint16_t)v;
+        memcpy(buf, &h, 2);
+    } else {
+        memcpy(buf, &v, 4);
+    }
+    if (written)
+        *written = want;
     return CUBLAS_STATUS_SUCCESS;
 }
 
