@@ -137,6 +137,7 @@ print_profiles() {
     printf '\n== %s: ' "$(basename "$f" .log)"
     awk '/^k22_bench /{ for (i = 2; i <= NF; i++) if ($i ~ /^(model|precision|batch|latent|grad_ckpt|step_ms|model_tflops)=/) printf "%s ", $i; print "" }' "$f"
     sed -n '/^k22 profile:/,/^gap /p' "$f"
+    sed -n '/^GEMM-class calls by shape/,/^k22_prof_shape /{/^k22_prof_shape /!p;}' "$f"
   done
   echo "(k22_prof lines for scripts: $LOG/prof-*.log)"
 }
