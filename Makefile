@@ -80,6 +80,7 @@ BENCH_ARGS ?=
 PACK_BENCH_ARGS ?= $(BENCH_ARGS)
 bench: build
 	@build/bench_ops
+	@build/bench_gemm_shapes --scale 16 --reps 5
 	@bench/prior_step.sh
 	@bench/decoder_step.sh
 	@bench/train_vs_torch.sh $(BENCH_ARGS)
