@@ -75,12 +75,7 @@ static double time_ms(const gemm_bufs *g, int calls, int backward, int warmup, i
         g->be->sync(g->be->ctx);
         t[r] = 1e3 * (bench_wall_s() - t0);
     }
-    for (int i = 1; i < reps; i++) /* insertion sort: a few dozen values */
-        for (int j = i; j > 0 && t[j] < t[j - 1]; j--) {
-            double s = t[j];
-            t[j] = t[j - 1], t[j - 1] = s;
-        }
-    double m = t[reps / 2];
+    double m = bench_median(t, reps, NULL, NULL);
     free(t);
     return m;
 }

@@ -337,25 +337,6 @@ static k22_status pe_batch(const k22_backend *be, pe_models *m, pe_bufs *b, cons
     return K22_OK;
 }
 
-static int cmp_double(const void *x, const void *y)
-{
-    double a = *(const double *)x, b = *(const double *)y;
-    return (a > b) - (a < b);
-}
-
-/* The median of n values (sorts a copy; the same pick as the torch side: element n / 2). */
-static double median(const double *v, int n, double *lo, double *hi)
-{
-    double *c = k22_xmalloc((size_t)n * sizeof *c);
-    memcpy(c, v, (size_t)n * sizeof *c);
-    qsort(c, (size_t)n, sizeof *c, cmp_double);
-    double m = c[n / 2];
-    if (lo) *lo = c[0];
-    if (hi) *hi = c[n - 1];
-    free(c);
-    return m;
-}
-
 static void report_line(const pe_args *a, const char *dev, const char *enc, int nb, double prep,
                         double model, double total, double lo, double hi, double cpu, size_t nparams,
                         double oma, const bench_mem *mem)
@@ -378,12 +359,13 @@ static void report(const pe_args *a, const k22_backend *be, const pe_times *t, i
     size_t np = 0;
     for (int e = 0; e < ENC_N; e++) {
         for (int s = 0; s < nb; s++) one[s] = t->prep[e][s] + t->model[e][s], sum[s] += one[s];
-        double p = median(t->prep[e], nb, NULL, NULL), md = median(t->model[e], nb, NULL, NULL);
-        double c = median(t->cpu[e], nb, NULL, NULL), tot = median(one, nb, &lo, &hi);
+        double p = bench_median(t->prep[e], nb, NULL, NULL);
+        double md = bench_median(t->model[e], nb, NULL, NULL);
+        double c = bench_median(t->cpu[e], nb, NULL, NULL), tot = bench_median(one, nb, &lo, &hi);
         report_line(a, be->name, ENC_NAME[e], nb, p, md, tot, lo, hi, c, t->nparams[e], t->out_mean_abs[e], mem);
         sp += p, sm += md, sc += c, np += t->nparams[e];
     }
-    double tot = median(sum, nb, &lo, &hi);
+    double tot = bench_median(sum, nb, &lo, &hi);
     report_line(a, be->name, "total", nb, sp, sm, tot, lo, hi, sc, np, 0, mem);
     free(sum), free(one);
 }

@@ -145,12 +145,6 @@ static void unet_step(void *p)
     k22_train_core_sync(&r->tr->core, NULL);
 }
 
-static int cmp_double(const void *x, const void *y)
-{
-    double a = *(const double *)x, b = *(const double *)y;
-    return (a > b) - (a < b);
-}
-
 /* Runs warm-up then timed steps (each synchronized, so a step's time is its own); fills the
  * sorted step times in ms and returns the process CPU ms per timed step (all threads: on a
  * shared CPU machine a steadier figure than the wall clock). A profiler behind be starts afresh
@@ -175,7 +169,7 @@ static double time_steps(const k22_backend *be, void (*step)(void *), void *ctx,
         bench_mem_sample(mem);
     }
     double cpu_ms = 1e3 * (bench_cpu_s() - c0) / a->steps;
-    qsort(ms, (size_t)a->steps, sizeof *ms, cmp_double);
+    qsort(ms, (size_t)a->steps, sizeof *ms, bench_cmp_double);
     return cpu_ms;
 }
 
