@@ -553,15 +553,28 @@ int k22_prof_find(const char *op)
     return -1;
 }
 
+/* The GEMM-class ops by the sizes they take (GEMM_NONE: not GEMM-class). */
+enum { GEMM_NONE, GEMM_MATMUL, GEMM_LINEAR, GEMM_CONV, GEMM_ATTN };
+static int gemm_kind(int op)
+{
+    switch (op) {
+    case OP_matmul: return GEMM_MATMUL;
+    case OP_linear_fwd: case OP_linear_bwd: case OP_linear_fwd_x16: case OP_linear_bwd_x16:
+        return GEMM_LINEAR;
+    case OP_conv2d_fwd: case OP_conv2d_bwd: case OP_conv2d_fwd_x16: case OP_conv2d_bwd_x16:
+        return GEMM_CONV;
+    case OP_attention_fwd: case OP_attention_bwd: case OP_attention_fwd_x16:
+    case OP_attention_bwd_x16:
+        return GEMM_ATTN;
+    default: return GEMM_NONE;
+    }
+}
+
 k22_prof_stat k22_prof_at(const k22_prof *p, int i)
 {
     K22_REQUIRE(i >= 0 && i < OP_COUNT);
     k22_prof_stat s = {op_names[i], p->calls[i], p->ms[i], p->flops[i], 0};
-    s.gemm = i == OP_matmul || i == OP_linear_fwd || i == OP_linear_bwd || i == OP_conv2d_fwd ||
-             i == OP_conv2d_bwd || i == OP_conv2d_fwd_x16 || i == OP_conv2d_bwd_x16 ||
-             i == OP_linear_fwd_x16 || i == OP_linear_bwd_x16 ||
-             i == OP_attention_fwd || i == OP_attention_bwd || i == OP_attention_fwd_x16 ||
-             i == OP_attention_bwd_x16;
+    s.gemm = gemm_kind(i) != GEMM_NONE;
     return s;
 }
 
@@ -589,15 +602,14 @@ k22_prof_shape_stat k22_prof_shape_at(const k22_prof *p, int i)
     char *t = s.shape;
     size_t n = sizeof s.shape;
     int w;
-    if (op == OP_matmul) {
+    int kind = gemm_kind(op);
+    if (kind == GEMM_MATMUL) {
         snprintf(t, n, "M%d,N%d,K%d,x%d%s%s", k[0], k[1], k[2], k[3], k[4] ? ",ta" : "",
                  k[5] ? ",tb" : "");
-    } else if (op == OP_linear_fwd || op == OP_linear_fwd_x16 || op == OP_linear_bwd ||
-               op == OP_linear_bwd_x16) {
+    } else if (kind == GEMM_LINEAR) {
         w = snprintf(t, n, "N%d,I%d,O%d", k[0], k[1], k[2]);
         grads_text(t, n, w, k[3], "dx", "dw", "db");
-    } else if (op == OP_conv2d_fwd || op == OP_conv2d_fwd_x16 || op == OP_conv2d_bwd ||
-               op == OP_conv2d_bwd_x16) {
+    } else if (kind == GEMM_CONV) {
         w = snprintf(t, n, "B%d,C%d,%dx%d,O%d,k%dx%d,s%d,%d,p%d,%d,%d,%d", k[0], k[1], k[2], k[3],
                      k[4], k[5], k[6], k[7], k[8], k[9] & 255, k[9] >> 8 & 255, k[9] >> 16 & 255,
                      k[9] >> 24 & 255);
