@@ -13,15 +13,19 @@
 #define K22_CKPT_H
 
 #include "k22/k22.h"
+#include "k22/params.h"
 
 #include <jansson.h>
 #include <stdint.h>
 
-#define K22_CKPT_FORMAT 1
+/* 2: the flat buffer with the prior's q, k, v stacked (params_util.h k22_pb_linear_stack);
+ * 1: every entry in table order. Format 1 still reads: its moments are moved to the new layout. */
+#define K22_CKPT_FORMAT 2
 #define K22_CKPT_MARKER "k22_complete"
 
 /* The training loop's position and counters; all that the weights and moments do not hold. */
 typedef struct {
+    int format;                /* of the files read (1 .. K22_CKPT_FORMAT); written as the latest */
     char stage[16];            /* "prior" | "decoder" */
     int64_t global_step;       /* optimizer steps taken */
     int64_t epoch;             /* the epoch the next sample comes from */
@@ -51,9 +55,10 @@ k22_status k22_ckpt_prune(const char *out_dir, int64_t limit, k22_err *err);
 /* Writes dir/state.json and dir/optimizer.safetensors (m, v: host, n floats each). */
 k22_status k22_ckpt_state_write(const char *dir, const k22_ckpt_state *s, const float *m,
                                 const float *v, int64_t n, k22_err *err);
-/* Reads them back; m, v must hold n floats, and the file's moments must have exactly n. */
-k22_status k22_ckpt_state_read(const char *dir, k22_ckpt_state *s, float *m, float *v, int64_t n,
-                               k22_err *err);
+/* Reads them back into m, v (ps->total floats each, in ps's layout): the file's moments must have
+ * exactly that many, or in format 1 k22_params_table_order_total(ps). */
+k22_status k22_ckpt_state_read(const char *dir, k22_ckpt_state *s, float *m, float *v,
+                               const k22_params *ps, k22_err *err);
 /* tmp -> final: fsync tmp, rename, fsync the parent, write the marker. */
 k22_status k22_ckpt_commit(const char *tmp, const char *final, k22_err *err);
 

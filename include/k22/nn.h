@@ -29,6 +29,11 @@ typedef struct {
  * G: gradient buffer or NULL. */
 void k22_linear_bind(k22_linear *l, const k22_params *ps, const char *name, const float *P,
                      float *G);
+/* One linear over the n linears "<names_i>" of the same shape whose weights lie back to back in
+ * the buffer, and their biases too (params_util.h k22_pb_linear_stack): (in, n * out), outputs
+ * side by side. Returns 0, leaving l alone, when the table does not lay them out so. */
+int k22_linear_bind_stack(k22_linear *l, const k22_params *ps, const char *const *names, int n,
+                          const float *P, float *G);
 /* x: (N, in) -> y: (N, out). */
 void k22_linear_forward(const k22_backend *be, const k22_linear *l, float *y, const float *x,
                         int N);
@@ -62,11 +67,17 @@ void k22_layernorm_backward(const k22_backend *be, const k22_layernorm *ln, floa
  * backend's attention, output projection. Scale head_dim^-0.5. */
 typedef struct {
     k22_linear q, k, v, o;
+    k22_linear qkv; /* with stacked: q, k and v as one linear of width 3C */
     int heads, head_dim;
     int act16; /* q, k, v and ocat kept as 16 bits (q16, ...; ops.h k22_backend_act16) */
+    int stacked; /* the projections run as one GEMM over the stacked weights (qkv), and the heads
+                  * are split by one permute; else three of each */
 } k22_mha;
+/* K22_QKV_STACK: 1 (unset) runs q, k, v as one GEMM where the weights lie stacked, 0 as three
+ * (to measure the difference); another value is refused (dies: a switch for developers). */
+int k22_qkv_stack_env(void);
 typedef struct {
-    float *q, *k, *v; /* (B, H, T, D); NULL with act16 */
+    float *q, *k, *v; /* (B, H, T, D); NULL with act16; one after the other when stacked */
     uint16_t *q16, *k16, *v16; /* (B, H, T, D) the same as 16 bits with act16, else NULL */
     float *o;         /* (B, H, T, D) attention output */
     float *lse;       /* (B, H, T) */
@@ -146,9 +157,12 @@ void k22_block_backward(const k22_backend *be, const k22_block *blk, k22_arena *
 
 /* Arena floats one block needs for N = B*T tokens of width C, MLP width F and H heads:
  * kept by forward with a cache, peak of forward without one, peak of backward's scratch;
- * act16: the block's act16. */
-size_t k22_block_cache_floats(int B, int T, int C, int F, int H, int act16);
-size_t k22_block_nograd_floats(int B, int T, int C, int F, int H, int act16);
-size_t k22_block_bwd_floats(int B, int T, int C, int F, int H);
+ * act16: the block's act16; stacked: its attention's stacked. */
+size_t k22_block_cache_floats(int B, int T, int C, int F, int H, int act16, int stacked);
+size_t k22_block_nograd_floats(int B, int T, int C, int F, int H, int act16, int stacked);
+size_t k22_block_bwd_floats(int B, int T, int C, int F, int H, int stacked);
+/* The scratch of a cached attention forward beyond its cache: the projections' output before
+ * the head split (and with act16 and stacked, the split heads before they are rounded). */
+size_t k22_mha_proj_floats(int B, int T, int C, int act16, int stacked);
 
 #endif

@@ -19,6 +19,9 @@
 
 #include "k22/tensor.h"
 
+/* The most dims a permute takes: the stacked q, k, v split (B, T, 3, H, D) -> (3, B, H, T, D). */
+#define K22_PERMUTE_DIMS 5
+
 /* conv2d geometry: input (B, C, H, W), weight (O, C, KH, KW), output (B, O, OH, OW) with
  * OH = (H + PT + PB - KH) / SH + 1, OW = (W + PL + PR - KW) / SW + 1. Padding may be asymmetric
  * (diffusers pads (0,1,0,1) before some stride-2 convs). Groups and dilation are 1. */
@@ -222,7 +225,7 @@ struct k22_backend {
     void (*concat_bwd)(void *ctx, float *da, float *db, const float *dy, int64_t outer,
                        int64_t na, int64_t nb, int64_t inner);
 
-    /* ---- permute of a tensor of ndim <= 4 ----
+    /* ---- permute of a tensor of ndim <= K22_PERMUTE_DIMS ----
      * x has shape in_shape[0..ndim); y[perm-indexed] so that y's dim i is x's dim perm[i].
      * Backward: dx += inverse permutation of dy. */
     void (*permute_fwd)(void *ctx, float *y, const float *x, int ndim, const int64_t *in_shape,

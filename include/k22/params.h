@@ -19,7 +19,9 @@ typedef struct {
 } k22_param;
 
 typedef struct {
-    k22_param *items;    /* in the order the model builds them */
+    k22_param *items;    /* in the order the model builds them (the upstream state dict's); the
+                          * offsets follow it, except inside a stacked group (params_util.h
+                          * k22_pb_linear_stack: the weights, then the biases) */
     int count, cap;
     size_t total;        /* floats in the buffer */
     float *data;         /* host buffer of `total` floats once allocated, else NULL */
@@ -27,7 +29,7 @@ typedef struct {
 
 void k22_params_init(k22_params *ps);
 void k22_params_free(k22_params *ps); /* frees names, table and data */
-/* Appends a parameter (offsets are assigned in order; each starts 16-float aligned).
+/* Appends a parameter (at the end of the buffer; each starts 16-float aligned).
  * Returns its index. Dies on a duplicate name (a table bug, not outside input). */
 int k22_params_add(k22_params *ps, const char *name, int trainable, int ndim,
                    const int64_t *shape);
@@ -39,5 +41,10 @@ int k22_params_index(const k22_params *ps, const char *name); /* -1 when absent 
 void k22_params_alloc(k22_params *ps);
 /* Number of elements over every parameter (not counting alignment padding). */
 size_t k22_params_numel(const k22_params *ps);
+/* The buffer as checkpoint format 1 laid it out (every entry K22_PARAM_ALIGN-aligned in table
+ * order, no stacked groups): its size, and old (that many floats) -> buf (ps->total) in this
+ * table's layout, padding zeroed. */
+size_t k22_params_table_order_total(const k22_params *ps);
+void k22_params_from_table_order(const k22_params *ps, const float *old, float *buf);
 
 #endif

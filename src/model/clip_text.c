@@ -48,7 +48,7 @@ size_t k22_clip_text_arena_floats(const k22_clip_text *m, int B, int T)
     const k22_clip_text_config *c = &m->cfg;
     size_t NC = k22_arena_round((size_t)B * T * c->hidden_size);
     size_t blk = k22_block_nograd_floats(B, T, c->hidden_size, c->intermediate_size,
-                                         c->num_attention_heads, 0);
+                                         c->num_attention_heads, 0, 0); /* not stacked */
     size_t tail = 2 * k22_arena_round((size_t)B * T) + k22_arena_round((size_t)B * c->hidden_size);
     return 2 * NC + (blk > tail ? blk : tail);
 }

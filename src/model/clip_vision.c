@@ -44,7 +44,7 @@ size_t k22_clip_vision_arena_floats(const k22_clip_vision *m, int B)
     size_t NC = k22_arena_round((size_t)B * T * c->hidden_size);
     size_t emb = 2 * k22_arena_round((size_t)B * g * g * c->hidden_size);
     size_t blk = k22_block_nograd_floats(B, T, c->hidden_size, c->intermediate_size,
-                                         c->num_attention_heads, 0);
+                                         c->num_attention_heads, 0, 0); /* not stacked */
     size_t tail = 2 * k22_arena_round((size_t)B * T) + 2 * k22_arena_round((size_t)B * c->hidden_size) +
                   2 * k22_arena_round((size_t)B);
     size_t mid = emb > blk ? emb : blk;

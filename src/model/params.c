@@ -12,6 +12,11 @@
 #include <string.h>
 
 
+static size_t align_up(size_t at, size_t a)
+{
+    return (at + a - 1) / a * a;
+}
+
 void k22_params_init(k22_params *ps) { memset(ps, 0, sizeof *ps); }
 
 void k22_params_free(k22_params *ps)
@@ -61,7 +66,7 @@ int k22_params_add(k22_params *ps, const char *name, int trainable, int ndim, co
             K22_FATAL("parameter '%s' has too many elements", name);
     }
     p->numel = numel;
-    size_t start = (ps->total + K22_PARAM_ALIGN - 1) / K22_PARAM_ALIGN * K22_PARAM_ALIGN;
+    size_t start = align_up(ps->total, K22_PARAM_ALIGN);
     p->offset = start;
     if (k22_add_size(start, numel, &ps->total) != 0)
         K22_FATAL("parameter buffer size overflows at '%s'", name);
@@ -91,6 +96,25 @@ size_t k22_params_numel(const k22_params *ps)
     size_t n = 0;
     for (int i = 0; i < ps->count; i++) n += ps->items[i].numel;
     return n;
+}
+
+size_t k22_params_table_order_total(const k22_params *ps)
+{
+    size_t at = 0;
+    for (int i = 0; i < ps->count; i++) at = align_up(at, K22_PARAM_ALIGN) + ps->items[i].numel;
+    return at;
+}
+
+void k22_params_from_table_order(const k22_params *ps, const float *old, float *buf)
+{
+    memset(buf, 0, ps->total * sizeof *buf); /* the padding, as a fresh buffer's */
+    size_t at = 0;
+    for (int i = 0; i < ps->count; i++) {
+        const k22_param *p = &ps->items[i];
+        at = align_up(at, K22_PARAM_ALIGN);
+        memcpy(buf + p->offset, old + at, p->numel * sizeof *buf);
+        at += p->numel;
+    }
 }
 
 /* ---- builders' helpers (params_util.h) ---- */
@@ -126,6 +150,28 @@ void k22_pb_linear(k22_pb *b, const char *prefix, const char *name, int64_t out,
     if (!bias) return;
     snprintf(n, sizeof n, "%s.bias", name);
     k22_pb_raw(b, prefix, n, 1, 1, out, 0, 0, 0);
+}
+
+void k22_pb_linear_stack(k22_pb *b, const char *prefix, const char *const *names, int n,
+                         int64_t out, int64_t in, int bias)
+{
+    k22_params *ps = b->ps;
+    int first = ps->count, per = bias ? 2 : 1;
+    for (int i = 0; i < n && !b->too_big; i++) k22_pb_linear(b, prefix, names[i], out, in, bias);
+    if (b->too_big) return;
+    /* Same entries and sizes, placed anew: the weights, then the biases. The group ends no later
+     * than it did, so the buffer only shrinks by the padding saved. */
+    size_t at = ps->items[first].offset;
+    for (int part = 0; part < per; part++) {
+        at = align_up(at, K22_PARAM_ALIGN);
+        for (int i = 0; i < n; i++) {
+            k22_param *p = &ps->items[first + i * per + part];
+            p->offset = align_up(at, K22_PARAM_STACK_ALIGN);
+            at = p->offset + p->numel;
+        }
+    }
+    K22_REQUIRE(at <= ps->total);
+    ps->total = at;
 }
 
 void k22_pb_norm(k22_pb *b, const char *prefix, const char *name, int64_t c)

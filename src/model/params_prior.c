@@ -22,9 +22,8 @@ void k22_params_build_prior(const k22_prior_config *c, k22_pb *b)
         char p[64];
         snprintf(p, sizeof p, "transformer_blocks.%d", l);
         k22_pb_norm(b, p, "norm1", d);
-        k22_pb_linear(b, p, "attn1.to_q", d, d, 1);
-        k22_pb_linear(b, p, "attn1.to_k", d, d, 1);
-        k22_pb_linear(b, p, "attn1.to_v", d, d, 1);
+        static const char *const qkv[3] = {"attn1.to_q", "attn1.to_k", "attn1.to_v"};
+        k22_pb_linear_stack(b, p, qkv, 3, d, d, 1); /* one GEMM of width 3D (attention.c) */
         k22_pb_linear(b, p, "attn1.to_out.0", d, d, 1);
         k22_pb_norm(b, p, "norm3", d);
         k22_pb_linear(b, p, "ff.net.0.proj", 4 * d, d, 1); /* (B, 81, 4D) GELU */

@@ -25,6 +25,14 @@ void k22_pb_raw(k22_pb *b, const char *prefix, const char *name, int trainable, 
 /* nn.Linear(in, out): weight (out, in), then bias (out) when bias is set. */
 void k22_pb_linear(k22_pb *b, const char *prefix, const char *name, int64_t out, int64_t in,
                    int bias);
+/* n nn.Linear(in, out) "<name_i>" that read the same input: in the table each one's weight then
+ * bias in turn (the upstream order), in the buffer the n weights back to back, then the n biases,
+ * so that one GEMM runs them as a Linear(in, n * out) (k22_linear_bind_stack: the attention's
+ * q, k, v). Inside the group entries start K22_PARAM_STACK_ALIGN-aligned, so that sizes of a
+ * multiple of it leave no gap; the group and its biases start K22_PARAM_ALIGN-aligned. */
+#define K22_PARAM_STACK_ALIGN 8 /* 32 bytes: 16-byte aligned as floats and as 16-bit values */
+void k22_pb_linear_stack(k22_pb *b, const char *prefix, const char *const *names, int n,
+                         int64_t out, int64_t in, int bias);
 /* LayerNorm / GroupNorm affine: weight (c), bias (c). */
 void k22_pb_norm(k22_pb *b, const char *prefix, const char *name, int64_t c);
 /* nn.Conv2d(in, out, k) with bias: weight (out, in, k, k), bias (out). */

@@ -1,9 +1,19 @@
 /* prior.c: PriorTransformer forward and its hand-written backward (see prior.h). */
 #include "k22/prior.h"
 
+#include "params_util.h" /* K22_PARAM_STACK_ALIGN */
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* Whether the blocks run q, k, v as one GEMM: the table stacks them (params_prior.c) without
+ * gaps when the width is a multiple of the stacking alignment, and K22_QKV_STACK allows it. */
+static int prior_stacked(const k22_prior_config *c)
+{
+    int D = c->num_attention_heads * c->attention_head_dim;
+    return D % K22_PARAM_STACK_ALIGN == 0 && k22_qkv_stack_env();
+}
 
 void k22_prior_init(k22_prior *m, const k22_prior_config *cfg, const k22_params *ps,
                     const float *P, float *G, int max_batch)
@@ -35,6 +45,9 @@ void k22_prior_init(k22_prior *m, const k22_prior_config *cfg, const k22_params 
         snprintf(p, sizeof p, "transformer_blocks.%d", l);
         k22_block_bind(&m->blocks[l], ps, p, &k22_block_names_basic, P, G,
                        cfg->num_attention_heads, K22_ACT_GELU, 1e-5f);
+        if (m->blocks[l].attn.stacked != prior_stacked(cfg)) /* the sizes assume it */
+            K22_FATAL("prior block %d: q, k, v stacked %d, expected %d", l,
+                      m->blocks[l].attn.stacked, prior_stacked(cfg));
     }
     if (G) k22_prior_grad_marks(&m->marks, ps, nl);
     m->max_batch = max_batch;
@@ -82,6 +95,7 @@ void k22_prior_set_act16(k22_prior *m, int on)
 typedef struct {
     size_t BD, BTD, BTE, BLD, mask, B1;
     size_t cache, nograd, bwd; /* one block: cache kept, no-grad forward peak, backward scratch */
+    size_t proj;               /* one cached block's q, k, v projection scratch */
     int nl;
 } prior_sizes;
 
@@ -96,9 +110,11 @@ static prior_sizes prior_sizes_of(const k22_prior_config *c, int B, int act16)
     z.BLD = k22_arena_round((size_t)B * c->num_embeddings * D);
     z.mask = k22_arena_round((size_t)B * T * T);
     z.B1 = k22_arena_round((size_t)B);
-    z.cache = k22_block_cache_floats(B, T, D, F, H, act16);
-    z.nograd = k22_block_nograd_floats(B, T, D, F, H, act16);
-    z.bwd = k22_block_bwd_floats(B, T, D, F, H);
+    int st = prior_stacked(c);
+    z.cache = k22_block_cache_floats(B, T, D, F, H, act16, st);
+    z.nograd = k22_block_nograd_floats(B, T, D, F, H, act16, st);
+    z.bwd = k22_block_bwd_floats(B, T, D, F, H, st);
+    z.proj = k22_mha_proj_floats(B, T, D, act16, st);
     z.nl = c->num_layers;
     return z;
 }
@@ -128,11 +144,11 @@ size_t k22_prior_arena_floats_cfg(const k22_prior_config *cfg, int B, int train,
 {
     prior_sizes z = prior_sizes_of(cfg, B, act16);
     if (!train) return outer_floats(&z) + 2 * z.BTD + z.nograd;
-    /* Forward peak over what is kept: a cached block's q/k/v projection scratch (BTD), or a
+    /* Forward peak over what is kept: a cached block's q/k/v projection scratch, or a
      * whole no-grad block when checkpointed. Backward: dnormed, dlast, dh, dh2, then per block
      * its scratch (and, checkpointed, the cache its recomputed forward fills), or the input
      * embeddings' backward. */
-    size_t fwd = ckpt ? z.nograd : z.BTD;
+    size_t fwd = ckpt ? z.nograd : z.proj;
     size_t blk = ckpt ? z.cache + z.bwd : z.bwd, inputs = z.BLD + 3 * z.BD + 2 * z.BTE;
     size_t bwd = 2 * z.BD + 2 * z.BTD + max_size(blk, inputs);
     return k22_prior_saved_floats_cfg(cfg, B, ckpt, act16) + max_size(fwd, bwd);

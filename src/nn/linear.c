@@ -32,6 +32,33 @@ void k22_linear_bind(k22_linear *l, const k22_params *ps, const char *name, cons
     l->db = b && G ? G + b->offset : NULL;
 }
 
+int k22_linear_bind_stack(k22_linear *l, const k22_params *ps, const char *const *names, int n,
+                          const float *P, float *G)
+{
+    char k[256];
+    const k22_param *w0 = NULL, *b0 = NULL;
+    for (int i = 0; i < n; i++) {
+        const k22_param *w = k22_params_find(ps, k22_param_key(k, sizeof k, names[i], "weight"));
+        const k22_param *b = k22_params_find(ps, k22_param_key(k, sizeof k, names[i], "bias"));
+        if (!w || w->ndim != 2) return 0;
+        if (!i) w0 = w, b0 = b;
+        /* same shape, each weight right after the one before, the biases likewise (or none) */
+        int same = w->shape[0] == w0->shape[0] && w->shape[1] == w0->shape[1] && !b == !b0;
+        if (!same || w->offset != w0->offset + (size_t)i * w0->numel) return 0;
+        if (b && (b->numel != (size_t)w0->shape[0] ||
+                  b->offset != b0->offset + (size_t)i * b0->numel))
+            return 0;
+    }
+    if (!w0) return 0;
+    l->out = n * (int)w0->shape[0];
+    l->in = (int)w0->shape[1];
+    l->w = P + w0->offset;
+    l->dw = G ? G + w0->offset : NULL;
+    l->b = b0 ? P + b0->offset : NULL;
+    l->db = b0 && G ? G + b0->offset : NULL;
+    return 1;
+}
+
 void k22_linear_forward(const k22_backend *be, const k22_linear *l, float *y, const float *x,
                         int N)
 {

@@ -4,6 +4,7 @@
 #include "k22/nn.h"
 
 #include <stdio.h>
+#include <string.h>
 
 const k22_block_names k22_block_names_clip = {
     "layer_norm1", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
@@ -63,10 +64,15 @@ void k22_block_bind(k22_block *blk, const k22_params *ps, const char *prefix,
     k22_layernorm_bind(&blk->ln2, ps, k, P, G, eps);
     const char *parts[4] = {nm->q, nm->k, nm->v, nm->o};
     k22_linear *lin[4] = {&blk->attn.q, &blk->attn.k, &blk->attn.v, &blk->attn.o};
+    char qkv[3][256];
     for (int i = 0; i < 4; i++) {
         bind_part(k, sizeof k, prefix, parts[i]);
         k22_linear_bind(lin[i], ps, k, P, G);
+        if (i < 3) memcpy(qkv[i], k, sizeof k);
     }
+    const char *const stack[3] = {qkv[0], qkv[1], qkv[2]};
+    blk->attn.stacked =
+        k22_qkv_stack_env() && k22_linear_bind_stack(&blk->attn.qkv, ps, stack, 3, P, G);
     bind_part(k, sizeof k, prefix, nm->fc1);
     k22_linear_bind(&blk->mlp.fc1, ps, k, P, G);
     bind_part(k, sizeof k, prefix, nm->fc2);
@@ -143,23 +149,27 @@ void k22_block_backward(const k22_backend *be, const k22_block *blk, k22_arena *
     k22_arena_reset(ar, top);
 }
 
-size_t k22_block_cache_floats(int B, int T, int C, int F, int H, int act16)
+size_t k22_block_cache_floats(int B, int T, int C, int F, int H, int act16, int stacked)
 {
     size_t N = (size_t)B * T, NC = k22_arena_round(N * C), n = k22_arena_round(N), NF = N * F;
     size_t g = act16 ? k22_arena_round_halves(NF) : k22_arena_round(NF);
-    size_t h = act16 ? k22_arena_round_halves(N * C) : NC; // ln1, ln2, q, k, v, ocat
-    return 2 * NC + 6 * h + 4 * n + k22_arena_round(N * H) + k22_arena_round(NF) + g;
+    size_t h = act16 ? k22_arena_round_halves(N * C) : NC; // ln1, ln2, (q, k, v,) ocat
+    size_t h3 = act16 ? k22_arena_round_halves(3 * N * C) : k22_arena_round(3 * N * C);
+    size_t qkv = stacked ? h3 : 3 * h; // one allocation when stacked
+    return 2 * NC + 3 * h + qkv + 4 * n + k22_arena_round(N * H) + k22_arena_round(NF) + g;
 }
 
-size_t k22_block_nograd_floats(int B, int T, int C, int F, int H, int act16)
+size_t k22_block_nograd_floats(int B, int T, int C, int F, int H, int act16, int stacked)
 {
-    return k22_block_cache_floats(B, T, C, F, H, act16) + k22_arena_round((size_t)B * T * C);
+    return k22_block_cache_floats(B, T, C, F, H, act16, stacked) +
+           k22_mha_proj_floats(B, T, C, act16, stacked);
 }
 
-size_t k22_block_bwd_floats(int B, int T, int C, int F, int H)
+size_t k22_block_bwd_floats(int B, int T, int C, int F, int H, int stacked)
 {
     (void)H;
     size_t N = (size_t)B * T, NC = k22_arena_round(N * C), NF = k22_arena_round(N * F);
-    size_t mlp = 2 * NF, attn = 6 * NC;
+    /* attention: docat, dout, then dq, dk, dv and the projections' gradient (3 NC stacked) */
+    size_t mlp = 2 * NF, attn = stacked ? 2 * NC + 2 * k22_arena_round(3 * N * C) : 6 * NC;
     return 2 * NC + (mlp > attn ? mlp : attn);
 }

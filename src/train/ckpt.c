@@ -177,9 +177,11 @@ static k22_status parse_state(json_t *o, const char *p, k22_ckpt_state *s, k22_e
     int fmt = 0;
     const char *stage = NULL;
     k22_status st = k22_json_get_int(o, p, "format", 1, 1000, &fmt, err);
-    if (!st && fmt != K22_CKPT_FORMAT)
-        st = k22_err_set(err, K22_ERR_UNSUPPORTED, "%s: checkpoint format %d, this k22 reads %d", p, fmt,
+    if (!st && fmt > K22_CKPT_FORMAT)
+        st = k22_err_set(err, K22_ERR_UNSUPPORTED,
+                         "%s: checkpoint format %d, this k22 reads 1 to %d", p, fmt,
                          K22_CKPT_FORMAT);
+    s->format = fmt;
     if (!st) st = k22_json_get_str(o, p, "stage", &stage, err);
     if (!st) snprintf(s->stage, sizeof s->stage, "%s", stage);
     if (!st) st = k22_json_get_i64(o, p, "global_step", 0, INT64_MAX / 4, &s->global_step, err);
@@ -204,9 +206,24 @@ static k22_status parse_state(json_t *o, const char *p, k22_ckpt_state *s, k22_e
     return st;
 }
 
-k22_status k22_ckpt_state_read(const char *dir, k22_ckpt_state *s, float *m, float *v, int64_t n,
-                               k22_err *err)
+/* Format 1's moments (every entry in table order) into ps's layout. */
+static k22_status read_moments_v1(const k22_st_file *f, float *m, float *v, const k22_params *ps,
+                                  const char *path, k22_err *err)
 {
+    int64_t n1 = (int64_t)k22_params_table_order_total(ps);
+    float *old = k22_xmalloc((size_t)(n1 > 0 ? n1 : 1) * sizeof *old);
+    k22_status st = read_moment(f, "exp_avg", old, n1, path, err);
+    if (!st) k22_params_from_table_order(ps, old, m);
+    if (!st) st = read_moment(f, "exp_avg_sq", old, n1, path, err);
+    if (!st) k22_params_from_table_order(ps, old, v);
+    free(old);
+    return st;
+}
+
+k22_status k22_ckpt_state_read(const char *dir, k22_ckpt_state *s, float *m, float *v,
+                               const k22_params *ps, k22_err *err)
+{
+    int64_t n = (int64_t)ps->total;
     memset(s, 0, sizeof *s);
     char p[4096];
     json_t *o = NULL;
@@ -216,8 +233,9 @@ k22_status k22_ckpt_state_read(const char *dir, k22_ckpt_state *s, float *m, flo
     if (!st) st = parse_state(o, p, s, err);
     if (!st) st = k22_fs_join(p, sizeof p, dir, STATE_ST, err);
     if (!st) st = k22_st_open(p, &f, err);
-    if (!st) st = read_moment(f, "exp_avg", m, n, p, err);
-    if (!st) st = read_moment(f, "exp_avg_sq", v, n, p, err);
+    if (!st && s->format == 1) st = read_moments_v1(f, m, v, ps, p, err);
+    else if (!st) st = read_moment(f, "exp_avg", m, n, p, err);
+    if (!st && s->format > 1) st = read_moment(f, "exp_avg_sq", v, n, p, err);
     k22_st_close(f);
     if (o) json_decref(o);
     if (st) k22_ckpt_state_free(s);

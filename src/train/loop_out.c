@@ -147,7 +147,7 @@ k22_status k22_run_resume(k22_run *r, const char *ckpt, k22_err *err)
     size_t bytes = (size_t)b.total * sizeof(float);
     float *m = k22_xmalloc(bytes), *v = k22_xmalloc(bytes);
     k22_status st = k22_fs_join(p, sizeof p, ckpt, "k22_state", err);
-    if (!st) st = k22_ckpt_state_read(p, &s, m, v, b.total, err);
+    if (!st) st = k22_ckpt_state_read(p, &s, m, v, &k22_run_core(r)->ps, err);
     if (st) goto out_nostate;
     int64_t gb_old = (int64_t)s.world_size * s.train_batch_size * s.gradient_accumulation_steps;
     int64_t gb_new = (int64_t)r->d->world * r->B * r->A;

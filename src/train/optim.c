@@ -43,8 +43,10 @@ static void find_spans(k22_optim *o, const k22_params *ps)
             open = 0;
             continue;
         }
-        if (!open) o->span_off[n++] = (int64_t)p->offset;
-        o->span_len[n - 1] = (int64_t)(p->offset + p->numel) - o->span_off[n - 1];
+        if (!open) o->span_off[n++] = (int64_t)p->offset, o->span_len[n - 1] = 0;
+        /* the furthest end: inside a stacked group the table order is not the buffer's */
+        int64_t end = (int64_t)(p->offset + p->numel) - o->span_off[n - 1];
+        if (end > o->span_len[n - 1]) o->span_len[n - 1] = end;
         open = 1;
     }
     int64_t hi = o->base + o->shard < o->total ? o->base + o->shard : o->total;

@@ -806,9 +806,11 @@ static void test_permute(void)
 {
     static const struct {
         int ndim;
-        int64_t shape[4];
-        int perm[4];
+        int64_t shape[K22_PERMUTE_DIMS];
+        int perm[K22_PERMUTE_DIMS];
     } cases[] = {
+        {5, {2, 7, 3, 3, 5}, {2, 0, 3, 1, 4}}, /* stacked q, k, v (B, T, 3, H, D) -> (3, B, H, T, D) */
+        {5, {3, 1, 2, 5, 2}, {4, 3, 2, 1, 0}},
         {4, {2, 3, 4, 5}, {0, 2, 1, 3}}, /* (B, T, H, D) <-> (B, H, T, D) */
         {4, {2, 3, 4, 5}, {3, 1, 0, 2}},
         {3, {3, 5, 7}, {2, 0, 1}},

@@ -5,6 +5,7 @@
  * bookkeeping (mark/reset, block sizes = what the code allocates). */
 #include "harness/harness.h"
 #include "k22/nn.h"
+#include "src/model/params_util.h" /* k22_pb_linear_stack, as the prior's table stacks q, k, v */
 
 #include <math.h>
 #include <stdio.h>
@@ -23,7 +24,8 @@ typedef struct {
     float *x, *dx, *y, *w; /* (B, T, C) each; w weights the loss sum(w * y) */
 } nn_case;
 
-static void add_names(k22_params *ps, const k22_block_names *nm)
+/* stacked: q, k, v laid out as the prior's table does (one GEMM), else one after the other */
+static void add_names(k22_params *ps, const k22_block_names *nm, int stacked)
 {
     char k[128];
     const char *lin[6] = {nm->q, nm->k, nm->v, nm->o, nm->fc1, nm->fc2};
@@ -35,7 +37,11 @@ static void add_names(k22_params *ps, const k22_block_names *nm)
         snprintf(k, sizeof k, "blk.%s.bias", ln[i]);
         k22_params_addv(ps, k, 1, 1, C);
     }
-    for (int i = 0; i < 6; i++) {
+    if (stacked) {
+        k22_pb b = {ps, 0};
+        k22_pb_linear_stack(&b, "blk", lin, 3, C, C, 1);
+    }
+    for (int i = stacked ? 3 : 0; i < 6; i++) {
         snprintf(k, sizeof k, "blk.%s.weight", lin[i]);
         k22_params_addv(ps, k, 1, 2, out[i], in[i]);
         snprintf(k, sizeof k, "blk.%s.bias", lin[i]);
@@ -82,13 +88,14 @@ static void check_dir(nn_case *c, const char *what, float *v, const float *g, si
     free(dir), free(v0);
 }
 
-static void run_case(const k22_backend *be, const k22_block_names *nm, int act, int additive)
+static void run_case(const k22_backend *be, const k22_block_names *nm, int act, int additive,
+                     int stacked)
 {
     nn_case c;
     memset(&c, 0, sizeof c);
     c.be = be;
     k22_params_init(&c.ps);
-    add_names(&c.ps, nm);
+    add_names(&c.ps, nm, stacked);
     k22_params_alloc(&c.ps);
     for (int i = 0; i < c.ps.count; i++) {
         const k22_param *p = &c.ps.items[i];
@@ -99,6 +106,8 @@ static void run_case(const k22_backend *be, const k22_block_names *nm, int act, 
     c.P = c.ps.data;
     c.G = calloc(c.ps.total, sizeof(float));
     k22_block_bind(&c.blk, &c.ps, "blk", nm, c.P, c.G, H, act, 1e-5f);
+    CHECK_MSG(c.blk.attn.stacked == stacked, "%s: attention stacked %d, table stacked %d", nm->q,
+              c.blk.attn.stacked, stacked);
     size_t n = (size_t)B * T * C;
     c.x = malloc(n * 4), c.dx = calloc(n, 4), c.y = malloc(n * 4), c.w = malloc(n * 4);
     k22_test_fill(c.x, (int64_t)n, 7, -1.5f, 1.5f);
@@ -115,8 +124,10 @@ static void run_case(const k22_backend *be, const k22_block_names *nm, int act, 
     } else {
         c.mask.causal = 1;
     }
-    size_t cache = k22_block_cache_floats(B, T, C, F, H, 0), bwd = k22_block_bwd_floats(B, T, C, F, H);
-    k22_arena_init(&c.ar, be, cache + (bwd > n ? bwd : n));
+    size_t cache = k22_block_cache_floats(B, T, C, F, H, 0, stacked);
+    size_t bwd = k22_block_bwd_floats(B, T, C, F, H, stacked);
+    size_t proj = k22_mha_proj_floats(B, T, C, 0, stacked);
+    k22_arena_init(&c.ar, be, cache + (bwd > proj ? bwd : proj));
     k22_block_cache bc;
     k22_block_forward(be, &c.blk, &c.ar, c.y, c.x, B, T, &c.mask, &bc);
     CHECK_MSG(c.ar.used == cache, "block cache: %zu floats used, size function says %zu", c.ar.used, cache);
@@ -141,8 +152,9 @@ int main(void)
 {
     for (int ref = 1; ref >= 0; ref--) {
         k22_backend *be = k22_backend_cpu_new(ref);
-        run_case(be, &k22_block_names_clip, K22_ACT_QUICK_GELU, 0);
-        run_case(be, &k22_block_names_basic, K22_ACT_GELU, 1);
+        run_case(be, &k22_block_names_clip, K22_ACT_QUICK_GELU, 0, 0);
+        run_case(be, &k22_block_names_basic, K22_ACT_GELU, 1, 0);
+        run_case(be, &k22_block_names_basic, K22_ACT_GELU, 1, 1); /* the prior's stacked q, k, v */
         k22_backend_free(be);
     }
     return k22_test_finish("test_nn");

@@ -262,7 +262,7 @@ static void full_size(void)
     /* What checkpointing drops is exactly every block's cache. */
     int D = c->num_attention_heads * c->attention_head_dim;
     size_t cache = k22_block_cache_floats(1, c->num_embeddings + c->additional_embeddings, D,
-                                          4 * D, c->num_attention_heads, 0);
+                                          4 * D, c->num_attention_heads, 0, 1); /* stacked q, k, v */
     CHECK(kept0 - kept1 == (size_t)c->num_layers * cache);
     printf("size fn  prior full B=1 (%d layers, %d x %d) activations kept %zu -> %zu floats "
            "(%.1f -> %.1f MiB, %.2fx), arena %zu -> %zu floats (%.1f -> %.1f MiB, %.2fx)\n",

@@ -449,8 +449,8 @@ static void cat_bwd(fd_case *c, float **g)
 
 typedef struct {
     int ndim;
-    int64_t shape[4];
-    int perm[4];
+    int64_t shape[K22_PERMUTE_DIMS];
+    int perm[K22_PERMUTE_DIMS];
 } perm_p;
 static void perm_fwd(fd_case *c)
 {
@@ -486,6 +486,30 @@ static void run_simple(const char *name, int nin, int64_t nx0, int64_t nx1, int6
     fd_free(&c);
 }
 
+/* The 5-d permute that splits stacked q, k, v, (B, T, 3, H, D) -> (3, B, H, T, D), against its
+ * index formula: finite differences only show that backward matches forward. */
+static void test_permute_split(void)
+{
+    enum { B = 2, T = 3, H = 2, D = 4, n = B * T * 3 * H * D };
+    const int64_t shape[5] = {B, T, 3, H, D};
+    const int perm[5] = {2, 0, 3, 1, 4};
+    float *x = fvec(n, 231, -1, 1), *y = fvec(n, 0, 0, 0), *dx = fvec(n, 0, 0, 0);
+    be->permute_fwd(be->ctx, y, x, 5, shape, perm);
+    be->permute_bwd(be->ctx, dx, y, 5, shape, perm);
+    int bad = 0;
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++)
+            for (int i = 0; i < 3; i++)
+                for (int h = 0; h < H; h++)
+                    for (int d = 0; d < D; d++) {
+                        float in = x[(((b * T + t) * 3 + i) * H + h) * D + d];
+                        bad += y[(((i * B + b) * H + h) * T + t) * D + d] != in;
+                    }
+    CHECK_MSG(bad == 0, "permute (B, T, 3, H, D) -> (3, B, H, T, D): %d elements misplaced", bad);
+    k22_check_close("permute 5-d backward of the forward gives the input back", dx, x, n, 0, 0);
+    free(x), free(y), free(dx);
+}
+
 static void test_elementwise(void)
 {
     run_simple("add", 2, 6, 6, 6, add_fwd, add_bwd, NULL, 201);
@@ -496,8 +520,9 @@ static void test_elementwise(void)
     perm_p pp[] = {{4, {2, 3, 4, 2}, {0, 2, 1, 3}},
                    {4, {2, 3, 4, 2}, {3, 1, 0, 2}},
                    {3, {3, 2, 4, 0}, {2, 0, 1, 0}},
-                   {2, {5, 3, 0, 0}, {1, 0, 0, 0}}};
-    for (int i = 0; i < 4; i++) {
+                   {2, {5, 3, 0, 0}, {1, 0, 0, 0}},
+                   {5, {2, 3, 3, 2, 2}, {2, 0, 3, 1, 4}}}; /* the stacked q, k, v split */
+    for (int i = 0; i < 5; i++) {
         int64_t n = k22_shape_numel(pp[i].ndim, pp[i].shape);
         char nm[64];
         snprintf(nm, sizeof nm, "permute case %d", i);
@@ -591,6 +616,7 @@ int main(void)
     test_act_softmax();
     test_attention();
     test_elementwise();
+    test_permute_split();
     test_embed_loss();
     k22_backend_free(be);
     return k22_test_finish("ops_fd");

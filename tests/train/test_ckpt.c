@@ -20,6 +20,39 @@ static char dir[] = "/tmp/k22_ckpt_test_XXXXXX";
 #define COMMON "--pack %s/data.h5 --pretrained %s/prior --train_batch_size 2 --gradient_accumulation_steps 2 " \
                "--use_ema --lr_scheduler cosine --lr_warmup_steps 2 --learning_rate 1e-3 --seed 7 --log_every 100"
 
+/* ckpt as an older k22 wrote it (checkpoint format 1): the moments in table order, every entry
+ * 16-float aligned (no stacked q, k, v), and state.json saying 1. */
+static void to_format1(const char *ckpt)
+{
+    char p[4200];
+    k22_err err;
+    k22_err_clear(&err);
+    k22_model_config cfg;
+    k22_params ps;
+    k22_params_init(&ps);
+    snprintf(p, sizeof p, "%s/prior", ckpt);
+    CHECK(k22_component_load(p, &cfg, &ps, &err) == K22_OK);
+    size_t n1 = k22_params_table_order_total(&ps);
+    CHECK_MSG(n1 > ps.total, "tiny prior: %zu floats stacked, %zu in table order", ps.total, n1);
+    float *m = calloc(ps.total, 4), *v = calloc(ps.total, 4), *m1 = calloc(n1, 4), *v1 = calloc(n1, 4);
+    k22_ckpt_state s;
+    snprintf(p, sizeof p, "%s/k22_state", ckpt);
+    CHECK(k22_ckpt_state_read(p, &s, m, v, &ps, &err) == K22_OK && s.format == K22_CKPT_FORMAT);
+    size_t at = 0;
+    for (int i = 0; i < ps.count; i++) {
+        const k22_param *q = &ps.items[i];
+        at = (at + 15) / 16 * 16;
+        memcpy(m1 + at, m + q->offset, q->numel * 4), memcpy(v1 + at, v + q->offset, q->numel * 4);
+        at += q->numel;
+    }
+    CHECK(k22_ckpt_state_write(p, &s, m1, v1, (int64_t)n1, &err) == K22_OK);
+    CHECK(tf_sh("sed -i 's/\"format\": *%d/\"format\": 1/' %s/state.json && grep -q '\"format\": *1' "
+                "%s/state.json", K22_CKPT_FORMAT, p, p) == 0);
+    k22_ckpt_state_free(&s);
+    free(m), free(v), free(m1), free(v1);
+    k22_params_free(&ps);
+}
+
 static void resume_exact(void)
 {
     int rc = tf_sh("%s train-prior " COMMON " --max_train_steps 6 --output_dir %s/a >%s/a.log 2>&1",
@@ -33,15 +66,24 @@ static void resume_exact(void)
     CHECK_MSG(k22_fs_is_file(p), "no complete checkpoint-4");
     snprintf(p, sizeof p, "%s/b/checkpoint-2/prior_ema/config.json", dir);
     CHECK_MSG(k22_fs_is_file(p), "checkpoint-2 lacks prior_ema");
+    /* c: the same stop, its checkpoint as format 1 (moments in the unstacked layout) */
+    CHECK(tf_sh("cp -r %s/b %s/c", dir, dir) == 0);
+    snprintf(p, sizeof p, "%s/c/checkpoint-4", dir);
+    to_format1(p);
     rc = tf_sh("%s train-prior " COMMON " --max_train_steps 6 --checkpointing_steps 2 --resume_from_checkpoint latest "
                "--output_dir %s/b >%s/b2.log 2>&1", tf_bin(), dir, dir, dir, dir);
     CHECK_MSG(rc == 0, "resumed run exited %d", rc);
-    double la[8] = {0}, lb[8] = {0};
+    rc = tf_sh("%s train-prior " COMMON " --max_train_steps 6 --checkpointing_steps 2 --resume_from_checkpoint latest "
+               "--output_dir %s/c >%s/c2.log 2>&1", tf_bin(), dir, dir, dir, dir);
+    CHECK_MSG(rc == 0, "run resumed from a format 1 checkpoint exited %d", rc);
+    double la[8] = {0}, lb[8] = {0}, lc[8] = {0};
     int na = tf_read_losses((snprintf(p, sizeof p, "%s/a", dir), p), la, 7);
     int nb = tf_read_losses((snprintf(p, sizeof p, "%s/b", dir), p), lb, 7);
-    CHECK_MSG(na == 6 && nb == 6, "logged %d and %d steps, want 6", na, nb);
+    int nc = tf_read_losses((snprintf(p, sizeof p, "%s/c", dir), p), lc, 7);
+    CHECK_MSG(na == 6 && nb == 6 && nc == 6, "logged %d, %d and %d steps, want 6", na, nb, nc);
     for (int s = 1; s <= 6; s++) {
         CHECK_MSG(la[s] == lb[s], "step %d: loss %.17g straight, %.17g resumed", s, la[s], lb[s]);
+        CHECK_MSG(la[s] == lc[s], "step %d: loss %.17g straight, %.17g resumed from format 1", s, la[s], lc[s]);
         printf("step %d loss %.9f\n", s, la[s]);
     }
     char a[4096], b[4096];
@@ -122,6 +164,10 @@ static void ckpt_api(void)
     int64_t step = 0;
     CHECK(k22_ckpt_latest(out, &step, got, sizeof got, &err) == K22_OK && step == -1); /* no folder yet */
     float m[5] = {1, 2, 3, 4, 5}, v[5] = {.5f, .25f, 0, 1e-30f, 7}, m2[5], v2[5];
+    k22_params t5, t4; /* a model of 5 parameters, another of 4 */
+    k22_params_init(&t5), k22_params_init(&t4);
+    k22_params_addv(&t5, "w", 1, 1, 5);
+    k22_params_addv(&t4, "w", 1, 1, 4);
     k22_ckpt_state s = {.global_step = 12, .epoch = 3, .epoch_pos = 8, .seed = 9, .world_size = 2,
                         .train_batch_size = 4, .gradient_accumulation_steps = 1, .lr_sched_steps = 24,
                         .ema_step = 12, .ema_decay = 0.5};
@@ -142,14 +188,14 @@ static void ckpt_api(void)
     CHECK_MSG(step == 8 && strstr(got, "checkpoint-8"), "latest: step %lld %s", (long long)step, got);
     k22_ckpt_state r;
     snprintf(p, sizeof p, "%s/k22_state", got);
-    CHECK(k22_ckpt_state_read(p, &r, m2, v2, 5, &err) == K22_OK);
+    CHECK(k22_ckpt_state_read(p, &r, m2, v2, &t5, &err) == K22_OK);
     CHECK(r.global_step == 12 && r.epoch == 3 && r.epoch_pos == 8 && r.seed == 9 && r.world_size == 2 &&
           r.train_batch_size == 4 && r.lr_sched_steps == 24 && r.ema_step == 12 && r.ema_decay == 0.5 &&
           !strcmp(r.stage, "prior"));
     CHECK(!memcmp(m, m2, sizeof m) && !memcmp(v, v2, sizeof v));
     k22_ckpt_state_free(&r);
     CHECK(r.loss_scale == 0); /* no fp16 scaler: nothing written, 0 read back */
-    CHECK(k22_ckpt_state_read(p, &r, m2, v2, 4, &err) == K22_ERR_KEY); /* another model's size */
+    CHECK(k22_ckpt_state_read(p, &r, m2, v2, &t4, &err) == K22_ERR_KEY); /* another model's size */
     CHECK_MSG(strstr(err.msg, "exp_avg") != NULL, "message: %s", err.msg);
     /* an fp16 run's scaler round-trips, a scale of exactly 1 included; a bad one is refused */
     char sp[4096], sj[4200];
@@ -157,17 +203,18 @@ static void ckpt_api(void)
     k22_ckpt_state s16 = s;
     s16.loss_scale = 1.0, s16.loss_scale_good = 1999;
     CHECK(k22_ckpt_state_write(sp, &s16, m, v, 5, &err) == K22_OK);
-    CHECK(k22_ckpt_state_read(sp, &r, m2, v2, 5, &err) == K22_OK && r.loss_scale == 1.0 && r.loss_scale_good == 1999);
+    CHECK(k22_ckpt_state_read(sp, &r, m2, v2, &t5, &err) == K22_OK && r.loss_scale == 1.0 && r.loss_scale_good == 1999);
     k22_ckpt_state_free(&r);
     snprintf(sj, sizeof sj, "%s/state.json", sp);
     CHECK(tf_sh("sed -i 's/\"loss_scale\": 1.0/\"loss_scale\": -4.0/' %s", sj) == 0);
-    CHECK(k22_ckpt_state_read(sp, &r, m2, v2, 5, &err) == K22_ERR_FORMAT);
+    CHECK(k22_ckpt_state_read(sp, &r, m2, v2, &t5, &err) == K22_ERR_FORMAT);
     CHECK_MSG(strstr(err.msg, "loss_scale -4") && strstr(err.msg, "state.json"), "message: %s", err.msg);
     CHECK(k22_ckpt_prune(out, 3, &err) == K22_OK); /* 4 complete, limit 3: keep the newest 2 */
     for (int n = 2; n <= 8; n += 2) {
         snprintf(p, sizeof p, "%s/checkpoint-%d", out, n);
         CHECK_MSG(k22_fs_is_dir(p) == (n >= 6), "after prune, checkpoint-%d %s", n, k22_fs_is_dir(p) ? "kept" : "gone");
     }
+    k22_params_free(&t5), k22_params_free(&t4);
 }
 
 static double mean(const double *x, int a, int b)

@@ -171,6 +171,7 @@ static void gather(const dataset *d, const int64_t *idx, const float *noise, bat
 /* run_case with gradient checkpointing (the same numbers are expected: recomputation repeats the
  * same float operations), and the arena size each mode got. */
 static int g_ckpt;
+static int g_stacked = 1; /* q, k, v as one GEMM (the default), or 0: K22_QKV_STACK=0 */
 static size_t g_arena_cap[2];
 
 static int run_case(const k22_backend *be, const k22_st_file *f, const dataset *d,
@@ -179,7 +180,8 @@ static int run_case(const k22_backend *be, const k22_st_file *f, const dataset *
     int failures0 = k22_test_failures;
     char key[128], dir[128], label[64];
     int A = c->accum, nm = STEPS * A, E = d->E;
-    snprintf(label, sizeof label, "%s config %s%s", be->name, c->name, g_ckpt ? " checkpointed" : "");
+    snprintf(label, sizeof label, "%s config %s%s%s", be->name, c->name, g_ckpt ? " checkpointed" : "",
+             g_stacked ? "" : " q,k,v unstacked");
     sf_run r;
     if (!sf_run_load(f, c->name, nm, BATCH, E, STEPS, &r)) return k22_test_failures - failures0;
 
@@ -201,8 +203,11 @@ static int run_case(const k22_backend *be, const k22_st_file *f, const dataset *
         CHECK_MSG(0, "%s: %s", label, err.msg);
         return k22_test_failures - failures0;
     }
-    g_arena_cap[g_ckpt] = tr.arena.cap;
+    if (g_stacked) g_arena_cap[g_ckpt] = tr.arena.cap;
     CHECK(tr.model.grad_ckpt == g_ckpt);
+    for (int l = 0; l < tr.model.cfg.num_layers; l++)
+        CHECK_MSG(tr.model.blocks[l].attn.stacked == g_stacked, "%s: block %d stacked %d", label, l,
+                  tr.model.blocks[l].attn.stacked);
     int64_t t_first[BATCH];
     memcpy(t_first, r.ts, sizeof t_first);
     if (corrupt) t_first[0] += 1;
@@ -237,9 +242,10 @@ static int run_case(const k22_backend *be, const k22_st_file *f, const dataset *
     } else {
         CHECK(k22_train_core_save(&tr.core, dir, 1, &err) == K22_ERR_ARG);
     }
-    printf("%-8s config %s: loss max rel %.2e, grad norm max rel %.2e, weights max |err|/max|ref| "
+    printf("%-8s config %s%s: loss max rel %.2e, grad norm max rel %.2e, weights max |err|/max|ref| "
            "%.2e, max |err|/max|update| %.2e; to_k.bias max |err| %.2e (bound %.2e)\n", be->name,
-           c->name, se.loss_rel, se.norm_rel, e.w_rel, e.w_upd, e.zb_err, e.zb_bound);
+           c->name, g_stacked ? "" : " (q, k, v unstacked)", se.loss_rel, se.norm_rel, e.w_rel, e.w_upd,
+           e.zb_err, e.zb_bound);
     free(bb.hidden);
     k22_prior_trainer_free(&tr);
     return k22_test_failures - failures0;
@@ -332,6 +338,12 @@ int main(void)
                 CHECK_MSG(g_arena_cap[1] <= g_arena_cap[0], "checkpointed arena %zu floats, plain %zu",
                           g_arena_cap[1], g_arena_cap[0]);
                 printf("arena floats: plain %zu, gradient checkpointing %zu\n", g_arena_cap[0], g_arena_cap[1]);
+                /* the three-GEMM path (K22_QKV_STACK=0) over the same stacked table */
+                setenv("K22_QKV_STACK", "0", 1);
+                g_stacked = 0;
+                run_case(be, f, &d, &init, &CASES[1], 0);
+                g_stacked = 1;
+                unsetenv("K22_QKV_STACK");
             }
             if (ref) test_bad_hparams(be);
             k22_backend_free(be);

@@ -449,16 +449,17 @@ static void test_prior(void)
                   (double)la.grad_norm, (double)lb.grad_norm);
     }
     check_same_state("prior", &a.core.opt, &b.core.opt);
-    /* 3: per layer q, k, v, out and the MLP's two; outside the layers time1, time2, proj_in,
-     * embedding_proj, encoder_hidden_states_proj and proj_to_clip_embeddings. Each layer norms
-     * twice, norm_out once. Every linear, attention and norm has its backward. */
-    int nl = c->num_layers, lin = 6 + 6 * nl, spans = spans_with_values(&b.core.opt);
+    /* 3: per layer q, k, v as one (stacked), out and the MLP's two; outside the layers time1,
+     * time2, proj_in, embedding_proj, encoder_hidden_states_proj and proj_to_clip_embeddings.
+     * Each layer norms twice, norm_out once, splits and merges heads once. Every linear,
+     * attention and norm has its backward. */
+    int nl = c->num_layers, lin = 6 + 4 * nl, spans = spans_with_values(&b.core.opt);
     CHECK_MSG(calls_of(p, "linear_fwd") == lin && calls_of(p, "linear_bwd") == lin,
               "prior step: linear %lld / %lld, want %d", (long long)calls_of(p, "linear_fwd"),
               (long long)calls_of(p, "linear_bwd"), lin);
     CHECK(calls_of(p, "attention_fwd") == nl && calls_of(p, "attention_bwd") == nl);
     CHECK(calls_of(p, "layer_norm_fwd") == 2 * nl + 1 && calls_of(p, "layer_norm_bwd") == 2 * nl + 1);
-    CHECK(calls_of(p, "permute_fwd") == 4 * nl && calls_of(p, "timestep_embed_fwd") == 1);
+    CHECK(calls_of(p, "permute_fwd") == 2 * nl && calls_of(p, "timestep_embed_fwd") == 1);
     CHECK(calls_of(p, "mse_fwd") == 1 && calls_of(p, "mse_bwd") == 1);
     CHECK_MSG(calls_of(p, "adamw_step") == spans && calls_of(p, "sumsq") == spans,
               "adamw %lld, sumsq %lld, spans %d", (long long)calls_of(p, "adamw_step"),
@@ -467,12 +468,17 @@ static void test_prior(void)
     /* 4 */
     check_times("prior step", p);
     check_shapes("prior step", p);
-    /* the blocks' q, k, v and out: one shape, 4 calls a layer each way */
-    char qkvo[64];
+    /* the blocks' stacked q, k, v (out width 3D) and their out projection: a call a layer each */
+    char qkv[64], qkv_bwd[80], out[64];
     int rows = PRIOR_B * (c->num_embeddings + c->additional_embeddings), dm = c->num_attention_heads * c->attention_head_dim;
-    snprintf(qkvo, sizeof qkvo, "N%d,I%d,O%d", rows, dm, dm);
-    CHECK_MSG(shape_calls(p, "linear_fwd", qkvo) >= 4 * nl, "prior: linear_fwd %s %lld calls, want >= %d", qkvo,
-              (long long)shape_calls(p, "linear_fwd", qkvo), 4 * nl);
+    snprintf(qkv, sizeof qkv, "N%d,I%d,O%d", rows, dm, 3 * dm);
+    snprintf(qkv_bwd, sizeof qkv_bwd, "%s,dx,dw,db", qkv);
+    snprintf(out, sizeof out, "N%d,I%d,O%d", rows, dm, dm);
+    CHECK_MSG(shape_calls(p, "linear_fwd", qkv) == nl && shape_calls(p, "linear_bwd", qkv_bwd) == nl,
+              "prior: linear %s %lld / %lld calls, want %d", qkv, (long long)shape_calls(p, "linear_fwd", qkv),
+              (long long)shape_calls(p, "linear_bwd", qkv_bwd), nl);
+    CHECK_MSG(shape_calls(p, "linear_fwd", out) >= nl, "prior: linear_fwd %s %lld calls, want >= %d", out,
+              (long long)shape_calls(p, "linear_fwd", out), nl);
     /* 5: one forward (the held-out loss: no backward) */
     k22_prof_reset(p);
     k22_prior_trainer_eval(&b, &batch);

@@ -58,18 +58,19 @@ void k22_ref_concat_bwd(void *ctx, float *da, float *db, const float *dy, int64_
     }
 }
 
-/* Output shape os and, per output dim, the stride of the input dim it walks; padded to 4. */
-static void ref_permute_geom(int ndim, const int64_t *in_shape, const int *perm, int64_t os[4],
-                             int64_t st[4])
+/* Output shape os and, per output dim, the stride of the input dim it walks; padded with leading
+ * size-1 dims to K22_PERMUTE_DIMS. */
+static void ref_permute_geom(int ndim, const int64_t *in_shape, const int *perm,
+                             int64_t os[K22_PERMUTE_DIMS], int64_t st[K22_PERMUTE_DIMS])
 {
-    int64_t is[4], acc = 1;
-    K22_REQUIRE(ndim >= 1 && ndim <= 4);
+    int64_t is[K22_PERMUTE_DIMS], acc = 1;
+    K22_REQUIRE(ndim >= 1 && ndim <= K22_PERMUTE_DIMS);
     for (int i = ndim - 1; i >= 0; i--) {
         is[i] = acc;
         acc *= in_shape[i];
     }
-    for (int i = 0; i < 4; i++) {
-        int pad = 4 - ndim; /* leading size-1 dims */
+    int pad = K22_PERMUTE_DIMS - ndim;
+    for (int i = 0; i < K22_PERMUTE_DIMS; i++) {
         if (i < pad) {
             os[i] = 1;
             st[i] = 0;
@@ -86,18 +87,19 @@ static void ref_permute_geom(int ndim, const int64_t *in_shape, const int *perm,
 static void ref_permute_walk(float *x, float *y, int ndim, const int64_t *in_shape, const int *perm,
                              int bwd)
 {
-    int64_t os[4], st[4], o = 0;
+    int64_t os[K22_PERMUTE_DIMS], st[K22_PERMUTE_DIMS], o = 0;
     ref_permute_geom(ndim, in_shape, perm, os, st);
     for (int64_t i0 = 0; i0 < os[0]; i0++)
         for (int64_t i1 = 0; i1 < os[1]; i1++)
             for (int64_t i2 = 0; i2 < os[2]; i2++)
-                for (int64_t i3 = 0; i3 < os[3]; i3++, o++) {
-                    int64_t in = i0 * st[0] + i1 * st[1] + i2 * st[2] + i3 * st[3];
-                    if (bwd)
-                        x[in] += y[o];
-                    else
-                        y[o] = x[in];
-                }
+                for (int64_t i3 = 0; i3 < os[3]; i3++)
+                    for (int64_t i4 = 0; i4 < os[4]; i4++, o++) {
+                        int64_t in = i0 * st[0] + i1 * st[1] + i2 * st[2] + i3 * st[3] + i4 * st[4];
+                        if (bwd)
+                            x[in] += y[o];
+                        else
+                            y[o] = x[in];
+                    }
 }
 
 void k22_ref_permute_fwd(void *ctx, float *y, const float *x, int ndim, const int64_t *in_shape,

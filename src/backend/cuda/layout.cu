@@ -48,23 +48,23 @@ void k22_cuda_concat_bwd(void *vctx, float *da, float *db, const float *dy, int6
 
 /* ---- permute ---- */
 
-/* Output shape os (padded to 4 dims with leading 1s) and, per output dim, the stride of the
- * input dim it walks. */
+/* Output shape os (padded to K22_PERMUTE_DIMS dims with leading 1s) and, per output dim, the
+ * stride of the input dim it walks. */
 typedef struct {
-    int64_t os[4], st[4];
+    int64_t os[K22_PERMUTE_DIMS], st[K22_PERMUTE_DIMS];
 } k22_perm_geom;
 
 static k22_perm_geom k22_perm_geom_of(int ndim, const int64_t *in_shape, const int *perm)
 {
     k22_perm_geom g;
-    int64_t is[4], acc = 1;
-    K22_REQUIRE(ndim >= 1 && ndim <= 4);
+    int64_t is[K22_PERMUTE_DIMS], acc = 1;
+    K22_REQUIRE(ndim >= 1 && ndim <= K22_PERMUTE_DIMS);
     for (int i = ndim - 1; i >= 0; i--) {
         is[i] = acc;
         acc *= in_shape[i];
     }
-    for (int i = 0; i < 4; i++) {
-        int pad = 4 - ndim;
+    int pad = K22_PERMUTE_DIMS - ndim;
+    for (int i = 0; i < K22_PERMUTE_DIMS; i++) {
         if (i < pad) {
             g.os[i] = 1, g.st[i] = 0;
         } else {
@@ -76,13 +76,23 @@ static k22_perm_geom k22_perm_geom_of(int ndim, const int64_t *in_shape, const i
     return g;
 }
 
+static int64_t k22_perm_numel(const k22_perm_geom &g)
+{
+    int64_t n = 1;
+    for (int i = 0; i < K22_PERMUTE_DIMS; i++) n *= g.os[i];
+    return n;
+}
+
+/* The input index of output element o: its digits in the output shape, innermost first. */
 __device__ __forceinline__ int64_t k22_perm_src(const k22_perm_geom &g, int64_t o)
 {
-    int64_t i3 = o % g.os[3], r = o / g.os[3];
-    int64_t i2 = r % g.os[2];
-    r /= g.os[2];
-    int64_t i1 = r % g.os[1], i0 = r / g.os[1];
-    return i0 * g.st[0] + i1 * g.st[1] + i2 * g.st[2] + i3 * g.st[3];
+    int64_t in = 0;
+#pragma unroll
+    for (int i = K22_PERMUTE_DIMS - 1; i > 0; i--) {
+        in += (o % g.os[i]) * g.st[i];
+        o /= g.os[i];
+    }
+    return in + o * g.st[0];
 }
 
 __global__ void k22_permute_fwd_kernel(float *y, const float *x, k22_perm_geom g, int64_t n)
@@ -100,7 +110,7 @@ void k22_cuda_permute_fwd(void *vctx, float *y, const float *x, int ndim, const 
                           const int *perm)
 {
     k22_perm_geom g = k22_perm_geom_of(ndim, in_shape, perm);
-    int64_t n = g.os[0] * g.os[1] * g.os[2] * g.os[3];
+    int64_t n = k22_perm_numel(g);
     K22_LAUNCH(k22_permute_fwd_kernel, n, y, x, g, n);
 }
 
@@ -108,7 +118,7 @@ void k22_cuda_permute_bwd(void *vctx, float *dx, const float *dy, int ndim,
                           const int64_t *in_shape, const int *perm)
 {
     k22_perm_geom g = k22_perm_geom_of(ndim, in_shape, perm);
-    int64_t n = g.os[0] * g.os[1] * g.os[2] * g.os[3];
+    int64_t n = k22_perm_numel(g);
     if (!dx) return;
     K22_LAUNCH(k22_permute_bwd_kernel, n, dx, dy, g, n);
 }
