@@ -31,8 +31,9 @@
 # at a time instead of the next while computing (K22_CUDA_ATTN_PIPE=0), tagged k22-nopipeattn;
 # K22_NOACT16=1 one with the activations only a GEMM reads (the resnets' convolution inputs, the
 # prior's MLP activations) kept as floats instead of 16 bits (K22_ACT16=0), tagged k22-noact16;
-# K22_QKV3=1 one per prior case with the blocks' q, k, v projections as three GEMMs instead of one
-# over the stacked weights (K22_QKV_STACK=0), tagged k22-qkv3;
+# K22_QKV3="prior unet" (or either) one per case of those models with the attention's q, k, v
+# projections as three GEMMs instead of one over the stacked weights (K22_QKV_STACK=0), tagged
+# k22-qkv3;
 # K22_CUDNN_FIND=1 one per unet case with cuDNN's algorithms by its timing instead of its
 # heuristics (K22_CUDNN_ALGO=find), tagged k22-cudnnfind, after the case's torch runs.
 # K22_CKPT_LEVELS="1 2 auto" adds to the unet-ckpt case a k22 run per number of checkpointed
@@ -95,7 +96,7 @@ bench_case() {
       [ "${K22_WMMA_ATTN:-0}" != 1 ] || k22_variant k22-wmmaattn K22_CUDA_ATTN=flash
       [ "${K22_NOPIPE_ATTN:-0}" != 1 ] || k22_variant k22-nopipeattn K22_CUDA_ATTN_PIPE=0
       [ "${K22_NOACT16:-0}" != 1 ] || [ "$mp" = no ] || k22_variant k22-noact16 K22_ACT16=0
-      [ "${K22_QKV3:-0}" != 1 ] || [ "$model" != prior ] || k22_variant k22-qkv3 K22_QKV_STACK=0
+      case " ${K22_QKV3:-} " in *" $model "*) k22_variant k22-qkv3 K22_QKV_STACK=0 ;; esac
       if [ "$model" = unet ] && [ "$ck" = 1 ]; then
         for lv in ${K22_CKPT_LEVELS:-}; do k22_variant "k22-lv$lv" K22_BENCH_CKPT_LEVELS="$lv"; done
       fi

@@ -18,7 +18,7 @@
 #include <jansson.h>
 #include <stdint.h>
 
-/* 2: the flat buffer with the prior's q, k, v stacked (params_util.h k22_pb_linear_stack);
+/* 2: the flat buffer with the attention's q, k, v stacked (params_util.h k22_pb_linear_stack);
  * 1: every entry in table order. Format 1 still reads: its moments are moved to the new layout. */
 #define K22_CKPT_FORMAT 2
 #define K22_CKPT_MARKER "k22_complete"

@@ -31,7 +31,8 @@ void k22_linear_bind(k22_linear *l, const k22_params *ps, const char *name, cons
                      float *G);
 /* One linear over the n linears "<names_i>" of the same shape whose weights lie back to back in
  * the buffer, and their biases too (params_util.h k22_pb_linear_stack): (in, n * out), outputs
- * side by side. Returns 0, leaving l alone, when the table does not lay them out so. */
+ * side by side. Returns 0, leaving l alone, when the table does not lay them out so. P NULL:
+ * the shapes alone (pointers NULL). */
 int k22_linear_bind_stack(k22_linear *l, const k22_params *ps, const char *const *names, int n,
                           const float *P, float *G);
 /* x: (N, in) -> y: (N, out). */

@@ -6,7 +6,9 @@
 
 #include "k22/tensor.h"
 
-/* Each parameter starts on a 16-float (64-byte) boundary so vector loads never straddle two. */
+/* Each parameter starts on a 16-float (64-byte) boundary so vector loads never straddle two;
+ * inside a stacked group (q, k, v weights back to back) on an 8-float one (32 bytes: still
+ * 16-byte aligned as floats and as 16-bit values, what cuBLASLt and the kernels ask for). */
 #define K22_PARAM_ALIGN 16
 
 typedef struct {

@@ -68,9 +68,12 @@ size_t k22_resnet_bwd_floats(const k22_resnet *r, int B, int H, int W);
 typedef struct {
     k22_groupnorm gn;
     k22_linear q, k, v, ak, av, o;
+    k22_linear qkv; /* with stacked: to_q, to_k and to_v as one linear of width 3C */
     int C, heads, hd;
     int act16; /* tok, q4, k4, v4 and ocat kept as 16 bits (tok16, q16, k16, v16, ocat16; ops.h
                 * k22_backend_act16), see k22_unet_set_act16 */
+    int stacked; /* q, k, v of the pixels as one GEMM over the stacked weights (nn.h
+                  * k22_qkv_stack_env) and one head split; else three of each */
 } k22_unet_attn;
 typedef struct {
     const float *x;                  /* (B, C, S) the input (owned by the caller) */

@@ -25,10 +25,9 @@ static void unet_resnet(k22_pb *b, const char *p, int64_t in, int64_t out, int64
  * attention_head_dim, so the inner width is c. */
 static void unet_attention(k22_pb *b, const char *p, int64_t c, int64_t cross)
 {
+    static const char *const qkv[3] = {"to_q", "to_k", "to_v"};
     k22_pb_norm(b, p, "group_norm", c);
-    k22_pb_linear(b, p, "to_q", c, c, 1);
-    k22_pb_linear(b, p, "to_k", c, c, 1);
-    k22_pb_linear(b, p, "to_v", c, c, 1);
+    k22_pb_linear_stack(b, p, qkv, 3, c, c, 1); /* one GEMM of width 3c (unet_attn.c) */
     k22_pb_linear(b, p, "add_k_proj", c, cross, 1);
     k22_pb_linear(b, p, "add_v_proj", c, cross, 1);
     k22_pb_linear(b, p, "to_out.0", c, c, 1);

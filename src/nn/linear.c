@@ -52,9 +52,9 @@ int k22_linear_bind_stack(k22_linear *l, const k22_params *ps, const char *const
     if (!w0) return 0;
     l->out = n * (int)w0->shape[0];
     l->in = (int)w0->shape[1];
-    l->w = P + w0->offset;
+    l->w = P ? P + w0->offset : NULL;
     l->dw = G ? G + w0->offset : NULL;
-    l->b = b0 ? P + b0->offset : NULL;
+    l->b = b0 && P ? P + b0->offset : NULL;
     l->db = b0 && G ? G + b0->offset : NULL;
     return 1;
 }

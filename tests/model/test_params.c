@@ -4,6 +4,7 @@
  * shapes, order and element count are compared with keys.json (the state dict of the same
  * class instantiated by tools/reference/make_param_fixtures.py). Every mismatch is printed. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "harness/harness.h"
@@ -120,20 +121,54 @@ static void check_caps(void)
     CHECK(strstr(err.msg, "PriorTransformer") != NULL);
 }
 
-/* Offsets: in order, 16-float aligned, not overlapping. */
-static void check_layout(void)
+static int by_offset(const void *a, const void *b)
+{
+    size_t x = ((const k22_param *)a)->offset, y = ((const k22_param *)b)->offset;
+    return x < y ? -1 : x > y;
+}
+
+static int ends_with(const char *s, const char *suf)
+{
+    size_t n = strlen(s), m = strlen(suf);
+    return n >= m && !strcmp(s + n - m, suf);
+}
+
+/* Offsets: not overlapping, inside the buffer, 16-float aligned but for the stacked attention
+ * projections (8-float aligned, each q, k, v weight right after the one before, the biases
+ * likewise); the table in the upstream order all the same. */
+static void check_layout(k22_model_kind kind, const char *q)
 {
     k22_model_config cfg;
     k22_params ps;
     k22_err err = {0};
-    CHECK(k22_config_preset(K22_MODEL_UNET, "tiny", &cfg, &err) == K22_OK);
+    CHECK(k22_config_preset(kind, "tiny", &cfg, &err) == K22_OK);
     CHECK(k22_params_build(&cfg, &ps, &err) == K22_OK);
+    int groups = 0;
     for (int i = 0; i < ps.count; i++) {
-        CHECK(ps.items[i].offset % 16 == 0);
-        if (i) CHECK(ps.items[i].offset >= ps.items[i - 1].offset + ps.items[i - 1].numel);
-        CHECK(k22_params_index(&ps, ps.items[i].name) == i);
+        const k22_param *p = &ps.items[i];
+        int member = strstr(p->name, "to_q.") || strstr(p->name, "to_k.") || strstr(p->name, "to_v.");
+        CHECK_MSG(p->offset % (member ? 8 : 16) == 0, "%s at %zu", p->name, p->offset);
+        CHECK(k22_params_index(&ps, p->name) == i);
+        if (!ends_with(p->name, q) || i + 5 >= ps.count) continue;
+        /* q.weight, q.bias, k.weight, k.bias, v.weight, v.bias in the table */
+        const k22_param *g = p;
+        CHECK_MSG(g[2].offset == g[0].offset + g[0].numel && g[4].offset == g[2].offset + g[2].numel &&
+                      g[3].offset == g[1].offset + g[1].numel && g[5].offset == g[3].offset + g[3].numel &&
+                      g[1].offset >= g[4].offset + g[4].numel,
+                  "%s: q, k, v not stacked", p->name);
+        groups++;
     }
-    CHECK(ps.items[ps.count - 1].offset + ps.items[ps.count - 1].numel <= ps.total);
+    CHECK_MSG(groups > 0, "%s: no stacked q, k, v", k22_model_class_name(kind));
+    k22_param *s = malloc((size_t)ps.count * sizeof *s);
+    memcpy(s, ps.items, (size_t)ps.count * sizeof *s);
+    qsort(s, (size_t)ps.count, sizeof *s, by_offset);
+    for (int i = 1; i < ps.count; i++) CHECK(s[i].offset >= s[i - 1].offset + s[i - 1].numel);
+    CHECK(s[ps.count - 1].offset + s[ps.count - 1].numel == ps.total);
+    free(s);
+    /* stacking only saves padding (the tiny prior's width, 24, pads its biases in table order) */
+    size_t t1 = k22_params_table_order_total(&ps);
+    CHECK_MSG(kind == K22_MODEL_PRIOR ? t1 > ps.total : t1 >= ps.total, "%zu floats, %zu in table order",
+              ps.total, t1);
     CHECK(k22_params_find(&ps, "no.such.key") == NULL);
     k22_params_alloc(&ps);
     CHECK(ps.data != NULL && ps.data[ps.total - 1] == 0.0f);
@@ -164,7 +199,8 @@ int main(void)
         for (int c = 0; c < 5; c++) check_fixture(sizes[s], components[c]);
     check_full_counts();
     check_caps();
-    check_layout();
+    check_layout(K22_MODEL_UNET, "to_q.weight");
+    check_layout(K22_MODEL_PRIOR, "attn1.to_q.weight");
     check_canary();
     return k22_test_finish("test_params");
 }

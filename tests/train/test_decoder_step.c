@@ -225,15 +225,17 @@ static void gather(const dataset *d, const int64_t *idx, batch_buf *bb)
 /* run_case with gradient checkpointing (the same numbers are expected: recomputation repeats the
  * same float operations), and the arena size each mode got. */
 static int g_ckpt;
+static int g_stacked = 1; /* q, k, v as one GEMM (the default), or 0: K22_QKV_STACK=0 */
 static size_t g_arena_cap[2];
 
 static int run_case(const k22_backend *be, const k22_st_file *f, const dataset *d,
                     const k22_params *init, const cfg_case *c, int corrupt)
 {
     int failures0 = k22_test_failures;
-    char key[128], dir[128], label[64], sp[32];
+    char key[128], dir[128], label[80], sp[32];
     int A = c->accum, nm = STEPS * A;
-    snprintf(label, sizeof label, "%s config %s%s", be->name, c->name, g_ckpt ? " checkpointed" : "");
+    snprintf(label, sizeof label, "%s config %s%s%s", be->name, c->name, g_ckpt ? " checkpointed" : "",
+             g_stacked ? "" : " (q, k, v unstacked)");
     sf_run r;
     if (!sf_run_load(f, c->name, nm, BATCH, NLAT, STEPS, &r)) return k22_test_failures - failures0;
 
@@ -259,8 +261,11 @@ static int run_case(const k22_backend *be, const k22_st_file *f, const dataset *
         CHECK_MSG(0, "%s: %s", label, err.msg);
         return k22_test_failures - failures0;
     }
-    g_arena_cap[g_ckpt] = tr.arena.cap;
+    if (g_stacked) g_arena_cap[g_ckpt] = tr.arena.cap;
     CHECK(tr.model.grad_ckpt == (g_ckpt ? K22_UNET_CKPT_ALL : 0)); /* every block */
+    for (int i = 0; i < tr.model.nattn; i++)
+        CHECK_MSG(tr.model.attn[i].stacked == g_stacked, "%s: attention %d stacked %d", label, i,
+                  tr.model.attn[i].stacked);
     int64_t t_first[BATCH];
     memcpy(t_first, r.ts, sizeof t_first);
     if (corrupt) t_first[0] += 1;
@@ -286,13 +291,13 @@ static int run_case(const k22_backend *be, const k22_st_file *f, const dataset *
         k22_decoder_trainer_free(&tr);
         return k22_test_failures - failures0;
     }
-    snprintf(dir, sizeof dir, "%s/out_%s_%s%d", g_root, be->name, c->name, g_ckpt);
+    snprintf(dir, sizeof dir, "%s/out_%s_%s%d%d", g_root, be->name, c->name, g_ckpt, g_stacked);
     CHECK_MSG(k22_train_core_save(&tr.core, dir, 0, &err) == K22_OK, "%s", err.msg);
     snprintf(key, sizeof key, "%s.final", c->name);
     snprintf(sp, sizeof sp, "%s.usum", c->name);
     check_weights(f, dir, key, sp, init, se.lr_sum, &e, label);
     if (c->use_ema) {
-        snprintf(dir, sizeof dir, "%s/ema_%s_%s%d", g_root, be->name, c->name, g_ckpt);
+        snprintf(dir, sizeof dir, "%s/ema_%s_%s%d%d", g_root, be->name, c->name, g_ckpt, g_stacked);
         CHECK_MSG(k22_train_core_save(&tr.core, dir, 1, &err) == K22_OK, "%s", err.msg);
         snprintf(key, sizeof key, "%s.ema", c->name);
         snprintf(sp, sizeof sp, "%s.emausum", c->name);
@@ -300,10 +305,10 @@ static int run_case(const k22_backend *be, const k22_st_file *f, const dataset *
     } else {
         CHECK(k22_train_core_save(&tr.core, dir, 1, &err) == K22_ERR_ARG);
     }
-    printf("%-8s config %s: loss max rel %.2e, grad norm max rel %.2e, sampled weights max "
+    printf("%-8s config %s%s: loss max rel %.2e, grad norm max rel %.2e, sampled weights max "
            "|err|/max|ref| %.2e, |err|/max|update| %.2e; update sums: u^2 max rel %.2e, u and u*k "
            "max |err|/sum|u| %.2e; zero-grad biases max |err| %.2e (bound %.2e)\n", be->name,
-           c->name, se.loss_rel, se.norm_rel, e.w_rel, e.w_upd, e.u2_rel, e.u1_rel, e.zb_err,
+           c->name, g_stacked ? "" : " (q, k, v unstacked)", se.loss_rel, se.norm_rel, e.w_rel, e.w_upd, e.u2_rel, e.u1_rel, e.zb_err,
            e.zb_bound);
     k22_decoder_trainer_free(&tr);
     return k22_test_failures - failures0;
@@ -404,7 +409,7 @@ static void canary(const k22_st_file *f, const dataset *d, const k22_params *ini
     k22_params ps;
     k22_err err;
     k22_params_init(&ps);
-    snprintf(src, sizeof src, "%s/out_cpu_b0", g_root); /* b runs in every mode */
+    snprintf(src, sizeof src, "%s/out_cpu_b01", g_root); /* b runs in every mode (stacked) */
     if (k22_component_load(src, &cfg, &ps, &err)) {
         CHECK_MSG(0, "canary: %s", err.msg);
         return;
@@ -453,6 +458,12 @@ int main(void)
         CHECK_MSG(g_arena_cap[1] < g_arena_cap[0], "checkpointed arena %zu floats, plain %zu",
                   g_arena_cap[1], g_arena_cap[0]);
         printf("arena floats: plain %zu, gradient checkpointing %zu\n", g_arena_cap[0], g_arena_cap[1]);
+        /* the three-GEMM path (K22_QKV_STACK=0) over the same stacked table */
+        setenv("K22_QKV_STACK", "0", 1);
+        g_stacked = 0;
+        run_case(be, f, &d, &init, &CASES[1], 0);
+        g_stacked = 1;
+        unsetenv("K22_QKV_STACK");
         test_velocity(be, f, &d);
         k22_backend_free(be);
         be = k22_backend_cpu_new(1);

@@ -551,14 +551,14 @@ static void test_unet(void)
     check_same_state("unet", &a.core.opt, &b.core.opt);
     /* 3: from the step list: conv_in and conv_out, each resnet's conv1, conv2 and its 1x1
      * shortcut when the channels change; its norm1, norm2 fused with SiLU, and the head's; its
-     * time_emb_proj; each attention's group norm, q, k, v, add_k, add_v, out; outside them the
-     * time MLP's two linears, the image embedding's and the image tokens'. */
+     * time_emb_proj; each attention's group norm, q, k, v (one stacked linear), add_k, add_v,
+     * out; outside them the time MLP's two linears, the image embedding's and the image tokens'. */
     int conv = 2, res = 0, attn = 0;
     for (int i = 0; i < m->nsteps; i++) {
         if (m->steps[i].kind == K22_USTEP_RES) conv += 2 + m->res[m->steps[i].layer].has_shortcut, res++;
         if (m->steps[i].kind == K22_USTEP_ATTN) attn++;
     }
-    int lin = 4 + res + 6 * attn;
+    int lin = 4 + res + 4 * attn;
     printf("unet: %d resnets, %d attentions: %d convs, %d linears per forward\n", res, attn, conv, lin);
     CHECK_MSG(calls_of(p, "conv2d_fwd") == conv && calls_of(p, "conv2d_bwd") == conv,
               "unet step: conv2d %lld / %lld, want %d", (long long)calls_of(p, "conv2d_fwd"),
