@@ -3,9 +3,11 @@
  *     the per-step losses and the final weights must be bit-identical. The run crosses an epoch
  *     end with an early sync (10 rows, 2 per micro-step, 2 accumulation: 3 optimizer steps per
  *     epoch) and stops mid-epoch, with EMA and a warmup+cosine schedule, so every piece of state
- *     is exercised. (2) SIGUSR1 mid-run: exit 99 with a complete checkpoint; resuming continues
+ *     is exercised. The same checkpoint rewritten as format 1 (an older k22's: moments in the
+ *     layout before q, k, v were stacked) resumes to the same losses. (2) SIGUSR1 mid-run: exit 99 with a complete checkpoint; resuming continues
  *     with the losses of an uninterrupted run. (3) --checkpoints_total_limit keeps the newest.
- * (4) The loss falls over 30 steps. (5) train-decoder: 4 steps straight vs 2 + resume, exact.
+ * (4) The loss falls over 30 steps. (5) train-decoder: 4 steps straight vs 2 + resume, exact,
+ *     also from the checkpoint rewritten as format 1.
  * (6) When the reference venv is there, diffusers loads the output pipeline. (7) ckpt.h in this
  * process (leak-checked under ASan): state round trip, the newest complete checkpoint, pruning. */
 #include "train/train_fixture.h"
@@ -20,9 +22,9 @@ static char dir[] = "/tmp/k22_ckpt_test_XXXXXX";
 #define COMMON "--pack %s/data.h5 --pretrained %s/prior --train_batch_size 2 --gradient_accumulation_steps 2 " \
                "--use_ema --lr_scheduler cosine --lr_warmup_steps 2 --learning_rate 1e-3 --seed 7 --log_every 100"
 
-/* ckpt as an older k22 wrote it (checkpoint format 1): the moments in table order, every entry
- * 16-float aligned (no stacked q, k, v), and state.json saying 1. */
-static void to_format1(const char *ckpt)
+/* ckpt (of the component comp) as an older k22 wrote it (checkpoint format 1): the moments in
+ * table order, every entry 16-float aligned (no stacked q, k, v), and state.json saying 1. */
+static void to_format1(const char *ckpt, const char *comp)
 {
     char p[4200];
     k22_err err;
@@ -30,21 +32,23 @@ static void to_format1(const char *ckpt)
     k22_model_config cfg;
     k22_params ps;
     k22_params_init(&ps);
-    snprintf(p, sizeof p, "%s/prior", ckpt);
+    snprintf(p, sizeof p, "%s/%s", ckpt, comp);
     CHECK(k22_component_load(p, &cfg, &ps, &err) == K22_OK);
     size_t n1 = k22_params_table_order_total(&ps);
-    CHECK_MSG(n1 > ps.total, "tiny prior: %zu floats stacked, %zu in table order", ps.total, n1);
     float *m = calloc(ps.total, 4), *v = calloc(ps.total, 4), *m1 = calloc(n1, 4), *v1 = calloc(n1, 4);
     k22_ckpt_state s;
     snprintf(p, sizeof p, "%s/k22_state", ckpt);
     CHECK(k22_ckpt_state_read(p, &s, m, v, &ps, &err) == K22_OK && s.format == K22_CKPT_FORMAT);
     size_t at = 0;
+    int moved = 0;
     for (int i = 0; i < ps.count; i++) {
         const k22_param *q = &ps.items[i];
         at = (at + 15) / 16 * 16;
         memcpy(m1 + at, m + q->offset, q->numel * 4), memcpy(v1 + at, v + q->offset, q->numel * 4);
+        moved += at != q->offset;
         at += q->numel;
     }
+    CHECK_MSG(moved > 0, "%s: the same layout in format 1", comp);
     CHECK(k22_ckpt_state_write(p, &s, m1, v1, (int64_t)n1, &err) == K22_OK);
     CHECK(tf_sh("sed -i 's/\"format\": *%d/\"format\": 1/' %s/state.json && grep -q '\"format\": *1' "
                 "%s/state.json", K22_CKPT_FORMAT, p, p) == 0);
@@ -69,7 +73,7 @@ static void resume_exact(void)
     /* c: the same stop, its checkpoint as format 1 (moments in the unstacked layout) */
     CHECK(tf_sh("cp -r %s/b %s/c", dir, dir) == 0);
     snprintf(p, sizeof p, "%s/c/checkpoint-4", dir);
-    to_format1(p);
+    to_format1(p, "prior");
     rc = tf_sh("%s train-prior " COMMON " --max_train_steps 6 --checkpointing_steps 2 --resume_from_checkpoint latest "
                "--output_dir %s/b >%s/b2.log 2>&1", tf_bin(), dir, dir, dir, dir);
     CHECK_MSG(rc == 0, "resumed run exited %d", rc);
@@ -252,15 +256,26 @@ static void decoder_resume(void)
     rc = tf_sh("%s train-decoder " DEC " --stop_at_step 2 --output_dir %s/db >%s/db1.log 2>&1", tf_bin(), dir, dir, dir,
                dir);
     CHECK_MSG(rc == 99, "stopped decoder run exited %d", rc);
+    CHECK(tf_sh("cp -r %s/db %s/dc", dir, dir) == 0); /* dc: resumed from format 1 */
+    snprintf(p, sizeof p, "%s/dc/checkpoint-2", dir);
+    to_format1(p, "unet");
     rc = tf_sh("%s train-decoder " DEC " --resume_from_checkpoint latest --output_dir %s/db >%s/db2.log 2>&1", tf_bin(),
                dir, dir, dir, dir);
     CHECK_MSG(rc == 0, "resumed decoder run exited %d", rc);
-    double la[8] = {0}, lb[8] = {0};
+    rc = tf_sh("%s train-decoder " DEC " --resume_from_checkpoint latest --output_dir %s/dc >%s/dc2.log 2>&1", tf_bin(),
+               dir, dir, dir, dir);
+    CHECK_MSG(rc == 0, "decoder run resumed from format 1 exited %d", rc);
+    double la[8] = {0}, lb[8] = {0}, lc[8] = {0};
     char a[4096], b[4096];
     snprintf(a, sizeof a, "%s/da", dir);
     snprintf(b, sizeof b, "%s/db", dir);
     CHECK(tf_read_losses(a, la, 7) == 4 && tf_read_losses(b, lb, 7) == 4);
-    for (int s = 1; s <= 4; s++) CHECK_MSG(la[s] == lb[s], "decoder step %d: %.17g vs %.17g", s, la[s], lb[s]);
+    snprintf(b, sizeof b, "%s/dc", dir);
+    CHECK(tf_read_losses(b, lc, 7) == 4);
+    for (int s = 1; s <= 4; s++) {
+        CHECK_MSG(la[s] == lb[s], "decoder step %d: %.17g vs %.17g", s, la[s], lb[s]);
+        CHECK_MSG(la[s] == lc[s], "decoder step %d: %.17g vs %.17g resumed from format 1", s, la[s], lc[s]);
+    }
     snprintf(a, sizeof a, "%s/da/unet/diffusion_pytorch_model.safetensors", dir);
     snprintf(b, sizeof b, "%s/db/unet/diffusion_pytorch_model.safetensors", dir);
     CHECK_MSG(tf_same_file(a, b), "decoder final weights differ between straight and resumed runs");
