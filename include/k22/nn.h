@@ -75,7 +75,9 @@ typedef struct {
                   * are split by one permute; else three of each */
 } k22_mha;
 /* K22_QKV_STACK: 1 (unset) runs q, k, v as one GEMM where the weights lie stacked, 0 as three
- * (to measure the difference); another value is refused (dies: a switch for developers). */
+ * (to measure the difference); another value is refused: an error from _read (the commands
+ * check it when they make their backend), fatal from _env (what the layers call). */
+k22_status k22_qkv_stack_read(int *on, k22_err *err);
 int k22_qkv_stack_env(void);
 typedef struct {
     float *q, *k, *v; /* (B, H, T, D); NULL with act16; one after the other when stacked */

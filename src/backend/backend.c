@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "k22/dist.h"
+#include "k22/nn.h" /* k22_qkv_stack_read */
 #include "k22/ops.h"
 #include "k22/profile.h"
 #include "cpu/cpu_ops.h"
@@ -147,18 +148,21 @@ k22_status k22_backend_name_check(const char *name, k22_err *err)
     X(group_norm_act_fwd_y16) X(conv2d_fwd_x16) X(conv2d_bwd_x16) X(layer_norm_fwd_y16)            \
     X(act_fwd_y16) X(linear_fwd_x16) X(linear_bwd_x16) X(attention_fwd_x16) X(attention_bwd_x16)
 
-/* K22_ACT16=0: the models keep the activations only a GEMM reads as floats (ops.h,
- * k22_backend_act16); 1 or unset: as 16 bits where they can. be is freed on a bad value. */
-static k22_backend *act16_env(k22_backend *be, k22_err *err)
+/* The switches the models read, checked where every command's backend is made, so that a bad
+ * value is an error there: K22_ACT16=0 keeps the activations only a GEMM reads as floats (ops.h
+ * k22_backend_act16; 1 or unset: as 16 bits where they can); K22_QKV_STACK (nn.h). be is freed
+ * on a bad value. */
+static k22_backend *env_switches(k22_backend *be, int act16_entries, k22_err *err)
 {
-    const char *v = getenv("K22_ACT16");
-    if (!be || !v || !*v || strcmp(v, "1") == 0) return be;
-    if (strcmp(v, "0") != 0) {
+    int act16 = 1, stack = 1;
+    if (!be) return NULL;
+    if (k22_env_flag("K22_ACT16", 1, "the activations only a GEMM reads kept as floats",
+                     "as 16 bits under bf16/fp16, the default", &act16, err) ||
+        k22_qkv_stack_read(&stack, err)) {
         k22_backend_free(be);
-        k22_err_set(err, K22_ERR_ARG, "K22_ACT16=%s: expected 0 (the activations only a GEMM reads kept as "
-                    "floats) or 1 (as 16 bits under bf16/fp16, the default)", v);
         return NULL;
     }
+    if (act16 || !act16_entries) return be;
 #define K22_CLEAR(e) be->e = NULL;
     K22_ACT16_ENTRIES(K22_CLEAR)
 #undef K22_CLEAR
@@ -183,8 +187,8 @@ k22_backend *k22_backend_by_name(const char *name, k22_err *err)
 {
     int dev;
     if (!name) name = "";
-    if (strcmp(name, "cpu-ref") == 0) return k22_backend_cpu_new(1);
-    if (strcmp(name, "cpu") == 0) return act16_env(k22_backend_cpu_new(0), err);
+    if (strcmp(name, "cpu-ref") == 0) return env_switches(k22_backend_cpu_new(1), 0, err);
+    if (strcmp(name, "cpu") == 0) return env_switches(k22_backend_cpu_new(0), 1, err);
     if (backend_cuda_index(name, &dev) == 0) {
         if (dev < 0 && k22_dist_gpu_pick(&dev, err)) {
             k22_err_prefix(err, "device %s", name);
@@ -192,7 +196,7 @@ k22_backend *k22_backend_by_name(const char *name, k22_err *err)
         }
         k22_backend *be = k22_backend_cuda_new(dev, err);
         if (!be) k22_err_prefix(err, "device %s", name);
-        return act16_env(be, err);
+        return env_switches(be, 1, err);
     }
     k22_err_set(err, K22_ERR_ARG, "unknown device '%s': expected %s", name, K22_DEVICE_NAMES);
     return NULL;

@@ -3,8 +3,6 @@
 #include "k22/nn.h"
 
 #include <math.h>
-#include <stdlib.h>
-#include <string.h>
 
 /* (B, T, H, D) <-> (B, H, T, D): the same swap of axes 1 and 2 both ways. */
 static const int k22_swap12[4] = {0, 2, 1, 3};
@@ -12,13 +10,19 @@ static const int k22_swap12[4] = {0, 2, 1, 3};
  * (3, B, H, T, D). */
 static const int k22_split3[5] = {2, 0, 3, 1, 4};
 
+k22_status k22_qkv_stack_read(int *on, k22_err *err)
+{
+    return k22_env_flag("K22_QKV_STACK", 1, "three GEMMs",
+                        "q, k, v as one GEMM where their weights lie stacked, the default", on,
+                        err);
+}
+
 int k22_qkv_stack_env(void)
 {
-    const char *v = getenv("K22_QKV_STACK");
-    if (!v || !strcmp(v, "1")) return 1;
-    if (!strcmp(v, "0")) return 0;
-    K22_FATAL("K22_QKV_STACK=%s: expected 1 (q, k, v as one GEMM where their weights lie stacked, "
-              "the default) or 0 (three GEMMs)", v);
+    int on;
+    k22_err err;
+    if (k22_qkv_stack_read(&on, &err)) K22_FATAL("%s", err.msg);
+    return on;
 }
 
 size_t k22_mha_proj_floats(int B, int T, int C, int act16, int stacked)
