@@ -44,9 +44,9 @@ void k22_params_alloc(k22_params *ps);
 /* Number of elements over every parameter (not counting alignment padding). */
 size_t k22_params_numel(const k22_params *ps);
 /* The buffer as checkpoint format 1 laid it out (every entry K22_PARAM_ALIGN-aligned in table
- * order, no stacked groups): its size, and old (that many floats) -> buf (ps->total) in this
- * table's layout, padding zeroed. */
+ * order, no stacked groups): its size, and old (that many floats, any alignment) -> buf
+ * (ps->total) in this table's layout, padding zeroed. */
 size_t k22_params_table_order_total(const k22_params *ps);
-void k22_params_from_table_order(const k22_params *ps, const float *old, float *buf);
+void k22_params_from_table_order(const k22_params *ps, const void *old, float *buf);
 
 #endif

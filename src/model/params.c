@@ -105,14 +105,15 @@ size_t k22_params_table_order_total(const k22_params *ps)
     return at;
 }
 
-void k22_params_from_table_order(const k22_params *ps, const float *old, float *buf)
+void k22_params_from_table_order(const k22_params *ps, const void *old, float *buf)
 {
+    const char *src = old; /* bytes: a file mapping's floats need not be aligned */
     memset(buf, 0, ps->total * sizeof *buf); /* the padding, as a fresh buffer's */
     size_t at = 0;
     for (int i = 0; i < ps->count; i++) {
         const k22_param *p = &ps->items[i];
         at = align_up(at, K22_PARAM_ALIGN);
-        memcpy(buf + p->offset, old + at, p->numel * sizeof *buf);
+        memcpy(buf + p->offset, src + at * sizeof *buf, p->numel * sizeof *buf);
         at += p->numel;
     }
 }

@@ -160,15 +160,16 @@ k22_status k22_ckpt_state_write(const char *dir, const k22_ckpt_state *s, const 
     return st;
 }
 
-static k22_status read_moment(const k22_st_file *f, const char *name, float *dst, int64_t n,
-                              const char *path, k22_err *err)
+/* The moment `name` of n floats (in the mapping, maybe unaligned), or an error. */
+static k22_status find_moment(const k22_st_file *f, const char *name, int64_t n, const char *path,
+                              const void **data, k22_err *err)
 {
     const k22_st_tensor *t = k22_st_find(f, name);
     if (!t || t->dtype != K22_DTYPE_F32 || t->ndim != 1 || t->shape[0] != n)
         return k22_err_set(err, K22_ERR_KEY,
                            "%s: tensor '%s' must be F32 of shape (%lld,) (the model's parameter count)",
                            path, name, (long long)n);
-    memcpy(dst, t->data, (size_t)n * sizeof(float));
+    *data = t->data;
     return K22_OK;
 }
 
@@ -206,24 +207,29 @@ static k22_status parse_state(json_t *o, const char *p, k22_ckpt_state *s, k22_e
     return st;
 }
 
-/* Format 1's moments (every entry in table order) into ps's layout. */
-static k22_status read_moments_v1(const k22_st_file *f, float *m, float *v, const k22_params *ps,
-                                  const char *path, k22_err *err)
+/* Both moments into m, v in ps's layout: as they are (format 2 on), or from format 1's (every
+ * entry in table order) moved entry by entry. */
+static k22_status read_moments(const k22_st_file *f, int format, float *m, float *v,
+                               const k22_params *ps, const char *path, k22_err *err)
 {
-    int64_t n1 = (int64_t)k22_params_table_order_total(ps);
-    float *old = k22_xmalloc((size_t)(n1 > 0 ? n1 : 1) * sizeof *old);
-    k22_status st = read_moment(f, "exp_avg", old, n1, path, err);
-    if (!st) k22_params_from_table_order(ps, old, m);
-    if (!st) st = read_moment(f, "exp_avg_sq", old, n1, path, err);
-    if (!st) k22_params_from_table_order(ps, old, v);
-    free(old);
-    return st;
+    int64_t n = (int64_t)(format == 1 ? k22_params_table_order_total(ps) : ps->total);
+    const char *names[2] = {"exp_avg", "exp_avg_sq"};
+    float *dst[2] = {m, v};
+    for (int i = 0; i < 2; i++) {
+        const void *data = NULL;
+        k22_status st = find_moment(f, names[i], n, path, &data, err);
+        if (st) return st;
+        if (format == 1)
+            k22_params_from_table_order(ps, data, dst[i]);
+        else
+            memcpy(dst[i], data, (size_t)n * sizeof(float));
+    }
+    return K22_OK;
 }
 
 k22_status k22_ckpt_state_read(const char *dir, k22_ckpt_state *s, float *m, float *v,
                                const k22_params *ps, k22_err *err)
 {
-    int64_t n = (int64_t)ps->total;
     memset(s, 0, sizeof *s);
     char p[4096];
     json_t *o = NULL;
@@ -233,9 +239,7 @@ k22_status k22_ckpt_state_read(const char *dir, k22_ckpt_state *s, float *m, flo
     if (!st) st = parse_state(o, p, s, err);
     if (!st) st = k22_fs_join(p, sizeof p, dir, STATE_ST, err);
     if (!st) st = k22_st_open(p, &f, err);
-    if (!st && s->format == 1) st = read_moments_v1(f, m, v, ps, p, err);
-    else if (!st) st = read_moment(f, "exp_avg", m, n, p, err);
-    if (!st && s->format > 1) st = read_moment(f, "exp_avg_sq", v, n, p, err);
+    if (!st) st = read_moments(f, s->format, m, v, ps, p, err);
     k22_st_close(f);
     if (o) json_decref(o);
     if (st) k22_ckpt_state_free(s);
