@@ -56,7 +56,8 @@ k22_status k22_ckpt_prune(const char *out_dir, int64_t limit, k22_err *err);
 k22_status k22_ckpt_state_write(const char *dir, const k22_ckpt_state *s, const float *m,
                                 const float *v, int64_t n, k22_err *err);
 /* Reads them back into m, v (ps->total floats each, in ps's layout): the file's moments must have
- * exactly that many, or in format 1 k22_params_table_order_total(ps). */
+ * exactly that many, or in format 1 k22_params_table_order_total(ps). m and v NULL: only checks
+ * that they would read (k22 inspect). */
 k22_status k22_ckpt_state_read(const char *dir, k22_ckpt_state *s, float *m, float *v,
                                const k22_params *ps, k22_err *err);
 /* tmp -> final: fsync tmp, rename, fsync the parent, write the marker. */

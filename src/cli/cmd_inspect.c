@@ -1,9 +1,11 @@
 /* cmd_inspect.c: `k22 inspect PATH`: describes a pipeline folder, a component folder, a
  * .safetensors file, a sharded index.json (classes, parameter counts, dtypes, file sizes,
- * SHA-256) or an HDF5 training pack (k22_pack_describe), loading component folders strictly
+ * SHA-256), an HDF5 training pack (k22_pack_describe) or a training checkpoint (its state and
+ * AdamW moments checked against the trained component), loading component folders strictly
  * so that it doubles as a validator. With
  * --tensors it lists every tensor with checksums of its values as f32, which
  * tools/reference/conformance.py compares with PyTorch. */
+#include "k22/ckpt.h"
 #include "k22/cli.h"
 #include "k22/config.h"
 #include "k22/diffusers.h"
@@ -206,6 +208,53 @@ static k22_status inspect_pipeline(const char *dir, int tensors, k22_err *err)
     return st;
 }
 
+/* OUT/checkpoint-N of k22 train: what --resume_from_checkpoint reads. The trained component
+ * (and its EMA) load strictly, the loop's state parses, and the AdamW moments match the
+ * component's parameters in this k22's layout or format 1's. */
+static k22_status inspect_checkpoint(const char *dir, int tensors, k22_err *err)
+{
+    char p[4096], comp[4096], ema[4200];
+    k22_fs_join(p, sizeof p, dir, "prior", NULL);
+    const char *name = k22_fs_is_dir(p) ? "prior" : "unet";
+    k22_status st = k22_fs_join(comp, sizeof comp, dir, name, err);
+    if (!st) st = k22_fs_join(p, sizeof p, dir, K22_CKPT_MARKER, err);
+    if (st) return st;
+    if (!k22_fs_is_file(p))
+        return k22_err_set(err, K22_ERR_FORMAT,
+                           "%s: incomplete (no %s: written by a run that stopped mid-write); "
+                           "--resume_from_checkpoint latest skips it", dir, K22_CKPT_MARKER);
+    k22_model_config cfg;
+    k22_params ps;
+    k22_ckpt_state s;
+    k22_params_init(&ps);
+    st = k22_component_load(comp, &cfg, &ps, err);
+    if (!st) st = k22_fs_join(p, sizeof p, dir, "k22_state", err);
+    if (!st) st = k22_ckpt_state_read(p, &s, NULL, NULL, &ps, err);
+    if (st) {
+        k22_params_free(&ps);
+        return st;
+    }
+    printf("checkpoint %s: complete, train-%s at step %lld (epoch %lld, %lld samples into it), "
+           "checkpoint format %d%s\n", dir, s.stage, (long long)s.global_step, (long long)s.epoch,
+           (long long)s.epoch_pos, s.format,
+           s.format < K22_CKPT_FORMAT ? " (read into this k22's layout on resume)" : "");
+    printf("  run: --seed %lld, %d rank(s) x --train_batch_size %d x --gradient_accumulation_steps "
+           "%d; learning-rate scheduler at %lld steps", (long long)s.seed, s.world_size,
+           s.train_batch_size, s.gradient_accumulation_steps, (long long)s.lr_sched_steps);
+    if (s.ema_step > 0) printf("; EMA at step %lld, decay %g", (long long)s.ema_step, s.ema_decay);
+    if (s.loss_scale > 0) printf("; fp16 loss scale %g", s.loss_scale);
+    printf("\n  AdamW moments: 2 x %zu floats, the %s's %zu parameters as k22 lays them out, "
+           "alignment padding included\n",
+           s.format == 1 ? k22_params_table_order_total(&ps) : ps.total, name,
+           k22_params_numel(&ps));
+    k22_ckpt_state_free(&s);
+    k22_params_free(&ps);
+    st = inspect_component(comp, tensors, err);
+    snprintf(ema, sizeof ema, "%s_ema", comp);
+    if (!st && k22_fs_is_dir(ema)) st = inspect_component(ema, tensors, err);
+    return st;
+}
+
 static k22_status inspect_path(const char *p, int tensors, k22_err *err)
 {
     char path[4096];
@@ -218,6 +267,8 @@ static k22_status inspect_path(const char *p, int tensors, k22_err *err)
     k22_status st = k22_fs_join(path, sizeof path, p, "model_index.json", err);
     if (st) return st;
     if (k22_fs_is_file(path)) return inspect_pipeline(p, tensors, err);
+    k22_fs_join(path, sizeof path, p, "k22_state", NULL);
+    if (k22_fs_is_dir(path)) return inspect_checkpoint(p, tensors, err);
     k22_fs_join(path, sizeof path, p, "config.json", NULL);
     if (k22_fs_is_file(path)) return inspect_component(p, tensors, err);
     k22_fs_join(path, sizeof path, p, "scheduler_config.json", NULL);
@@ -236,8 +287,9 @@ int k22_cmd_inspect(int argc, char **argv)
     k22_cmd_spec spec = {
         .usage = "k22 inspect PATH [--tensors]",
         .summary = "Describes a pipeline folder, a component folder, a .safetensors file, an "
-                   "index.json (classes, parameter counts, dtypes, file sizes and SHA-256) or an "
-                   "HDF5 pack (rows, datasets, provenance, rejected inputs). "
+                   "index.json (classes, parameter counts, dtypes, file sizes and SHA-256), an "
+                   "HDF5 pack (rows, datasets, provenance, rejected inputs) or a training "
+                   "checkpoint (OUT/checkpoint-N: step, run, whether its state would resume). "
                    "Component folders are loaded strictly, so a bad folder exits non-zero.",
         .opts = opts, .nopts = (int)(sizeof opts / sizeof opts[0]),
         .pos = pos, .max_pos = 1, .min_pos = 1,

@@ -74,6 +74,18 @@ static void resume_exact(void)
     CHECK(tf_sh("cp -r %s/b %s/c", dir, dir) == 0);
     snprintf(p, sizeof p, "%s/c/checkpoint-4", dir);
     to_format1(p, "prior");
+    /* k22 inspect says what a resume would read, and refuses a checkpoint without its marker */
+    rc = tf_sh("%s inspect %s/b/checkpoint-4 >%s/i2.txt 2>&1 && grep -q 'train-prior at step 4 .*format %d$' "
+               "%s/i2.txt && grep -q 'AdamW moments' %s/i2.txt && grep -q 'prior_ema: PriorTransformer' %s/i2.txt",
+               tf_bin(), dir, dir, K22_CKPT_FORMAT, dir, dir, dir);
+    CHECK_MSG(rc == 0, "k22 inspect of checkpoint-4 (see %s/i2.txt)", dir);
+    rc = tf_sh("%s inspect %s >%s/i1.txt 2>&1 && grep -q 'format 1 (read into' %s/i1.txt", tf_bin(), p, dir,
+               dir);
+    CHECK_MSG(rc == 0, "k22 inspect of the format 1 checkpoint (see %s/i1.txt)", dir);
+    rc = tf_sh("cp -r %s %s/inc && rm %s/inc/%s && %s inspect %s/inc >%s/i0.txt 2>&1", p, dir, dir, K22_CKPT_MARKER,
+               tf_bin(), dir, dir);
+    CHECK_MSG(rc == 1, "k22 inspect of an incomplete checkpoint exited %d, want 1", rc);
+    CHECK(tf_sh("grep -q 'incomplete' %s/i0.txt", dir) == 0);
     rc = tf_sh("%s train-prior " COMMON " --max_train_steps 6 --checkpointing_steps 2 --resume_from_checkpoint latest "
                "--output_dir %s/b >%s/b2.log 2>&1", tf_bin(), dir, dir, dir, dir);
     CHECK_MSG(rc == 0, "resumed run exited %d", rc);
