@@ -17,19 +17,25 @@ const char *k22_param_key(char *buf, size_t n, const char *name, const char *suf
     return buf;
 }
 
+/* l over the weight w (out rows of n stacked linears) and bias b (or NULL); P NULL: shapes only. */
+static void bind_at(k22_linear *l, const k22_param *w, const k22_param *b, int n, const float *P,
+                    float *G)
+{
+    l->out = n * (int)w->shape[0];
+    l->in = (int)w->shape[1];
+    l->w = P ? P + w->offset : NULL;
+    l->dw = G ? G + w->offset : NULL;
+    l->b = b && P ? P + b->offset : NULL;
+    l->db = b && G ? G + b->offset : NULL;
+}
+
 void k22_linear_bind(k22_linear *l, const k22_params *ps, const char *name, const float *P,
                      float *G)
 {
     char k[256];
     const k22_param *w = k22_params_find(ps, k22_param_key(k, sizeof k, name, "weight"));
     if (!w || w->ndim != 2) K22_FATAL("linear '%s' has no 2-d weight in the table", name);
-    l->out = (int)w->shape[0];
-    l->in = (int)w->shape[1];
-    l->w = P + w->offset;
-    l->dw = G ? G + w->offset : NULL;
-    const k22_param *b = k22_params_find(ps, k22_param_key(k, sizeof k, name, "bias"));
-    l->b = b ? P + b->offset : NULL;
-    l->db = b && G ? G + b->offset : NULL;
+    bind_at(l, w, k22_params_find(ps, k22_param_key(k, sizeof k, name, "bias")), 1, P, G);
 }
 
 int k22_linear_bind_stack(k22_linear *l, const k22_params *ps, const char *const *names, int n,
@@ -50,12 +56,7 @@ int k22_linear_bind_stack(k22_linear *l, const k22_params *ps, const char *const
             return 0;
     }
     if (!w0) return 0;
-    l->out = n * (int)w0->shape[0];
-    l->in = (int)w0->shape[1];
-    l->w = P ? P + w0->offset : NULL;
-    l->dw = G ? G + w0->offset : NULL;
-    l->b = b0 && P ? P + b0->offset : NULL;
-    l->db = b0 && G ? G + b0->offset : NULL;
+    bind_at(l, w0, b0, n, P, G);
     return 1;
 }
 
