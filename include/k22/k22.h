@@ -52,6 +52,9 @@ _Noreturn void k22_fatal_at(const char *file, int line, const char *fmt, ...)
 void *k22_xmalloc(size_t n);
 void *k22_xcalloc(size_t count, size_t size);
 char *k22_xstrdup(const char *s);
+/* The array p of *cap elements of `size` bytes grown to twice as many (first when empty), *cap
+ * updated; dies naming `what` when memory runs out. */
+void *k22_xgrow(void *p, int *cap, int first, size_t size, const char *what);
 
 /* Overflow-checked arithmetic: return 0 and set *out on success, -1 on overflow. */
 int k22_mul_size(size_t a, size_t b, size_t *out);

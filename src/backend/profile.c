@@ -61,10 +61,8 @@ static void prof_room(k22_prof *p)
         k22_prof_collect(p);
         return;
     }
-    p->cap = p->cap ? 2 * p->cap : 256;
-    int *q = realloc(p->pending, (size_t)p->cap * sizeof *q);
-    if (!q) K22_FATAL("profiler: %d pending ops: out of memory", p->cap);
-    p->pending = q;
+    p->pending =
+        k22_xgrow(p->pending, &p->cap, 256, sizeof *p->pending, "the profiler's pending ops");
 }
 
 /* Opens an op's bracket: its start mark on the stream, or the host clock. */

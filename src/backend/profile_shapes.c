@@ -42,13 +42,7 @@ int k22_prof_shapes_slot(k22_prof_shapes *t, const int *key)
     if (2 * (t->n + 1) > t->icap) grow_index(t);
     int h = find_slot(t, key);
     if (t->idx[h] >= 0) return t->idx[h];
-    if (t->n == t->cap) {
-        int cap = t->cap ? 2 * t->cap : 32;
-        k22_prof_shape *v = realloc(t->v, (size_t)cap * sizeof *v);
-        if (!v) K22_FATAL("profiler: %d shapes: out of memory", cap);
-        t->v = v;
-        t->cap = cap;
-    }
+    if (t->n == t->cap) t->v = k22_xgrow(t->v, &t->cap, 32, sizeof *t->v, "the profiler's shapes");
     k22_prof_shape *e = &t->v[t->n];
     memset(e, 0, sizeof *e);
     memcpy(e->key, key, sizeof e->key);

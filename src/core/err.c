@@ -1,6 +1,7 @@
 /* err.c: the recoverable error record and the fatal path that ends the whole MPI job. */
 #include "k22/k22.h"
 
+#include <limits.h>
 #include <mpi.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -93,6 +94,16 @@ void *k22_xcalloc(size_t count, size_t size)
     void *p = calloc(count ? count : 1, size ? size : 1);
     if (!p) K22_FATAL("out of memory allocating %zu x %zu bytes", count, size);
     return p;
+}
+
+void *k22_xgrow(void *p, int *cap, int first, size_t size, const char *what)
+{
+    if (*cap > INT_MAX / 2) K22_FATAL("%s: more than %d entries", what, INT_MAX / 2);
+    int n = *cap ? 2 * *cap : first;
+    void *q = realloc(p, (size_t)n * size);
+    if (!q) K22_FATAL("out of memory growing %s to %d entries", what, n);
+    *cap = n;
+    return q;
 }
 
 char *k22_xstrdup(const char *s)

@@ -46,13 +46,8 @@ int k22_params_add(k22_params *ps, const char *name, int trainable, int ndim, co
     K22_REQUIRE(ndim >= 0 && ndim <= K22_MAX_DIMS);
     K22_REQUIRE(ps->data == NULL);
     if (k22_params_index(ps, name) >= 0) K22_FATAL("parameter '%s' added twice", name);
-    if (ps->count == ps->cap) {
-        int cap = ps->cap ? ps->cap * 2 : 64;
-        k22_param *items = realloc(ps->items, (size_t)cap * sizeof *items);
-        if (!items) K22_FATAL("out of memory growing the parameter table to %d entries", cap);
-        ps->items = items;
-        ps->cap = cap;
-    }
+    if (ps->count == ps->cap)
+        ps->items = k22_xgrow(ps->items, &ps->cap, 64, sizeof *ps->items, "the parameter table");
     k22_param *p = &ps->items[ps->count];
     memset(p, 0, sizeof *p);
     p->name = k22_xstrdup(name);

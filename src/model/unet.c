@@ -28,11 +28,8 @@ static void end_segment(unet_builder *b)
 static void add_step(unet_builder *b, int kind, int layer, int cin, int cout)
 {
     k22_unet *m = b->m;
-    if (m->nsteps == b->cap_steps) {
-        b->cap_steps = b->cap_steps ? 2 * b->cap_steps : 64;
-        m->steps = realloc(m->steps, (size_t)b->cap_steps * sizeof *m->steps);
-        if (!m->steps) K22_FATAL("unet: out of memory for the step list");
-    }
+    if (m->nsteps == b->cap_steps)
+        m->steps = k22_xgrow(m->steps, &b->cap_steps, 64, sizeof *m->steps, "the unet's step list");
     m->steps[m->nsteps++] = (k22_unet_step){kind, layer, cin, cout, b->level};
 }
 

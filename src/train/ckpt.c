@@ -67,12 +67,7 @@ static k22_status list_complete(const char *out_dir, int64_t **out, int *count, 
     while ((e = readdir(dir))) {
         int64_t n = ckpt_number(e->d_name);
         if (n < 0 || !is_complete(out_dir, n)) continue;
-        if (*count == cap) {
-            cap = cap ? 2 * cap : 16;
-            int64_t *g = realloc(*out, (size_t)cap * sizeof **out);
-            if (!g) K22_FATAL("out of memory listing %s", out_dir);
-            *out = g;
-        }
+        if (*count == cap) *out = k22_xgrow(*out, &cap, 16, sizeof **out, "the checkpoint list");
         (*out)[(*count)++] = n;
     }
     closedir(dir);
