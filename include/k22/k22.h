@@ -61,7 +61,7 @@ int k22_mul_size(size_t a, size_t b, size_t *out);
 int k22_add_size(size_t a, size_t b, size_t *out);
 
 /* A 0/1 switch from the environment: unset or empty gives def, "0" and "1" themselves; another
- * value is refused ("NAME=v: expected 0 (off) or 1 (on)", off and on saying what each does). */
+ * value is refused ("NAME='v': expected 0 (off) or 1 (on)", off and on saying what each does). */
 k22_status k22_env_flag(const char *name, int def, const char *off, const char *on, int *out,
                         k22_err *err);
 

@@ -14,5 +14,5 @@ k22_status k22_env_flag(const char *name, int def, const char *off, const char *
         *out = v[0] == '1';
         return K22_OK;
     }
-    return k22_err_set(err, K22_ERR_ARG, "%s=%s: expected 0 (%s) or 1 (%s)", name, v, off, on);
+    return k22_err_set(err, K22_ERR_ARG, "%s='%s': expected 0 (%s) or 1 (%s)", name, v, off, on);
 }

@@ -32,9 +32,9 @@ expect_rc 2 "unknown device" "$K22" train-prior "${P[@]}" --device tpu
 expect_in "$tmp/err" "unknown device 'tpu'" "unknown device message"
 # the models' switches from the environment: a bad value is an error naming both meanings
 K22_QKV_STACK=2 expect_rc 2 "bad K22_QKV_STACK" "$K22" train-prior "${P[@]}"
-expect_in "$tmp/err" "K22_QKV_STACK=2: expected 0 (three GEMMs) or 1" "bad K22_QKV_STACK message"
+expect_in "$tmp/err" "K22_QKV_STACK='2': expected 0 (three GEMMs) or 1" "bad K22_QKV_STACK message"
 K22_ACT16=yes expect_rc 2 "bad K22_ACT16" "$K22" train-prior "${P[@]}" --device cpu-ref
-expect_in "$tmp/err" "K22_ACT16=yes: expected 0" "bad K22_ACT16 message"
+expect_in "$tmp/err" "K22_ACT16='yes': expected 0" "bad K22_ACT16 message"
 expect_rc 2 "bad batch" "$K22" train-prior "${P[@]}" --train_batch_size 0
 expect_in "$tmp/err" "--train_batch_size 0" "bad batch message"
 expect_rc 2 "bad scheduler" "$K22" train-prior "${P[@]}" --lr_scheduler warm

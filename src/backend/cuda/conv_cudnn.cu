@@ -815,10 +815,10 @@ k22_status k22_cudnn_init(k22_cuda_ctx *ctx, k22_err *err)
     if (a && *a && strcmp(a, "heuristic") && strcmp(a, "find"))
         return k22_err_set(err, K22_ERR_ARG, "K22_CUDNN_ALGO='%s': expected heuristic or find", a);
     ctx->cudnn_find = a && !strcmp(a, "find");
-    const char *lg = getenv("K22_CUDNN_LOG");
-    if (lg && *lg && strcmp(lg, "0") && strcmp(lg, "1"))
-        return k22_err_set(err, K22_ERR_ARG, "K22_CUDNN_LOG='%s': expected 0 or 1", lg);
-    ctx->cudnn_log = lg && !strcmp(lg, "1");
+    k22_status st = k22_env_flag("K22_CUDNN_LOG", 0, "quiet, the default",
+                                 "a line per convolution algorithm choice on stderr",
+                                 &ctx->cudnn_log, err);
+    if (st) return st;
     snprintf(ctx->conv_impl, sizeof ctx->conv_impl, "im2col");
     if (v && !strcmp(v, "im2col")) return K22_OK;
     if (v && !strcmp(v, "cudnn")) by_name = 1;

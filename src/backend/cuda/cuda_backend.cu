@@ -279,16 +279,14 @@ static k22_status k22_cuda_ctx_init(k22_cuda_ctx *ctx, int device, k22_err *err)
         }
     }
     {
-        /* K22_CUDA_EPILOGUE: 1 (the default) adds linear biases in cuBLASLt's epilogue, 0 in a
-         * kernel (matmul.cu) */
-        const char *ep = getenv("K22_CUDA_EPILOGUE"), *lg = getenv("K22_LT_LOG");
-        ctx->bias_epilogue = !ep || !*ep || !strcmp(ep, "1");
-        ctx->lt_log = lg && !strcmp(lg, "1"); /* a line per GEMM set-up (lt_plan.cu) */
-        k22_status st = ep && *ep && strcmp(ep, "0") && strcmp(ep, "1")
-                            ? k22_err_set(err, K22_ERR_ARG, "K22_CUDA_EPILOGUE='%s': expected 0 or 1", ep)
-                        : lg && *lg && strcmp(lg, "0") && strcmp(lg, "1")
-                            ? k22_err_set(err, K22_ERR_ARG, "K22_LT_LOG='%s': expected 0 or 1", lg)
-                            : K22_OK;
+        /* K22_CUDA_EPILOGUE: linear biases in cuBLASLt's epilogue or in a kernel (matmul.cu);
+         * K22_LT_LOG: a line per GEMM set-up (lt_plan.cu) */
+        k22_status st = k22_env_flag("K22_CUDA_EPILOGUE", 1, "linear biases added by a kernel",
+                                     "in cuBLASLt's epilogue, the default", &ctx->bias_epilogue,
+                                     err);
+        if (st == K22_OK)
+            st = k22_env_flag("K22_LT_LOG", 0, "quiet, the default",
+                              "a line per cuBLASLt set-up on stderr", &ctx->lt_log, err);
         if (st == K22_OK) st = k22_cudnn_init(ctx, err); /* K22_CUDA_CONV; cuDNN or its fallback */
         if (st == K22_OK) st = k22_cuda_attn_init(ctx, err); /* K22_CUDA_ATTN */
         if (st != K22_OK) k22_cuda_ctx_release(ctx);

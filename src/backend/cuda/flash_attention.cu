@@ -544,13 +544,14 @@ static int k22_fa_probe(k22_cuda_ctx *ctx)
  * switch to bf16/fp16, so that fp32 runs (which never use the kernels) do not pay for it. */
 k22_status k22_cuda_attn_init(k22_cuda_ctx *ctx, k22_err *err)
 {
-    const char *v = getenv("K22_CUDA_ATTN"), *pipe = getenv("K22_CUDA_ATTN_PIPE");
+    const char *v = getenv("K22_CUDA_ATTN");
     ctx->attn_flash = K22_FA_OFF;
     ctx->attn_mma = 0;
     ctx->attn_why[0] = 0;
-    if (pipe && *pipe && strcmp(pipe, "0") && strcmp(pipe, "1"))
-        return k22_err_set(err, K22_ERR_ARG, "K22_CUDA_ATTN_PIPE='%s': expected 0 or 1", pipe);
-    ctx->attn_pipe = !pipe || strcmp(pipe, "0");
+    k22_status st = k22_env_flag("K22_CUDA_ATTN_PIPE", 1, "one tile fetched at a time",
+                                 "the next tile fetched while computing, the default",
+                                 &ctx->attn_pipe, err);
+    if (st) return st;
     if (v && !strcmp(v, "gemm")) return K22_OK;
     if (v && *v && strcmp(v, "flash") && strcmp(v, "mma") && strcmp(v, "auto"))
         return k22_err_set(err, K22_ERR_ARG, "K22_CUDA_ATTN='%s': expected auto, mma, flash or gemm", v);
